@@ -1,0 +1,138 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, with the context needed to act on it.
+///
+/// `Error` is `Clone` (I/O errors are shared behind an `Arc`) so that one failed flush can be
+/// reported to every callback that waited on it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What we were doing (`"open"`, `"msync"`, ...).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+
+    /// Another `Store` (in this or another process) holds the directory.
+    #[error("log directory {path} is locked by another process (or another open log in this one)")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+
+    /// Bytes on disk that recovery refuses: a bad record where no crash could have left one.
+    #[error("corrupt log: {path}:{offset}: {reason}")]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte offset in that file.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An entry that cannot fit in one segment, even an empty one. Nothing was written.
+    #[error(
+        "entry {index} is {size} bytes; a segment of this log holds at most {max} bytes of payload"
+    )]
+    EntryTooLarge {
+        /// Log index of the entry.
+        index: u64,
+        /// Its payload size.
+        size: usize,
+        /// The largest payload this configuration accepts.
+        max: usize,
+    },
+
+    /// A meta value that is too large. Nothing was written.
+    #[error("meta value for key {key} is {size} bytes; at most {max} bytes are allowed")]
+    MetaTooLarge {
+        /// Meta key.
+        key: u64,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// An append whose index does not follow the last one. Nothing was written.
+    #[error("non-consecutive append: expected index {expected}, got {got}")]
+    NonConsecutive {
+        /// The index that would have been accepted.
+        expected: u64,
+        /// The index given.
+        got: u64,
+    },
+
+    /// A truncate that would remove purged entries. Nothing was written.
+    #[error("cannot truncate from index {from}: entries below {first} are purged")]
+    TruncateBelowPurged {
+        /// First index the truncate would remove.
+        from: u64,
+        /// First retained index.
+        first: u64,
+    },
+
+    /// A Raft state rule was broken (vote reversal, log id reversal, commit rule...).
+    /// Nothing was written.
+    #[error("{0}")]
+    State(#[from] crate::raft::StateError),
+
+    /// A value could not be decoded.
+    #[error("decode {what}: {reason}")]
+    Decode {
+        /// What was being decoded (`"vote"`, `"log id of entry 17"`, ...).
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// A previous durable flush failed. After a failed fsync the page cache may no longer
+    /// match the disk, so the log refuses further writes: reopen it to recover.
+    #[error("the log is poisoned by an earlier flush failure ({0}); reopen it")]
+    Poisoned(String),
+
+    /// The background flush thread is gone (it panicked or the log is shutting down).
+    #[error("the flush thread has stopped")]
+    FlusherStopped,
+}
+
+impl Error {
+    /// Builds an [`Error::Io`].
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    /// Builds an [`Error::Corrupt`].
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}

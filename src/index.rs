@@ -1,0 +1,134 @@
+//! The in-memory position index: log index -> byte offset in a segment.
+//!
+//! A [`Run`] maps a range of consecutive log indexes stored in one segment to their record
+//! offsets, 4 bytes per entry. It is append-only and readable without locks while the writer
+//! appends: slots live in fixed-size chunks of atomics that are allocated once and never move,
+//! and the number of readable slots is published with a Release store after the slots are
+//! written (invariant I3). A slot is written exactly once; truncation never rewrites a slot,
+//! it freezes the run at a shorter length inside a new [`crate::version::Version`] and starts
+//! a new run.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use crate::format::{RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
+use crate::segment::Segment;
+
+const CHUNK: usize = 1024;
+
+/// Consecutive entries of one segment.
+#[derive(Debug)]
+pub struct Run {
+    segment: Arc<Segment>,
+    first: u64,
+    published: AtomicU64,
+    chunks: Box<[OnceLock<Box<[AtomicU32]>>]>,
+}
+
+impl Run {
+    /// An empty run whose first entry will have log index `first`.
+    pub fn new(segment: Arc<Segment>, first: u64) -> Self {
+        // A segment cannot hold more records than this, so a run never needs more slots.
+        let capacity =
+            (segment.size() as usize).saturating_sub(SEGMENT_HEADER_SIZE) / RECORD_HEADER_SIZE + 1;
+        let chunks = (0..capacity.div_ceil(CHUNK))
+            .map(|_| OnceLock::new())
+            .collect();
+        Run {
+            segment,
+            first,
+            published: AtomicU64::new(0),
+            chunks,
+        }
+    }
+
+    /// A run filled from offsets found by recovery, all published.
+    pub fn from_offsets(segment: Arc<Segment>, first: u64, offsets: &[u32]) -> Self {
+        let run = Run::new(segment, first);
+        for (slot, &off) in offsets.iter().enumerate() {
+            run.set(slot, off);
+        }
+        run.publish(offsets.len() as u64);
+        run
+    }
+
+    /// The segment holding this run's records.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.segment
+    }
+
+    /// Log index of slot 0.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// Number of published slots (Acquire: the slots and the bytes they point to are visible).
+    #[inline]
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Writes slot `slot`. Writer only; the slot must not be published yet.
+    /// Returns false if the slot is beyond the run's capacity (a bug, not reachable through
+    /// the store, which sizes runs by the segment).
+    pub fn set(&self, slot: usize, offset: u32) -> bool {
+        let Some(cell) = self.chunks.get(slot / CHUNK) else {
+            return false;
+        };
+        let chunk = cell.get_or_init(|| (0..CHUNK).map(|_| AtomicU32::new(0)).collect());
+        chunk[slot % CHUNK].store(offset, Ordering::Relaxed);
+        true
+    }
+
+    /// Makes slots `0..len` visible to readers (Release).
+    #[inline]
+    pub fn publish(&self, len: u64) {
+        self.published.store(len, Ordering::Release);
+    }
+
+    /// Offset of slot `slot`, which the caller has seen published.
+    #[inline]
+    pub fn offset(&self, slot: u64) -> Option<u32> {
+        let slot = usize::try_from(slot).ok()?;
+        let chunk = self.chunks.get(slot / CHUNK)?.get()?;
+        Some(chunk[slot % CHUNK].load(Ordering::Relaxed))
+    }
+
+    /// Resident bytes of the index for this run.
+    pub fn heap_bytes(&self) -> usize {
+        let chunks = self.chunks.iter().filter(|c| c.get().is_some()).count();
+        chunks * CHUNK * 4 + std::mem::size_of_val(&*self.chunks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::PreparedFile;
+
+    #[test]
+    fn slots_publish_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Arc::new(
+            Segment::install(
+                PreparedFile::create(dir.path(), 0, 1 << 20).unwrap(),
+                dir.path(),
+                1,
+            )
+            .unwrap(),
+        );
+        let run = Run::new(seg.clone(), 100);
+        for i in 0..5000u32 {
+            assert!(run.set(i as usize, 64 + i * 24));
+        }
+        assert_eq!(run.published(), 0);
+        run.publish(5000);
+        assert_eq!(run.offset(4999), Some(64 + 4999 * 24));
+        assert_eq!(run.first(), 100);
+        let capacity: usize = ((1 << 20) - 64) / 24 + 1;
+        assert!(!run.set(capacity.div_ceil(CHUNK) * CHUNK, 1));
+        let r2 = Run::from_offsets(seg, 7, &[64, 88]);
+        assert_eq!(r2.published(), 2);
+        assert_eq!(r2.offset(1), Some(88));
+    }
+}

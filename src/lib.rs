@@ -1,0 +1,36 @@
+//! # raft-mmap-log
+//!
+//! A durable write-ahead log for Raft, built as a memory-mapped, zero-copy segment store.
+//!
+//! * [`Store`] is the engine: `u64` indexes, byte payloads, small meta values; one writer.
+//! * [`Reader`] / [`Snapshot`] read from any thread without blocking the writer and return
+//!   payloads as `&[u8]` borrowed straight from the mapped segment files.
+//! * [`raft::RaftLog`] is the typed Raft layer on top (vote, append, commit, truncate, purge,
+//!   snapshot meta) with Raft's state rules checked before anything reaches disk.
+//!
+//! The on-disk format and the invariants that make the zero-copy reads sound are described in
+//! `docs/format.md`.
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod flusher;
+pub mod format;
+mod index;
+mod lock;
+mod preparer;
+pub mod raft;
+mod reader;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+mod state;
+mod store;
+mod version;
+
+pub use error::{Error, Result};
+pub use flusher::Callback;
+pub use reader::{Entries, Entry, Reader, Snapshot};
+pub use recovery::{RecoveryMode, RecoveryReport};
+pub use state::{LogState, Metas};
+pub use store::{Config, Store};

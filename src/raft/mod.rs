@@ -1,0 +1,4 @@
+//! The typed Raft layer.
+
+mod errors;
+pub use errors::StateError;

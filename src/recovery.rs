@@ -1,0 +1,679 @@
+//! Recovery: scan every segment in parallel, then merge the scans in order.
+//!
+//! Each segment starts with a checkpoint, so it can be scanned alone into a [`Scan`] (rayon,
+//! one task per segment). The merge replays the scans oldest first through the same
+//! [`LogState`] rules the writer uses and decides what is a torn tail (cut it) and what is
+//! corruption (refuse to open, naming the file and offset). [`plan`] only reads; [`repair`]
+//! applies the plan's cuts before the writer starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use zerocopy::FromBytes;
+
+use crate::error::{Error, Result};
+use crate::format::{
+    parse_segment_file_name, CheckpointHead, MetaItemHead, RecordKind, PREPARED_SUFFIX,
+    SEGMENT_HEADER_SIZE,
+};
+use crate::record::{decode, Decoded};
+use crate::segment::Segment;
+use crate::state::LogState;
+
+/// What recovery does when it finds a bad record where no crash could have left one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Refuse to open with [`Error::Corrupt`] naming the file and offset (default).
+    #[default]
+    Strict,
+    /// Cut the log at the first bad record and drop everything after it: the log opens, but
+    /// entries after the corruption are lost. The cut is reported in [`RecoveryReport`].
+    TruncateAtCorruption,
+}
+
+/// One thing found in a segment.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// The segment's opening state.
+    Checkpoint {
+        /// File offset.
+        offset: u64,
+        /// State it records.
+        first: u64,
+        /// State it records.
+        next: u64,
+        /// Meta values it records.
+        metas: BTreeMap<u64, Arc<[u8]>>,
+    },
+    /// Entries with consecutive indexes.
+    Entries {
+        /// File offset of the first.
+        offset: u64,
+        /// Index of the first.
+        first: u64,
+        /// Record offsets.
+        offsets: Vec<u32>,
+    },
+    /// Truncate record.
+    Truncate {
+        /// File offset.
+        offset: u64,
+        /// First index removed.
+        from: u64,
+    },
+    /// Purge record.
+    Purge {
+        /// File offset.
+        offset: u64,
+        /// New first index.
+        first: u64,
+    },
+    /// Meta record.
+    Meta {
+        /// File offset.
+        offset: u64,
+        /// Key.
+        key: u64,
+        /// Value.
+        value: Arc<[u8]>,
+    },
+}
+
+/// The result of scanning one segment alone.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    /// Valid records, in file order.
+    pub items: Vec<Item>,
+    /// Offset just past the last valid record.
+    pub end: u64,
+    /// First bad spot after the valid prefix, and what is wrong there.
+    pub torn: Option<(u64, String)>,
+    /// Number of entry records.
+    pub entries: u64,
+}
+
+/// Scans a segment. Reads only; never panics on any byte pattern.
+pub fn scan_segment(seg: &Segment) -> Scan {
+    // SAFETY: recovery runs before any writer or flusher exists for this segment, and the
+    // slice is dropped before `repair` writes to it.
+    let bytes = unsafe { seg.all_bytes() };
+    let salt = seg.salt();
+    let mut pos = SEGMENT_HEADER_SIZE;
+    let mut items: Vec<Item> = Vec::new();
+    let mut torn = None;
+    let mut entries = 0u64;
+    loop {
+        let rest = bytes.get(pos..).unwrap_or(&[]);
+        match decode(salt, rest) {
+            Decoded::End => {
+                if let Some(nz) = first_nonzero(rest) {
+                    torn = Some((
+                        (pos + nz) as u64,
+                        "non-zero bytes after the last record".to_string(),
+                    ));
+                }
+                break;
+            }
+            Decoded::Invalid(why) => {
+                torn = Some((pos as u64, why.to_string()));
+                break;
+            }
+            Decoded::Record(r) => {
+                let offset = pos as u64;
+                let is_first = pos == SEGMENT_HEADER_SIZE;
+                if is_first != (r.kind == RecordKind::Checkpoint) {
+                    let why = if is_first {
+                        "segment does not start with a checkpoint"
+                    } else {
+                        "checkpoint record after the start of a segment"
+                    };
+                    torn = Some((offset, why.to_string()));
+                    break;
+                }
+                match r.kind {
+                    RecordKind::Entry => {
+                        entries += 1;
+                        match items.last_mut() {
+                            Some(Item::Entries { first, offsets, .. })
+                                if *first + offsets.len() as u64 == r.arg =>
+                            {
+                                offsets.push(pos as u32)
+                            }
+                            _ => items.push(Item::Entries {
+                                offset,
+                                first: r.arg,
+                                offsets: vec![pos as u32],
+                            }),
+                        }
+                    }
+                    RecordKind::Truncate => items.push(Item::Truncate {
+                        offset,
+                        from: r.arg,
+                    }),
+                    RecordKind::Purge => items.push(Item::Purge {
+                        offset,
+                        first: r.arg,
+                    }),
+                    RecordKind::Meta => items.push(Item::Meta {
+                        offset,
+                        key: r.arg,
+                        value: Arc::from(r.body),
+                    }),
+                    RecordKind::Checkpoint => match decode_checkpoint(r.body) {
+                        Some((first, next, metas)) => items.push(Item::Checkpoint {
+                            offset,
+                            first,
+                            next,
+                            metas,
+                        }),
+                        None => {
+                            torn = Some((offset, "malformed checkpoint body".to_string()));
+                            break;
+                        }
+                    },
+                }
+                pos += r.size;
+            }
+        }
+    }
+    Scan {
+        items,
+        end: pos.min(bytes.len()) as u64,
+        torn,
+        entries,
+    }
+}
+
+fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    let (pre, mid, post) = {
+        // Word-at-a-time scan; `align_to` is safe for u64 reads via zerocopy.
+        let head = bytes.len().min(bytes.as_ptr().align_offset(8));
+        let body_len = (bytes.len() - head) / 8 * 8;
+        (
+            &bytes[..head],
+            &bytes[head..head + body_len],
+            &bytes[head + body_len..],
+        )
+    };
+    if let Some(i) = pre.iter().position(|&b| b != 0) {
+        return Some(i);
+    }
+    let words = <[zerocopy::little_endian::U64]>::ref_from_bytes(mid).ok()?;
+    if let Some(w) = words.iter().position(|w| w.get() != 0) {
+        let at = pre.len() + w * 8;
+        return bytes[at..].iter().position(|&b| b != 0).map(|i| at + i);
+    }
+    post.iter()
+        .position(|&b| b != 0)
+        .map(|i| pre.len() + mid.len() + i)
+}
+
+/// Encodes a checkpoint body.
+pub fn encode_checkpoint(state: &LogState) -> Vec<u8> {
+    use zerocopy::IntoBytes;
+    let head = CheckpointHead {
+        first: state.first.into(),
+        next: state.next.into(),
+        meta_count: (state.metas.len() as u32).into(),
+        reserved: 0.into(),
+    };
+    let mut out = head.as_bytes().to_vec();
+    for (k, v) in state.metas.iter() {
+        let item = MetaItemHead {
+            key: (*k).into(),
+            len: (v.len() as u32).into(),
+        };
+        out.extend_from_slice(item.as_bytes());
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+/// Size of the checkpoint body for `state`.
+pub fn checkpoint_len(state: &LogState) -> usize {
+    std::mem::size_of::<CheckpointHead>()
+        + state
+            .metas
+            .values()
+            .map(|v| std::mem::size_of::<MetaItemHead>() + v.len())
+            .sum::<usize>()
+}
+
+type CheckpointBody = (u64, u64, BTreeMap<u64, Arc<[u8]>>);
+
+fn decode_checkpoint(body: &[u8]) -> Option<CheckpointBody> {
+    let (head, mut rest) = CheckpointHead::read_from_prefix(body).ok()?;
+    let mut metas = BTreeMap::new();
+    for _ in 0..head.meta_count.get() {
+        let (item, r) = MetaItemHead::read_from_prefix(rest).ok()?;
+        let len = item.len.get() as usize;
+        let value = r.get(..len)?;
+        metas.insert(item.key.get(), Arc::from(value));
+        rest = &r[len..];
+    }
+    if !rest.is_empty() || head.first.get() > head.next.get() {
+        return None;
+    }
+    Some((head.first.get(), head.next.get(), metas))
+}
+
+/// A run of entries rebuilt by the merge: which kept segment, first index, offsets.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// Position in [`Plan::segments`].
+    pub segment: usize,
+    /// Log index of the first offset.
+    pub first: u64,
+    /// Record offsets.
+    pub offsets: Vec<u32>,
+}
+
+/// What recovery found and what it must change before the log opens.
+#[derive(Debug)]
+pub struct Plan {
+    /// Segments that stay, oldest first; the last one is written next.
+    pub segments: Vec<Arc<Segment>>,
+    /// Scan of each kept segment.
+    pub scans: Vec<Scan>,
+    /// Recovered state.
+    pub state: LogState,
+    /// Index runs.
+    pub runs: Vec<RunPlan>,
+    /// Where writing resumes in the last segment.
+    pub write_pos: u64,
+    /// The last segment needs a fresh checkpoint at `write_pos` (its own was lost).
+    pub needs_checkpoint: bool,
+    /// Files to delete: segments after a cut, never-written segment files, prepared files.
+    pub remove: Vec<PathBuf>,
+    /// Leading segments (indexes into `segments`... always a prefix) that hold only purged
+    /// entries.
+    pub purged_prefix: usize,
+    /// What happened, for people.
+    pub report: RecoveryReport,
+}
+
+/// What recovery found, for logs and tools.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Segment files scanned.
+    pub segments_scanned: usize,
+    /// Entry records found (including truncated and purged ones).
+    pub entry_records: u64,
+    /// Bytes of records scanned.
+    pub bytes_scanned: u64,
+    /// Where a torn tail was cut: file, offset, why.
+    pub cut: Option<(PathBuf, u64, String)>,
+    /// Whole segment files dropped after the cut, or never written.
+    pub dropped_files: Vec<PathBuf>,
+    /// Corruption tolerated under [`RecoveryMode::TruncateAtCorruption`].
+    pub tolerated_corruption: Option<String>,
+    /// Time taken.
+    pub elapsed: std::time::Duration,
+}
+
+/// Segment files `(seq, path)` oldest first, and leftover prepared files.
+pub type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>);
+
+/// Lists segment files (seq, path) in `dir`, oldest first, and leftover prepared files.
+pub fn list_dir(dir: &Path) -> Result<Listing> {
+    let mut segs = Vec::new();
+    let mut prepared = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = parse_segment_file_name(name) {
+            segs.push((seq, ent.path()));
+        } else if name.ends_with(PREPARED_SUFFIX) {
+            prepared.push(ent.path());
+        }
+    }
+    segs.sort();
+    Ok((segs, prepared))
+}
+
+/// Whether the first `SEGMENT_HEADER_SIZE` bytes of the file are all zero (a file whose
+/// header never reached the disk).
+fn header_is_blank(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut raw = [0u8; SEGMENT_HEADER_SIZE];
+    match std::fs::File::open(path) {
+        Ok(f) => match f.read_exact_at(&mut raw, 0) {
+            Ok(()) => raw.iter().all(|&b| b == 0),
+            Err(_) => true, // shorter than a header: never written
+        },
+        Err(_) => false,
+    }
+}
+
+/// Reads the directory and decides how the log recovers. Writes nothing.
+pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
+    let started = std::time::Instant::now();
+    let (listed, prepared) = list_dir(dir)?;
+    let mut remove: Vec<PathBuf> = prepared;
+    let mut report = RecoveryReport::default();
+
+    // Open segments; a newest file whose header never reached the disk is dropped.
+    let mut segments = Vec::with_capacity(listed.len());
+    for (i, (seq, path)) in listed.iter().enumerate() {
+        if let Some(&(prev, _)) = i.checked_sub(1).and_then(|j| listed.get(j)) {
+            if prev + 1 != *seq {
+                return Err(Error::corrupt(
+                    path,
+                    0,
+                    format!("segment {} is missing (found {prev} then {seq})", prev + 1),
+                ));
+            }
+        }
+        match Segment::open(path, *seq, writable) {
+            Ok(s) => segments.push(Arc::new(s)),
+            Err(e) if i + 1 == listed.len() && header_is_blank(path) => {
+                let _ = e;
+                remove.push(path.clone());
+                report.dropped_files.push(path.clone());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    let scans: Vec<Scan> = segments.par_iter().map(|s| scan_segment(s)).collect();
+    report.segments_scanned = scans.len();
+    report.entry_records = scans.iter().map(|s| s.entries).sum();
+    report.bytes_scanned = scans.iter().map(|s| s.end).sum();
+
+    // Merge oldest first.
+    let mut state = LogState::default();
+    let mut runs: Vec<RunPlan> = Vec::new();
+    let mut keep = segments.len();
+    let mut write_pos = SEGMENT_HEADER_SIZE as u64;
+    let mut needs_checkpoint = segments.is_empty();
+    for (k, (seg, scan)) in segments.iter().zip(&scans).enumerate() {
+        let newest = k + 1 == segments.len();
+        let sealed_end = seg.sealed_end();
+        // Where this segment's valid part ends and why, if it ends early.
+        let mut cut: Option<(u64, String)> = scan.torn.clone();
+        if let (Some(end), None) = (sealed_end, &cut) {
+            if end != scan.end {
+                cut = Some((
+                    scan.end,
+                    format!(
+                        "records end at {} but the segment was sealed at {end}",
+                        scan.end
+                    ),
+                ));
+            }
+        }
+        let mut items = scan.items.iter();
+        match items.next() {
+            Some(Item::Checkpoint {
+                offset,
+                first,
+                next,
+                metas,
+            }) => {
+                if k == 0 {
+                    state.first = *first;
+                    state.next = *next;
+                    state.metas = Arc::new(metas.clone());
+                } else if (state.first, state.next, &*state.metas) != (*first, *next, metas) {
+                    let why = format!(
+                        "checkpoint says first={first} next={next} but replay of earlier segments gives first={} next={}",
+                        state.first, state.next
+                    );
+                    // The previous segment lost its unsynced tail while this one's start
+                    // reached the disk: a torn write if the previous one was never sealed.
+                    let prev = &segments[k - 1];
+                    if prev.sealed_end().is_some() {
+                        corrupt_or_tolerate(mode, &mut report, seg.path(), *offset, &why)?;
+                    } else {
+                        report.cut = Some((prev.path().to_path_buf(), scans[k - 1].end, why));
+                    }
+                    keep = k;
+                    break;
+                }
+            }
+            _ => {
+                // No checkpoint: nothing valid in this segment.
+                if !newest && sealed_end.is_some() {
+                    let (off, why) = cut
+                        .clone()
+                        .unwrap_or((SEGMENT_HEADER_SIZE as u64, String::new()));
+                    corrupt_or_tolerate(mode, &mut report, seg.path(), off, &why)?;
+                }
+                if k == 0 && !newest {
+                    return Err(Error::corrupt(
+                        seg.path(),
+                        SEGMENT_HEADER_SIZE as u64,
+                        "oldest segment has no checkpoint; the log's start state is unknown",
+                    ));
+                }
+                if let Some((off, why)) = &cut {
+                    report.cut = Some((seg.path().to_path_buf(), *off, why.clone()));
+                }
+                needs_checkpoint = true;
+                write_pos = SEGMENT_HEADER_SIZE as u64;
+                keep = k + 1;
+                break;
+            }
+        }
+        for item in items {
+            replay(seg, k, item, &mut state, &mut runs)?;
+        }
+        write_pos = scan.end;
+        if let Some((off, why)) = cut {
+            if !newest && sealed_end.is_some() {
+                corrupt_or_tolerate(mode, &mut report, seg.path(), off, &why)?;
+            }
+            report.cut = Some((seg.path().to_path_buf(), off, why));
+            keep = k + 1;
+            break;
+        }
+    }
+    for seg in segments.drain(keep..) {
+        remove.push(seg.path().to_path_buf());
+        report.dropped_files.push(seg.path().to_path_buf());
+    }
+    let mut scans = scans;
+    scans.truncate(keep);
+    if segments.is_empty() {
+        needs_checkpoint = true;
+        write_pos = SEGMENT_HEADER_SIZE as u64;
+    }
+    // Leading segments that no live entry needs.
+    let first_used = runs.first().map(|r| r.segment).unwrap_or(usize::MAX);
+    let purged_prefix = first_used.min(segments.len().saturating_sub(1));
+    report.elapsed = started.elapsed();
+    Ok(Plan {
+        segments,
+        scans,
+        state,
+        runs,
+        write_pos,
+        needs_checkpoint,
+        remove,
+        purged_prefix,
+        report,
+    })
+}
+
+fn corrupt_or_tolerate(
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+    path: &Path,
+    offset: u64,
+    why: &str,
+) -> Result<()> {
+    match mode {
+        RecoveryMode::Strict => Err(Error::corrupt(path, offset, why)),
+        RecoveryMode::TruncateAtCorruption => {
+            report.tolerated_corruption = Some(format!("{}:{offset}: {why}", path.display()));
+            Ok(())
+        }
+    }
+}
+
+fn replay(
+    seg: &Segment,
+    k: usize,
+    item: &Item,
+    state: &mut LogState,
+    runs: &mut Vec<RunPlan>,
+) -> Result<()> {
+    let bad = |offset: u64, e: Error| {
+        Error::corrupt(
+            seg.path(),
+            offset,
+            format!("record breaks the log's rules: {e}"),
+        )
+    };
+    match item {
+        Item::Checkpoint { offset, .. } => {
+            return Err(Error::corrupt(seg.path(), *offset, "second checkpoint"))
+        }
+        Item::Entries {
+            offset,
+            first,
+            offsets,
+        } => {
+            state.check_append(*first).map_err(|e| bad(*offset, e))?;
+            state.apply_append(*first);
+            let last = first + offsets.len() as u64 - 1;
+            state.next = last + 1;
+            match runs.last_mut() {
+                Some(r) if r.segment == k && r.first + r.offsets.len() as u64 == *first => {
+                    r.offsets.extend_from_slice(offsets)
+                }
+                _ => {
+                    // An append to an empty log may skip ahead: older runs are gone.
+                    if runs
+                        .last()
+                        .is_some_and(|r| r.first + r.offsets.len() as u64 != *first)
+                    {
+                        runs.clear();
+                    }
+                    runs.push(RunPlan {
+                        segment: k,
+                        first: *first,
+                        offsets: offsets.clone(),
+                    })
+                }
+            }
+        }
+        Item::Truncate { offset, from } => {
+            if state.check_truncate(*from).map_err(|e| bad(*offset, e))? {
+                state.apply_truncate(*from);
+                runs.retain(|r| r.first < *from);
+                if let Some(r) = runs.last_mut() {
+                    let keep = (*from - r.first) as usize;
+                    r.offsets.truncate(keep);
+                }
+            }
+        }
+        Item::Purge { first, .. } => {
+            state.apply_purge(*first);
+            runs.retain(|r| r.first + r.offsets.len() as u64 > *first);
+        }
+        Item::Meta { key, value, .. } => state.apply_meta(*key, value.clone()),
+    }
+    Ok(())
+}
+
+/// Applies a plan's cuts: removes dropped files, zeroes bytes after the cut in the last
+/// segment (so stale bytes can never come back as records, invariant I5), makes every kept
+/// record durable and seals older segments. Runs before the writer exists.
+pub fn repair(dir: &Path, plan: &mut Plan) -> Result<()> {
+    let mut dir_changed = false;
+    for p in &plan.remove {
+        match std::fs::remove_file(p) {
+            Ok(()) => dir_changed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", p, e)),
+        }
+    }
+    let n = plan.segments.len();
+    for (k, seg) in plan.segments.iter().enumerate() {
+        let end = if k + 1 == n {
+            plan.write_pos
+        } else {
+            plan.scans[k].end
+        };
+        if k + 1 == n {
+            zero_after(seg, end)?;
+        }
+        seg.sync_range(0, end)?;
+        seg.set_synced(end);
+        if k + 1 < n && seg.sealed_end().is_none() {
+            seg.mark_sealed(end)?;
+        }
+    }
+    if dir_changed {
+        crate::segment::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Zeroes every non-zero page after `end` in `seg` and syncs them.
+fn zero_after(seg: &Segment, end: u64) -> Result<()> {
+    const PAGE: usize = 4096;
+    let size = seg.size() as usize;
+    let mut pos = end as usize;
+    let mut dirty: Option<(usize, usize)> = None;
+    while pos < size {
+        let stop = ((pos / PAGE) + 1) * PAGE;
+        let stop = stop.min(size);
+        // SAFETY: recovery owns the segment (no writer, flusher or reader yet); the slice is
+        // dropped before we write the same range below.
+        let nonzero = first_nonzero(unsafe { seg.bytes(pos, stop - pos) }).is_some();
+        if nonzero {
+            // SAFETY: as above: single-threaded recovery, no live reference to this range.
+            unsafe { seg.zero_at(pos, stop - pos) };
+            let d = dirty.get_or_insert((pos, stop));
+            d.1 = stop;
+        }
+        pos = stop;
+    }
+    if let Some((a, b)) = dirty {
+        seg.sync_range(a as u64, b as u64)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_round_trip() {
+        let mut s = LogState {
+            first: 3,
+            next: 9,
+            ..Default::default()
+        };
+        s.apply_meta(1, Arc::from(&b"vote"[..]));
+        s.apply_meta(7, Arc::from(&b""[..]));
+        let body = encode_checkpoint(&s);
+        assert_eq!(body.len(), checkpoint_len(&s));
+        let (f, n, m) = decode_checkpoint(&body).unwrap();
+        assert_eq!((f, n), (3, 9));
+        assert_eq!(m, *s.metas);
+        assert!(decode_checkpoint(&body[..body.len() - 1]).is_none());
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(decode_checkpoint(&longer).is_none());
+    }
+
+    #[test]
+    fn first_nonzero_finds_any_byte() {
+        let mut v = vec![0u8; 100];
+        assert_eq!(first_nonzero(&v), None);
+        for i in [0, 5, 8, 63, 99] {
+            v[i] = 1;
+            assert_eq!(first_nonzero(&v[..]), Some(i));
+            assert_eq!(first_nonzero(&v[1..]), i.checked_sub(1));
+            v[i] = 0;
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! One segment file: preallocated, mapped, append-only.
+//!
+//! All `unsafe` that touches mapped memory lives in this file. The rules (see
+//! `docs/format.md`, "Invariants") are:
+//!
+//! * **I1** bytes that a reader may see are never written again while the file is mapped: the
+//!   writer only writes at or beyond the published end of the segment, and readers only build
+//!   slices below it;
+//! * **I2** a mapping outlives every slice borrowed from it: slices borrow from a `&Segment`
+//!   that is kept alive by an `Arc<Segment>` inside the reader's snapshot;
+//! * **I4** the file is never sparse and never shorter than the map: it is fully allocated
+//!   before it is mapped and its length is checked at open.
+//!
+//! We never create a `&mut [u8]` over the map: writes go through raw pointers, so a `&[u8]`
+//! that a reader holds over other bytes of the same map stays valid.
+
+use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    segment_file_name, SegmentHeader, FORMAT_VERSION, PREPARED_SUFFIX, SEALED_MAGIC,
+    SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
+};
+
+/// A mapped segment file.
+#[derive(Debug)]
+pub struct Segment {
+    path: PathBuf,
+    seq: u64,
+    salt: u32,
+    size: u64,
+    map: MmapRaw,
+    /// Bytes `[SEGMENT_HEADER_SIZE, synced)` are known durable. Only the flusher and open
+    /// update it.
+    synced: AtomicU64,
+    /// Set when the flusher has written and synced the sealed mark.
+    sealed_marked: std::sync::atomic::AtomicBool,
+    _file: File,
+}
+
+/// A preallocated, mapped file that is not a segment yet (a `*.seg.tmp` file).
+#[derive(Debug)]
+pub struct PreparedFile {
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+    size: u64,
+}
+
+impl PreparedFile {
+    /// Creates `dir/<token>.seg.tmp` of `size` bytes with real blocks and maps it, faulting
+    /// its pages in (`MAP_POPULATE`) so the writer does not pay for them.
+    pub fn create(dir: &Path, token: u64, size: u64) -> Result<Self> {
+        let path = dir.join(format!("{token:020}{PREPARED_SUFFIX}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
+        allocate(&file, &path, size)?;
+        let map = map_file(&file, &path, size, true, true)?;
+        Ok(PreparedFile {
+            path,
+            file,
+            map,
+            size,
+        })
+    }
+
+    /// Size of the file.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Removes the file (used when a prepared file is not needed).
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Gives the file `size` bytes of real blocks (invariant I4). `fallocate` first; where the
+/// filesystem refuses it, writes zeros.
+fn allocate(file: &File, path: &Path, size: u64) -> Result<()> {
+    match fs2::FileExt::allocate(file, size) {
+        Ok(()) => {}
+        Err(e) if is_unsupported(&e) => write_zeros(file, path, size)?,
+        Err(e) => return Err(Error::io("fallocate", path, e)),
+    }
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if len != size {
+        file.set_len(size)
+            .map_err(|e| Error::io("set_len", path, e))?;
+    }
+    Ok(())
+}
+
+fn is_unsupported(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(code) if code == libc::EOPNOTSUPP || code == libc::ENOSYS)
+        || e.kind() == std::io::ErrorKind::Unsupported
+}
+
+fn write_zeros(file: &File, path: &Path, size: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let chunk = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < size {
+        let n = chunk.len().min((size - off) as usize);
+        file.write_all_at(&chunk[..n], off)
+            .map_err(|e| Error::io("write zeros", path, e))?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// The one place where a file is mapped.
+fn map_file(
+    file: &File,
+    path: &Path,
+    size: u64,
+    populate: bool,
+    writable: bool,
+) -> Result<MmapRaw> {
+    let len = usize::try_from(size)
+        .map_err(|_| Error::InvalidConfig(format!("segment size {size} does not fit in memory")))?;
+    let mut opts = MmapOptions::new();
+    opts.len(len);
+    if populate {
+        opts.populate();
+    }
+    // SAFETY: `map_raw` is unsafe because another process could change or shorten the file
+    // while it is mapped. The directory is locked (fs2) against other instances of this
+    // library, the file has been allocated to at least `size` bytes before this call (I4), and
+    // `MmapRaw` never hands out references: all access goes through the functions below, whose
+    // own SAFETY comments state the rules. Files changed behind our back by other programs are
+    // outside what we can defend against (documented in docs/format.md).
+    let map = if writable {
+        opts.map_raw(file)
+    } else {
+        opts.map_raw_read_only(file)
+    }
+    .map_err(|e| Error::io("mmap", path, e))?;
+    Ok(map)
+}
+
+fn random_salt(seq: u64) -> u32 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(seq);
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    let v = h.finish();
+    // Zero is avoided only for readability of dumps; any value works.
+    ((v >> 32) as u32 ^ v as u32) | 1
+}
+
+impl Segment {
+    /// Turns a prepared file into segment `seq` in `dir`: renames it and writes the header.
+    /// The caller must fsync the directory before acknowledging anything written into it.
+    pub fn install(prepared: PreparedFile, dir: &Path, seq: u64) -> Result<Self> {
+        let path = dir.join(segment_file_name(seq));
+        std::fs::rename(&prepared.path, &path).map_err(|e| Error::io("rename", &path, e))?;
+        let salt = random_salt(seq);
+        let mut header = SegmentHeader {
+            magic: SEGMENT_MAGIC,
+            version: FORMAT_VERSION.into(),
+            salt: salt.into(),
+            seq: seq.into(),
+            segment_size: prepared.size.into(),
+            reserved: 0.into(),
+            header_crc: 0.into(),
+            sealed_magic: 0.into(),
+            sealed_end: 0.into(),
+            reserved2: [0; 8],
+        };
+        header.header_crc = crc32c::crc32c(&header.as_bytes()[SEGMENT_HEADER_CRC_RANGE]).into();
+        let seg = Segment {
+            path,
+            seq,
+            salt,
+            size: prepared.size,
+            map: prepared.map,
+            synced: AtomicU64::new(0),
+            sealed_marked: false.into(),
+            _file: prepared.file,
+        };
+        // SAFETY: the segment is new: no reader can hold a slice into it yet (I1).
+        unsafe { seg.write_at(0, header.as_bytes()) };
+        Ok(seg)
+    }
+
+    /// Opens and maps an existing segment file, checking its header.
+    ///
+    /// The returned segment's records are not validated yet (that is recovery's job). A
+    /// segment opened with `writable == false` is mapped read-only: only tools that never write
+    /// (stat, verify, dump) open it that way, and nothing may call the write functions on it.
+    pub fn open(path: &Path, seq: u64, writable: bool) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        let mut raw = [0u8; SEGMENT_HEADER_SIZE];
+        if len < SEGMENT_HEADER_SIZE as u64 {
+            return Err(Error::corrupt(
+                path,
+                len,
+                "file shorter than a segment header",
+            ));
+        }
+        {
+            use std::os::unix::fs::FileExt;
+            file.read_exact_at(&mut raw, 0)
+                .map_err(|e| Error::io("read header", path, e))?;
+        }
+        let header = parse_header(path, &raw)?;
+        if header.seq.get() != seq {
+            return Err(Error::corrupt(
+                path,
+                16,
+                format!(
+                    "header names segment {} but the file name says {seq}",
+                    header.seq
+                ),
+            ));
+        }
+        let size = header.segment_size.get();
+        if len < size {
+            return Err(Error::corrupt(
+                path,
+                len,
+                format!(
+                    "file is {len} bytes but its header says {size}: shortened behind our back"
+                ),
+            ));
+        }
+        let map = map_file(&file, path, size, false, writable)?;
+        let sealed = header.sealed_magic.get() == SEALED_MAGIC;
+        Ok(Segment {
+            path: path.to_path_buf(),
+            seq,
+            salt: header.salt.get(),
+            size,
+            map,
+            synced: AtomicU64::new(0),
+            sealed_marked: sealed.into(),
+            _file: file,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// CRC seed of this segment's records.
+    pub fn salt(&self) -> u32 {
+        self.salt
+    }
+
+    /// File size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The sealed mark read at open (or written since): `Some(end)` when every record up to
+    /// `end` was durable when the mark was written.
+    pub fn sealed_end(&self) -> Option<u64> {
+        // Only read at open, before any writer exists (see `open`).
+        let head = self.header_copy();
+        (head.sealed_magic.get() == SEALED_MAGIC).then(|| head.sealed_end.get())
+    }
+
+    fn header_copy(&self) -> SegmentHeader {
+        let mut raw = [0u8; SEGMENT_HEADER_SIZE];
+        // SAFETY: the map is at least SEGMENT_HEADER_SIZE long (checked at open/create). We
+        // copy bytes out through a raw pointer, never making a reference. The only concurrent
+        // writer of the header is `mark_sealed`, and callers read it only at open, before the
+        // flusher exists.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.as_ptr(), raw.as_mut_ptr(), raw.len());
+        }
+        // `raw` has exactly the header's size, so this cannot fail.
+        SegmentHeader::read_from_bytes(&raw).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// Borrows `len` bytes at `offset`.
+    ///
+    /// # Safety
+    /// The range must be inside the map and must never be written again while the returned
+    /// slice lives: it is published (below the writer's published end) or the caller is the only
+    /// user of the segment (recovery, before any writer exists) and drops the slice before
+    /// writing.
+    pub unsafe fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        debug_assert!(offset.checked_add(len).is_some_and(|e| e <= self.map.len()));
+        // SAFETY: the caller guarantees bounds and immutability for the slice's lifetime; the
+        // map lives as long as `self` (I2).
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) }
+    }
+
+    /// The whole mapped file as one slice, for recovery's scan.
+    ///
+    /// # Safety
+    /// Same as [`Segment::bytes`]: only while nothing writes the segment.
+    pub unsafe fn all_bytes(&self) -> &[u8] {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.bytes(0, self.map.len()) }
+    }
+
+    /// Copies `data` into the map at `offset`.
+    ///
+    /// # Safety
+    /// `offset..offset + data.len()` must be inside the map and not yet published: no reader
+    /// may hold or build a slice over it until the writer publishes it (I1). Only one thread
+    /// (the writer, or recovery before the writer exists) calls this.
+    pub unsafe fn write_at(&self, offset: usize, data: &[u8]) {
+        debug_assert!(offset
+            .checked_add(data.len())
+            .is_some_and(|e| e <= self.map.len()));
+        // SAFETY: bounds are the caller's promise; the destination is raw mapped memory that no
+        // reference covers (caller's promise), and the source is a distinct heap/stack slice.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.map.as_mut_ptr().add(offset),
+                data.len(),
+            )
+        }
+    }
+
+    /// Fills `offset..offset+len` with zeros.
+    ///
+    /// # Safety
+    /// As for [`Segment::write_at`].
+    pub unsafe fn zero_at(&self, offset: usize, len: usize) {
+        debug_assert!(offset.checked_add(len).is_some_and(|e| e <= self.map.len()));
+        // SAFETY: as for `write_at`.
+        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(offset), 0, len) }
+    }
+
+    /// Makes `[from, to)` durable (msync). Ranges are widened to pages by the kernel.
+    pub fn sync_range(&self, from: u64, to: u64) -> Result<()> {
+        if to <= from {
+            return Ok(());
+        }
+        self.map
+            .flush_range(from as usize, (to - from) as usize)
+            .map_err(|e| Error::io("msync", &self.path, e))
+    }
+
+    /// Starts write-back of `[from, to)` without waiting (`sync_file_range(WRITE)`), so that a
+    /// later durable flush has less to do. Best effort.
+    pub fn start_writeback(&self, from: u64, to: u64) {
+        if to <= from {
+            return;
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on a file descriptor we own; it does not touch our memory.
+        unsafe {
+            libc::sync_file_range(
+                self._file.as_raw_fd(),
+                from as libc::off64_t,
+                (to - from) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+
+    /// Durable prefix known to the flusher.
+    pub fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Records that `[.., to)` is durable.
+    pub fn set_synced(&self, to: u64) {
+        self.synced.fetch_max(to, Ordering::AcqRel);
+    }
+
+    /// Whether the sealed mark is on disk.
+    pub fn is_sealed_marked(&self) -> bool {
+        self.sealed_marked.load(Ordering::Acquire)
+    }
+
+    /// Writes and syncs the sealed mark: every record below `end` is already durable.
+    /// Called by the flusher only, after syncing `[.., end)`.
+    pub fn mark_sealed(&self, end: u64) -> Result<()> {
+        let mut mark = [0u8; 16];
+        mark[..8].copy_from_slice(&SEALED_MAGIC.to_le_bytes());
+        mark[8..].copy_from_slice(&end.to_le_bytes());
+        // SAFETY: bytes 40..56 of the header are never covered by a reference: readers only
+        // borrow record ranges (>= SEGMENT_HEADER_SIZE), and recovery's whole-file slices are
+        // dropped before the flusher starts. Only the flusher writes these bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(mark.as_ptr(), self.map.as_mut_ptr().add(40), 16);
+        }
+        self.sync_range(0, SEGMENT_HEADER_SIZE as u64)?;
+        self.sealed_marked.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Parses and checks a segment header.
+pub fn parse_header(path: &Path, raw: &[u8]) -> Result<SegmentHeader> {
+    let (header, _) = SegmentHeader::read_from_prefix(raw)
+        .map_err(|_| Error::corrupt(path, 0, "file shorter than a segment header"))?;
+    if header.magic != SEGMENT_MAGIC {
+        return Err(Error::corrupt(path, 0, "not a segment file (bad magic)"));
+    }
+    let crc = crc32c::crc32c(&header.as_bytes()[SEGMENT_HEADER_CRC_RANGE]);
+    if crc != header.header_crc.get() {
+        return Err(Error::corrupt(path, 32, "segment header checksum mismatch"));
+    }
+    if header.version.get() != FORMAT_VERSION {
+        return Err(Error::corrupt(
+            path,
+            8,
+            format!(
+                "format version {} is not supported (this build reads {FORMAT_VERSION})",
+                header.version
+            ),
+        ));
+    }
+    Ok(header)
+}
+
+/// fsyncs a directory so that created, renamed and removed entries are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_then_open_round_trips_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = PreparedFile::create(dir.path(), 1, 8192).unwrap();
+        let seg = Segment::install(p, dir.path(), 3).unwrap();
+        assert_eq!(seg.size(), 8192);
+        let salt = seg.salt();
+        seg.sync_range(0, 8192).unwrap();
+        drop(seg);
+        let path = dir.path().join(segment_file_name(3));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
+        let seg = Segment::open(&path, 3, true).unwrap();
+        assert_eq!(seg.salt(), salt);
+        assert_eq!(seg.sealed_end(), None);
+        seg.mark_sealed(128).unwrap();
+        drop(seg);
+        let seg = Segment::open(&path, 3, true).unwrap();
+        assert_eq!(seg.sealed_end(), Some(128));
+        assert!(seg.is_sealed_marked());
+    }
+
+    #[test]
+    fn open_rejects_wrong_seq_bad_magic_and_short_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = PreparedFile::create(dir.path(), 1, 8192).unwrap();
+        drop(Segment::install(p, dir.path(), 5).unwrap());
+        let path = dir.path().join(segment_file_name(5));
+        assert!(matches!(
+            Segment::open(&path, 6, true),
+            Err(Error::Corrupt { .. })
+        ));
+
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(4096).unwrap();
+        let err = Segment::open(&path, 5, true).unwrap_err();
+        assert!(err.to_string().contains("shortened"), "{err}");
+
+        std::fs::write(&path, [7u8; 100]).unwrap();
+        let err = Segment::open(&path, 5, true).unwrap_err();
+        assert!(err.to_string().contains("bad magic"), "{err}");
+    }
+}

@@ -1,0 +1,65 @@
+//! One immutable version of the log's layout: live segments, index runs and meta values.
+//!
+//! The writer publishes a new `Arc<Version>` through `ArcSwap` whenever the layout changes
+//! (rollover, truncate, purge, meta change, a new run). Appends to the last run do not need a
+//! new version: they publish through the run's own counter. A reader snapshot is one version
+//! plus one load of that counter, so it is one consistent log (never a mix of before and after
+//! a truncate).
+
+use std::sync::Arc;
+
+use crate::index::Run;
+use crate::segment::Segment;
+use crate::state::Metas;
+
+/// A run as seen by one version: at most `limit` slots of it are part of the log.
+#[derive(Debug, Clone)]
+pub struct RunRef {
+    /// The run.
+    pub run: Arc<Run>,
+    /// Frozen length, or `u64::MAX` for the run the writer still appends to.
+    pub limit: u64,
+}
+
+impl RunRef {
+    /// Slots of this run that are in the log, given the run's published count.
+    #[inline]
+    pub fn len(&self) -> u64 {
+        self.run.published().min(self.limit)
+    }
+}
+
+/// The layout of the log at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Version {
+    /// First retained log index.
+    pub first: u64,
+    /// `next` when the version was published (the last run may have grown since).
+    pub next: u64,
+    /// Index runs in log-index order, contiguous, none entirely below `first`.
+    pub runs: Vec<RunRef>,
+    /// Live segments, oldest first; the last one is the one being written.
+    pub segments: Vec<Arc<Segment>>,
+    /// Meta values.
+    pub metas: Arc<Metas>,
+}
+
+impl Version {
+    /// Position of the run holding `index`, if any run starts at or before it.
+    #[inline]
+    pub fn run_for(&self, index: u64) -> Option<usize> {
+        let p = self.runs.partition_point(|r| r.run.first() <= index);
+        p.checked_sub(1)
+    }
+
+    /// Bytes of heap the index of this version uses.
+    pub fn index_heap_bytes(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        self.runs
+            .iter()
+            .filter(|r| seen.insert(Arc::as_ptr(&r.run)))
+            .map(|r| r.run.heap_bytes())
+            .sum::<usize>()
+            + self.runs.capacity() * std::mem::size_of::<RunRef>()
+    }
+}
