@@ -56,12 +56,13 @@ pub enum Error {
         max: usize,
     },
 
-    /// A meta value that is too large. Nothing was written.
-    #[error("meta value for key {key} is {size} bytes; at most {max} bytes are allowed")]
+    /// Meta values that would be too large together (they are copied into every segment's
+    /// checkpoint). Nothing was written.
+    #[error("meta value for key {key} would make the meta values {size} bytes; at most {max} bytes are allowed")]
     MetaTooLarge {
         /// Meta key.
         key: u64,
-        /// Its size.
+        /// Size of all meta values with this one.
         size: usize,
         /// The limit.
         max: usize,

@@ -69,6 +69,8 @@ pub enum Item {
         offset: u64,
         /// New first index.
         first: u64,
+        /// Meta values set atomically with the purge.
+        metas: Vec<(u64, Arc<[u8]>)>,
     },
     /// Meta record.
     Meta {
@@ -152,10 +154,17 @@ pub fn scan_segment(seg: &Segment) -> Scan {
                         offset,
                         from: r.arg,
                     }),
-                    RecordKind::Purge => items.push(Item::Purge {
-                        offset,
-                        first: r.arg,
-                    }),
+                    RecordKind::Purge => match decode_meta_items(r.body) {
+                        Some(metas) => items.push(Item::Purge {
+                            offset,
+                            first: r.arg,
+                            metas,
+                        }),
+                        None => {
+                            torn = Some((offset, "malformed purge body".to_string()));
+                            break;
+                        }
+                    },
                     RecordKind::Meta => items.push(Item::Meta {
                         offset,
                         key: r.arg,
@@ -210,6 +219,52 @@ fn first_nonzero(bytes: &[u8]) -> Option<usize> {
         .map(|i| pre.len() + mid.len() + i)
 }
 
+/// Encodes meta items (`MetaItemHead` + bytes each) after a `u32` count: the body of a purge
+/// record.
+pub fn encode_meta_items(items: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if items.is_empty() {
+        return out;
+    }
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for (k, v) in items {
+        push_meta_item(&mut out, *k, v);
+    }
+    out
+}
+
+fn push_meta_item(out: &mut Vec<u8>, key: u64, value: &[u8]) {
+    use zerocopy::IntoBytes;
+    let item = MetaItemHead {
+        key: key.into(),
+        len: (value.len() as u32).into(),
+    };
+    out.extend_from_slice(item.as_bytes());
+    out.extend_from_slice(value);
+}
+
+/// Decodes `count` meta items from the front of `bytes`, returning them and the rest.
+fn take_meta_items(mut bytes: &[u8], count: u32) -> Option<(Vec<(u64, Arc<[u8]>)>, &[u8])> {
+    let mut items = Vec::new();
+    for _ in 0..count {
+        let (item, r) = MetaItemHead::read_from_prefix(bytes).ok()?;
+        let len = item.len.get() as usize;
+        items.push((item.key.get(), Arc::from(r.get(..len)?)));
+        bytes = &r[len..];
+    }
+    Some((items, bytes))
+}
+
+/// Decodes the body written by [`encode_meta_items`]; an empty body is no items.
+pub fn decode_meta_items(body: &[u8]) -> Option<Vec<(u64, Arc<[u8]>)>> {
+    if body.is_empty() {
+        return Some(Vec::new());
+    }
+    let (count, rest) = body.split_first_chunk::<4>()?;
+    let (items, rest) = take_meta_items(rest, u32::from_le_bytes(*count))?;
+    rest.is_empty().then_some(items)
+}
+
 /// Encodes a checkpoint body.
 pub fn encode_checkpoint(state: &LogState) -> Vec<u8> {
     use zerocopy::IntoBytes;
@@ -221,12 +276,7 @@ pub fn encode_checkpoint(state: &LogState) -> Vec<u8> {
     };
     let mut out = head.as_bytes().to_vec();
     for (k, v) in state.metas.iter() {
-        let item = MetaItemHead {
-            key: (*k).into(),
-            len: (v.len() as u32).into(),
-        };
-        out.extend_from_slice(item.as_bytes());
-        out.extend_from_slice(v);
+        push_meta_item(&mut out, *k, v);
     }
     out
 }
@@ -244,19 +294,16 @@ pub fn checkpoint_len(state: &LogState) -> usize {
 type CheckpointBody = (u64, u64, BTreeMap<u64, Arc<[u8]>>);
 
 fn decode_checkpoint(body: &[u8]) -> Option<CheckpointBody> {
-    let (head, mut rest) = CheckpointHead::read_from_prefix(body).ok()?;
-    let mut metas = BTreeMap::new();
-    for _ in 0..head.meta_count.get() {
-        let (item, r) = MetaItemHead::read_from_prefix(rest).ok()?;
-        let len = item.len.get() as usize;
-        let value = r.get(..len)?;
-        metas.insert(item.key.get(), Arc::from(value));
-        rest = &r[len..];
-    }
+    let (head, rest) = CheckpointHead::read_from_prefix(body).ok()?;
+    let (items, rest) = take_meta_items(rest, head.meta_count.get())?;
     if !rest.is_empty() || head.first.get() > head.next.get() {
         return None;
     }
-    Some((head.first.get(), head.next.get(), metas))
+    Some((
+        head.first.get(),
+        head.next.get(),
+        items.into_iter().collect(),
+    ))
 }
 
 /// A run of entries rebuilt by the merge: which kept segment, first index, offsets.
@@ -572,7 +619,10 @@ fn replay(
                 }
             }
         }
-        Item::Purge { first, .. } => {
+        Item::Purge { first, metas, .. } => {
+            for (k, v) in metas {
+                state.apply_meta(*k, v.clone());
+            }
             state.apply_purge(*first);
             runs.retain(|r| r.first + r.offsets.len() as u64 > *first);
         }
@@ -663,6 +713,18 @@ mod tests {
         let mut longer = body.clone();
         longer.push(0);
         assert!(decode_checkpoint(&longer).is_none());
+    }
+
+    #[test]
+    fn meta_items_round_trip() {
+        assert_eq!(decode_meta_items(&[]), Some(vec![]));
+        let body = encode_meta_items(&[(3, b"abc"), (4, b"")]);
+        let got = decode_meta_items(&body).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].0, &got[0].1[..]), (3, &b"abc"[..]));
+        assert_eq!((got[1].0, &got[1].1[..]), (4, &b""[..]));
+        assert!(decode_meta_items(&body[..body.len() - 1]).is_none());
+        assert!(decode_meta_items(&[1, 0]).is_none());
     }
 
     #[test]

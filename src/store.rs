@@ -299,8 +299,16 @@ impl Store {
         I: IntoIterator<Item = (u64, &'a [u8])>,
         I::IntoIter: Clone,
     {
+        self.append_parts(entries.into_iter().map(|(i, p)| (i, &[][..], p)))
+    }
+
+    /// Appends entries whose body is `prefix ++ payload` (the Raft layer puts the encoded log
+    /// id in front of the payload without copying the payload first).
+    pub(crate) fn append_parts<'a, I>(&mut self, entries: I) -> Result<()>
+    where
+        I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone,
+    {
         self.check_writable()?;
-        let entries = entries.into_iter();
         // Pass 1: rules, sizes, and how many new segments the batch needs.
         let max = self.max_payload();
         let cp = record_size(checkpoint_len(&self.state)) as u64;
@@ -309,17 +317,18 @@ impl Store {
         let mut pos = self.write_pos;
         let mut new_segments = 0usize;
         let mut count = 0usize;
-        for (index, payload) in entries.clone() {
+        for (index, prefix, payload) in entries.clone() {
             sim.check_append(index)?;
-            if payload.len() > max {
+            let len = prefix.len() + payload.len();
+            if len > max {
                 return Err(Error::EntryTooLarge {
                     index,
-                    size: payload.len(),
+                    size: len,
                     max,
                 });
             }
             sim.apply_append(index);
-            let rs = record_size(payload.len()) as u64;
+            let rs = record_size(len) as u64;
             if pos + rs > size {
                 new_segments += 1;
                 pos = SEGMENT_HEADER_SIZE as u64 + cp;
@@ -334,20 +343,27 @@ impl Store {
 
         // Pass 2: write. Nothing below can fail except an installing rename at rollover.
         let mut layout_changed = false;
-        for (index, payload) in entries {
-            let rs = record_size(payload.len()) as u64;
+        for (index, prefix, payload) in entries {
+            let rs = record_size(prefix.len() + payload.len()) as u64;
             if self.write_pos + rs > size {
                 self.rollover()?;
                 layout_changed = true;
             }
-            let h = record::header(self.active.salt(), RecordKind::Entry, index, &[payload]);
+            let h = record::header(
+                self.active.salt(),
+                RecordKind::Entry,
+                index,
+                &[prefix, payload],
+            );
             let pos = self.write_pos as usize;
             // SAFETY: `pos..pos+rs` is at or past the published end of the active segment
             // (I1: only this thread writes and it publishes below) and inside the map
             // (checked against `size` just above).
             unsafe {
                 self.active.write_at(pos, h.as_bytes());
-                self.active.write_at(pos + RECORD_HEADER_SIZE, payload);
+                self.active.write_at(pos + RECORD_HEADER_SIZE, prefix);
+                self.active
+                    .write_at(pos + RECORD_HEADER_SIZE + prefix.len(), payload);
             }
             if self.state.is_empty() && index != self.state.next {
                 // An empty log jumping ahead: older runs are all below the new first index.
@@ -424,11 +440,29 @@ impl Store {
 
     /// Removes every entry with index `< first`; `first` becomes the first index.
     pub fn purge_to(&mut self, first: u64) -> Result<()> {
+        self.purge_to_with_meta(first, &[])
+    }
+
+    /// Like [`Store::purge_to`], and sets meta values in the same record, atomically: after a
+    /// crash either both the purge and the values are there or neither is. (The Raft layer
+    /// stores the purged log id this way.) If the purge removes nothing, only the values are
+    /// written.
+    pub fn purge_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
         self.check_writable()?;
         if !self.state.purge_changes(first) {
+            for (k, v) in metas {
+                self.put_meta(*k, v)?;
+            }
             return Ok(());
         }
-        self.write_record(RecordKind::Purge, first, &[])?;
+        let mut next = self.state.clone();
+        for (k, v) in metas {
+            next.apply_meta(*k, Arc::from(*v));
+        }
+        self.check_meta_size(&next, metas.first().map(|m| m.0).unwrap_or(0))?;
+        let body = recovery::encode_meta_items(metas);
+        self.write_record(RecordKind::Purge, first, &body)?;
+        self.state = next;
         self.state.apply_purge(first);
         self.normalize_runs();
         // Segments before the first one any live entry needs, except the active one.
@@ -453,14 +487,7 @@ impl Store {
         self.check_writable()?;
         let mut next = self.state.clone();
         next.apply_meta(key, Arc::from(value));
-        let limit = (self.config.segment_size / 4) as usize;
-        if checkpoint_len(&next) > limit {
-            return Err(Error::MetaTooLarge {
-                key,
-                size: value.len(),
-                max: limit.saturating_sub(checkpoint_len(&self.state)),
-            });
-        }
+        self.check_meta_size(&next, key)?;
         self.write_record(RecordKind::Meta, key, value)?;
         self.state = next;
         self.publish();
@@ -528,6 +555,21 @@ impl Store {
         if self.version.runs.is_empty() {
             self.tail = None;
         }
+    }
+
+    /// Meta values are copied into every checkpoint: together they may use at most a quarter
+    /// of a segment.
+    fn check_meta_size(&self, next: &LogState, key: u64) -> Result<()> {
+        let limit = (self.config.segment_size / 4) as usize;
+        let size = checkpoint_len(next);
+        if size > limit {
+            return Err(Error::MetaTooLarge {
+                key,
+                size,
+                max: limit,
+            });
+        }
+        Ok(())
     }
 
     fn ensure_spares(&mut self, n: usize) -> Result<()> {

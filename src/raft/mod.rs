@@ -1,4 +1,22 @@
-//! The typed Raft layer.
+//! The typed Raft layer: [`RaftLog`] (writer) and [`RaftReader`] (readers).
+//!
+//! The application fixes its log id, vote and user data types with [`Types`] (or uses the
+//! ready [`RaftTypes`]). Payloads stay bytes: reads hand back `&[u8]` borrowed from the map
+//! together with the decoded log id. The Raft state (vote, committed, purged, user data,
+//! snapshot meta) is stored as engine meta values, which every segment's checkpoint carries.
 
+pub mod codec;
 mod errors;
+mod log;
+mod reader;
+mod state;
+mod types;
+
+pub use codec::{Codec, CodecError};
 pub use errors::StateError;
+pub use log::{RaftLog, Rules};
+pub use reader::{RaftEntries, RaftReader, RaftSnapshot};
+pub use state::{
+    RaftState, SnapshotMeta, META_COMMITTED, META_PURGED, META_SNAPSHOT, META_USER_DATA, META_VOTE,
+};
+pub use types::{LogId, RaftTypes, Types, Vote};

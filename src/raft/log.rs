@@ -1,0 +1,370 @@
+//! [`RaftLog`]: the writer API that Raft code calls.
+
+use std::marker::PhantomData;
+use std::path::Path;
+
+use super::codec::Codec;
+use super::errors::{show, StateError};
+use super::reader::RaftReader;
+use super::state::{
+    decode_state, split_entry, RaftState, SnapshotMeta, META_COMMITTED, META_PURGED, META_SNAPSHOT,
+    META_USER_DATA, META_VOTE,
+};
+use super::types::Types;
+use crate::error::{Error, Result};
+use crate::store::{Config, Store};
+
+/// Which optional Raft rules a [`RaftLog`] enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Refuse to purge entries that are not committed (default true). Frameworks that do not
+    /// save the committed log id (openraft's `save_committed` is optional) turn this off.
+    pub purge_requires_commit: bool,
+    /// Refuse to truncate committed entries (default true).
+    pub truncate_keeps_committed: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            purge_requires_commit: true,
+            truncate_keeps_committed: true,
+        }
+    }
+}
+
+/// The Raft log: vote, entries, commit, truncate, purge, snapshot meta and user data, on the
+/// zero-copy segment store.
+///
+/// Every call checks Raft's state rules first; a call that breaks one returns
+/// [`Error::State`] and writes nothing. Everything becomes durable with [`RaftLog::flush`] or
+/// [`RaftLog::sync`]; [`RaftLog::state`] is always what a reopen would recover after that.
+///
+/// ```
+/// use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes, Vote};
+/// use raft_mmap_log::Config;
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut log = RaftLog::<RaftTypes>::open(dir.path(), Config::default())?;
+/// log.save_vote(Vote::new(1, 7, true))?;
+/// log.append([(LogId::new(1, 7, 0), &b"first"[..]), (LogId::new(1, 7, 1), b"second")])?;
+/// log.commit(LogId::new(1, 7, 1))?;
+/// log.sync()?;
+///
+/// // Readers work from any thread and borrow payloads from the map.
+/// let snap = log.reader().snapshot();
+/// let (id, payload) = snap.get(1)?.expect("entry 1");
+/// assert_eq!((id, payload), (LogId::new(1, 7, 1), &b"second"[..]));
+/// drop(snap);
+///
+/// // Reopen: the same state comes back.
+/// let state = log.state().clone();
+/// drop(log);
+/// let log = RaftLog::<RaftTypes>::open(dir.path(), Config::default())?;
+/// assert_eq!(log.state(), &state);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct RaftLog<T: Types> {
+    store: Store,
+    state: RaftState<T>,
+    rules: Rules,
+    buf: Vec<u8>,
+    spans: Vec<(u64, usize, usize)>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Types> std::fmt::Debug for RaftLog<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftLog")
+            .field("store", &self.store)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+fn state_err(e: StateError) -> Error {
+    Error::State(e)
+}
+
+impl<T: Types> RaftLog<T> {
+    /// Opens (or creates) the log in `dir` with the default [`Rules`].
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
+        Self::open_with_rules(dir, config, Rules::default())
+    }
+
+    /// Opens (or creates) the log in `dir` with the given rules.
+    pub fn open_with_rules(dir: impl AsRef<Path>, config: Config, rules: Rules) -> Result<Self> {
+        let store = Store::open(dir, config)?;
+        let snap = store.reader().snapshot();
+        let last_entry = snap
+            .last_index()
+            .and_then(|i| snap.get(i).map(|body| (i, body)));
+        let state = decode_state::<T>(|k| snap.meta(k), last_entry)?;
+        if let Some(p) = &state.purged {
+            if T::log_index(p) + 1 != snap.first_index() {
+                return Err(Error::Decode {
+                    what: "purged log id".into(),
+                    reason: format!(
+                        "purged log id {p:?} does not match the first index {}",
+                        snap.first_index()
+                    ),
+                });
+            }
+        }
+        drop(snap);
+        Ok(RaftLog {
+            store,
+            state,
+            rules,
+            buf: Vec::new(),
+            spans: Vec::new(),
+            _t: PhantomData,
+        })
+    }
+
+    /// The current state (vote, last, committed, purged, user data, snapshot meta).
+    pub fn state(&self) -> &RaftState<T> {
+        &self.state
+    }
+
+    /// The engine underneath (for tools and statistics).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A typed reader handle for other threads.
+    pub fn reader(&self) -> RaftReader<T> {
+        RaftReader::new(self.store.reader())
+    }
+
+    /// Log id of the entry at `index`, if it is in the log.
+    pub fn log_id(&self, index: u64) -> Result<Option<T::LogId>> {
+        let snap = self.store.reader().snapshot();
+        match snap.get(index) {
+            Some(body) => Ok(Some(split_entry::<T>(index, body)?.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// Saves the vote. Refuses a vote lower than the saved one ([`StateError::VoteReversal`]).
+    /// Make it durable (`sync` or `flush`) before answering the vote request.
+    pub fn save_vote(&mut self, vote: T::Vote) -> Result<()> {
+        if let Some(saved) = &self.state.vote {
+            if vote < *saved {
+                return Err(state_err(StateError::VoteReversal {
+                    saved: show(saved),
+                    given: show(&vote),
+                }));
+            }
+        }
+        self.store.put_meta(META_VOTE, &vote.to_bytes())?;
+        self.state.vote = Some(vote);
+        Ok(())
+    }
+
+    /// Appends entries, in one batch. Each log id must be greater than the last and its index
+    /// must be the next one; all are checked before anything is written.
+    pub fn append<'a, I>(&mut self, entries: I) -> Result<()>
+    where
+        I: IntoIterator<Item = (T::LogId, &'a [u8])>,
+    {
+        self.buf.clear();
+        self.spans.clear();
+        let mut payloads: Vec<&'a [u8]> = Vec::new();
+        let mut last = self.state.last.clone();
+        for (id, payload) in entries {
+            let expected = last.as_ref().map(|l| T::log_index(l) + 1).unwrap_or(0);
+            if let Some(l) = &last {
+                if id <= *l {
+                    return Err(state_err(StateError::LogIdReversal {
+                        last: show(l),
+                        given: show(&id),
+                    }));
+                }
+            }
+            let index = T::log_index(&id);
+            if index != expected {
+                return Err(state_err(StateError::NonConsecutive {
+                    expected,
+                    got: index,
+                }));
+            }
+            let start = self.buf.len();
+            id.encode(&mut self.buf);
+            self.spans.push((index, start, self.buf.len()));
+            payloads.push(payload);
+            last = Some(id);
+        }
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let buf = &self.buf;
+        let iter = self
+            .spans
+            .iter()
+            .zip(payloads.iter())
+            .map(|(&(i, a, b), p)| (i, &buf[a..b], *p));
+        self.store.append_parts(iter)?;
+        self.state.last = last;
+        Ok(())
+    }
+
+    /// Records the committed log id. It must not pass the last log id nor go backwards.
+    pub fn commit(&mut self, log_id: T::LogId) -> Result<()> {
+        if self.state.last.as_ref().is_none_or(|l| log_id > *l) {
+            return Err(state_err(StateError::CommitBeyondLast {
+                last: show(&self.state.last),
+                given: show(&log_id),
+            }));
+        }
+        if let Some(c) = &self.state.committed {
+            if log_id < *c {
+                return Err(state_err(StateError::CommitReversal {
+                    committed: show(c),
+                    given: show(&log_id),
+                }));
+            }
+            if log_id == *c {
+                return Ok(());
+            }
+        }
+        self.store.put_meta(META_COMMITTED, &log_id.to_bytes())?;
+        self.state.committed = Some(log_id);
+        Ok(())
+    }
+
+    /// Removes every entry after `log_id` (Raft conflict resolution); `None` removes all
+    /// entries. `log_id` must be in the log (its stored log id must match), not below the
+    /// purged log id, and (with the default rules) not below the committed one.
+    pub fn truncate_after(&mut self, log_id: Option<T::LogId>) -> Result<()> {
+        if log_id < self.state.purged {
+            return Err(state_err(StateError::TruncateBelowPurged {
+                purged: show(&self.state.purged),
+                given: show(&log_id),
+            }));
+        }
+        if log_id >= self.state.last {
+            return Ok(());
+        }
+        if self.rules.truncate_keeps_committed && log_id < self.state.committed {
+            return Err(state_err(StateError::TruncateBelowCommitted {
+                committed: show(&self.state.committed),
+                given: show(&log_id),
+            }));
+        }
+        let from = match &log_id {
+            Some(id) => {
+                self.check_stored(id)?;
+                T::log_index(id) + 1
+            }
+            None => self.store.first_index(),
+        };
+        self.store.truncate_from(from)?;
+        self.state.last = log_id.or_else(|| self.state.purged.clone());
+        Ok(())
+    }
+
+    /// Removes entries up to and including `log_id` (compaction). Whole segments are deleted
+    /// once the purge is durable. `log_id` must be in the log and (with the default rules)
+    /// committed; purging at or below the purged log id does nothing.
+    pub fn purge_upto(&mut self, log_id: T::LogId) -> Result<()> {
+        if Some(&log_id) <= self.state.purged.as_ref() {
+            return Ok(());
+        }
+        if self.rules.purge_requires_commit && Some(&log_id) > self.state.committed.as_ref() {
+            return Err(state_err(StateError::PurgeBeyondCommitted {
+                committed: show(&self.state.committed),
+                given: show(&log_id),
+            }));
+        }
+        if Some(&log_id) > self.state.last.as_ref() {
+            return Err(state_err(StateError::PurgeBeyondLast {
+                last: show(&self.state.last),
+                given: show(&log_id),
+            }));
+        }
+        self.check_stored(&log_id)?;
+        let id_bytes = log_id.to_bytes();
+        self.store
+            .purge_to_with_meta(T::log_index(&log_id) + 1, &[(META_PURGED, &id_bytes)])?;
+        self.state.purged = Some(log_id);
+        Ok(())
+    }
+
+    /// Records a snapshot that covers the log up to `last_log_id` (the application keeps the
+    /// snapshot data itself; `data` is a small opaque meta blob kept with the log) and purges
+    /// what it covers. If the log holds `last_log_id`, later entries stay; otherwise (the
+    /// snapshot is ahead of the log, or conflicts with it) all entries are removed and the log
+    /// continues after the snapshot. The committed log id moves up to the snapshot.
+    pub fn install_snapshot(&mut self, last_log_id: T::LogId, data: Vec<u8>) -> Result<()> {
+        if Some(&last_log_id) <= self.state.purged.as_ref() {
+            return Err(state_err(StateError::SnapshotReversal {
+                purged: show(&self.state.purged),
+                given: show(&last_log_id),
+            }));
+        }
+        let index = T::log_index(&last_log_id);
+        let keeps_suffix = self.log_id(index)?.as_ref() == Some(&last_log_id);
+        if !keeps_suffix && !self.store.reader().snapshot().is_empty() {
+            self.store.truncate_from(self.store.first_index())?;
+        }
+        let committed = match &self.state.committed {
+            Some(c) if *c > last_log_id => c.clone(),
+            _ => last_log_id.clone(),
+        };
+        let id_bytes = last_log_id.to_bytes();
+        let snap_bytes = (last_log_id.clone(), data.clone()).to_bytes();
+        let committed_bytes = committed.to_bytes();
+        self.store.purge_to_with_meta(
+            index + 1,
+            &[
+                (META_PURGED, &id_bytes),
+                (META_SNAPSHOT, &snap_bytes),
+                (META_COMMITTED, &committed_bytes),
+            ],
+        )?;
+        if !keeps_suffix {
+            self.state.last = Some(last_log_id.clone());
+        }
+        self.state.purged = Some(last_log_id.clone());
+        self.state.committed = Some(committed);
+        self.state.snapshot = Some(SnapshotMeta { last_log_id, data });
+        Ok(())
+    }
+
+    /// Saves application data with the log state (`None` clears it).
+    pub fn save_user_data(&mut self, data: Option<T::UserData>) -> Result<()> {
+        self.store.put_meta(META_USER_DATA, &data.to_bytes())?;
+        self.state.user_data = data;
+        Ok(())
+    }
+
+    /// Calls `callback` on the flush thread once everything written before this call is
+    /// durable (or with the error that prevented it). Returns at once.
+    pub fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
+        self.store.flush(callback)
+    }
+
+    /// Makes everything written so far durable, blocking until it is.
+    pub fn sync(&mut self) -> Result<()> {
+        self.store.sync()
+    }
+
+    fn check_stored(&self, id: &T::LogId) -> Result<()> {
+        let index = T::log_index(id);
+        match self.log_id(index)? {
+            Some(stored) if stored == *id => Ok(()),
+            Some(stored) => Err(state_err(StateError::LogIdMismatch {
+                index,
+                stored: show(&stored),
+                given: show(id),
+            })),
+            None if Some(id) == self.state.purged.as_ref() => Ok(()),
+            None => Err(state_err(StateError::LogIdMismatch {
+                index,
+                stored: "nothing".into(),
+                given: show(id),
+            })),
+        }
+    }
+}

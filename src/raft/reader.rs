@@ -1,0 +1,140 @@
+//! Typed, zero-copy readers of a [`super::RaftLog`].
+
+use std::marker::PhantomData;
+use std::ops::RangeBounds;
+
+use super::state::{decode_state, split_entry, RaftState};
+use super::types::Types;
+use crate::error::Result;
+use crate::reader::{Entries, Reader, Snapshot};
+
+/// A `Clone + Send + Sync` handle that reads the log from any thread without blocking the
+/// writer.
+pub struct RaftReader<T: Types> {
+    reader: Reader,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Types> Clone for RaftReader<T> {
+    fn clone(&self) -> Self {
+        RaftReader {
+            reader: self.reader.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Types> std::fmt::Debug for RaftReader<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftReader").finish_non_exhaustive()
+    }
+}
+
+impl<T: Types> RaftReader<T> {
+    pub(crate) fn new(reader: Reader) -> Self {
+        RaftReader {
+            reader,
+            _t: PhantomData,
+        }
+    }
+
+    /// A consistent view of the log as of now.
+    pub fn snapshot(&self) -> RaftSnapshot<T> {
+        RaftSnapshot {
+            snap: self.reader.snapshot(),
+            _t: PhantomData,
+        }
+    }
+
+    /// The untyped reader underneath.
+    pub fn raw(&self) -> &Reader {
+        &self.reader
+    }
+}
+
+/// One consistent version of the log; payloads borrow from it.
+pub struct RaftSnapshot<T: Types> {
+    snap: Snapshot,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Types> std::fmt::Debug for RaftSnapshot<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftSnapshot")
+            .field("first", &self.snap.first_index())
+            .field("next", &self.snap.next_index())
+            .finish()
+    }
+}
+
+impl<T: Types> RaftSnapshot<T> {
+    /// First index in the log.
+    pub fn first_index(&self) -> u64 {
+        self.snap.first_index()
+    }
+
+    /// One past the last index.
+    pub fn next_index(&self) -> u64 {
+        self.snap.next_index()
+    }
+
+    /// Whether the log holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.snap.is_empty()
+    }
+
+    /// The entry at `index`: its log id and its payload borrowed from the map.
+    pub fn get(&self, index: u64) -> Result<Option<(T::LogId, &[u8])>> {
+        match self.snap.get(index) {
+            Some(body) => split_entry::<T>(index, body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Log id of the entry at `index`.
+    pub fn log_id(&self, index: u64) -> Result<Option<T::LogId>> {
+        Ok(self.get(index)?.map(|(id, _)| id))
+    }
+
+    /// Entries in `range` (clamped to the log), in order. An entry whose log id does not
+    /// decode is an error naming its index; it is never skipped.
+    pub fn read(&self, range: impl RangeBounds<u64>) -> RaftEntries<'_, T> {
+        RaftEntries {
+            inner: self.snap.range(range),
+            _t: PhantomData,
+        }
+    }
+
+    /// The Raft state as of this snapshot.
+    pub fn state(&self) -> Result<RaftState<T>> {
+        let last = self
+            .snap
+            .last_index()
+            .and_then(|i| self.snap.get(i).map(|b| (i, b)));
+        decode_state::<T>(|k| self.snap.meta(k), last)
+    }
+
+    /// The untyped snapshot underneath.
+    pub fn raw(&self) -> &Snapshot {
+        &self.snap
+    }
+}
+
+/// Iterator of [`RaftSnapshot::read`].
+pub struct RaftEntries<'a, T: Types> {
+    inner: Entries<'a>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'a, T: Types> Iterator for RaftEntries<'a, T> {
+    type Item = Result<(T::LogId, &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let e = self.inner.next()?;
+        Some(split_entry::<T>(e.index, e.payload))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,182 @@
+//! The application's Raft types, and a ready default.
+
+use std::cmp::Ordering;
+use std::fmt::{self, Debug, Display};
+
+use super::codec::{Codec, CodecError};
+
+/// Fixes the types a [`super::RaftLog`] stores.
+///
+/// `LogId` orders entries (a later entry has a greater log id); `Vote` orders votes (a saved
+/// vote may only be replaced by one that is not less). Payloads are plain bytes.
+pub trait Types: 'static {
+    /// Identifies an entry: term (or leader id) and index.
+    type LogId: Codec + Ord + Clone + Debug + Send + Sync + 'static;
+    /// The durable vote (hard state).
+    type Vote: Codec + PartialOrd + Eq + Clone + Debug + Send + Sync + 'static;
+    /// Application data kept with the log state.
+    type UserData: Codec + Eq + Clone + Debug + Send + Sync + 'static;
+
+    /// The log index of a log id.
+    fn log_index(log_id: &Self::LogId) -> u64;
+}
+
+/// A ready [`Types`]: log ids of (term, node id, index), votes of (term, node id, committed),
+/// user data as bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RaftTypes;
+
+impl Types for RaftTypes {
+    type LogId = LogId;
+    type Vote = Vote;
+    type UserData = Vec<u8>;
+
+    fn log_index(log_id: &LogId) -> u64 {
+        log_id.index
+    }
+}
+
+/// A log id: the leader that proposed the entry (term, node id) and the entry's index.
+/// Ordered by term, then node id, then index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogId {
+    /// Term of the leader that proposed the entry.
+    pub term: u64,
+    /// Node id of that leader.
+    pub node_id: u64,
+    /// Log index.
+    pub index: u64,
+}
+
+impl LogId {
+    /// A log id.
+    pub fn new(term: u64, node_id: u64, index: u64) -> Self {
+        LogId {
+            term,
+            node_id,
+            index,
+        }
+    }
+}
+
+impl Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}-{}", self.term, self.node_id, self.index)
+    }
+}
+
+impl Codec for LogId {
+    fn encode(&self, buf: &mut Vec<u8>) {
+        (self.term, self.node_id, self.index).encode(buf)
+    }
+    fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
+        let ((term, node_id, index), n) = <(u64, u64, u64)>::decode(bytes)?;
+        Ok((
+            LogId {
+                term,
+                node_id,
+                index,
+            },
+            n,
+        ))
+    }
+}
+
+/// A vote: for a candidate (`committed == false`) or for an elected leader (`committed`).
+///
+/// Ordered as in Raft: a higher term is greater; in the same term, the same node's committed
+/// vote is greater than its uncommitted one; votes for different nodes in the same term are
+/// incomparable unless exactly one is committed (then it is greater).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Vote {
+    /// Term.
+    pub term: u64,
+    /// Node voted for.
+    pub node_id: u64,
+    /// Whether a quorum granted it.
+    pub committed: bool,
+}
+
+impl Vote {
+    /// A vote.
+    pub fn new(term: u64, node_id: u64, committed: bool) -> Self {
+        Vote {
+            term,
+            node_id,
+            committed,
+        }
+    }
+}
+
+impl PartialOrd for Vote {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        match self.term.cmp(&other.term) {
+            Ordering::Equal => {}
+            o => return Some(o),
+        }
+        if self.node_id == other.node_id {
+            return Some(self.committed.cmp(&other.committed));
+        }
+        match (self.committed, other.committed) {
+            (true, false) => Some(Ordering::Greater),
+            (false, true) => Some(Ordering::Less),
+            _ => None,
+        }
+    }
+}
+
+impl Display for Vote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "T{}-N{}{}",
+            self.term,
+            self.node_id,
+            if self.committed { " (committed)" } else { "" }
+        )
+    }
+}
+
+impl Codec for Vote {
+    fn encode(&self, buf: &mut Vec<u8>) {
+        (self.term, self.node_id, self.committed).encode(buf)
+    }
+    fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
+        let ((term, node_id, committed), n) = <(u64, u64, bool)>::decode(bytes)?;
+        Ok((
+            Vote {
+                term,
+                node_id,
+                committed,
+            },
+            n,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vote_order() {
+        let v = Vote::new;
+        assert!(v(2, 1, false) > v(1, 9, true));
+        assert!(v(2, 1, true) > v(2, 1, false));
+        assert_eq!(v(2, 1, false).partial_cmp(&v(2, 3, false)), None);
+        assert!(v(2, 3, true) > v(2, 1, false));
+        assert_eq!(
+            v(2, 1, false).partial_cmp(&v(2, 1, false)),
+            Some(Ordering::Equal)
+        );
+    }
+
+    #[test]
+    fn codecs_round_trip() {
+        let id = LogId::new(3, 2, 99);
+        assert_eq!(LogId::from_bytes(&id.to_bytes()).unwrap(), id);
+        let vote = Vote::new(4, 1, true);
+        assert_eq!(Vote::from_bytes(&vote.to_bytes()).unwrap(), vote);
+        assert!(LogId::new(1, 9, 9) < LogId::new(2, 0, 0));
+    }
+}
