@@ -244,7 +244,10 @@ fn push_meta_item(out: &mut Vec<u8>, key: u64, value: &[u8]) {
 }
 
 /// Decodes `count` meta items from the front of `bytes`, returning them and the rest.
-fn take_meta_items(mut bytes: &[u8], count: u32) -> Option<(Vec<(u64, Arc<[u8]>)>, &[u8])> {
+/// Meta key/value pairs.
+pub type MetaItems = Vec<(u64, Arc<[u8]>)>;
+
+fn take_meta_items(mut bytes: &[u8], count: u32) -> Option<(MetaItems, &[u8])> {
     let mut items = Vec::new();
     for _ in 0..count {
         let (item, r) = MetaItemHead::read_from_prefix(bytes).ok()?;
@@ -256,7 +259,7 @@ fn take_meta_items(mut bytes: &[u8], count: u32) -> Option<(Vec<(u64, Arc<[u8]>)
 }
 
 /// Decodes the body written by [`encode_meta_items`]; an empty body is no items.
-pub fn decode_meta_items(body: &[u8]) -> Option<Vec<(u64, Arc<[u8]>)>> {
+pub fn decode_meta_items(body: &[u8]) -> Option<MetaItems> {
     if body.is_empty() {
         return Some(Vec::new());
     }
