@@ -243,7 +243,17 @@ impl<T: Types> RaftLog<T> {
                 given: show(&log_id),
             }));
         }
-        if log_id >= self.state.last {
+        let last_index = self.state.last.as_ref().map(|l| T::log_index(l));
+        let index = log_id.as_ref().map(|l| T::log_index(l));
+        if let Some(id) = &log_id {
+            if index >= last_index {
+                // Nothing after it; but a log id that names the last index must match it.
+                if index == last_index {
+                    self.check_stored(id)?;
+                }
+                return Ok(());
+            }
+        } else if self.state.last.is_none() || self.state.last == self.state.purged {
             return Ok(());
         }
         if self.rules.truncate_keeps_committed && log_id < self.state.committed {
@@ -271,15 +281,15 @@ impl<T: Types> RaftLog<T> {
         if Some(&log_id) <= self.state.purged.as_ref() {
             return Ok(());
         }
-        if self.rules.purge_requires_commit && Some(&log_id) > self.state.committed.as_ref() {
-            return Err(state_err(StateError::PurgeBeyondCommitted {
-                committed: show(&self.state.committed),
-                given: show(&log_id),
-            }));
-        }
         if Some(&log_id) > self.state.last.as_ref() {
             return Err(state_err(StateError::PurgeBeyondLast {
                 last: show(&self.state.last),
+                given: show(&log_id),
+            }));
+        }
+        if self.rules.purge_requires_commit && Some(&log_id) > self.state.committed.as_ref() {
+            return Err(state_err(StateError::PurgeBeyondCommitted {
+                committed: show(&self.state.committed),
                 given: show(&log_id),
             }));
         }
