@@ -486,8 +486,9 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
                 }
             }
             _ => {
-                // No checkpoint: nothing valid in this segment.
-                if !newest && sealed_end.is_some() {
+                // No checkpoint: nothing valid in this segment. Only a torn write if the
+                // segment was never sealed.
+                if sealed_end.is_some() {
                     let (off, why) = cut
                         .clone()
                         .unwrap_or((SEGMENT_HEADER_SIZE as u64, String::new()));
@@ -514,7 +515,9 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
         }
         write_pos = scan.end;
         if let Some((off, why)) = cut {
-            if !newest && sealed_end.is_some() {
+            // A sealed segment was fully durable when it was marked: damage in it is not a
+            // torn write, whether or not it is the newest file.
+            if sealed_end.is_some() {
                 corrupt_or_tolerate(mode, &mut report, seg.path(), off, &why)?;
             }
             report.cut = Some((seg.path().to_path_buf(), off, why));
@@ -658,7 +661,13 @@ pub fn repair(dir: &Path, plan: &mut Plan) -> Result<()> {
         }
         seg.sync_range(0, end)?;
         seg.set_synced(end);
-        if k + 1 < n && seg.sealed_end().is_none() {
+        let sealed = seg.sealed_end();
+        if k + 1 == n && sealed.is_some_and(|e| e != end) {
+            // Only after tolerated corruption: the mark must name the new end, or the next
+            // recovery would see the cut as corruption again.
+            seg.mark_sealed(end)?;
+        }
+        if k + 1 < n && sealed.is_none() {
             seg.mark_sealed(end)?;
         }
     }

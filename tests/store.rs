@@ -296,6 +296,17 @@ fn corrupt_byte_in_sealed_segment_is_a_clear_error() {
     for i in 0..n {
         assert_eq!(snap.get(i), Some(&payload(i)[..]));
     }
+    drop(snap);
+    drop(store);
+    // The cut is final: the log now opens cleanly even in strict mode, and keeps working.
+    let mut store = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(store.next_index(), n);
+    assert!(store.recovery_report().tolerated_corruption.is_none());
+    append_range(&mut store, n..n + 50);
+    store.sync().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), small()).unwrap();
+    assert_entries(&store, 0..n + 50);
 }
 
 #[test]
