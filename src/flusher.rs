@@ -40,6 +40,9 @@ pub struct FlushRequest {
     pub sync_dir: bool,
     /// Purged segments whose files may be deleted once the targets are durable.
     pub deletes: Vec<Arc<Segment>>,
+    /// Start write-back of this range without waiting (a hint: completed data of the active
+    /// segment, so that a later durable flush has little left to write).
+    pub writeback: Option<(Arc<Segment>, u64, u64)>,
     /// Called when done.
     pub callback: Option<Callback>,
 }
@@ -139,6 +142,9 @@ fn run(dir: PathBuf, rx: mpsc::Receiver<FlushRequest>, poison: Poison) {
 }
 
 fn process(dir: &std::path::Path, batch: &[FlushRequest]) -> Result<()> {
+    for (seg, from, to) in batch.iter().filter_map(|r| r.writeback.as_ref()) {
+        seg.start_writeback(*from, *to);
+    }
     // Union of the targets: per segment the furthest end, sealed if any request says so.
     let mut targets: Vec<(&Arc<Segment>, u64, bool)> = Vec::new();
     for t in batch.iter().flat_map(|r| &r.targets) {

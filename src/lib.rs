@@ -16,6 +16,9 @@
 mod error;
 mod flusher;
 pub mod format;
+/// openraft 0.9 log storage on the Raft log (feature `openraft`).
+#[cfg(feature = "openraft")]
+pub mod openraft;
 mod index;
 mod lock;
 mod preparer;

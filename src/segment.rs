@@ -55,9 +55,20 @@ pub struct PreparedFile {
 
 impl PreparedFile {
     /// Creates `dir/<token>.seg.tmp` of `size` bytes with real blocks and maps it, faulting
-    /// its pages in (`MAP_POPULATE`) so the writer does not pay for them.
+    /// every page in *for writing* (`MADV_POPULATE_WRITE`, or a write to each page where the
+    /// kernel lacks it), so the writer never takes a page fault in this segment. On error the
+    /// file is removed.
     pub fn create(dir: &Path, token: u64, size: u64) -> Result<Self> {
         let path = dir.join(format!("{token:020}{PREPARED_SUFFIX}"));
+        let made = Self::create_at(&path, size);
+        if made.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        made
+    }
+
+    fn create_at(path: &Path, size: u64) -> Result<Self> {
+        let path = path.to_path_buf();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -66,7 +77,8 @@ impl PreparedFile {
             .open(&path)
             .map_err(|e| Error::io("create", &path, e))?;
         allocate(&file, &path, size)?;
-        let map = map_file(&file, &path, size, true, true)?;
+        let map = map_file(&file, &path, size, true)?;
+        prefault_for_write(&map);
         Ok(PreparedFile {
             path,
             file,
@@ -83,6 +95,21 @@ impl PreparedFile {
     /// Removes the file (used when a prepared file is not needed).
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Faults every page of a fresh map in for writing. The pages hold zeros and stay zeros; they
+/// become dirty, which costs nothing extra because the writer dirties them anyway.
+fn prefault_for_write(map: &MmapRaw) {
+    if map.advise(memmap2::Advice::PopulateWrite).is_ok() {
+        return;
+    }
+    const PAGE: usize = 4096;
+    for off in (0..map.len()).step_by(PAGE) {
+        // SAFETY: the map is private to this thread until the prepared file is handed over
+        // (nobody else can hold a reference into it), `off < len`, and writing a zero over a
+        // zero byte changes nothing but the page's fault state.
+        unsafe { std::ptr::write_volatile(map.as_mut_ptr().add(off), 0u8) };
     }
 }
 
@@ -124,20 +151,11 @@ fn write_zeros(file: &File, path: &Path, size: u64) -> Result<()> {
 }
 
 /// The one place where a file is mapped.
-fn map_file(
-    file: &File,
-    path: &Path,
-    size: u64,
-    populate: bool,
-    writable: bool,
-) -> Result<MmapRaw> {
+fn map_file(file: &File, path: &Path, size: u64, writable: bool) -> Result<MmapRaw> {
     let len = usize::try_from(size)
         .map_err(|_| Error::InvalidConfig(format!("segment size {size} does not fit in memory")))?;
     let mut opts = MmapOptions::new();
     opts.len(len);
-    if populate {
-        opts.populate();
-    }
     // SAFETY: `map_raw` is unsafe because another process could change or shorten the file
     // while it is mapped. The directory is locked (fs2) against other instances of this
     // library, the file has been allocated to at least `size` bytes before this call (I4), and
@@ -248,7 +266,7 @@ impl Segment {
                 ),
             ));
         }
-        let map = map_file(&file, path, size, false, writable)?;
+        let map = map_file(&file, path, size, writable)?;
         let sealed = header.sealed_magic.get() == SEALED_MAGIC;
         Ok(Segment {
             path: path.to_path_buf(),

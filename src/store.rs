@@ -93,6 +93,8 @@ pub struct Store {
     version: Version,
     active: Arc<Segment>,
     write_pos: u64,
+    /// Write-back of the active segment was started up to here.
+    writeback_pos: u64,
     /// The run receiving appends (always in `active`, always `version.runs.last()`).
     tail: Option<Arc<Run>>,
     tail_len: u64,
@@ -180,6 +182,7 @@ impl Store {
             },
             active,
             write_pos: plan.write_pos,
+            writeback_pos: plan.write_pos,
             tail: None,
             tail_len: 0,
             dir_dirty: false,
@@ -398,7 +401,26 @@ impl Store {
         if layout_changed {
             self.publish();
         }
+        self.hint_writeback();
         Ok(())
+    }
+
+    /// Every few MiB of new data, asks the flush thread to start write-back of the completed
+    /// pages (not waiting for it), so that write-back overlaps appending.
+    fn hint_writeback(&mut self) {
+        const STEP: u64 = 4 << 20;
+        const PAGE: u64 = 4096;
+        let done = self.write_pos / PAGE * PAGE;
+        if done >= self.writeback_pos + STEP {
+            let _ = self.flusher.submit(FlushRequest {
+                targets: Vec::new(),
+                sync_dir: false,
+                deletes: Vec::new(),
+                writeback: Some((self.active.clone(), self.writeback_pos, done)),
+                callback: None,
+            });
+            self.writeback_pos = done;
+        }
     }
 
     /// Removes every entry after `index` (keeps `..=index`).
@@ -512,6 +534,7 @@ impl Store {
             }],
             sync_dir: std::mem::take(&mut self.dir_dirty),
             deletes: std::mem::take(&mut self.pending_deletes),
+            writeback: None,
             callback,
         })
     }
@@ -635,8 +658,10 @@ impl Store {
             }],
             sync_dir: true,
             deletes: Vec::new(),
+            writeback: None,
             callback: None,
         });
+        self.writeback_pos = SEGMENT_HEADER_SIZE as u64;
         Ok(())
     }
 }
