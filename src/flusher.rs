@@ -135,7 +135,10 @@ fn run(dir: PathBuf, rx: mpsc::Receiver<FlushRequest>, poison: Poison) {
         };
         for req in batch {
             if let Some(cb) = req.callback {
-                cb(result.clone());
+                // A panicking callback must not take the flush thread (and every later
+                // acknowledgement) down with it.
+                let r = result.clone();
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cb(r)));
             }
         }
     }

@@ -16,11 +16,11 @@
 mod error;
 mod flusher;
 pub mod format;
+mod index;
+mod lock;
 /// openraft 0.9 log storage on the Raft log (feature `openraft`).
 #[cfg(feature = "openraft")]
 pub mod openraft;
-mod index;
-mod lock;
 mod preparer;
 pub mod raft;
 mod reader;

@@ -106,6 +106,14 @@ pub struct Store {
     _lock: DirLock,
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        for spare in self.spares.drain(..) {
+            spare.discard();
+        }
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")

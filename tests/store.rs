@@ -380,3 +380,16 @@ fn flush_callbacks_fire_in_order() {
     let got: Vec<u64> = rx.iter().collect();
     assert_eq!(got, (0..50).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_panicking_callback_does_not_stop_later_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), small()).unwrap();
+    store.append(0, b"a").unwrap();
+    store.flush(|_| panic!("callback bug")).unwrap();
+    store.append(1, b"b").unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), small()).unwrap();
+    assert_eq!(store.next_index(), 2);
+}

@@ -127,7 +127,8 @@ impl RaftSnapshotBuilder<KvConfig> for KvSnapshotBuilder {
             last_membership: inner.state.last_membership.clone(),
             snapshot_id: format!(
                 "{}-{}",
-                last.map(|l| l.index.to_string()).unwrap_or_else(|| "none".into()),
+                last.map(|l| l.index.to_string())
+                    .unwrap_or_else(|| "none".into()),
                 inner.snapshots_built
             ),
         };

@@ -119,17 +119,23 @@ where
     }
 
     /// Runs `f` with the log locked (statistics, tools). Keep it short: appends wait for it.
-    pub fn with_log<R>(&self, f: impl FnOnce(&mut RaftLog<OpenraftTypes>) -> R) -> crate::Result<R> {
+    pub fn with_log<R>(
+        &self,
+        f: impl FnOnce(&mut RaftLog<OpenraftTypes>) -> R,
+    ) -> crate::Result<R> {
         Ok(f(&mut *self.lock_raw()?))
     }
 
     fn lock_raw(&self) -> crate::Result<MutexGuard<'_, RaftLog<OpenraftTypes>>> {
-        self.log
-            .lock()
-            .map_err(|_| crate::Error::Poisoned("a thread panicked holding the store's lock".into()))
+        self.log.lock().map_err(|_| {
+            crate::Error::Poisoned("a thread panicked holding the store's lock".into())
+        })
     }
 
-    fn lock(&self, subject: ErrorSubject<C::NodeId>) -> SResult<MutexGuard<'_, RaftLog<OpenraftTypes>>, C> {
+    fn lock(
+        &self,
+        subject: ErrorSubject<C::NodeId>,
+    ) -> SResult<MutexGuard<'_, RaftLog<OpenraftTypes>>, C> {
         self.log.lock().map_err(|_| {
             storage_err::<C>(
                 subject,
@@ -416,7 +422,12 @@ where
         let rx = {
             let mut log = self.lock(subject())?;
             let id = log_id_to_stored(&log_id);
-            if log.state().purged.as_ref().is_some_and(|p| p.index >= id.index) {
+            if log
+                .state()
+                .purged
+                .as_ref()
+                .is_some_and(|p| p.index >= id.index)
+            {
                 return Ok(());
             }
             let res = (|| {

@@ -91,7 +91,10 @@ pub fn log_id_from_stored<NID>(id: &LogId) -> ::openraft::LogId<NID>
 where
     NID: NodeId + From<u64>,
 {
-    ::openraft::LogId::new(CommittedLeaderId::new(id.term, NID::from(id.node_id)), id.index)
+    ::openraft::LogId::new(
+        CommittedLeaderId::new(id.term, NID::from(id.node_id)),
+        id.index,
+    )
 }
 
 /// Converts an openraft vote to the stored form.
