@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     // Term 1: entries 0..1000, committed up to 900.
-    let payload = vec![42u8; 200];
+    let payload = [42u8; 200];
     for chunk in (0..1000u64).collect::<Vec<_>>().chunks(100) {
         log.append(chunk.iter().map(|&i| (LogId::new(1, 1, i), &payload[..])))?;
     }

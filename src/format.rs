@@ -121,7 +121,13 @@ impl RecordKind {
     }
 }
 
-/// Fixed start of a checkpoint body (24 bytes).
+/// Fixed start of a checkpoint body (32 bytes).
+///
+/// `prev_end` and `prev_crc` chain the segment to its predecessor: recovery accepts this
+/// segment only if the previous segment's records end at `prev_end` and its last record has
+/// CRC `prev_crc`. A lost tail of the previous segment (say an unsynced truncate and the
+/// entries re-appended after it) therefore cannot be hidden by a later segment whose start
+/// reached the disk.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct CheckpointHead {
@@ -129,10 +135,12 @@ pub struct CheckpointHead {
     pub first: U64,
     /// One past the last log index (`first == next` means empty).
     pub next: U64,
+    /// Where the previous segment's records end (0 for the first segment of a new log).
+    pub prev_end: U64,
     /// Number of meta items that follow.
     pub meta_count: U32,
-    /// Reserved, zero.
-    pub reserved: U32,
+    /// CRC field of the previous segment's last record (0 for the first segment of a log).
+    pub prev_crc: U32,
 }
 
 /// Header of one meta item inside a checkpoint body (12 bytes), followed by `len` bytes.

@@ -37,6 +37,8 @@ pub struct Record<'a> {
     pub body: &'a [u8],
     /// Bytes it occupies, padding included.
     pub size: usize,
+    /// Its CRC field.
+    pub crc: u32,
 }
 
 /// What is found at one offset of a segment.
@@ -84,6 +86,7 @@ pub fn decode(salt: u32, bytes: &[u8]) -> Decoded<'_> {
         arg: h.arg.get(),
         body,
         size,
+        crc,
     })
 }
 

@@ -44,6 +44,10 @@ pub enum Item {
         first: u64,
         /// State it records.
         next: u64,
+        /// Where the previous segment's records end.
+        prev_end: u64,
+        /// CRC of the previous segment's last record.
+        prev_crc: u32,
         /// Meta values it records.
         metas: BTreeMap<u64, Arc<[u8]>>,
     },
@@ -94,6 +98,8 @@ pub struct Scan {
     pub torn: Option<(u64, String)>,
     /// Number of entry records.
     pub entries: u64,
+    /// CRC field of the last valid record (0 if none).
+    pub last_crc: u32,
 }
 
 /// Scans a segment. Reads only; never panics on any byte pattern.
@@ -106,6 +112,7 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     let mut items: Vec<Item> = Vec::new();
     let mut torn = None;
     let mut entries = 0u64;
+    let mut last_crc = 0u32;
     loop {
         let rest = bytes.get(pos..).unwrap_or(&[]);
         match decode(salt, rest) {
@@ -174,11 +181,13 @@ pub fn scan_segment(seg: &Segment) -> Scan {
                         value: Arc::from(r.body),
                     }),
                     RecordKind::Checkpoint => match decode_checkpoint(r.body) {
-                        Some((first, next, metas)) => items.push(Item::Checkpoint {
+                        Some(cp) => items.push(Item::Checkpoint {
                             offset,
-                            first,
-                            next,
-                            metas,
+                            first: cp.first,
+                            next: cp.next,
+                            prev_end: cp.prev_end,
+                            prev_crc: cp.prev_crc,
+                            metas: cp.metas,
                         }),
                         None => {
                             torn = Some((offset, "malformed checkpoint body".to_string()));
@@ -187,6 +196,7 @@ pub fn scan_segment(seg: &Segment) -> Scan {
                     },
                 }
                 pos += r.size;
+                last_crc = r.crc;
             }
         }
     }
@@ -195,6 +205,7 @@ pub fn scan_segment(seg: &Segment) -> Scan {
         end: pos.min(bytes.len()) as u64,
         torn,
         entries,
+        last_crc,
     }
 }
 
@@ -271,14 +282,16 @@ pub fn decode_meta_items(body: &[u8]) -> Option<MetaItems> {
     rest.is_empty().then_some(items)
 }
 
-/// Encodes a checkpoint body.
-pub fn encode_checkpoint(state: &LogState) -> Vec<u8> {
+/// Encodes a checkpoint body: `state`, chained to a previous segment whose records end at
+/// `prev_end` with a last record of CRC `prev_crc`.
+pub fn encode_checkpoint(state: &LogState, prev_end: u64, prev_crc: u32) -> Vec<u8> {
     use zerocopy::IntoBytes;
     let head = CheckpointHead {
         first: state.first.into(),
         next: state.next.into(),
+        prev_end: prev_end.into(),
         meta_count: (state.metas.len() as u32).into(),
-        reserved: 0.into(),
+        prev_crc: prev_crc.into(),
     };
     let mut out = head.as_bytes().to_vec();
     for (k, v) in state.metas.iter() {
@@ -297,19 +310,35 @@ pub fn checkpoint_len(state: &LogState) -> usize {
             .sum::<usize>()
 }
 
-type CheckpointBody = (u64, u64, BTreeMap<u64, Arc<[u8]>>);
+/// A decoded checkpoint body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// First retained index.
+    pub first: u64,
+    /// One past the last index.
+    pub next: u64,
+    /// Where the previous segment's records end.
+    pub prev_end: u64,
+    /// CRC of the previous segment's last record.
+    pub prev_crc: u32,
+    /// Meta values.
+    pub metas: BTreeMap<u64, Arc<[u8]>>,
+}
 
-fn decode_checkpoint(body: &[u8]) -> Option<CheckpointBody> {
+/// Decodes a checkpoint body; `None` if it is malformed.
+pub fn decode_checkpoint(body: &[u8]) -> Option<Checkpoint> {
     let (head, rest) = CheckpointHead::read_from_prefix(body).ok()?;
     let (items, rest) = take_meta_items(rest, head.meta_count.get())?;
     if !rest.is_empty() || head.first.get() > head.next.get() {
         return None;
     }
-    Some((
-        head.first.get(),
-        head.next.get(),
-        items.into_iter().collect(),
-    ))
+    Some(Checkpoint {
+        first: head.first.get(),
+        next: head.next.get(),
+        prev_end: head.prev_end.get(),
+        prev_crc: head.prev_crc.get(),
+        metas: items.into_iter().collect(),
+    })
 }
 
 /// A run of entries rebuilt by the merge: which kept segment, first index, offsets.
@@ -388,15 +417,20 @@ pub fn list_dir(dir: &Path) -> Result<Listing> {
     Ok((segs, prepared))
 }
 
-/// Whether the first `SEGMENT_HEADER_SIZE` bytes of the file are all zero (a file whose
-/// header never reached the disk).
+/// Whether the file is at least as long as a segment header.
+fn is_full_size(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() >= crate::format::MIN_SEGMENT_SIZE)
+}
+
+/// Whether the header bytes the file has (up to `SEGMENT_HEADER_SIZE`) are all zero: a file
+/// whose header never reached the disk. A short file with any non-zero byte is not blank.
 fn header_is_blank(path: &Path) -> bool {
-    use std::os::unix::fs::FileExt;
-    let mut raw = [0u8; SEGMENT_HEADER_SIZE];
+    use std::io::Read;
+    let mut raw = Vec::with_capacity(SEGMENT_HEADER_SIZE);
     match std::fs::File::open(path) {
-        Ok(f) => match f.read_exact_at(&mut raw, 0) {
-            Ok(()) => raw.iter().all(|&b| b == 0),
-            Err(_) => true, // shorter than a header: never written
+        Ok(f) => match f.take(SEGMENT_HEADER_SIZE as u64).read_to_end(&mut raw) {
+            Ok(_) => raw.iter().all(|&b| b == 0),
+            Err(_) => false,
         },
         Err(_) => false,
     }
@@ -409,7 +443,9 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
     let mut remove: Vec<PathBuf> = prepared;
     let mut report = RecoveryReport::default();
 
-    // Open segments; a newest file whose header never reached the disk is dropped.
+    // Open segments. A file whose header never reached the disk was created but never synced
+    // (a flush syncs a segment from its header on): nothing in it or after it was
+    // acknowledged, so it and every later file are dropped.
     let mut segments = Vec::with_capacity(listed.len());
     for (i, (seq, path)) in listed.iter().enumerate() {
         if let Some(&(prev, _)) = i.checked_sub(1).and_then(|j| listed.get(j)) {
@@ -423,10 +459,20 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
         }
         match Segment::open(path, *seq, writable) {
             Ok(s) => segments.push(Arc::new(s)),
-            Err(e) if i + 1 == listed.len() && header_is_blank(path) => {
-                let _ = e;
-                remove.push(path.clone());
-                report.dropped_files.push(path.clone());
+            Err(_)
+                if header_is_blank(path)
+                    && (i + 1 == listed.len() || (i > 0 && is_full_size(path))) =>
+            {
+                // A short file is only taken for a never-written segment when it is the newest
+                // (our files are allocated before they are named, so a short file in the
+                // middle is damage, not a crash). The oldest file's header was synced before
+                // any later file could matter (at creation, or before older files were
+                // purged), so a blank oldest file followed by others is damage too.
+                for (_, p) in &listed[i..] {
+                    remove.push(p.clone());
+                    report.dropped_files.push(p.clone());
+                }
+                break;
             }
             Err(e) => return Err(e),
         }
@@ -465,16 +511,25 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
                 offset,
                 first,
                 next,
+                prev_end,
+                prev_crc,
                 metas,
             }) => {
+                let chained = k == 0 || {
+                    let prev = &scans[k - 1];
+                    (prev.end, prev.last_crc) == (*prev_end, *prev_crc)
+                };
                 if k == 0 {
                     state.first = *first;
                     state.next = *next;
                     state.metas = Arc::new(metas.clone());
-                } else if (state.first, state.next, &*state.metas) != (*first, *next, metas) {
+                } else if !chained
+                    || (state.first, state.next, &*state.metas) != (*first, *next, metas)
+                {
                     let why = format!(
-                        "checkpoint says first={first} next={next} but replay of earlier segments gives first={} next={}",
-                        state.first, state.next
+                        "checkpoint says first={first} next={next} after a segment ending at {prev_end} \
+                         (crc {prev_crc:#x}), but the previous segment ends at {} (crc {:#x}) with first={} next={}",
+                        scans[k - 1].end, scans[k - 1].last_crc, state.first, state.next
                     );
                     // The previous segment lost its unsynced tail while this one's start
                     // reached the disk: a torn write if the previous one was never sealed.
@@ -538,6 +593,8 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
         needs_checkpoint = true;
         write_pos = SEGMENT_HEADER_SIZE as u64;
     }
+    // The runs must hold every live entry: a gap means a segment that held entries is gone.
+    check_coverage(&segments, &state, &runs)?;
     // Leading segments that no live entry needs.
     let first_used = runs.first().map(|r| r.segment).unwrap_or(usize::MAX);
     let purged_prefix = first_used.min(segments.len().saturating_sub(1));
@@ -553,6 +610,37 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
         purged_prefix,
         report,
     })
+}
+
+fn check_coverage(segments: &[Arc<Segment>], state: &LogState, runs: &[RunPlan]) -> Result<()> {
+    let mut expect = state.first;
+    let mut ok = true;
+    for r in runs {
+        let end = r.first + r.offsets.len() as u64;
+        if end <= state.first {
+            continue; // dead run (all purged or truncated away)
+        }
+        if r.first > expect {
+            ok = false;
+            break;
+        }
+        expect = end;
+    }
+    if ok && (state.is_empty() || expect == state.next) {
+        return Ok(());
+    }
+    let (path, offset) = segments
+        .first()
+        .map(|s| (s.path().to_path_buf(), 0))
+        .unwrap_or_default();
+    Err(Error::corrupt(
+        path,
+        offset,
+        format!(
+            "entries {expect}..{} are missing: a segment that held them is gone",
+            state.next
+        ),
+    ))
 }
 
 fn corrupt_or_tolerate(
@@ -719,11 +807,14 @@ mod tests {
         };
         s.apply_meta(1, Arc::from(&b"vote"[..]));
         s.apply_meta(7, Arc::from(&b""[..]));
-        let body = encode_checkpoint(&s);
+        let body = encode_checkpoint(&s, 4096, 0xabcd);
         assert_eq!(body.len(), checkpoint_len(&s));
-        let (f, n, m) = decode_checkpoint(&body).unwrap();
-        assert_eq!((f, n), (3, 9));
-        assert_eq!(m, *s.metas);
+        let cp = decode_checkpoint(&body).unwrap();
+        assert_eq!(
+            (cp.first, cp.next, cp.prev_end, cp.prev_crc),
+            (3, 9, 4096, 0xabcd)
+        );
+        assert_eq!(cp.metas, *s.metas);
         assert!(decode_checkpoint(&body[..body.len() - 1]).is_none());
         let mut longer = body.clone();
         longer.push(0);

@@ -116,7 +116,7 @@ fn prefault_for_write(map: &MmapRaw) {
 /// Gives the file `size` bytes of real blocks (invariant I4). `fallocate` first; where the
 /// filesystem refuses it, writes zeros.
 fn allocate(file: &File, path: &Path, size: u64) -> Result<()> {
-    match fs2::FileExt::allocate(file, size) {
+    match fallocate(file, size) {
         Ok(()) => {}
         Err(e) if is_unsupported(&e) => write_zeros(file, path, size)?,
         Err(e) => return Err(Error::io("fallocate", path, e)),
@@ -130,6 +130,26 @@ fn allocate(file: &File, path: &Path, size: u64) -> Result<()> {
             .map_err(|e| Error::io("set_len", path, e))?;
     }
     Ok(())
+}
+
+/// `fallocate(fd, 0, 0, size)`. Called directly rather than through fs2, whose
+/// `posix_fallocate` wrapper loses the error code (ENOSPC would read "Success"), and which
+/// would hide `EOPNOTSUPP` behind glibc's own slow emulation.
+fn fallocate(file: &File, size: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len =
+        libc::off_t::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: a plain syscall on a file descriptor we own; it touches no memory of ours.
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 fn is_unsupported(e: &std::io::Error) -> bool {
@@ -257,6 +277,15 @@ impl Segment {
             ));
         }
         let size = header.segment_size.get();
+        if !(crate::format::MIN_SEGMENT_SIZE..=crate::format::MAX_SEGMENT_SIZE).contains(&size)
+            || size % crate::format::RECORD_ALIGN as u64 != 0
+        {
+            return Err(Error::corrupt(
+                path,
+                24,
+                format!("segment header gives an impossible segment size {size}"),
+            ));
+        }
         if len < size {
             return Err(Error::corrupt(
                 path,

@@ -95,6 +95,8 @@ pub struct Store {
     write_pos: u64,
     /// Write-back of the active segment was started up to here.
     writeback_pos: u64,
+    /// CRC of the last record written (the next segment's checkpoint names it).
+    last_crc: u32,
     /// The run receiving appends (always in `active`, always `version.runs.last()`).
     tail: Option<Arc<Run>>,
     tail_len: u64,
@@ -191,6 +193,7 @@ impl Store {
             active,
             write_pos: plan.write_pos,
             writeback_pos: plan.write_pos,
+            last_crc: plan.scans.last().map(|s| s.last_crc).unwrap_or(0),
             tail: None,
             tail_len: 0,
             dir_dirty: false,
@@ -218,10 +221,15 @@ impl Store {
             store.next_seq += 1;
             store.version.segments.push(store.active.clone());
             store.dir_dirty = true;
-            store.write_checkpoint()?;
+            store.write_checkpoint(0, 0)?;
             store.sync()?;
         } else if plan.needs_checkpoint {
-            store.write_checkpoint()?;
+            // The newest segment lost its checkpoint: chain the new one to its predecessor.
+            let (prev_end, prev_crc) = match plan.scans.len().checked_sub(2) {
+                Some(k) => (plan.scans[k].end, plan.scans[k].last_crc),
+                None => (0, 0),
+            };
+            store.write_checkpoint(prev_end, prev_crc)?;
             store.sync()?;
         } else if store.active.sealed_end().is_some() {
             // A sealed segment is never appended to again.
@@ -323,7 +331,8 @@ impl Store {
         // Pass 1: rules, sizes, and how many new segments the batch needs.
         let max = self.max_payload();
         let cp = record_size(checkpoint_len(&self.state)) as u64;
-        let size = self.config.segment_size;
+        // The active segment may have another size than new ones (the config changed).
+        let mut size = self.active.size();
         let mut sim = self.state.clone();
         let mut pos = self.write_pos;
         let mut new_segments = 0usize;
@@ -342,6 +351,7 @@ impl Store {
             let rs = record_size(len) as u64;
             if pos + rs > size {
                 new_segments += 1;
+                size = self.config.segment_size;
                 pos = SEGMENT_HEADER_SIZE as u64 + cp;
             }
             pos += rs;
@@ -356,7 +366,7 @@ impl Store {
         let mut layout_changed = false;
         for (index, prefix, payload) in entries {
             let rs = record_size(prefix.len() + payload.len()) as u64;
-            if self.write_pos + rs > size {
+            if self.write_pos + rs > self.active.size() {
                 self.rollover()?;
                 layout_changed = true;
             }
@@ -366,6 +376,7 @@ impl Store {
                 index,
                 &[prefix, payload],
             );
+            self.last_crc = h.crc.get();
             let pos = self.write_pos as usize;
             // SAFETY: `pos..pos+rs` is at or past the published end of the active segment
             // (I1: only this thread writes and it publishes below) and inside the map
@@ -614,11 +625,12 @@ impl Store {
     /// Writes a small record, rolling over first if it does not fit.
     fn write_record(&mut self, kind: RecordKind, arg: u64, body: &[u8]) -> Result<()> {
         let rs = record_size(body.len()) as u64;
-        if self.write_pos + rs > self.config.segment_size {
+        if self.write_pos + rs > self.active.size() {
             self.ensure_spares(1)?;
             self.rollover()?;
         }
         let h = record::header(self.active.salt(), kind, arg, &[body]);
+        self.last_crc = h.crc.get();
         let pos = self.write_pos as usize;
         // SAFETY: unpublished space of the active segment, inside the map (checked above);
         // only the writer thread writes (I1).
@@ -630,8 +642,10 @@ impl Store {
         Ok(())
     }
 
-    fn write_checkpoint(&mut self) -> Result<()> {
-        let body = encode_checkpoint(&self.state);
+    /// Writes the active segment's opening checkpoint, chained to the previous segment's
+    /// end and last record CRC.
+    fn write_checkpoint(&mut self, prev_end: u64, prev_crc: u32) -> Result<()> {
+        let body = encode_checkpoint(&self.state, prev_end, prev_crc);
         self.write_pos = SEGMENT_HEADER_SIZE as u64;
         self.write_record(RecordKind::Checkpoint, 0, &body)
     }
@@ -655,7 +669,7 @@ impl Store {
         let old_end = self.write_pos;
         self.version.segments.push(seg);
         self.dir_dirty = true;
-        self.write_checkpoint()?;
+        self.write_checkpoint(old_end, self.last_crc)?;
         // Start the sealed segment's write-back now, in the background: its sync overlaps
         // with appends to the new segment instead of delaying the next durable flush.
         let _ = self.flusher.submit(FlushRequest {

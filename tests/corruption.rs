@@ -578,7 +578,6 @@ fn recovery_table() {
 /// so the loss is detectable; the log opens instead, with a first index whose entries are
 /// missing (`get(first)` is `None`).
 #[test]
-#[ignore = "BUG: a missing oldest segment opens as a log with a gap (see docs/reliability.md)"]
 fn oldest_segment_missing_is_detected() {
     let orig = build();
     let tmp = scratch();

@@ -198,7 +198,6 @@ fn disk_full_when_allocating_a_segment() {
 /// setting `errno`, and then reads `errno`: the error says "Success (os error 0)" and the
 /// caller cannot tell ENOSPC from EOPNOTSUPP.
 #[test]
-#[ignore = "BUG: fallocate errors lose their errno (see docs/reliability.md)"]
 fn space_errors_keep_errno() {
     let fs = match Tmpfs::mount("128k") {
         Ok(m) => m,
@@ -477,7 +476,6 @@ fn foreign_file_with_a_segment_name_is_corrupt_at_open() {
 /// A foreign file shorter than a segment header, named as the next segment, is taken for a
 /// never-written segment: recovery does not refuse it, it deletes it.
 #[test]
-#[ignore = "BUG: a short non-zero file is taken for a blank segment and deleted (see docs/reliability.md)"]
 fn short_foreign_file_with_a_segment_name_is_corrupt_at_open() {
     foreign_next_segment(b"#!/bin/sh\necho not a segment\n");
 }
@@ -510,7 +508,6 @@ fn larger_size_child(dir: &Path) {
 }
 
 #[test]
-#[ignore = "BUG: the writer uses Config::segment_size, not the active file's size (see docs/reliability.md)"]
 fn reopen_with_larger_segment_size() {
     if let Ok(mode) = std::env::var(CHILD_ENV) {
         if mode == "larger" {

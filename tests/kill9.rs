@@ -774,7 +774,6 @@ fn power_loss_simulation() {
 /// after 9', 10'), a log that never existed (in Raft terms: entry 11' of the new term after
 /// entries of an older term that it did not follow).
 #[test]
-#[ignore = "BUG: recovery accepts the next segment after a lost truncate+re-append (see docs/reliability.md)"]
 fn power_loss_truncate_then_reappend_at_segment_end() {
     let tmp = tempfile::tempdir().unwrap();
     let live = tmp.path().join("live");
@@ -821,7 +820,6 @@ fn power_loss_truncate_then_reappend_at_segment_end() {
 /// reached the disk but the newest segment's did: mmap write-back has no order, and the
 /// directory entries of both files are durable (renames are journaled in order).
 #[test]
-#[ignore = "BUG: a never-written middle segment is refused as corruption (see docs/reliability.md)"]
 fn power_loss_blank_middle_segment() {
     let tmp = tempfile::tempdir().unwrap();
     let live = tmp.path().join("live");
