@@ -64,7 +64,9 @@ impl ReadLock {
         let path = dir.join(LOCK_FILE);
         let file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ReadLock { _file: None }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ReadLock { _file: None })
+            }
             Err(e) => return Err(Error::io("open lock file", &path, e)),
         };
         // Call the trait method explicitly: std's `File::try_lock_shared` would shadow it.
@@ -187,7 +189,9 @@ impl RaftMetas {
     }
 
     fn any_raft_key(metas: &BTreeMap<u64, Arc<[u8]>>) -> bool {
-        metas.keys().any(|k| (META_VOTE..=META_SNAPSHOT).contains(k))
+        metas
+            .keys()
+            .any(|k| (META_VOTE..=META_SNAPSHOT).contains(k))
     }
 }
 
@@ -366,7 +370,9 @@ impl VerifyReport {
 
     /// The notes.
     pub fn notes(&self) -> impl Iterator<Item = &Finding> {
-        self.findings.iter().filter(|f| f.severity == Severity::Note)
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Note)
     }
 
     fn add(&mut self, severity: Severity, path: &Path, offset: u64, what: impl Into<String>) {
@@ -426,7 +432,12 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
                 Severity::Problem,
                 &w[1].1,
                 0,
-                format!("segment {} is missing (found {} then {})", w[0].0 + 1, w[0].0, w[1].0),
+                format!(
+                    "segment {} is missing (found {} then {})",
+                    w[0].0 + 1,
+                    w[0].0,
+                    w[1].0
+                ),
             );
         }
     }
@@ -509,16 +520,16 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
     // The merge: the same replay recovery does (state rules, checkpoints, missing segments).
     match recovery::plan(dir, RecoveryMode::Strict, false) {
         Ok(plan) => {
-            if let Some(d) = plan.report.dropped_files.iter().find(|d| {
-                // Files dropped after a cut that are not just a blank newest file.
-                !rep.findings.iter().any(|f| &f.path == *d)
-            }) {
-                rep.add(
-                    Severity::Note,
-                    d,
-                    0,
-                    "opening the log drops this segment file (it follows a cut)",
-                );
+            for d in &plan.report.dropped_files {
+                // Files dropped after a cut (a blank newest file has its own note).
+                if !rep.findings.iter().any(|f| &f.path == d) {
+                    rep.add(
+                        Severity::Note,
+                        d,
+                        0,
+                        "opening the log drops this segment file (it follows a cut)",
+                    );
+                }
             }
             check_raft(&plan, &mut rep);
         }
@@ -529,7 +540,8 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
         }) => rep.add(Severity::Problem, &path, offset, reason),
         Err(e) => return Err(e),
     }
-    rep.findings.sort_by(|a, b| (&a.path, a.offset).cmp(&(&b.path, b.offset)));
+    rep.findings
+        .sort_by(|a, b| (&a.path, a.offset).cmp(&(&b.path, b.offset)));
     Ok(rep)
 }
 
@@ -592,7 +604,11 @@ fn check_raft(plan: &Plan, rep: &mut VerifyReport) {
     let raft = RaftMetas::from_metas(metas);
     let names = [
         (META_VOTE, "vote", raft_err(&raft.vote)),
-        (META_COMMITTED, "committed log id", raft_err(&raft.committed)),
+        (
+            META_COMMITTED,
+            "committed log id",
+            raft_err(&raft.committed),
+        ),
         (META_PURGED, "purged log id", raft_err(&raft.purged)),
         (META_USER_DATA, "user data", raft_err(&raft.user_data)),
         (META_SNAPSHOT, "snapshot meta", raft_err(&raft.snapshot)),
@@ -618,7 +634,10 @@ fn check_raft(plan: &Plan, rep: &mut VerifyReport) {
         let bytes = seg_bytes(seg);
         for (i, &off) in run.offsets.iter().enumerate() {
             let index = run.first + i as u64;
-            let body = bytes.get(off as usize..).and_then(trusted_body).unwrap_or(&[]);
+            let body = bytes
+                .get(off as usize..)
+                .and_then(trusted_body)
+                .unwrap_or(&[]);
             rep.raft_entries_checked += 1;
             match decode_log_id(index, body) {
                 MetaValue::Value(id) => {

@@ -1,5 +1,188 @@
-//! Command-line tool (work in progress in this commit).
-fn main() {
-    eprintln!("raft-mmap-log: no command yet");
-    std::process::exit(2);
+//! `raft-mmap-log`: benchmark, inspect and verify raft-mmap-log directories.
+//!
+//! ```text
+//! raft-mmap-log bench [--entries N] [--entry-size B] [--batch K] [--sync none|batch|each] ...
+//! raft-mmap-log stat DIR [--json]
+//! raft-mmap-log verify DIR [--repair [--truncate-at-corruption]]
+//! raft-mmap-log dump DIR [--from I] [--to J] [--format text|json|hex]
+//! ```
+//!
+//! `stat`, `verify` and `dump` never write: they map segments read-only and hold a shared lock
+//! on `DIR/LOCK` (see `raft_mmap_log::inspect`), so they refuse a directory that a running
+//! node has open ("locked by another process") and a node cannot open it while they read.
+
+mod bench;
+mod show;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Memory-mapped, zero-copy write-ahead log for Raft: benchmark and inspection tool.
+#[derive(Debug, Parser)]
+#[command(name = "raft-mmap-log", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a workload (appends, durable appends, tail and range reads, reopen) and print
+    /// throughput, latency and memory.
+    Bench(bench::BenchArgs),
+    /// Show a log directory's segments, indexes and Raft state. Never writes.
+    Stat {
+        /// The log directory.
+        dir: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's checksum and the log's invariants. Exit 0 when sound (a torn tail
+    /// in the newest segment is a note), 1 with each problem as `file:offset: what`.
+    Verify {
+        /// The log directory.
+        dir: PathBuf,
+        /// Open the log (which recovers it: cuts a torn tail, drops files after a cut, seals
+        /// older segments) and say what was done. Without it, verify never writes.
+        #[arg(long)]
+        repair: bool,
+        /// With --repair: cut the log at corruption instead of refusing it (entries after the
+        /// corruption are lost).
+        #[arg(long, requires = "repair")]
+        truncate_at_corruption: bool,
+    },
+    /// Print every record in order: segment, offset, kind, index/log id, length, CRC, payload.
+    Dump {
+        /// The log directory.
+        dir: PathBuf,
+        /// Only entries with index >= I (other records are then left out).
+        #[arg(long, value_name = "I")]
+        from: Option<u64>,
+        /// Only entries with index <= J (other records are then left out).
+        #[arg(long, value_name = "J")]
+        to: Option<u64>,
+        /// Output format: text (one line per record), json (one object per line), hex (text
+        /// plus a full hex dump of each body).
+        #[arg(long, value_enum, default_value_t = DumpFormat::Text)]
+        format: DumpFormat,
+    },
+}
+
+/// Output format of `dump`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DumpFormat {
+    Text,
+    Json,
+    Hex,
+}
+
+/// What a command ends with.
+enum Failure {
+    /// Print this one line on stderr, exit 1.
+    Error(String),
+    /// Already reported; exit with this code.
+    Exit(u8),
+}
+
+impl From<raft_mmap_log::Error> for Failure {
+    fn from(e: raft_mmap_log::Error) -> Self {
+        Failure::Error(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // `dump | head`: the reader is gone, which is not an error.
+            Failure::Exit(0)
+        } else {
+            Failure::Error(format!("write output: {e}"))
+        }
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    // A bug must still end as one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("raft-mmap-log: internal error: {msg}{at}");
+    }));
+    let cli = Cli::parse();
+    let result = std::panic::catch_unwind(|| run(cli));
+    match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(Failure::Exit(code))) => ExitCode::from(code),
+        Ok(Err(Failure::Error(msg))) => {
+            eprintln!("raft-mmap-log: error: {msg}");
+            ExitCode::FAILURE
+        }
+        Err(_) => ExitCode::from(101),
+    }
+}
+
+fn run(cli: Cli) -> Outcome {
+    match cli.command {
+        Command::Bench(args) => bench::run(args),
+        Command::Stat { dir, json } => show::stat(&dir, json),
+        Command::Verify {
+            dir,
+            repair,
+            truncate_at_corruption,
+        } => show::verify(&dir, repair, truncate_at_corruption),
+        Command::Dump {
+            dir,
+            from,
+            to,
+            format,
+        } => show::dump(&dir, from, to, format),
+    }
+}
+
+/// Whether progress bars may be drawn: only for a person watching a terminal.
+fn interactive() -> bool {
+    std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// A progress bar, hidden when stdout is not a terminal.
+fn progress_bar(len: u64, what: &str, bytes: bool) -> indicatif::ProgressBar {
+    if !interactive() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    let template = if bytes {
+        "{msg:>24} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})"
+    } else {
+        "{msg:>24} [{bar:30}] {pos}/{len} ({per_sec}, {eta})"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Buffered stdout for output that may be large.
+fn out() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())
+}
+
+/// Flushes buffered output, mapping a closed pipe to a clean exit.
+fn finish(mut w: impl Write) -> Outcome {
+    w.flush()?;
+    Ok(())
 }

@@ -1,0 +1,128 @@
+//! Reading a range allocates nothing per entry: a counting global allocator for this test
+//! binary counts allocations made by the current thread while it iterates.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes};
+use raft_mmap_log::{Config, Store};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    // Only the thread under test counts: the flusher and preparer threads allocate too.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note_alloc() {
+    if COUNTING.try_with(|c| c.get()).unwrap_or(false) {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_alloc();
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_alloc();
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by this thread while `f` runs.
+fn allocations_during<R>(f: impl FnOnce() -> R) -> (u64, R) {
+    let before = ALLOCS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    (ALLOCS.load(Ordering::Relaxed) - before, r)
+}
+
+fn config() -> Config {
+    // Small segments: the 1,000-entry range spans several segments and index runs.
+    Config {
+        segment_size: 64 * 1024,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn counter_sees_allocations() {
+    let (n, v) = allocations_during(|| vec![1u8; 100]);
+    assert!(n >= 1);
+    drop(v);
+}
+
+#[test]
+fn engine_range_of_1000_allocates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), config()).unwrap();
+    let payload = [7u8; 256];
+    for i in 0..3000u64 {
+        store.append(i, &payload).unwrap();
+    }
+    let snap = store.reader().snapshot();
+    let (n, (count, sum)) = allocations_during(|| {
+        let mut count = 0u64;
+        let mut sum = 0u64;
+        for e in snap.range(1000..2000) {
+            count += 1;
+            sum += e.payload.len() as u64 + e.payload[0] as u64;
+        }
+        for i in 1000..2000 {
+            sum += snap.get(i).map_or(0, |p| p.len() as u64);
+        }
+        (count, sum)
+    });
+    assert_eq!(count, 1000);
+    assert!(sum > 0);
+    assert_eq!(
+        n, 0,
+        "Snapshot::range/get allocated {n} times for 1,000 entries"
+    );
+}
+
+#[test]
+fn raft_read_of_1000_allocates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = RaftLog::<RaftTypes>::open(dir.path(), config()).unwrap();
+    let payload = [9u8; 256];
+    for i in 0..3000u64 {
+        log.append([(LogId::new(1, 1, i), &payload[..])]).unwrap();
+    }
+    let snap = log.reader().snapshot();
+    let (n, count) = allocations_during(|| {
+        let mut count = 0u64;
+        for e in snap.read(500..1500) {
+            let (id, p) = e.expect("entry decodes");
+            assert_eq!(p.len(), 256);
+            assert_eq!(id.index, 500 + count);
+            count += 1;
+        }
+        count
+    });
+    assert_eq!(count, 1000);
+    assert_eq!(
+        n, 0,
+        "RaftSnapshot::read allocated {n} times for 1,000 entries"
+    );
+}
