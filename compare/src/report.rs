@@ -1,0 +1,391 @@
+//! Markdown rendering of a report.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+struct Row {
+    label: &'static str,
+    workload: &'static str,
+    metric: &'static str,
+    higher_better: bool,
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        label: "1. append, no sync (entries/s)",
+        workload: "append",
+        metric: "entries_per_s",
+        higher_better: true,
+    },
+    Row {
+        label: "1. append, no sync (MB/s)",
+        workload: "append",
+        metric: "mb_per_s",
+        higher_better: true,
+    },
+    Row {
+        label: "2. bulk append + final fsync (entries/s)",
+        workload: "bulk_sync",
+        metric: "entries_per_s",
+        higher_better: true,
+    },
+    Row {
+        label: "3. durable 16-entry batches (batches/s)",
+        workload: "durable",
+        metric: "ops_per_s",
+        higher_better: true,
+    },
+    Row {
+        label: "3. durable batch p50 (µs)",
+        workload: "durable",
+        metric: "p50_us",
+        higher_better: false,
+    },
+    Row {
+        label: "3. durable batch p99 (µs)",
+        workload: "durable",
+        metric: "p99_us",
+        higher_better: false,
+    },
+    Row {
+        label: "3. durable batch p99.9 (µs)",
+        workload: "durable",
+        metric: "p999_us",
+        higher_better: false,
+    },
+    Row {
+        label: "4. hot 1000-entry range reads (entries/s)",
+        workload: "read",
+        metric: "entries_per_s",
+        higher_better: true,
+    },
+    Row {
+        label: "5. recovery, warm cache (ms)",
+        workload: "recovery",
+        metric: "warm_ms",
+        higher_better: false,
+    },
+    Row {
+        label: "5. recovery, cold cache (ms)",
+        workload: "recovery",
+        metric: "cold_ms",
+        higher_better: false,
+    },
+];
+
+fn human(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e9 {
+        format!("{:.2}G", v / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn ratio(ours: Option<f64>, best: Option<(f64, &str)>, higher_better: bool) -> String {
+    match (ours, best) {
+        (Some(o), Some((b, who))) if b > 0.0 => {
+            let r = o / b;
+            let better = if higher_better { r >= 1.0 } else { r <= 1.0 };
+            format!(
+                "{r:.2}x vs {who} ({})",
+                if better { "ours better" } else { "ours worse" }
+            )
+        }
+        (None, _) => "ours n/a".into(),
+        _ => "no competitor figure".into(),
+    }
+}
+
+const NOTES: &str = "
+How each crate was driven (all through public APIs; details in compare/src/engines/):
+- ours: Store::append_batch; durable = append_batch + Store::sync(); reads = reader().snapshot().range() (zero-copy).
+- raft-log: RaftLog::append + flush(false) per batch; 'no sync' ends with wait_worker_idle() so queued writes have reached the OS; durable = flush(true, callback) and wait. Default payload cache (100k items / 1 GiB) kept.
+- raft-engine: one LogBatch per batch via Engine::write(batch, sync); the final/durable batch is written with sync=true (Engine::sync() writes an empty batch and does not fsync in 0.4.2). LZ4 batch compression off (payloads are incompressible).
+- hiqlite-wal: its public writer channel (Action::Append, as its RaftLogStorage::append does), openraft Entry + bincode like the store itself; LogSync::Immediate for workload 3 (blocking msync before the callback), IntervalMillis(1 h) + an explicit Action::Sync otherwise; reads via its RaftLogReader. Its writer thread sets ThreadPriority::Max (seen as setpriority(-20): granted here because the run is root), which shields its flush wake-ups from other CPU load. A clean restart reads file headers only (its full scan runs only after an unclean stop), hence its recovery times.
+- okaywal: one chunk per Raft entry, one okaywal entry (commit = fsync) per batch; positions kept by the harness, rebuilt in recovery with CRC checks; checkpointing disabled (it would discard the log). Workload 2 = one entry of N chunks, one commit. Note: EntryChunk::skip_remaining_bytes() in 0.3.1 skips the CRC twice and loses the rest of the segment in recovery; not used.
+- Payload bytes: 8-byte index stamp + incompressible data; every read checks index and length (ours borrows, the others copy).";
+
+/// Cells of one row: a figure, or a footnote marker for a failure.
+struct Table {
+    out: String,
+    notes: Vec<String>,
+}
+
+impl Table {
+    fn note(&mut self, text: String) -> String {
+        if let Some(i) = self.notes.iter().position(|n| *n == text) {
+            return format!("n/a [{}]", i + 1);
+        }
+        self.notes.push(text);
+        format!("n/a [{}]", self.notes.len())
+    }
+}
+
+pub fn render(r: &Value, engines: &[&str], workloads: &[&str]) -> String {
+    let mut t = Table {
+        out: String::new(),
+        notes: Vec::new(),
+    };
+    let m = &r["machine"];
+    let p = &r["params"];
+    let o = &mut t.out;
+    let _ = writeln!(
+        o,
+        "# raft-mmap-log vs alternatives (same machine, same run)\n"
+    );
+    let _ = writeln!(
+        o,
+        "Machine: {} cores, {}; kernel {}; temp dir {} on {}",
+        m["cores"],
+        m["cpu"].as_str().unwrap_or("?"),
+        m["kernel"].as_str().unwrap_or("?"),
+        m["temp_dir"].as_str().unwrap_or("?"),
+        m["temp_fs"].as_str().unwrap_or("?")
+    );
+    let load0 = m["loadavg"].as_str().unwrap_or("?");
+    let load1 = r["loadavg_at_end"].as_str().unwrap_or("?");
+    let busy = [load0, load1].iter().any(|l| {
+        l.split(' ')
+            .next()
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            > 0.5
+    });
+    let _ = writeln!(
+        o,
+        "Load average (1/5/15 min) at start: {load0}; at end: {load1}{}",
+        if busy {
+            " -- WARNING: other work was running on this machine; timings, above all durable latencies, are disturbed"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        o,
+        "Params: {} entries x {} B, appends in batches of {}; durable: {} batches x {} entries; reads: {}-entry ranges for {} s; segment/chunk/file size {} MiB where configurable{}\n",
+        p["entries"], p["entry_size"], p["append_batch"], p["durable_batches"], p["durable_batch"],
+        p["read_range"], p["read_secs"], p["segment_bytes"].as_u64().unwrap_or(0) >> 20,
+        if p["quick"].as_bool() == Some(true) { " (--quick)" } else { "" }
+    );
+    let versions = r["versions"].as_object().cloned().unwrap_or_default();
+    let v: Vec<String> = versions
+        .iter()
+        .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?")))
+        .collect();
+    let _ = writeln!(o, "Versions: {}\n", v.join(", "));
+
+    // Physical limits.
+    let lim = &r["limits"];
+    let memcpy = lim["memcpy"]["ok"]["gb_per_s"].as_f64();
+    if lim.as_object().is_some_and(|l| !l.is_empty()) {
+        let _ = writeln!(o, "Physical limits (same run):");
+        match memcpy {
+            Some(g) => {
+                let _ = writeln!(
+                    o,
+                    "- memcpy, 256 B chunks into a faulted 256 MiB buffer: {g:.1} GB/s"
+                );
+            }
+            None => {
+                let _ = writeln!(o, "- memcpy: {}", lim["memcpy"]["err"]);
+            }
+        }
+        match &lim["fdatasync"]["ok"] {
+            Value::Object(f) => {
+                for (k, v) in f {
+                    let _ = writeln!(
+                        o,
+                        "- 16 KiB pwrite + fdatasync, {k} file: {} ops/s (p50 {} µs)",
+                        human(v["ops_per_s"].as_f64().unwrap_or(0.0)),
+                        human(v["p50_us"].as_f64().unwrap_or(0.0))
+                    );
+                }
+            }
+            _ => {
+                let _ = writeln!(o, "- fdatasync: {}", lim["fdatasync"]["err"]);
+            }
+        }
+        if let Some(f) = lim["fdatasync_interleaved"]["ok"]["ops_per_s"].as_f64() {
+            let i = &lim["fdatasync_interleaved"]["ok"];
+            let _ = writeln!(
+                o,
+                "- 16 KiB pwrite + fdatasync, written file, interleaved with workload 3 (the limit used below): {} ops/s (p50 {} µs, p99 {} µs)",
+                human(f),
+                human(i["p50_us"].as_f64().unwrap_or(0.0)),
+                human(i["p99_us"].as_f64().unwrap_or(0.0))
+            );
+        }
+        let _ = writeln!(o);
+    }
+
+    if workloads.is_empty() {
+        return t.out;
+    }
+    let eng = &r["engines"];
+    // header
+    let mut head = "| workload |".to_string();
+    let mut sep = "|---|".to_string();
+    for e in engines {
+        let _ = write!(head, " {e} |");
+        sep.push_str("---:|");
+    }
+    head.push_str(" ours / best competitor |");
+    sep.push_str("---|");
+    let _ = writeln!(t.out, "{head}\n{sep}");
+
+    let value = |e: &str, w: &str, metric: &str| -> Result<f64, String> {
+        let c = &eng[e]["cells"][w];
+        if let Some(v) = c["ok"][metric].as_f64() {
+            Ok(v)
+        } else if let Some(s) = c["err"].as_str() {
+            Err(format!("{e} / {w}: {s}"))
+        } else {
+            Err(format!("{e} / {w}: no result reported"))
+        }
+    };
+
+    for row in ROWS.iter().filter(|r| workloads.contains(&r.workload)) {
+        let mut line = format!("| {} |", row.label);
+        let mut ours = None;
+        let mut best: Option<(f64, &str)> = None;
+        for e in engines {
+            match value(e, row.workload, row.metric) {
+                Ok(v) => {
+                    let _ = write!(line, " {} |", human(v));
+                    if *e == "ours" {
+                        ours = Some(v);
+                    } else if best
+                        .is_none_or(|(b, _)| if row.higher_better { v > b } else { v < b })
+                    {
+                        best = Some((v, e));
+                    }
+                }
+                Err(text) => {
+                    let n = t.note(text);
+                    let _ = write!(line, " {n} |");
+                }
+            }
+        }
+        let _ = writeln!(line, " {} |", ratio(ours, best, row.higher_better));
+        t.out.push_str(&line);
+    }
+
+    // Memory rows.
+    for (label, key) in [
+        ("peak RSS, VmHWM (MiB)", "vm_hwm_kib"),
+        ("peak anon RSS, sampled every 10 ms (MiB)", "peak_anon_kib"),
+        ("anon RSS at exit (MiB)", "rss_anon_kib"),
+    ] {
+        let mut line = format!("| {label} |");
+        let mut ours = None;
+        let mut best: Option<(f64, &str)> = None;
+        for e in engines {
+            match eng[e]["rss"][key].as_f64() {
+                Some(kib) => {
+                    let mib = kib / 1024.0;
+                    let _ = write!(line, " {} |", human(mib));
+                    if *e == "ours" {
+                        ours = Some(mib);
+                    } else if best.is_none_or(|(b, _)| mib < b) {
+                        best = Some((mib, e));
+                    }
+                }
+                None => {
+                    let n = t.note(format!(
+                        "{e} / memory: the child process reported no RSS (it did not finish)"
+                    ));
+                    let _ = write!(line, " {n} |");
+                }
+            }
+        }
+        let _ = writeln!(line, " {} |", ratio(ours, best, false));
+        t.out.push_str(&line);
+    }
+
+    // Fractions of the physical limits.
+    let mut frac = String::new();
+    if let Some(g) = memcpy {
+        let mut line = "| 1. append MB/s as % of memcpy |".to_string();
+        for e in engines {
+            match value(e, "append", "mb_per_s") {
+                Ok(v) => {
+                    let _ = write!(line, " {:.1}% |", v / (g * 1e3) * 100.0);
+                }
+                Err(_) => line.push_str(" - |"),
+            }
+        }
+        if workloads.contains(&"append") {
+            let _ = writeln!(frac, "{line}");
+        }
+    }
+    let inter = &lim["fdatasync_interleaved"]["ok"];
+    if workloads.contains(&"durable") {
+        if let Some(f) = inter["ops_per_s"].as_f64() {
+            let mut line =
+                "| 3. durable batches/s as % of bare pwrite+fdatasync (interleaved) |".to_string();
+            for e in engines {
+                match value(e, "durable", "ops_per_s") {
+                    Ok(v) => {
+                        let _ = write!(line, " {:.0}% |", v / f * 100.0);
+                    }
+                    Err(_) => line.push_str(" - |"),
+                }
+            }
+            let _ = writeln!(frac, "{line}");
+        }
+    }
+    if !frac.is_empty() {
+        let mut head = "\n| fraction of the physical limit |".to_string();
+        let mut sep = "|---|".to_string();
+        for e in engines {
+            let _ = write!(head, " {e} |");
+            sep.push_str("---:|");
+        }
+        let _ = writeln!(t.out, "{head}\n{sep}\n{frac}");
+    }
+
+    // Recovery eviction check.
+    let mut ev = Vec::new();
+    for e in engines {
+        if let Some(pct) = eng[e]["cells"]["recovery"]["ok"]["resident_after_evict_pct"].as_f64() {
+            ev.push(format!("{e} {pct:.1}%"));
+        }
+    }
+    if !ev.is_empty() {
+        let _ = writeln!(t.out, "\nCold recovery: share of the log's pages still cached after posix_fadvise(DONTNEED): {}", ev.join(", "));
+    }
+    let times: Vec<String> = engines
+        .iter()
+        .filter_map(|e| {
+            eng[e]["child_secs"]
+                .as_f64()
+                .map(|s| format!("{e} {s:.1} s"))
+        })
+        .collect();
+    let _ = writeln!(
+        t.out,
+        "Wall time per engine: {}; total {:.1} s",
+        times.join(", "),
+        r["total_secs"].as_f64().unwrap_or(0.0)
+    );
+
+    if !t.notes.is_empty() {
+        let _ = writeln!(t.out, "\nCells without a figure:");
+        for (i, n) in t.notes.iter().enumerate() {
+            let _ = writeln!(t.out, "[{}] {n}", i + 1);
+        }
+    }
+    let _ = writeln!(t.out, "\nRatios: ours / best competitor for that row; throughput rows: >1x = ours faster; latency, time and memory rows: <1x = ours better. VmHWM counts file pages mapped by mmap-based stores (ours, hiqlite-wal) while they are resident; anon RSS does not. Memory rows cover workloads 1, 2, 4, 5 (workload 3 runs all engines interleaved in one process so that all see the same device state).");
+    let _ = writeln!(t.out, "{NOTES}");
+    t.out
+}
