@@ -58,7 +58,7 @@ impl PreparedFile {
     /// every page in *for writing* (`MADV_POPULATE_WRITE`, or a write to each page where the
     /// kernel lacks it), so the writer never takes a page fault in this segment. On error the
     /// file is removed.
-    pub fn create(dir: &Path, token: u64, size: u64) -> Result<Self> {
+    pub(crate) fn create(dir: &Path, token: u64, size: u64) -> Result<Self> {
         let path = dir.join(format!("{token:020}{PREPARED_SUFFIX}"));
         let made = Self::create_at(&path, size);
         if made.is_err() {
@@ -93,7 +93,7 @@ impl PreparedFile {
     }
 
     /// Removes the file (used when a prepared file is not needed).
-    pub fn discard(self) {
+    pub(crate) fn discard(self) {
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -205,7 +205,7 @@ fn random_salt(seq: u64) -> u32 {
 impl Segment {
     /// Turns a prepared file into segment `seq` in `dir`: renames it and writes the header.
     /// The caller must fsync the directory before acknowledging anything written into it.
-    pub fn install(prepared: PreparedFile, dir: &Path, seq: u64) -> Result<Self> {
+    pub(crate) fn install(prepared: PreparedFile, dir: &Path, seq: u64) -> Result<Self> {
         let path = dir.join(segment_file_name(seq));
         std::fs::rename(&prepared.path, &path).map_err(|e| Error::io("rename", &path, e))?;
         let salt = random_salt(seq);
@@ -357,7 +357,7 @@ impl Segment {
     /// slice lives: it is published (below the writer's published end) or the caller is the only
     /// user of the segment (recovery, before any writer exists) and drops the slice before
     /// writing.
-    pub unsafe fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+    pub(crate) unsafe fn bytes(&self, offset: usize, len: usize) -> &[u8] {
         debug_assert!(offset.checked_add(len).is_some_and(|e| e <= self.map.len()));
         // SAFETY: the caller guarantees bounds and immutability for the slice's lifetime; the
         // map lives as long as `self` (I2).
@@ -368,7 +368,7 @@ impl Segment {
     ///
     /// # Safety
     /// Same as [`Segment::bytes`]: only while nothing writes the segment.
-    pub unsafe fn all_bytes(&self) -> &[u8] {
+    pub(crate) unsafe fn all_bytes(&self) -> &[u8] {
         // SAFETY: forwarded to the caller.
         unsafe { self.bytes(0, self.map.len()) }
     }
@@ -379,7 +379,7 @@ impl Segment {
     /// `offset..offset + data.len()` must be inside the map and not yet published: no reader
     /// may hold or build a slice over it until the writer publishes it (I1). Only one thread
     /// (the writer, or recovery before the writer exists) calls this.
-    pub unsafe fn write_at(&self, offset: usize, data: &[u8]) {
+    pub(crate) unsafe fn write_at(&self, offset: usize, data: &[u8]) {
         debug_assert!(offset
             .checked_add(data.len())
             .is_some_and(|e| e <= self.map.len()));
@@ -398,7 +398,7 @@ impl Segment {
     ///
     /// # Safety
     /// As for [`Segment::write_at`].
-    pub unsafe fn zero_at(&self, offset: usize, len: usize) {
+    pub(crate) unsafe fn zero_at(&self, offset: usize, len: usize) {
         debug_assert!(offset.checked_add(len).is_some_and(|e| e <= self.map.len()));
         // SAFETY: as for `write_at`.
         unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(offset), 0, len) }
@@ -416,7 +416,7 @@ impl Segment {
 
     /// Starts write-back of `[from, to)` without waiting (`sync_file_range(WRITE)`), so that a
     /// later durable flush has less to do. Best effort.
-    pub fn start_writeback(&self, from: u64, to: u64) {
+    pub(crate) fn start_writeback(&self, from: u64, to: u64) {
         if to <= from {
             return;
         }
@@ -438,7 +438,7 @@ impl Segment {
     }
 
     /// Records that `[.., to)` is durable.
-    pub fn set_synced(&self, to: u64) {
+    pub(crate) fn set_synced(&self, to: u64) {
         self.synced.fetch_max(to, Ordering::AcqRel);
     }
 
@@ -449,7 +449,7 @@ impl Segment {
 
     /// Writes and syncs the sealed mark: every record below `end` is already durable.
     /// Called by the flusher only, after syncing `[.., end)`.
-    pub fn mark_sealed(&self, end: u64) -> Result<()> {
+    pub(crate) fn mark_sealed(&self, end: u64) -> Result<()> {
         let mut mark = [0u8; 16];
         mark[..8].copy_from_slice(&SEALED_MAGIC.to_le_bytes());
         mark[8..].copy_from_slice(&end.to_le_bytes());
