@@ -1,5 +1,8 @@
 //! [`MmapLogStore`] (openraft's `RaftLogStorage`) and [`MmapLogReader`] (`RaftLogReader`).
 
+// openraft's traits fix the error type (`StorageError`, ~190 bytes); the helpers return it too.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io;
 use std::marker::PhantomData;
@@ -364,6 +367,25 @@ where
 
         let mut log = self.lock(ErrorSubject::Logs)?;
         let write = |log: &mut RaftLog<OpenraftTypes>| -> crate::Result<()> {
+            // Entries at or below the purge point are already covered by the snapshot (Raft
+            // only purges committed entries): skip them, provided they do not contradict it.
+            let mut spans = &spans[..];
+            if let Some(purged) = log.state().purged {
+                while let Some(((id, _, _), rest)) = spans.split_first() {
+                    if id.index > purged.index {
+                        break;
+                    }
+                    if *id > purged {
+                        return Err(crate::Error::Decode {
+                            what: format!("append of {id}"),
+                            reason: format!(
+                                "the entry is at or below the purged log id {purged} but from a later leader"
+                            ),
+                        });
+                    }
+                    spans = rest;
+                }
+            }
             if let Some((first, _, _)) = spans.first() {
                 if log.state().last.is_none() && first.index > 0 {
                     // An empty log (nothing appended, nothing purged) asked to start at index
@@ -389,7 +411,7 @@ where
             if st.last.as_ref().is_none_or(|l| index > l.index) {
                 return Ok(()); // Nothing at or after `index`.
             }
-            let purged = st.purged.clone();
+            let purged = st.purged;
             if purged.as_ref().is_some_and(|p| index <= p.index) {
                 return Err(storage_err::<C>(
                     subject(),

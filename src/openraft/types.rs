@@ -83,7 +83,11 @@ pub fn log_id_to_stored<NID>(id: &::openraft::LogId<NID>) -> LogId
 where
     NID: NodeId + Into<u64>,
 {
-    LogId::new(id.leader_id.term, id.leader_id.node_id.into(), id.index)
+    LogId::new(
+        id.leader_id.term,
+        id.leader_id.node_id.clone().into(),
+        id.index,
+    )
 }
 
 /// Converts a stored log id back to openraft's.
@@ -104,7 +108,7 @@ where
 {
     OpenraftVote {
         term: vote.leader_id.term,
-        node_id: vote.leader_id.node_id.into(),
+        node_id: vote.leader_id.node_id.clone().into(),
         committed: vote.committed,
     }
 }
