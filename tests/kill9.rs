@@ -24,11 +24,13 @@
 //! Every payload names its index and an "epoch" (changed at each truncate) and is otherwise a
 //! pure function of both, so a recovered entry is checked byte for byte.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes, Vote};
 use raft_mmap_log::recovery::{self, RecoveryMode};
 use raft_mmap_log::{Config, Store};
 
@@ -461,11 +463,20 @@ struct ChildRun {
     opened: bool,
 }
 
-fn run_child_and_kill(dir: &Path, seed: u64, delay: Duration) -> ChildRun {
+/// Runs the test `name` of this binary as a child with `env_var=dir`, SIGKILLs it after
+/// `delay` and returns its complete stdout lines (only complete lines count: an op whose intent
+/// line was cut by the kill never started) and its stderr.
+fn spawn_and_kill(
+    name: &str,
+    env_var: &str,
+    dir: &Path,
+    seed: u64,
+    delay: Duration,
+) -> (Vec<u8>, String) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, dir)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env_var, dir)
         .env(SEED_ENV, seed.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -488,7 +499,7 @@ fn run_child_and_kill(dir: &Path, seed: u64, delay: Duration) -> ChildRun {
     let early_exit = child.try_wait().unwrap();
     child.kill().ok(); // SIGKILL on Unix
     let status = child.wait().unwrap();
-    let out = out_thread.join().unwrap();
+    let mut out = out_thread.join().unwrap();
     let err = err_thread.join().unwrap();
     {
         use std::os::unix::process::ExitStatusExt;
@@ -498,14 +509,18 @@ fn run_child_and_kill(dir: &Path, seed: u64, delay: Duration) -> ChildRun {
             String::from_utf8_lossy(&out[out.len().saturating_sub(2000)..])
         );
     }
+    out.truncate(out.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1));
+    (out, err)
+}
+
+fn run_child_and_kill(dir: &Path, seed: u64, delay: Duration) -> ChildRun {
+    let (complete, err) = spawn_and_kill("child_entry", CHILD_ENV, dir, seed, delay);
     let mut run = ChildRun {
         ops: Vec::new(),
         acked: 0,
         opened: false,
     };
-    // Only complete lines count: an op whose intent line was cut by the kill never started.
-    let complete = &out[..out.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1)];
-    for line in BufReader::new(complete).split(b'\n') {
+    for line in BufReader::new(&complete[..]).split(b'\n') {
         let line = line.unwrap();
         let Ok(line) = std::str::from_utf8(&line) else {
             continue;
@@ -569,6 +584,574 @@ fn kill9_rounds() {
          {beyond_ack} unacknowledged ops survived, {cuts} torn tails cut, {in_open} kills before \
          the child had opened the log",
         started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process crash (SIGKILL) of a RaftLog writer.
+//
+// The child (`raft_child_entry`, env `RML_KILL9_RAFT_CHILD`) drives a `RaftLog`: votes (synced
+// before they are acknowledged), appends, commits, conflicting truncates followed by appends in
+// a higher term, purges and user data, each announced by an intent line; flush callbacks report
+// "ops up to n are durable" with the vote, committed, purged and last log id as of the flush.
+// After each kill the parent reopens the log and checks the acknowledged Raft state against
+// what was recovered, then that the recovered log is exactly the state after some op at or
+// after the acknowledged one, then `inspect::verify`.
+
+const RAFT_CHILD_ENV: &str = "RML_KILL9_RAFT_CHILD";
+
+fn leader(term: u64) -> u64 {
+    term % 3 + 1
+}
+
+/// Payload of the entry with log id `id`: a log id names one entry in Raft, so the bytes are a
+/// function of it (24 bytes naming it, then 0..700 bytes derived from it).
+fn raft_payload(id: &LogId) -> Vec<u8> {
+    let mut r = Rng(id.index.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ id.term.rotate_left(17));
+    let len = r.below(700) as usize;
+    let mut v = Vec::with_capacity(24 + len);
+    for x in [id.term, id.node_id, id.index] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    while v.len() < 24 + len {
+        let w = r.next().to_le_bytes();
+        let n = w.len().min(24 + len - v.len());
+        v.extend_from_slice(&w[..n]);
+    }
+    v
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ROp {
+    Vote(Vote),
+    Append(LogId),
+    Commit(LogId),
+    Truncate(Option<LogId>),
+    Purge(LogId),
+    User(Option<u64>),
+}
+
+fn enc_id(id: &Option<LogId>) -> String {
+    match id {
+        Some(l) => format!("{}.{}.{}", l.term, l.node_id, l.index),
+        None => "-".into(),
+    }
+}
+
+fn dec_id(s: &str) -> Option<Option<LogId>> {
+    if s == "-" {
+        return Some(None);
+    }
+    let mut it = s.split('.').map(|x| x.parse::<u64>());
+    let id = LogId::new(it.next()?.ok()?, it.next()?.ok()?, it.next()?.ok()?);
+    Some(Some(id))
+}
+
+fn enc_vote(v: &Option<Vote>) -> String {
+    match v {
+        Some(v) => format!("{}.{}.{}", v.term, v.node_id, u8::from(v.committed)),
+        None => "-".into(),
+    }
+}
+
+fn dec_vote(s: &str) -> Option<Option<Vote>> {
+    Some(dec_id(s)?.map(|l| Vote::new(l.term, l.node_id, l.index == 1)))
+}
+
+impl ROp {
+    fn encode(&self) -> String {
+        match self {
+            ROp::Vote(v) => format!("V {}", enc_vote(&Some(*v))),
+            ROp::Append(id) => format!("E {}", enc_id(&Some(*id))),
+            ROp::Commit(id) => format!("C {}", enc_id(&Some(*id))),
+            ROp::Truncate(id) => format!("T {}", enc_id(id)),
+            ROp::Purge(id) => format!("P {}", enc_id(&Some(*id))),
+            ROp::User(u) => format!("U {}", u.map_or("-".into(), |u| u.to_string())),
+        }
+    }
+    fn decode(s: &str) -> Option<ROp> {
+        let (tag, arg) = s.split_once(' ')?;
+        Some(match tag {
+            "V" => ROp::Vote(dec_vote(arg)??),
+            "E" => ROp::Append(dec_id(arg)??),
+            "C" => ROp::Commit(dec_id(arg)??),
+            "T" => ROp::Truncate(dec_id(arg)?),
+            "P" => ROp::Purge(dec_id(arg)??),
+            "U" if arg == "-" => ROp::User(None),
+            "U" => ROp::User(Some(arg.parse().ok()?)),
+            _ => return None,
+        })
+    }
+}
+
+/// The Raft state and the log ids of the live entries (payloads are checked on reading).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RModel {
+    vote: Option<Vote>,
+    last: Option<LogId>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+    user: Option<u64>,
+    entries: BTreeMap<u64, LogId>,
+}
+
+impl RModel {
+    fn apply(&mut self, op: &ROp) {
+        match *op {
+            ROp::Vote(v) => self.vote = Some(v),
+            ROp::Append(id) => {
+                assert_eq!(id.index, self.last.map_or(0, |l| l.index + 1), "model: gap");
+                self.entries.insert(id.index, id);
+                self.last = Some(id);
+            }
+            ROp::Commit(id) => self.committed = Some(id),
+            ROp::Truncate(at) => {
+                match at {
+                    Some(id) => drop(self.entries.split_off(&(id.index + 1))),
+                    None => self.entries.clear(),
+                }
+                self.last = at.or(self.purged);
+            }
+            ROp::Purge(id) => {
+                if Some(id) > self.purged {
+                    self.entries = self.entries.split_off(&(id.index + 1));
+                    self.purged = Some(id);
+                }
+            }
+            ROp::User(u) => self.user = u,
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "vote={} last={} committed={} purged={} user={:?} entries={}..{}",
+            enc_vote(&self.vote),
+            enc_id(&self.last),
+            enc_id(&self.committed),
+            enc_id(&self.purged),
+            self.user,
+            self.entries
+                .keys()
+                .next()
+                .map_or("-".into(), |i| i.to_string()),
+            self.entries
+                .keys()
+                .next_back()
+                .map_or("-".into(), |i| i.to_string()),
+        )
+    }
+}
+
+/// Reads the whole Raft log back, checking every payload against its log id.
+fn raft_observe(log: &RaftLog<RaftTypes>) -> RModel {
+    let st = log.state().clone();
+    let snap = log.reader().snapshot();
+    assert_eq!(
+        snap.state().expect("reader state"),
+        st,
+        "reader != writer state"
+    );
+    let mut entries = BTreeMap::new();
+    for e in snap.read(..) {
+        let (id, p) = e.expect("read entry");
+        assert!(
+            p == raft_payload(&id).as_slice(),
+            "entry {id} has wrong bytes ({} bytes)",
+            p.len()
+        );
+        entries.insert(id.index, id);
+    }
+    let user = st.user_data.as_ref().map(|u| {
+        assert_eq!(u.len(), 8, "user data length");
+        u64::from_le_bytes(u[..].try_into().unwrap())
+    });
+    let m = RModel {
+        vote: st.vote,
+        last: st.last,
+        committed: st.committed,
+        purged: st.purged,
+        user,
+        entries,
+    };
+    assert_eq!(
+        m.entries.values().next_back().copied().or(m.purged),
+        m.last,
+        "last log id vs entries"
+    );
+    m
+}
+
+/// Chooses and performs Raft-legal operations on a `RaftLog`.
+struct RaftDriver {
+    log: RaftLog<RaftTypes>,
+    rng: Rng,
+    /// Current term (votes, entries).
+    term: u64,
+    user_counter: u64,
+}
+
+impl RaftDriver {
+    fn stored(&self, index: u64) -> Option<LogId> {
+        let st = self.log.state();
+        match self.log.log_id(index).expect("log_id") {
+            Some(id) => Some(id),
+            None => st.purged.filter(|p| p.index == index),
+        }
+    }
+
+    /// One step: picks ops, announces them with `intent`, performs them. Returns whether the
+    /// step must be synced before it is acknowledged (a vote).
+    fn step(&mut self, intent: &mut dyn FnMut(&[ROp])) -> bool {
+        let st = self.log.state().clone();
+        let last = st.last.map(|l| l.index);
+        let first = st.purged.map_or(0, |p| p.index + 1);
+        let len = last.map_or(0, |l| l + 1).saturating_sub(first);
+        let r = self.rng.below(100);
+        let mut ops = Vec::new();
+        if r < 5 {
+            let v = match st.vote {
+                Some(v) if !v.committed && r % 2 == 0 => Vote::new(v.term, v.node_id, true),
+                _ => Vote::new(self.term + 1, 1 + self.rng.below(3), self.rng.below(2) == 0),
+            };
+            self.term = self.term.max(v.term);
+            ops.push(ROp::Vote(v));
+        } else if r < 10 && last.is_some() {
+            // Conflict: truncate at or above committed and purged, then a new term appends.
+            let mut cands: Vec<Option<LogId>> = Vec::new();
+            if st.committed.is_none() && st.purged.is_none() {
+                cands.push(None);
+            }
+            let lo = st.committed.max(st.purged).map_or(0, |c| c.index);
+            let hi = last.unwrap();
+            let i = lo + self.rng.below(hi - lo + 1);
+            cands.push(Some(self.stored(i).expect("stored log id")));
+            let at = cands[self.rng.below(cands.len() as u64) as usize];
+            ops.push(ROp::Truncate(at));
+            self.term += 1;
+            let start = at.or(st.purged).map_or(0, |l| l.index + 1);
+            for index in start..start + 1 + self.rng.below(4) {
+                ops.push(ROp::Append(LogId::new(self.term, leader(self.term), index)));
+            }
+        } else if r < 22 && len > 0 {
+            let lo = st.committed.map_or(first, |c| c.index.max(first));
+            let i = lo + self.rng.below(last.unwrap() + 1 - lo);
+            ops.push(ROp::Commit(self.stored(i).expect("stored")));
+        } else if (r < 28 || len > 200) && st.committed.is_some_and(|c| c.index >= first) {
+            let c = st.committed.unwrap().index;
+            let i = first + self.rng.below(c + 1 - first);
+            ops.push(ROp::Purge(self.stored(i).expect("stored")));
+        } else if r < 30 {
+            self.user_counter += 1;
+            ops.push(ROp::User(
+                (self.rng.below(5) != 0).then_some(self.user_counter),
+            ));
+        } else {
+            let start = last.map_or(0, |l| l + 1);
+            for index in start..start + 1 + self.rng.below(8) {
+                ops.push(ROp::Append(LogId::new(self.term, leader(self.term), index)));
+            }
+        }
+        intent(&ops);
+        let mut appends: Vec<(LogId, Vec<u8>)> = Vec::new();
+        let mut is_vote = false;
+        for op in &ops {
+            match *op {
+                ROp::Append(id) => appends.push((id, raft_payload(&id))),
+                ROp::Vote(v) => {
+                    self.log.save_vote(v).expect("save_vote");
+                    is_vote = true;
+                }
+                ROp::Commit(id) => self.log.commit(id).expect("commit"),
+                ROp::Truncate(at) => self.log.truncate_after(at).expect("truncate_after"),
+                ROp::Purge(id) => self.log.purge_upto(id).expect("purge_upto"),
+                ROp::User(u) => self
+                    .log
+                    .save_user_data(u.map(|u| u.to_le_bytes().to_vec()))
+                    .expect("save_user_data"),
+            }
+        }
+        if !appends.is_empty() {
+            self.log
+                .append(appends.iter().map(|(i, p)| (*i, &p[..])))
+                .expect("append");
+        }
+        is_vote
+    }
+}
+
+/// Entry point of the Raft child process; a no-op in a normal test run.
+#[test]
+fn raft_child_entry() {
+    let Ok(dir) = std::env::var(RAFT_CHILD_ENV) else {
+        return;
+    };
+    let seed = seed_from_env(SEED_ENV);
+    let log = match RaftLog::<RaftTypes>::open(&dir, config()) {
+        Ok(l) => l,
+        Err(e) => {
+            emit(&format!("RML FAIL open: {e}\n"));
+            std::process::exit(3);
+        }
+    };
+    emit("\nRML OPEN\n");
+    let st = log.state();
+    let term = st
+        .vote
+        .map_or(0, |v| v.term)
+        .max(st.last.map_or(0, |l| l.term))
+        .max(1);
+    let mut d = RaftDriver {
+        log,
+        rng: Rng(seed),
+        term,
+        user_counter: seed << 20,
+    };
+    let mut issued = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut steps = 0u64;
+    while Instant::now() < deadline {
+        let is_vote = d.step(&mut |ops| {
+            let mut s = String::new();
+            for op in ops {
+                s += "RML O ";
+                s += &op.encode();
+                s.push('\n');
+            }
+            emit(&s);
+            issued += ops.len();
+        });
+        steps += 1;
+        let st = d.log.state();
+        let ack = format!(
+            "RML A {issued} {} {} {} {}\n",
+            enc_vote(&st.vote),
+            enc_id(&st.committed),
+            enc_id(&st.purged),
+            enc_id(&st.last)
+        );
+        if is_vote || steps % 32 == 0 {
+            // A vote is durable before the node answers the candidate.
+            d.log.sync().expect("sync");
+            emit(&ack);
+        } else {
+            d.log
+                .flush(move |r| match r {
+                    Ok(()) => emit(&ack),
+                    Err(e) => emit(&format!("RML FAIL flush: {e}\n")),
+                })
+                .expect("flush");
+        }
+    }
+    emit("RML FAIL child was not killed in time\n");
+    std::process::exit(4);
+}
+
+/// What a flush callback acknowledged: ops `..n` are durable, with this state.
+#[derive(Debug, Clone, Default)]
+struct RAck {
+    n: usize,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+    last: Option<LogId>,
+}
+
+struct RaftChildRun {
+    ops: Vec<ROp>,
+    /// The last acknowledgement (none: only the state the child opened is durable).
+    ack: Option<RAck>,
+    opened: bool,
+}
+
+impl RaftChildRun {
+    fn acked(&self) -> usize {
+        self.ack.as_ref().map_or(0, |a| a.n)
+    }
+}
+
+fn run_raft_child_and_kill(dir: &Path, seed: u64, delay: Duration) -> RaftChildRun {
+    let (complete, err) = spawn_and_kill("raft_child_entry", RAFT_CHILD_ENV, dir, seed, delay);
+    let mut run = RaftChildRun {
+        ops: Vec::new(),
+        ack: None,
+        opened: false,
+    };
+    for line in BufReader::new(&complete[..]).split(b'\n') {
+        let line = line.unwrap();
+        let Ok(line) = std::str::from_utf8(&line) else {
+            continue;
+        };
+        let Some(at) = line.find("RML ") else {
+            continue;
+        };
+        let rest = &line[at + 4..];
+        if let Some(op) = rest.strip_prefix("O ") {
+            run.ops.push(ROp::decode(op).expect("bad intent line"));
+        } else if let Some(a) = rest.strip_prefix("A ") {
+            let f: Vec<&str> = a.split(' ').collect();
+            assert_eq!(f.len(), 5, "bad ack line {a:?}");
+            let ack = RAck {
+                n: f[0].parse().unwrap(),
+                vote: dec_vote(f[1]).expect("ack vote"),
+                committed: dec_id(f[2]).expect("ack committed"),
+                purged: dec_id(f[3]).expect("ack purged"),
+                last: dec_id(f[4]).expect("ack last"),
+            };
+            assert!(ack.n <= run.ops.len(), "ack {} before its intents", ack.n);
+            assert!(ack.n >= run.acked(), "acks out of order");
+            run.ack = Some(ack);
+        } else if rest == "OPEN" {
+            run.opened = true;
+        } else if rest.starts_with("FAIL") {
+            panic!("raft child reported: {rest}\nstderr:\n{err}");
+        }
+    }
+    run
+}
+
+/// The checks the acknowledgements promise, stated directly.
+fn check_raft_acks(start: &RModel, run: &RaftChildRun, got: &RModel) -> Result<(), String> {
+    let mut at_ack = start.clone();
+    for op in &run.ops[..run.acked()] {
+        at_ack.apply(op);
+    }
+    let ack = run.ack.clone().unwrap_or(RAck {
+        n: 0,
+        vote: start.vote,
+        committed: start.committed,
+        purged: start.purged,
+        last: start.last,
+    });
+    // The child's reported state is the model's state at the ack.
+    if (at_ack.vote, at_ack.committed, at_ack.purged, at_ack.last)
+        != (ack.vote, ack.committed, ack.purged, ack.last)
+    {
+        return Err(format!(
+            "model at ack {} differs from the child's report {ack:?}",
+            at_ack.line()
+        ));
+    }
+    let ge = |name: &str, got: bool| {
+        if got {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name} went backwards below the acknowledged value"
+            ))
+        }
+    };
+    ge("vote", got.vote >= ack.vote)?;
+    ge("committed", got.committed >= ack.committed)?;
+    ge("purged", got.purged >= ack.purged)?;
+    let later = &run.ops[run.acked()..];
+    // Lowest truncate point issued after the ack (acknowledged or not: SIGKILL keeps the page
+    // cache, so a later truncate may well have survived).
+    let cut = later
+        .iter()
+        .filter_map(|op| match op {
+            ROp::Truncate(at) => Some(at.map_or(0, |l| l.index + 1)),
+            _ => None,
+        })
+        .min();
+    if cut.is_none() {
+        ge("last log id", got.last >= ack.last)?;
+    }
+    for (&i, id) in &at_ack.entries {
+        if got.purged.is_some_and(|p| p.index >= i) || cut.is_some_and(|c| i >= c) {
+            continue;
+        }
+        if got.entries.get(&i) != Some(id) {
+            return Err(format!(
+                "acknowledged entry {id} lost (recovered {:?})",
+                got.entries.get(&i)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Finds `k` in `acked..=ops.len()` such that `start` + `ops[..k]` equals `got`.
+fn raft_match_prefix(
+    start: &RModel,
+    ops: &[ROp],
+    acked: usize,
+    got: &RModel,
+) -> Result<usize, String> {
+    let mut m = start.clone();
+    for op in &ops[..acked] {
+        m.apply(op);
+    }
+    let at_ack = m.clone();
+    for k in acked..=ops.len() {
+        if &m == got {
+            return Ok(k);
+        }
+        if let Some(op) = ops.get(k) {
+            m.apply(op);
+        }
+    }
+    Err(format!(
+        "recovered state matches no state at or after the acknowledged op {acked} (of {}):\n  \
+         recovered: {}\n  acked:     {}\n  ops after ack: {:?}",
+        ops.len(),
+        got.line(),
+        at_ack.line(),
+        &ops[acked..ops.len().min(acked + 40)]
+    ))
+}
+
+#[test]
+fn kill9_raft_rounds() {
+    let rounds = env_usize("RML_KILL9_RAFT_ROUNDS", 60);
+    let seed = seed_from_env("RML_KILL9_RAFT_SEED");
+    eprintln!("kill9 raft: {rounds} rounds, seed {seed} (RML_KILL9_RAFT_SEED to replay)");
+    let mut rng = Rng(seed ^ 0xA5A5);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("raft");
+    let started = Instant::now();
+    let mut model = RModel::default();
+    let (mut total_ops, mut total_acked, mut beyond_ack, mut cuts, mut in_open) = (0, 0, 0, 0, 0);
+    for round in 0..rounds {
+        let delay = if rng.below(5) == 0 {
+            Duration::from_micros(rng.below(4000))
+        } else {
+            Duration::from_millis(5 + rng.below(45))
+        };
+        let run = run_raft_child_and_kill(&dir, seed.wrapping_add(round as u64 + 1), delay);
+        let log = RaftLog::<RaftTypes>::open(&dir, config())
+            .unwrap_or_else(|e| panic!("round {round}: reopen after SIGKILL failed: {e}"));
+        if log.store().recovery_report().cut.is_some() {
+            cuts += 1;
+        }
+        let got = raft_observe(&log);
+        check_raft_acks(&model, &run, &got).unwrap_or_else(|why| {
+            panic!(
+                "round {round} (seed {seed}): {why}\n  recovered {}",
+                got.line()
+            )
+        });
+        let k = raft_match_prefix(&model, &run.ops, run.acked(), &got)
+            .unwrap_or_else(|why| panic!("round {round} (seed {seed}): {why}"));
+        total_ops += run.ops.len();
+        total_acked += run.acked();
+        beyond_ack += k - run.acked();
+        in_open += usize::from(!run.opened);
+        model = got;
+        drop(log);
+        let report = raft_mmap_log::inspect::verify(&dir, &|_| {})
+            .unwrap_or_else(|e| panic!("round {round}: verify failed: {e}"));
+        assert!(
+            report.is_sound(),
+            "round {round} (seed {seed}): verify found problems: {:?}",
+            report.problems().map(|f| f.to_string()).collect::<Vec<_>>()
+        );
+    }
+    eprintln!(
+        "kill9 raft: {rounds} kills in {:.1?}: {total_ops} ops issued, {total_acked} acknowledged, \
+         {beyond_ack} unacknowledged ops survived, {cuts} torn tails cut, {in_open} kills before \
+         the child had opened the log; final {}",
+        started.elapsed(),
+        model.line()
     );
 }
 

@@ -1,0 +1,1172 @@
+//! Crash model of the typed Raft layer ([`RaftLog`]): random Raft-legal operation sequences
+//! on tiny segments, checked against an in-memory model of the [`RaftState`] and every entry,
+//! with simulated crashes.
+//!
+//! Operations: votes that never go down, appends of consecutive entries (terms may go up),
+//! conflict resolution (`truncate_after` at or above committed and purged, then appends in a
+//! higher term), commits, purges at or below committed, `install_snapshot` (matching the log,
+//! ahead of it, or conflicting with its uncommitted suffix), user data, flush and sync, and
+//! illegal calls that must fail without writing a byte.
+//!
+//! A crash copies the `*.seg` files while the log is open and damages the copy after the
+//! durable frontier (`store().position()` when the last completed flush/sync was issued)
+//! exactly as `tests/crash_model.rs` does. `RaftLog::open` of the copy must recover the
+//! model's state and entries (log id and payload bytes) as of some point between the last
+//! completed sync and the crash (a batch of appends counts per entry), the vote must not be
+//! lower than the vote durable at the last sync, a second open changes nothing, and a new
+//! append after recovery survives a further reopen.
+//!
+//! Case count: `PROPTEST_CASES` (default 64). `CRASH_MODEL_STRICT=1` disables the damage
+//! workarounds for known engine bugs (see `tests/crash_model.rs`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+
+use proptest::prelude::*;
+use raft_mmap_log::raft::{LogId, RaftLog, RaftState, RaftTypes, SnapshotMeta, StateError, Vote};
+use raft_mmap_log::{Config, Error};
+
+type Log = RaftLog<RaftTypes>;
+type State = RaftState<RaftTypes>;
+
+const PAGE: u64 = 4096;
+const SEG_HEADER: u64 = 64;
+/// Bytes 40..48 of a segment header hold this once the segment is sealed (format.rs).
+const SEALED_MAGIC: u64 = 0x5345_414c_4544_2121;
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic helpers
+
+/// SplitMix64: small deterministic RNG for payloads and damage.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, num: u64, den: u64) -> bool {
+        self.below(den) < num
+    }
+}
+
+/// Bytes derived from `(tag, generation, len)`: a rewritten index gets other bytes.
+fn derive(tag: u64, generation: u64, len: usize) -> Arc<[u8]> {
+    let mut r = Rng(tag.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ generation.rotate_left(29));
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&r.next().to_le_bytes());
+    }
+    v.truncate(len);
+    v.into()
+}
+
+/// The leader of a term (one leader per term keeps log ids Raft-like).
+fn leader(term: u64) -> u64 {
+    term % 3 + 1
+}
+
+fn id(term: u64, index: u64) -> LogId {
+    LogId::new(term, leader(term), index)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Model {
+    state: State,
+    /// Live entries: index -> (log id, payload).
+    entries: BTreeMap<u64, (LogId, Arc<[u8]>)>,
+}
+
+fn index_of(id: &Option<LogId>) -> Option<u64> {
+    id.as_ref().map(|l| l.index)
+}
+
+impl Model {
+    fn last_index(&self) -> Option<u64> {
+        index_of(&self.state.last)
+    }
+    fn next_index(&self) -> u64 {
+        self.state.next_index()
+    }
+    fn last_term(&self) -> u64 {
+        self.state.last.map_or(0, |l| l.term)
+    }
+    /// The log id stored at `index` (an entry, or the purged log id).
+    fn stored(&self, index: u64) -> Option<LogId> {
+        match self.entries.get(&index) {
+            Some((id, _)) => Some(*id),
+            None => self.state.purged.filter(|p| p.index == index),
+        }
+    }
+
+    fn append(&mut self, id: LogId, payload: Arc<[u8]>) {
+        assert_eq!(id.index, self.next_index(), "model: non-consecutive");
+        assert!(Some(id) > self.state.last, "model: log id reversal");
+        self.entries.insert(id.index, (id, payload));
+        self.state.last = Some(id);
+    }
+
+    fn truncate_after(&mut self, at: Option<LogId>) {
+        match at {
+            Some(id) => {
+                self.entries.split_off(&(id.index + 1));
+                self.state.last = Some(id);
+            }
+            None => {
+                self.entries.clear();
+                self.state.last = self.state.purged;
+            }
+        }
+    }
+
+    fn purge(&mut self, id: LogId) {
+        if Some(id) <= self.state.purged {
+            return;
+        }
+        self.entries = self.entries.split_off(&(id.index + 1));
+        self.state.purged = Some(id);
+    }
+
+    fn install_snapshot(&mut self, id: LogId, data: Vec<u8>) {
+        let keeps = self.entries.get(&id.index).map(|e| e.0) == Some(id);
+        if keeps {
+            self.entries = self.entries.split_off(&(id.index + 1));
+        } else {
+            self.entries.clear();
+            self.state.last = Some(id);
+        }
+        self.state.purged = Some(id);
+        if self.state.committed < Some(id) {
+            self.state.committed = Some(id);
+        }
+        self.state.snapshot = Some(SnapshotMeta {
+            last_log_id: id,
+            data,
+        });
+    }
+
+    fn summary(&self) -> String {
+        let s = &self.state;
+        format!(
+            "vote={:?} last={:?} committed={:?} purged={:?} user_data={:?} snapshot={:?} entries={}",
+            s.vote.map(|v| v.to_string()),
+            s.last.map(|l| l.to_string()),
+            s.committed.map(|l| l.to_string()),
+            s.purged.map(|l| l.to_string()),
+            s.user_data.as_ref().map(|u| u.len()),
+            s.snapshot
+                .as_ref()
+                .map(|m| (m.last_log_id.to_string(), m.data.len())),
+            self.entries
+                .iter()
+                .map(|(i, (id, p))| format!("{i}:{}/{}", id.term, p.len()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    }
+}
+
+/// The state and entries a log exposes (writer state, reader snapshot, `get` and `read`
+/// agree, and the engine's first/next index match the Raft state).
+fn observe(log: &Log) -> Model {
+    let state = log.state().clone();
+    let snap = log.reader().snapshot();
+    assert_eq!(
+        snap.state().expect("reader state"),
+        state,
+        "reader state != writer state"
+    );
+    let first = index_of(&state.purged).map_or(0, |p| p + 1);
+    if !snap.is_empty() {
+        assert_eq!(snap.first_index(), first, "first index vs purged log id");
+    }
+    assert_eq!(
+        snap.next_index().max(first),
+        state.next_index(),
+        "next index"
+    );
+    let mut entries = BTreeMap::new();
+    for r in snap.read(..) {
+        let (id, p) = r.expect("read entry");
+        let (gid, gp) = snap.get(id.index).expect("get").expect("get inside range");
+        assert_eq!((gid, gp), (id, p), "get != read at {}", id.index);
+        assert!(
+            entries
+                .insert(id.index, (id, Arc::<[u8]>::from(p)))
+                .is_none(),
+            "index {} read twice",
+            id.index
+        );
+    }
+    if let Some((i, (id, _))) = entries.iter().next_back() {
+        assert_eq!(Some(*id), state.last, "last entry {i} vs state.last");
+    } else {
+        assert_eq!(state.last, state.purged, "empty log: last == purged");
+    }
+    Model { state, entries }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+#[derive(Debug, Clone)]
+enum Op {
+    Vote {
+        kind: u8,
+        pick: u8,
+    },
+    Append {
+        bump: bool,
+        sizes: Vec<u16>,
+    },
+    /// `truncate_after` at or above committed and purged, then appends in a higher term.
+    Conflict {
+        pick: u16,
+        sizes: Vec<u16>,
+    },
+    Commit(u16),
+    Purge(u16),
+    Snapshot {
+        kind: u8,
+        pick: u16,
+        len: u8,
+    },
+    UserData {
+        clear: bool,
+        len: u8,
+    },
+    Flush,
+    Sync,
+    /// An illegal call that must fail and write nothing.
+    Bad(u8),
+    /// Crash here (a crash also happens after the last op).
+    Crash,
+}
+
+fn sizes() -> impl Strategy<Value = Vec<u16>> {
+    prop::collection::vec(0u16..300, 1..7)
+}
+
+/// Operations other than flush and sync.
+fn work_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (any::<u8>(), any::<u8>()).prop_map(|(kind, pick)| Op::Vote { kind, pick }),
+        12 => (prop::bool::weighted(0.15), sizes())
+            .prop_map(|(bump, sizes)| Op::Append { bump, sizes }),
+        3 => (any::<u16>(), sizes()).prop_map(|(pick, sizes)| Op::Conflict { pick, sizes }),
+        4 => any::<u16>().prop_map(Op::Commit),
+        3 => any::<u16>().prop_map(Op::Purge),
+        1 => (any::<u8>(), any::<u16>(), 0u8..40)
+            .prop_map(|(kind, pick, len)| Op::Snapshot { kind, pick, len }),
+        1 => (prop::bool::weighted(0.2), 0u8..40)
+            .prop_map(|(clear, len)| Op::UserData { clear, len }),
+        1 => any::<u8>().prop_map(Op::Bad),
+        1 => Just(Op::Crash),
+    ]
+}
+
+/// With flushes and syncs every few operations (or, `syncs == false`, none: many rollovers
+/// pile up unsynced).
+fn op_strategy(syncs: bool) -> BoxedStrategy<Op> {
+    if syncs {
+        prop_oneof![
+            29 => work_strategy(),
+            2 => Just(Op::Flush),
+            2 => Just(Op::Sync),
+        ]
+        .boxed()
+    } else {
+        work_strategy().boxed()
+    }
+}
+
+/// Model states since the durable frontier, with absolute numbering.
+struct History {
+    /// Absolute number of `states[0]`.
+    base: usize,
+    /// `states[0]` is the durable state; every later one may be what a crash recovers.
+    states: Vec<Model>,
+    /// Durable frontier: active segment and offset when the last completed flush was issued.
+    durable: (PathBuf, u64),
+}
+
+impl History {
+    fn current_abs(&self) -> usize {
+        self.base + self.states.len() - 1
+    }
+    /// The flush issued at absolute state `abs` with position `pos` has completed.
+    fn advance(&mut self, abs: usize, pos: (PathBuf, u64)) {
+        if abs < self.base {
+            return;
+        }
+        self.states.drain(..abs - self.base);
+        self.base = abs;
+        self.durable = pos;
+    }
+}
+
+type Done = (u64, Result<(), Error>);
+
+struct Harness {
+    log: Log,
+    config: Config,
+    model: Model,
+    hist: History,
+    /// Highest term seen (votes, entries, snapshots).
+    term: u64,
+    generation: u64,
+    /// Flushes issued and not yet seen completing: (id, absolute state, position).
+    pending: Vec<(u64, usize, (PathBuf, u64))>,
+    done_tx: mpsc::Sender<Done>,
+    done_rx: mpsc::Receiver<Done>,
+    next_flush: u64,
+    stats: Stats,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    ops: u64,
+    crashes: u64,
+    candidates: u64,
+    recovered_latest: u64,
+}
+
+fn expect_state_err(r: Result<(), Error>, ok: impl Fn(&StateError) -> bool, what: &str) {
+    match r {
+        Err(Error::State(e)) if ok(&e) => {}
+        other => panic!("{what}: expected a state error, got {other:?}"),
+    }
+}
+
+impl Harness {
+    fn new(dir: &Path, config: Config) -> Self {
+        let log = Log::open(dir, config.clone()).expect("open fresh");
+        let model = observe(&log);
+        assert_eq!(model, Model::default());
+        let (done_tx, done_rx) = mpsc::channel();
+        let durable = log.store().position();
+        Harness {
+            log,
+            config,
+            hist: History {
+                base: 0,
+                states: vec![model.clone()],
+                durable,
+            },
+            model,
+            term: 0,
+            generation: 0,
+            pending: Vec::new(),
+            done_tx,
+            done_rx,
+            next_flush: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Records the model after a step and checks the live log against it (cheaply).
+    fn step(&mut self) {
+        self.hist.states.push(self.model.clone());
+        assert_eq!(self.log.state(), &self.model.state, "live state");
+    }
+
+    fn payload(&mut self, index: u64, len: u16) -> Arc<[u8]> {
+        self.generation += 1;
+        derive(index, self.generation, len as usize)
+    }
+
+    /// Appends entries in `term` from the next index; every prefix is a state.
+    fn append(&mut self, term: u64, sizes: &[u16]) {
+        let start = self.model.next_index();
+        let batch: Vec<(LogId, Arc<[u8]>)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                let i = start + k as u64;
+                (id(term, i), self.payload(i, n))
+            })
+            .collect();
+        self.log
+            .append(batch.iter().map(|(i, p)| (*i, &p[..])))
+            .expect("append");
+        for (i, p) in batch {
+            self.model.append(i, p);
+            self.hist.states.push(self.model.clone());
+        }
+        self.hist.states.pop();
+        self.step();
+    }
+
+    fn apply(&mut self, op: &Op) {
+        self.stats.ops += 1;
+        match op {
+            Op::Vote { kind, pick } => {
+                let cur = self.model.state.vote;
+                let v = match (kind % 4, cur) {
+                    (0, Some(v)) => v,
+                    (1, Some(v)) if !v.committed => Vote::new(v.term, v.node_id, true),
+                    _ => {
+                        let term = self.term + 1 + u64::from(pick % 2);
+                        Vote::new(term, 1 + u64::from(pick % 3), pick % 4 == 0)
+                    }
+                };
+                self.log.save_vote(v).expect("save_vote");
+                self.model.state.vote = Some(v);
+                self.term = self.term.max(v.term);
+                self.step();
+            }
+            Op::Append { bump, sizes } => {
+                if *bump || self.term == 0 {
+                    self.term += 1;
+                }
+                self.append(self.term, sizes);
+            }
+            Op::Conflict { pick, sizes } => {
+                let m = &self.model;
+                let Some(last) = m.last_index() else {
+                    return;
+                };
+                let mut cands: Vec<Option<LogId>> = Vec::new();
+                if m.state.committed.is_none() && m.state.purged.is_none() {
+                    cands.push(None);
+                }
+                let lo = index_of(&m.state.committed)
+                    .max(index_of(&m.state.purged))
+                    .unwrap_or(0);
+                for i in lo..=last {
+                    if let Some(s) = m.stored(i) {
+                        cands.push(Some(s));
+                    }
+                }
+                let at = cands[*pick as usize % cands.len()];
+                self.log.truncate_after(at).expect("truncate_after");
+                self.model.truncate_after(at);
+                self.step();
+                self.term += 1;
+                self.append(self.term, sizes);
+            }
+            Op::Commit(pick) => {
+                let m = &self.model;
+                let lo = index_of(&m.state.committed).unwrap_or(0);
+                let cands: Vec<LogId> = m.entries.range(lo..).map(|(_, e)| e.0).collect();
+                if cands.is_empty() {
+                    return;
+                }
+                let c = cands[*pick as usize % cands.len()];
+                self.log.commit(c).expect("commit");
+                self.model.state.committed = Some(c);
+                self.step();
+            }
+            Op::Purge(pick) => {
+                let m = &self.model;
+                let target = if let (0, Some(p)) = (pick % 8, m.state.purged) {
+                    // At the purged log id: does nothing.
+                    p
+                } else {
+                    let hi = index_of(&m.state.committed);
+                    let cands: Vec<LogId> = match hi {
+                        Some(hi) => m.entries.range(..=hi).map(|(_, e)| e.0).collect(),
+                        None => Vec::new(),
+                    };
+                    if cands.is_empty() {
+                        return;
+                    }
+                    cands[*pick as usize % cands.len()]
+                };
+                self.log.purge_upto(target).expect("purge_upto");
+                self.model.purge(target);
+                self.step();
+            }
+            Op::Snapshot { kind, pick, len } => {
+                let m = &self.model;
+                let above_committed: Vec<LogId> = m
+                    .entries
+                    .range(index_of(&m.state.committed).map_or(0, |c| c + 1)..)
+                    .map(|(_, e)| e.0)
+                    .collect();
+                let sid = match kind % 3 {
+                    // Matches an entry in the log: later entries stay.
+                    0 if !m.entries.is_empty() => {
+                        let ids: Vec<LogId> = m.entries.values().map(|e| e.0).collect();
+                        ids[*pick as usize % ids.len()]
+                    }
+                    // Conflicts with an uncommitted entry: the log is replaced.
+                    1 if !above_committed.is_empty() => {
+                        let at = above_committed[*pick as usize % above_committed.len()];
+                        id(self.term + 1, at.index)
+                    }
+                    // Ahead of the log.
+                    _ => {
+                        let t = if pick % 2 == 0 {
+                            m.last_term().max(1)
+                        } else {
+                            self.term + 1
+                        };
+                        id(t, m.next_index() + u64::from(pick % 3))
+                    }
+                };
+                self.term = self.term.max(sid.term);
+                self.generation += 1;
+                let data = derive(u64::MAX - 5, self.generation, *len as usize).to_vec();
+                self.log
+                    .install_snapshot(sid, data.clone())
+                    .expect("install_snapshot");
+                let keeps = self.model.entries.get(&sid.index).map(|e| e.0) == Some(sid);
+                if !keeps && !self.model.entries.is_empty() && !strict() {
+                    // Workaround for a known bug (see `snapshot_replacing_the_log_is_atomic`):
+                    // the truncate of the whole log and the purge are two records, so a crash
+                    // may recover the state in between.
+                    self.model.truncate_after(None);
+                    self.hist.states.push(self.model.clone());
+                }
+                self.model.install_snapshot(sid, data);
+                self.step();
+            }
+            Op::UserData { clear, len } => {
+                self.generation += 1;
+                let data =
+                    (!clear).then(|| derive(u64::MAX - 4, self.generation, *len as usize).to_vec());
+                self.log
+                    .save_user_data(data.clone())
+                    .expect("save_user_data");
+                self.model.state.user_data = data;
+                self.step();
+            }
+            Op::Flush => {
+                let id = self.next_flush;
+                self.next_flush += 1;
+                let tx = self.done_tx.clone();
+                self.pending
+                    .push((id, self.hist.current_abs(), self.log.store().position()));
+                self.log
+                    .flush(move |r| {
+                        let _ = tx.send((id, r));
+                    })
+                    .expect("flush");
+            }
+            Op::Sync => {
+                self.log.sync().expect("sync");
+                let abs = self.hist.current_abs();
+                // Callbacks run in order: every earlier flush has completed too.
+                self.wait_flushes();
+                self.hist.advance(abs, self.log.store().position());
+            }
+            Op::Bad(d) => self.bad(*d),
+            Op::Crash => unreachable!("handled by the caller"),
+        }
+    }
+
+    /// An illegal call: it must fail with the right state error and write nothing.
+    fn bad(&mut self, d: u8) {
+        let before = self.log.store().position();
+        let m = self.model.clone();
+        let s = &m.state;
+        let term = self.term;
+        match d % 6 {
+            0 => {
+                let Some(v) = s.vote.filter(|v| v.term > 0) else {
+                    return;
+                };
+                let r = self.log.save_vote(Vote::new(v.term - 1, v.node_id, true));
+                expect_state_err(
+                    r,
+                    |e| matches!(e, StateError::VoteReversal { .. }),
+                    "lower vote",
+                );
+            }
+            1 => {
+                let next = m.next_index();
+                let (bad, reversal) = if m.last_term() >= 2 && d % 2 == 0 {
+                    (id(m.last_term() - 1, next), true)
+                } else {
+                    (id(term + 1, next + 1 + u64::from(d % 3)), false)
+                };
+                let r = self.log.append([(bad, &b"bad"[..])]);
+                expect_state_err(
+                    r,
+                    |e| {
+                        if reversal {
+                            matches!(e, StateError::LogIdReversal { .. })
+                        } else {
+                            matches!(e, StateError::NonConsecutive { .. })
+                        }
+                    },
+                    "bad append",
+                );
+            }
+            2 => {
+                if let (Some(c), true) = (s.committed, d % 2 == 0) {
+                    if c == LogId::default() {
+                        return;
+                    }
+                    let r = self.log.commit(LogId::default());
+                    expect_state_err(
+                        r,
+                        |e| matches!(e, StateError::CommitReversal { .. }),
+                        "commit reversal",
+                    );
+                } else {
+                    let r = self.log.commit(id(term + 1, m.next_index()));
+                    expect_state_err(
+                        r,
+                        |e| matches!(e, StateError::CommitBeyondLast { .. }),
+                        "commit beyond last",
+                    );
+                }
+            }
+            3 => {
+                if s.purged.is_some() && d % 2 == 0 {
+                    let r = self.log.truncate_after(None);
+                    expect_state_err(
+                        r,
+                        |e| matches!(e, StateError::TruncateBelowPurged { .. }),
+                        "truncate below purged",
+                    );
+                    return self.after_bad(before, &m);
+                }
+                let hi = index_of(&s.committed).unwrap_or(0);
+                let Some((_, (below, _))) = m.entries.range(..hi).next_back() else {
+                    return;
+                };
+                let r = self.log.truncate_after(Some(*below));
+                expect_state_err(
+                    r,
+                    |e| matches!(e, StateError::TruncateBelowCommitted { .. }),
+                    "truncate below committed",
+                );
+            }
+            4 => {
+                let lo = index_of(&s.committed).map_or(0, |c| c + 1);
+                if let (Some((_, (above, _))), true) = (m.entries.range(lo..).next(), d % 2 == 0) {
+                    let r = self.log.purge_upto(*above);
+                    expect_state_err(
+                        r,
+                        |e| matches!(e, StateError::PurgeBeyondCommitted { .. }),
+                        "purge beyond committed",
+                    );
+                } else {
+                    let r = self.log.purge_upto(id(term + 1, m.next_index()));
+                    expect_state_err(
+                        r,
+                        |e| matches!(e, StateError::PurgeBeyondLast { .. }),
+                        "purge beyond last",
+                    );
+                }
+            }
+            _ => {
+                let Some(p) = s.purged else {
+                    return;
+                };
+                let r = self.log.install_snapshot(p, b"x".to_vec());
+                expect_state_err(
+                    r,
+                    |e| matches!(e, StateError::SnapshotReversal { .. }),
+                    "snapshot reversal",
+                );
+            }
+        }
+        self.after_bad(before, &m);
+    }
+
+    fn after_bad(&mut self, before: (PathBuf, u64), m: &Model) {
+        assert_eq!(
+            self.log.store().position(),
+            before,
+            "a refused call wrote something"
+        );
+        assert_eq!(
+            self.log.state(),
+            &m.state,
+            "a refused call changed the state"
+        );
+    }
+
+    /// Waits for every issued flush; the last one becomes the durable frontier.
+    fn wait_flushes(&mut self) {
+        for (id, abs, pos) in std::mem::take(&mut self.pending) {
+            let (got, r) = self
+                .done_rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("flush callback");
+            assert_eq!(got, id, "flush callbacks out of order");
+            r.expect("flush result");
+            self.hist.advance(abs, pos);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash: copy, damage (as tests/crash_model.rs), recover, check
+
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    None,
+    ZeroSuffix,
+    Garbage,
+    DropPages,
+}
+
+fn seg_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".seg"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn header_of(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = vec![0u8; SEG_HEADER as usize];
+    f.read_exact(&mut h).ok()?;
+    Some(h)
+}
+
+/// Copies every `*.seg` file of the open log's directory into `to` (newest first, so that
+/// purged files deleted meanwhile can only be missing as a prefix). Retries if a sealed mark
+/// was being written while copying.
+fn copy_segments(from: &Path, to: &Path) {
+    for _attempt in 0..100 {
+        for p in seg_files(to) {
+            std::fs::remove_file(p).expect("clean copy");
+        }
+        let mut files = seg_files(from);
+        files.reverse();
+        let mut copied = Vec::new();
+        for p in files {
+            let dst = to.join(p.file_name().expect("name"));
+            match std::fs::copy(&p, &dst) {
+                Ok(_) => copied.push((p, dst)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = std::fs::remove_file(&dst);
+                }
+                Err(e) => panic!("copy {}: {e}", p.display()),
+            }
+        }
+        let stable = copied.iter().all(|(src, dst)| match header_of(src) {
+            None => true,
+            Some(h) => Some(h) == header_of(dst),
+        });
+        if stable {
+            return;
+        }
+    }
+    panic!("segment headers kept changing while copying");
+}
+
+/// `CRASH_MODEL_STRICT=1` disables the workarounds for known bugs.
+fn strict() -> bool {
+    std::env::var("CRASH_MODEL_STRICT").is_ok_and(|v| v == "1")
+}
+
+fn is_sealed(bytes: &[u8]) -> bool {
+    bytes.len() >= 56 && u64::from_le_bytes(bytes[40..48].try_into().unwrap()) == SEALED_MAGIC
+}
+
+/// Damages the copy in `dir` after the durable frontier (same as `tests/crash_model.rs`).
+/// Returns a description.
+fn damage(dir: &Path, durable: &(PathBuf, u64), rng: &mut Rng) -> String {
+    let files = seg_files(dir);
+    let mut data: Vec<Vec<u8>> = files
+        .iter()
+        .map(|p| std::fs::read(p).expect("read copy"))
+        .collect();
+    let durable_name = durable.0.file_name().expect("durable name");
+    let mut d = files
+        .iter()
+        .position(|p| p.file_name() == Some(durable_name))
+        .unwrap_or_else(|| panic!("durable segment {} missing", durable.0.display()));
+    let mut off = durable.1;
+    // Segments sealed since the frontier: the flusher may just as well not have got to them
+    // yet. Honour a random prefix of those seal marks and erase the rest.
+    let sealed_since = (d..files.len())
+        .take_while(|&k| is_sealed(&data[k]))
+        .count();
+    let honour = if rng.chance(1, 2) {
+        sealed_since
+    } else {
+        rng.below(sealed_since as u64 + 1) as usize
+    };
+    for mark in data.iter_mut().skip(d + honour).take(sealed_since - honour) {
+        mark[40..56].fill(0);
+    }
+    // A sealed segment is fully durable; its successor was never flushed on its own.
+    for _ in 0..honour {
+        if d + 1 < files.len() {
+            d += 1;
+            off = 0;
+        } else {
+            off = data[d].len() as u64;
+        }
+    }
+    // Unsynced region: (file, from) for files d.. ; `from == 0` means the whole file.
+    let region: Vec<(usize, u64)> = (d..files.len())
+        .map(|k| (k, if k == d { off } else { 0 }))
+        .collect();
+    let total: u64 = region
+        .iter()
+        .map(|&(k, from)| data[k].len() as u64 - from)
+        .sum();
+    let orig = data.clone();
+    let mode = match rng.below(4) {
+        0 => Damage::None,
+        1 => Damage::ZeroSuffix,
+        2 => Damage::Garbage,
+        _ => Damage::DropPages,
+    };
+    let mut desc = format!(
+        "{mode:?} durable=({}, {}) sealed_since={sealed_since} honoured={honour} unsynced_from=({d},{off}) files={}",
+        durable_name.to_string_lossy(),
+        durable.1,
+        files.len()
+    );
+    let mut removed_from = files.len();
+    if total > 0 {
+        match mode {
+            Damage::None => {}
+            Damage::ZeroSuffix => {
+                let mut cut = rng.below(total);
+                let mut first_hit = true;
+                for &(k, from) in &region {
+                    let len = data[k].len() as u64 - from;
+                    if first_hit && cut >= len {
+                        cut -= len;
+                        continue;
+                    }
+                    let mut at = if first_hit { from + cut } else { 0 };
+                    // Never a partial header: it sits in the first sector.
+                    if from == 0 && at < SEG_HEADER {
+                        at = 0;
+                    }
+                    first_hit = false;
+                    desc += &format!(" zero({k}@{at}..)");
+                    data[k][at as usize..].fill(0);
+                }
+            }
+            Damage::Garbage => {
+                for _ in 0..1 + rng.below(6) {
+                    let (k, from) = region[rng.below(region.len() as u64) as usize];
+                    let from = from.max(SEG_HEADER);
+                    let size = data[k].len() as u64;
+                    if from >= size {
+                        continue;
+                    }
+                    let span = (size - from).min(if rng.chance(1, 2) { 512 } else { u64::MAX });
+                    let at = from + rng.below(span);
+                    let n = (1 + rng.below(128)).min(size - at);
+                    desc += &format!(" garbage({k}@{at}+{n})");
+                    for b in &mut data[k][at as usize..(at + n) as usize] {
+                        *b = rng.next() as u8;
+                    }
+                }
+            }
+            Damage::DropPages => {
+                for &(k, from) in &region {
+                    let size = data[k].len() as u64;
+                    let mut page = from / PAGE * PAGE;
+                    while page < size {
+                        if rng.chance(1, 2) {
+                            let a = page.max(from);
+                            let b = (page + PAGE).min(size);
+                            desc += &format!(" drop({k}@{a}..{b})");
+                            data[k][a as usize..b as usize].fill(0);
+                        }
+                        page += PAGE;
+                    }
+                }
+            }
+        }
+        // Files created after the frontier may be lost from the directory (a suffix of them).
+        let whole: Vec<usize> = region
+            .iter()
+            .filter(|&&(_, from)| from == 0)
+            .map(|&(k, _)| k)
+            .collect();
+        if !whole.is_empty() && rng.chance(1, 3) {
+            let n = 1 + rng.below(whole.len() as u64) as usize;
+            removed_from = files.len() - n;
+            desc += &format!(" remove({removed_from}..)");
+        }
+    }
+    if !strict() {
+        // Same workarounds as tests/crash_model.rs for known engine recovery bugs.
+        let zero_tail = |k: usize| match data[k].iter().zip(&orig[k]).position(|(a, b)| a != b) {
+            Some(c) => data[k][c..].iter().all(|&b| b == 0),
+            None => false,
+        };
+        if let Some(k) = (d..removed_from.min(files.len()).saturating_sub(1))
+            .find(|&k| !is_sealed(&data[k]) && zero_tail(k))
+        {
+            removed_from = k + 1;
+            desc += &format!(" [workaround: remove({removed_from}..)]");
+        }
+        let last = removed_from.min(files.len()) - 1;
+        for k in d..last {
+            if data[k][..SEG_HEADER as usize].iter().all(|&b| b == 0) {
+                data[k][..SEG_HEADER as usize].copy_from_slice(&orig[k][..SEG_HEADER as usize]);
+                data[k][40..56].fill(0);
+                desc += &format!(" [workaround: header {k} kept]");
+            }
+        }
+    }
+    for (k, p) in files.iter().enumerate() {
+        if k >= removed_from {
+            std::fs::remove_file(p).expect("remove");
+        } else if k >= d {
+            std::fs::write(p, &data[k]).expect("write damaged copy");
+        }
+    }
+    desc
+}
+
+fn crash_and_check(h: &mut Harness, seed: u64) {
+    h.wait_flushes();
+    h.stats.crashes += 1;
+    // The live log matches the model exactly.
+    assert_eq!(observe(&h.log), h.model, "live log differs from the model");
+
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_segments(h.log.store().dir(), copy.path());
+    let mut rng = Rng(seed);
+    let desc = damage(copy.path(), &h.hist.durable, &mut rng);
+    let cands = &h.hist.states;
+    h.stats.candidates += cands.len() as u64;
+    let explain = |rec: Option<&Model>| {
+        let mut s = format!("damage: {desc}\n");
+        if let Some(rec) = rec {
+            s += &format!("recovered: {}\n", rec.summary());
+        }
+        s += "candidates (oldest = durable):\n";
+        for c in cands {
+            s += &format!("  {}\n", c.summary());
+        }
+        s
+    };
+
+    let log = match Log::open(copy.path(), h.config.clone()) {
+        Ok(l) => l,
+        Err(e) => panic!("recovery failed: {e}\n{}", explain(None)),
+    };
+    let rec = observe(&log);
+    let report = format!("{:?}", log.store().recovery_report());
+    let pos = cands.iter().rposition(|c| *c == rec).unwrap_or_else(|| {
+        panic!(
+            "recovered state is not one the log went through since the last sync\n{}report: {report}",
+            explain(Some(&rec))
+        )
+    });
+    if pos + 1 == cands.len() {
+        h.stats.recovered_latest += 1;
+    }
+    // The vote never goes backwards once flushed.
+    let durable_vote = cands[0].state.vote;
+    assert!(
+        rec.state.vote >= durable_vote,
+        "vote went backwards: durable {durable_vote:?}, recovered {:?}",
+        rec.state.vote
+    );
+    drop(log);
+
+    // A second open finds exactly the same log.
+    let mut log = Log::open(copy.path(), h.config.clone()).expect("second reopen");
+    assert_eq!(observe(&log), rec, "second reopen changed the log");
+
+    // The recovered log accepts a new leader's entry where the old tail was; it survives a
+    // reopen and no stale record comes back after it.
+    let term = h.term.max(rec.last_term()) + 1;
+    let index = rec.next_index();
+    let len = cands
+        .iter()
+        .rev()
+        .find_map(|c| c.entries.get(&index).map(|e| e.1.len()))
+        .unwrap_or(rng.below(300) as usize);
+    let p = derive(index, u64::MAX - seed, len);
+    log.append([(id(term, index), &p[..])])
+        .expect("append after recovery");
+    log.sync().expect("sync after recovery");
+    let mut expect = rec.clone();
+    expect.append(id(term, index), p);
+    assert_eq!(observe(&log), expect, "live after append");
+    drop(log);
+    let log = Log::open(copy.path(), h.config.clone()).expect("third reopen");
+    assert_eq!(
+        observe(&log),
+        expect,
+        "after append + reopen\n{}",
+        explain(Some(&rec))
+    );
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    segment_size: u64,
+    prepare_ahead: bool,
+    ops: Vec<Op>,
+    seed: u64,
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    (
+        prop_oneof![3 => Just(4096u64), 1 => Just(8192u64)],
+        any::<bool>(),
+        prop_oneof![
+            prop::collection::vec(op_strategy(true), 1..80),
+            // Rare syncs: several segments written since the frontier.
+            (
+                prop::collection::vec(op_strategy(true), 0..20),
+                prop::collection::vec(op_strategy(false), 1..50),
+            )
+                .prop_map(|(mut head, tail)| {
+                    head.push(Op::Sync);
+                    head.extend(tail);
+                    head
+                }),
+        ],
+        any::<u64>(),
+    )
+        .prop_map(|(segment_size, prepare_ahead, ops, seed)| Case {
+            segment_size,
+            prepare_ahead,
+            ops,
+            seed,
+        })
+}
+
+fn run_case(case: &Case) -> Stats {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        segment_size: case.segment_size,
+        prepare_ahead: case.prepare_ahead,
+        ..Default::default()
+    };
+    let mut h = Harness::new(dir.path(), config);
+    let mut crashes = 0u64;
+    for op in &case.ops {
+        if let Op::Crash = op {
+            crash_and_check(&mut h, case.seed.wrapping_add(crashes));
+            crashes += 1;
+        } else {
+            h.apply(op);
+        }
+    }
+    crash_and_check(&mut h, case.seed.wrapping_add(crashes));
+    h.stats
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        // Do not write regression files into the source tree.
+        failure_persistence: None,
+        ..ProptestConfig::with_cases(cases())
+    })]
+
+    #[test]
+    fn raft_crash_recovers_a_state_since_the_last_sync(case in case_strategy()) {
+        let s = run_case(&case);
+        if std::env::var("CRASH_MODEL_STATS").is_ok() {
+            eprintln!("STAT {s:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic regressions for bugs found by the model
+
+fn small_config() -> Config {
+    Config {
+        segment_size: 4096,
+        prepare_ahead: false,
+        ..Default::default()
+    }
+}
+
+/// `install_snapshot` of a snapshot that does not match the log writes two records: a
+/// truncate of every entry, then the purge with the snapshot's meta. A crash that keeps the
+/// first and loses the second recovers a log whose committed entries are gone, with no
+/// snapshot covering them (committed 1-1-2 beyond last None): a state the log never had.
+#[test]
+#[ignore = "BUG: install_snapshot replacing the log is not atomic (truncate record, then purge record)"]
+fn snapshot_replacing_the_log_is_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let p = derive(1, 1, 100);
+    log.append((0..5).map(|i| (id(1, i), &p[..]))).unwrap();
+    log.commit(id(1, 2)).unwrap();
+    log.sync().unwrap();
+    let before = observe(&log);
+    let (seg, durable) = log.store().position();
+    // A leader's snapshot conflicts with the uncommitted entry 3.
+    log.install_snapshot(id(2, 3), b"snap".to_vec()).unwrap();
+    let after = observe(&log);
+    let (seg2, end) = log.store().position();
+    assert_eq!(seg, seg2);
+    assert!(end > durable + 24, "truncate record, then purge record");
+    // Crash: the truncate record (24 bytes) reached the disk, the purge record did not.
+    let copy = tempfile::tempdir().unwrap();
+    copy_segments(dir.path(), copy.path());
+    let f = copy.path().join(seg.file_name().unwrap());
+    let mut b = std::fs::read(&f).unwrap();
+    b[(durable + 24) as usize..].fill(0);
+    std::fs::write(&f, b).unwrap();
+    let rec = observe(&Log::open(copy.path(), small_config()).unwrap());
+    assert!(
+        rec == before || rec == after,
+        "recovered a state the log never had:\n  recovered {}\n  before    {}\n  after     {}",
+        rec.summary(),
+        before.summary(),
+        after.summary()
+    );
+}
+
+/// `install_snapshot` only checks that the snapshot's log id is greater than the purged one.
+/// A snapshot whose index is below the purged index (with a higher term: `LogId` orders by
+/// term first) is accepted, the purge removes nothing, so only the meta values are written:
+/// purged becomes 2-3-3 while the first index stays 6. The log then refuses to reopen
+/// ("purged log id ... does not match the first index 6"). Such a snapshot is not Raft-legal,
+/// but the rule "invalid transitions are errors before anything is written" says it must be
+/// refused, not turned into an unopenable log.
+#[test]
+#[ignore = "BUG: install_snapshot below the purged index is accepted and makes the log unopenable"]
+fn snapshot_below_purged_index_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let p = derive(1, 1, 100);
+    log.append((0..8).map(|i| (id(1, i), &p[..]))).unwrap();
+    log.commit(id(1, 7)).unwrap();
+    log.purge_upto(id(1, 5)).unwrap();
+    let r = log.install_snapshot(id(2, 3), b"snap".to_vec());
+    log.sync().unwrap();
+    let state = log.state().clone();
+    drop(log);
+    let reopened = Log::open(dir.path(), small_config());
+    assert!(
+        r.is_err(),
+        "accepted; state {state:?}; reopen: {:?}",
+        reopened.map(|l| l.state().clone())
+    );
+}
