@@ -105,6 +105,9 @@ pub enum RecordKind {
     /// State at the start of a segment; first record of every segment. Body: [`CheckpointHead`]
     /// then `meta_count` meta items.
     Checkpoint = 5,
+    /// Drop every entry; `arg` becomes both the first and the next index (a snapshot that
+    /// replaces the log). Body: meta items, as for a purge, set in the same record.
+    Reset = 6,
 }
 
 impl RecordKind {
@@ -116,6 +119,7 @@ impl RecordKind {
             3 => Self::Purge,
             4 => Self::Meta,
             5 => Self::Checkpoint,
+            6 => Self::Reset,
             _ => return None,
         })
     }
@@ -214,10 +218,11 @@ mod tests {
             RecordKind::Purge,
             RecordKind::Meta,
             RecordKind::Checkpoint,
+            RecordKind::Reset,
         ] {
             assert_eq!(RecordKind::from_u8(k as u8), Some(k));
         }
         assert_eq!(RecordKind::from_u8(0), None);
-        assert_eq!(RecordKind::from_u8(6), None);
+        assert_eq!(RecordKind::from_u8(7), None);
     }
 }

@@ -75,6 +75,8 @@ pub enum Item {
         first: u64,
         /// Meta values set atomically with the purge.
         metas: Vec<(u64, Arc<[u8]>)>,
+        /// A reset record: every entry is dropped and `first` is also the next index.
+        reset: bool,
     },
     /// Meta record.
     Meta {
@@ -164,11 +166,12 @@ pub fn scan_segment(seg: &Segment) -> Scan {
                         offset,
                         from: r.arg,
                     }),
-                    RecordKind::Purge => match decode_meta_items(r.body) {
+                    RecordKind::Purge | RecordKind::Reset => match decode_meta_items(r.body) {
                         Some(metas) => items.push(Item::Purge {
                             offset,
                             first: r.arg,
                             metas,
+                            reset: r.kind == RecordKind::Reset,
                         }),
                         None => {
                             torn = Some((offset, "malformed purge body".to_string()));
@@ -715,6 +718,27 @@ fn replay(
                     r.offsets.truncate(keep);
                 }
             }
+        }
+        Item::Purge {
+            first,
+            metas,
+            reset: true,
+            offset,
+        } => {
+            if *first < state.first {
+                return Err(bad(
+                    *offset,
+                    Error::TruncateBelowPurged {
+                        from: *first,
+                        first: state.first,
+                    },
+                ));
+            }
+            for (k, v) in metas {
+                state.apply_meta(*k, v.clone());
+            }
+            state.apply_reset(*first);
+            runs.clear();
         }
         Item::Purge { first, metas, .. } => {
             for (k, v) in metas {

@@ -81,6 +81,13 @@ impl LogState {
         }
     }
 
+    /// Drops every entry: `first` becomes the first and the next index. Callers check
+    /// `first >= self.first` (nothing purged comes back).
+    pub fn apply_reset(&mut self, first: u64) {
+        self.first = first;
+        self.next = first;
+    }
+
     /// Sets a meta value.
     pub fn apply_meta(&mut self, key: u64, value: Arc<[u8]>) {
         Arc::make_mut(&mut self.metas).insert(key, value);

@@ -522,6 +522,37 @@ impl Store {
         Ok(())
     }
 
+    /// Drops every entry and makes `first` both the first and the next index, setting meta
+    /// values in the same record (atomically): a snapshot that replaces the whole log. Fails
+    /// with [`Error::TruncateBelowPurged`] if `first` is below the first index.
+    pub fn reset_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
+        self.check_writable()?;
+        if first < self.state.first {
+            return Err(Error::TruncateBelowPurged {
+                from: first,
+                first: self.state.first,
+            });
+        }
+        let mut next = self.state.clone();
+        for (k, v) in metas {
+            next.apply_meta(*k, Arc::from(*v));
+        }
+        self.check_meta_size(&next, metas.first().map(|m| m.0).unwrap_or(0))?;
+        let body = recovery::encode_meta_items(metas);
+        self.write_record(RecordKind::Reset, first, &body)?;
+        self.state = next;
+        self.state.apply_reset(first);
+        if let Some(t) = self.tail.take() {
+            t.publish(self.tail_len);
+        }
+        self.version.runs.clear();
+        let keep_from = self.version.segments.len() - 1;
+        let gone: Vec<_> = self.version.segments.drain(..keep_from).collect();
+        self.pending_deletes.extend(gone);
+        self.publish();
+        Ok(())
+    }
+
     /// Sets meta value `key` (small, opaque bytes for the layer above). The latest value of
     /// every key is carried in each segment's checkpoint, so it survives purges.
     pub fn put_meta(&mut self, key: u64, value: &[u8]) -> Result<()> {

@@ -16,8 +16,9 @@
 //! lower than the vote durable at the last sync, a second open changes nothing, and a new
 //! append after recovery survives a further reopen.
 //!
-//! Case count: `PROPTEST_CASES` (default 64). `CRASH_MODEL_STRICT=1` disables the damage
-//! workarounds for known engine bugs (see `tests/crash_model.rs`).
+//! Case count: `PROPTEST_CASES` (default 64). The model is strict: the bugs it once needed
+//! workarounds for are fixed. `CRASH_MODEL_WORKAROUNDS=1` turns the old workarounds back on
+//! (to compare behaviour when a regression is suspected).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -772,9 +773,9 @@ fn copy_segments(from: &Path, to: &Path) {
     panic!("segment headers kept changing while copying");
 }
 
-/// `CRASH_MODEL_STRICT=1` disables the workarounds for known bugs.
+/// Strict unless `CRASH_MODEL_WORKAROUNDS=1` re-enables the workarounds for bugs fixed since.
 fn strict() -> bool {
-    std::env::var("CRASH_MODEL_STRICT").is_ok_and(|v| v == "1")
+    !std::env::var("CRASH_MODEL_WORKAROUNDS").is_ok_and(|v| v == "1")
 }
 
 fn is_sealed(bytes: &[u8]) -> bool {
@@ -1110,7 +1111,6 @@ fn small_config() -> Config {
 /// first and loses the second recovers a log whose committed entries are gone, with no
 /// snapshot covering them (committed 1-1-2 beyond last None): a state the log never had.
 #[test]
-#[ignore = "BUG: install_snapshot replacing the log is not atomic (truncate record, then purge record)"]
 fn snapshot_replacing_the_log_is_atomic() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config()).unwrap();
@@ -1151,7 +1151,6 @@ fn snapshot_replacing_the_log_is_atomic() {
 /// but the rule "invalid transitions are errors before anything is written" says it must be
 /// refused, not turned into an unopenable log.
 #[test]
-#[ignore = "BUG: install_snapshot below the purged index is accepted and makes the log unopenable"]
 fn snapshot_below_purged_index_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config()).unwrap();

@@ -307,7 +307,11 @@ impl<T: Types> RaftLog<T> {
     /// snapshot is ahead of the log, or conflicts with it) all entries are removed and the log
     /// continues after the snapshot. The committed log id moves up to the snapshot.
     pub fn install_snapshot(&mut self, last_log_id: T::LogId, data: Vec<u8>) -> Result<()> {
-        if Some(&last_log_id) <= self.state.purged.as_ref() {
+        let below_purged =
+            self.state.purged.as_ref().is_some_and(|p| {
+                last_log_id <= *p || T::log_index(&last_log_id) <= T::log_index(p)
+            });
+        if below_purged {
             return Err(state_err(StateError::SnapshotReversal {
                 purged: show(&self.state.purged),
                 given: show(&last_log_id),
@@ -315,9 +319,6 @@ impl<T: Types> RaftLog<T> {
         }
         let index = T::log_index(&last_log_id);
         let keeps_suffix = self.log_id(index)?.as_ref() == Some(&last_log_id);
-        if !keeps_suffix && !self.store.reader().snapshot().is_empty() {
-            self.store.truncate_from(self.store.first_index())?;
-        }
         let committed = match &self.state.committed {
             Some(c) if *c > last_log_id => c.clone(),
             _ => last_log_id.clone(),
@@ -325,14 +326,18 @@ impl<T: Types> RaftLog<T> {
         let id_bytes = last_log_id.to_bytes();
         let snap_bytes = (last_log_id.clone(), data.clone()).to_bytes();
         let committed_bytes = committed.to_bytes();
-        self.store.purge_to_with_meta(
-            index + 1,
-            &[
-                (META_PURGED, &id_bytes),
-                (META_SNAPSHOT, &snap_bytes),
-                (META_COMMITTED, &committed_bytes),
-            ],
-        )?;
+        let metas: [(u64, &[u8]); 3] = [
+            (META_PURGED, &id_bytes),
+            (META_SNAPSHOT, &snap_bytes),
+            (META_COMMITTED, &committed_bytes),
+        ];
+        // One record either way, so no crash can separate the purge from its log id or leave
+        // the log emptied without the snapshot that replaced it.
+        if keeps_suffix {
+            self.store.purge_to_with_meta(index + 1, &metas)?;
+        } else {
+            self.store.reset_to_with_meta(index + 1, &metas)?;
+        }
         if !keeps_suffix {
             self.state.last = Some(last_log_id.clone());
         }

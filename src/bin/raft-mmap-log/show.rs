@@ -302,6 +302,7 @@ fn kind_name(k: RecordKind) -> &'static str {
         RecordKind::Purge => "purge",
         RecordKind::Meta => "meta",
         RecordKind::Checkpoint => "checkpoint",
+        RecordKind::Reset => "reset",
     }
 }
 
@@ -325,6 +326,7 @@ fn describe(rec: &DumpRecord<'_>) -> String {
         },
         RecordKind::Truncate => format!("from={}", rec.arg),
         RecordKind::Purge => format!("first={}", rec.arg),
+        RecordKind::Reset => format!("first=next={}", rec.arg),
         RecordKind::Meta => format!("key={}", meta_key_name(rec.arg)),
         RecordKind::Checkpoint => match rec.checkpoint() {
             Some((f, n, m)) => format!("first={f} next={n} metas={m}"),
