@@ -496,28 +496,10 @@ impl Store {
             }
             return Ok(());
         }
-        let mut next = self.state.clone();
-        for (k, v) in metas {
-            next.apply_meta(*k, Arc::from(*v));
-        }
-        self.check_meta_size(&next, metas.first().map(|m| m.0).unwrap_or(0))?;
-        let body = recovery::encode_meta_items(metas);
-        self.write_record(RecordKind::Purge, first, &body)?;
-        self.state = next;
+        self.write_with_metas(RecordKind::Purge, first, metas)?;
         self.state.apply_purge(first);
         self.normalize_runs();
-        // Segments before the first one any live entry needs, except the active one.
-        let keep_from = match self.version.runs.first() {
-            Some(r) => self
-                .version
-                .segments
-                .iter()
-                .position(|s| Arc::ptr_eq(s, r.run.segment()))
-                .unwrap_or(0),
-            None => self.version.segments.len() - 1,
-        };
-        let gone: Vec<_> = self.version.segments.drain(..keep_from).collect();
-        self.pending_deletes.extend(gone);
+        self.release_unneeded_segments();
         self.publish();
         Ok(())
     }
@@ -533,24 +515,49 @@ impl Store {
                 first: self.state.first,
             });
         }
-        let mut next = self.state.clone();
-        for (k, v) in metas {
-            next.apply_meta(*k, Arc::from(*v));
-        }
-        self.check_meta_size(&next, metas.first().map(|m| m.0).unwrap_or(0))?;
-        let body = recovery::encode_meta_items(metas);
-        self.write_record(RecordKind::Reset, first, &body)?;
-        self.state = next;
+        self.write_with_metas(RecordKind::Reset, first, metas)?;
         self.state.apply_reset(first);
         if let Some(t) = self.tail.take() {
             t.publish(self.tail_len);
         }
         self.version.runs.clear();
-        let keep_from = self.version.segments.len() - 1;
-        let gone: Vec<_> = self.version.segments.drain(..keep_from).collect();
-        self.pending_deletes.extend(gone);
+        self.release_unneeded_segments();
         self.publish();
         Ok(())
+    }
+
+    /// Writes a purge or reset record carrying `metas`, after checking their size; on success
+    /// the meta values are part of `self.state`.
+    fn write_with_metas(
+        &mut self,
+        kind: RecordKind,
+        arg: u64,
+        metas: &[(u64, &[u8])],
+    ) -> Result<()> {
+        let mut next = self.state.clone();
+        for (k, v) in metas {
+            next.apply_meta(*k, Arc::from(*v));
+        }
+        self.check_meta_size(&next, metas.first().map(|m| m.0).unwrap_or(0))?;
+        self.write_record(kind, arg, &recovery::encode_meta_items(metas))?;
+        self.state = next;
+        Ok(())
+    }
+
+    /// Queues for deletion (after the next flush) the segments before the first one any live
+    /// entry needs, never the active one.
+    fn release_unneeded_segments(&mut self) {
+        let keep_from = match self.version.runs.first() {
+            Some(r) => self
+                .version
+                .segments
+                .iter()
+                .position(|s| Arc::ptr_eq(s, r.run.segment()))
+                .unwrap_or(0),
+            None => self.version.segments.len() - 1,
+        };
+        let gone: Vec<_> = self.version.segments.drain(..keep_from).collect();
+        self.pending_deletes.extend(gone);
     }
 
     /// Sets meta value `key` (small, opaque bytes for the layer above). The latest value of
