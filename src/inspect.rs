@@ -69,19 +69,8 @@ impl ReadLock {
             }
             Err(e) => return Err(Error::io("open lock file", &path, e)),
         };
-        // Call the trait method explicitly: std's `File::try_lock_shared` would shadow it.
-        match fs2::FileExt::try_lock_shared(&file) {
-            Ok(()) => Ok(ReadLock { _file: Some(file) }),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.raw_os_error() == Some(libc::EWOULDBLOCK) =>
-            {
-                Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(e) => Err(Error::io("lock", &path, e)),
-        }
+        crate::lock::try_lock(&file, false, dir, &path)?;
+        Ok(ReadLock { _file: Some(file) })
     }
 }
 
@@ -448,13 +437,12 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
         match Segment::open(path, *seq, false) {
             Ok(s) => segs.push(s),
             Err(Error::Corrupt { offset, reason, .. }) => {
-                let newest = i + 1 == listed.len();
-                if newest && header_is_blank(path) {
+                if recovery::never_written(&listed, i) {
                     rep.add(
                         Severity::Note,
                         path,
                         0,
-                        "newest segment file was never written (crash while creating it); recovery removes it",
+                        "segment file was never written (crash while creating it); recovery removes it and any later file",
                     );
                 } else {
                     rep.add(Severity::Problem, path, offset, reason);
@@ -543,18 +531,6 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
     rep.findings
         .sort_by(|a, b| (&a.path, a.offset).cmp(&(&b.path, b.offset)));
     Ok(rep)
-}
-
-fn header_is_blank(path: &Path) -> bool {
-    use std::os::unix::fs::FileExt;
-    let mut raw = [0u8; SEGMENT_HEADER_SIZE];
-    match File::open(path) {
-        Ok(f) => match f.read_exact_at(&mut raw, 0) {
-            Ok(()) => raw.iter().all(|&b| b == 0),
-            Err(_) => true,
-        },
-        Err(_) => false,
-    }
 }
 
 /// Raft-level invariants, checked on the state recovery would open.

@@ -26,19 +26,32 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io("open lock file", &path, e))?;
-        // Call the trait method explicitly: std's `File::try_lock` would shadow it.
-        match fs2::FileExt::try_lock_exclusive(&file) {
-            Ok(()) => Ok(DirLock { _file: file }),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.raw_os_error() == Some(libc::EWOULDBLOCK) =>
-            {
-                Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(e) => Err(Error::io("lock", &path, e)),
+        try_lock(&file, true, dir, &path)?;
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// Takes a non-blocking `flock` on `file` (the directory's `LOCK` file at `lock_path`),
+/// exclusive for a `Store`, shared for read-only tools. Contention is [`Error::Locked`]
+/// naming the directory.
+pub(crate) fn try_lock(file: &File, exclusive: bool, dir: &Path, lock_path: &Path) -> Result<()> {
+    // Call the trait methods explicitly: std's `File::try_lock*` would shadow them.
+    let res = if exclusive {
+        fs2::FileExt::try_lock_exclusive(file)
+    } else {
+        fs2::FileExt::try_lock_shared(file)
+    };
+    match res {
+        Ok(()) => Ok(()),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.raw_os_error() == Some(libc::EWOULDBLOCK) =>
+        {
+            Err(Error::Locked {
+                path: dir.to_path_buf(),
+            })
         }
+        Err(e) => Err(Error::io("lock", lock_path, e)),
     }
 }
 

@@ -60,8 +60,9 @@ impl Preparer {
                         return;
                     }
                     if failed {
-                        // Let the writer see the error; try again on its next request.
-                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        // Not spinning on a persistent error: the next attempt waits briefly
+                        // (the writer asks again right after receiving an error).
+                        std::thread::sleep(std::time::Duration::from_millis(1));
                     }
                 }
             })
@@ -76,9 +77,16 @@ impl Preparer {
     }
 
     /// The next prepared file (blocks until it is ready).
+    ///
+    /// A failure the thread met while preparing ahead may be stale (the disk was full then and
+    /// is not now), so after an error the file is asked for once more: that attempt starts
+    /// only after this call, and its result is the answer.
     pub fn take(&mut self) -> Result<PreparedFile> {
         match &self.rx {
-            Some(rx) => rx.recv().map_err(|_| Error::FlusherStopped)?,
+            Some(rx) => match rx.recv().map_err(|_| Error::FlusherStopped)? {
+                Ok(f) => Ok(f),
+                Err(_stale) => rx.recv().map_err(|_| Error::FlusherStopped)?,
+            },
             None => {
                 self.token += 1;
                 PreparedFile::create(&self.dir, self.token, self.size)

@@ -420,6 +420,21 @@ pub fn list_dir(dir: &Path) -> Result<Listing> {
     Ok((segs, prepared))
 }
 
+/// Whether segment file `i` of `listed` (which failed to open) is one that was created but
+/// whose header never reached the disk: then nothing in it or in a later file was ever
+/// acknowledged, and recovery drops them.
+///
+/// A short file only counts when it is the newest (our files are allocated before they are
+/// named, so a short file in the middle is damage, not a crash). The oldest file's header was
+/// synced before any later file could matter (at creation, or before older files were
+/// purged), so a blank oldest file followed by others is damage too.
+pub(crate) fn never_written(listed: &[(u64, PathBuf)], i: usize) -> bool {
+    let Some((_, path)) = listed.get(i) else {
+        return false;
+    };
+    header_is_blank(path) && (i + 1 == listed.len() || (i > 0 && is_full_size(path)))
+}
+
 /// Whether the file is at least as long as a segment header.
 fn is_full_size(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.len() >= crate::format::MIN_SEGMENT_SIZE)
@@ -462,15 +477,7 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
         }
         match Segment::open(path, *seq, writable) {
             Ok(s) => segments.push(Arc::new(s)),
-            Err(_)
-                if header_is_blank(path)
-                    && (i + 1 == listed.len() || (i > 0 && is_full_size(path))) =>
-            {
-                // A short file is only taken for a never-written segment when it is the newest
-                // (our files are allocated before they are named, so a short file in the
-                // middle is damage, not a crash). The oldest file's header was synced before
-                // any later file could matter (at creation, or before older files were
-                // purged), so a blank oldest file followed by others is damage too.
+            Err(_) if never_written(&listed, i) => {
                 for (_, p) in &listed[i..] {
                     remove.push(p.clone());
                     report.dropped_files.push(p.clone());
