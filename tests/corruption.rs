@@ -18,28 +18,17 @@ use raft_mmap_log::format::{parse_segment_file_name, segment_file_name, SEGMENT_
 use raft_mmap_log::recovery::{self, RecoveryMode};
 use raft_mmap_log::{Config, Error, Store};
 
+mod common;
+
 const SEG: u64 = 4096;
 const META_KEY: u64 = 9;
 
 fn config() -> Config {
-    Config {
-        segment_size: SEG,
-        recovery_mode: RecoveryMode::Strict,
-        prepare_ahead: false,
-    }
+    common::strict_config(SEG, false)
 }
 
 fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new()
-            .prefix("rml-corrupt")
-            .tempdir_in(shm)
-        {
-            return d;
-        }
-    }
-    tempfile::tempdir().unwrap()
+    common::scratch("rml-corrupt")
 }
 
 fn payload(i: u64, epoch: u64) -> Vec<u8> {

@@ -14,7 +14,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -23,9 +22,10 @@ use raft_mmap_log::format::{
     SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
 };
 use raft_mmap_log::record::{decode, Decoded};
-use raft_mmap_log::recovery::RecoveryMode;
 use raft_mmap_log::{Config, Store};
 use zerocopy::IntoBytes;
+
+mod common;
 
 struct Counting;
 
@@ -65,21 +65,11 @@ const SEG: u64 = 4096;
 const NAME: &str = "00000000000000000001.seg";
 
 fn config() -> Config {
-    Config {
-        segment_size: SEG,
-        recovery_mode: RecoveryMode::Strict,
-        prepare_ahead: false,
-    }
+    common::strict_config(SEG, false)
 }
 
 fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("rml-fuzz").tempdir_in(shm) {
-            return d;
-        }
-    }
-    tempfile::tempdir().unwrap()
+    common::scratch("rml-fuzz")
 }
 
 fn header(salt: u32, seq: u64, size: u64) -> Vec<u8> {

@@ -21,14 +21,14 @@ use std::process::Command;
 use raft_mmap_log::recovery::RecoveryMode;
 use raft_mmap_log::{Config, Error, Store};
 
+mod common;
+
+use common::seg_files;
+
 const SEG: u64 = 16 * 1024;
 
 fn config() -> Config {
-    Config {
-        segment_size: SEG,
-        recovery_mode: RecoveryMode::Strict,
-        prepare_ahead: true,
-    }
+    common::strict_config(SEG, true)
 }
 
 fn payload(i: u64) -> Vec<u8> {
@@ -378,16 +378,6 @@ fn read_only_directory() {
 // ---------------------------------------------------------------------------------------------
 // Files changed behind the log's back (while it is closed).
 
-fn seg_paths(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    v.sort();
-    v
-}
-
 /// Builds a log of several segments, applies `fault`, expects `Corrupt` naming `blame(segs)`,
 /// checks nothing changed, undoes the fault and expects the whole log.
 fn behind_our_back(
@@ -399,7 +389,7 @@ fn behind_our_back(
     let dir = tmp.path().join("log");
     let n = 60;
     make_log(&dir, n);
-    let segs = seg_paths(&dir);
+    let segs = seg_files(&dir);
     assert!(segs.len() >= 3);
     let original = snapshot_files(&dir);
     fault(&dir, &segs);

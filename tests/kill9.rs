@@ -34,6 +34,10 @@ use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes, Vote};
 use raft_mmap_log::recovery::{self, RecoveryMode};
 use raft_mmap_log::{Config, Store};
 
+mod common;
+
+use common::Rng;
+
 const CHILD_ENV: &str = "RML_KILL9_CHILD";
 const SEED_ENV: &str = "RML_KILL9_SEED";
 const SEG: u64 = 16 * 1024;
@@ -41,27 +45,7 @@ const PAGE: usize = 4096;
 const META_KEY: u64 = 1;
 
 // ---------------------------------------------------------------------------------------------
-// Shared: deterministic randomness, payloads, the model.
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
+// Shared: deterministic randomness (`common::Rng`), payloads, the model.
 
 fn seed_from_env(var: &str) -> u64 {
     std::env::var(var)
@@ -378,11 +362,7 @@ impl Driver {
 }
 
 fn config() -> Config {
-    Config {
-        segment_size: SEG,
-        recovery_mode: RecoveryMode::Strict,
-        prepare_ahead: true,
-    }
+    common::strict_config(SEG, true)
 }
 
 /// Read-only check: the directory holds no corruption and no torn tail.

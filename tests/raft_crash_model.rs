@@ -28,48 +28,15 @@ use proptest::prelude::*;
 use raft_mmap_log::raft::{LogId, RaftLog, RaftState, RaftTypes, SnapshotMeta, StateError, Vote};
 use raft_mmap_log::{Config, Error};
 
+mod common;
+
+use common::{copy_segments, damage, derive, proptest_cases, History, Rng};
+
 type Log = RaftLog<RaftTypes>;
 type State = RaftState<RaftTypes>;
 
-const PAGE: u64 = 4096;
-const SEG_HEADER: u64 = 64;
-/// Bytes 40..48 of a segment header hold this once the segment is sealed (format.rs).
-const SEALED_MAGIC: u64 = 0x5345_414c_4544_2121;
-
 // ---------------------------------------------------------------------------------------------
 // Deterministic helpers
-
-/// SplitMix64: small deterministic RNG for payloads and damage.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.below(den) < num
-    }
-}
-
-/// Bytes derived from `(tag, generation, len)`: a rewritten index gets other bytes.
-fn derive(tag: u64, generation: u64, len: usize) -> Arc<[u8]> {
-    let mut r = Rng(tag.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ generation.rotate_left(29));
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v.into()
-}
 
 /// The leader of a term (one leader per term keeps log ids Raft-like).
 fn leader(term: u64) -> u64 {
@@ -293,38 +260,13 @@ fn op_strategy(syncs: bool) -> BoxedStrategy<Op> {
     }
 }
 
-/// Model states since the durable frontier, with absolute numbering.
-struct History {
-    /// Absolute number of `states[0]`.
-    base: usize,
-    /// `states[0]` is the durable state; every later one may be what a crash recovers.
-    states: Vec<Model>,
-    /// Durable frontier: active segment and offset when the last completed flush was issued.
-    durable: (PathBuf, u64),
-}
-
-impl History {
-    fn current_abs(&self) -> usize {
-        self.base + self.states.len() - 1
-    }
-    /// The flush issued at absolute state `abs` with position `pos` has completed.
-    fn advance(&mut self, abs: usize, pos: (PathBuf, u64)) {
-        if abs < self.base {
-            return;
-        }
-        self.states.drain(..abs - self.base);
-        self.base = abs;
-        self.durable = pos;
-    }
-}
-
 type Done = (u64, Result<(), Error>);
 
 struct Harness {
     log: Log,
     config: Config,
     model: Model,
-    hist: History,
+    hist: History<Model>,
     /// Highest term seen (votes, entries, snapshots).
     term: u64,
     generation: u64,
@@ -709,233 +651,11 @@ impl Harness {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Crash: copy, damage (as tests/crash_model.rs), recover, check
-
-#[derive(Debug, Clone, Copy)]
-enum Damage {
-    None,
-    ZeroSuffix,
-    Garbage,
-    DropPages,
-}
-
-fn seg_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".seg"))
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn header_of(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut h = vec![0u8; SEG_HEADER as usize];
-    f.read_exact(&mut h).ok()?;
-    Some(h)
-}
-
-/// Copies every `*.seg` file of the open log's directory into `to` (newest first, so that
-/// purged files deleted meanwhile can only be missing as a prefix). Retries if a sealed mark
-/// was being written while copying.
-fn copy_segments(from: &Path, to: &Path) {
-    for _attempt in 0..100 {
-        for p in seg_files(to) {
-            std::fs::remove_file(p).expect("clean copy");
-        }
-        let mut files = seg_files(from);
-        files.reverse();
-        let mut copied = Vec::new();
-        for p in files {
-            let dst = to.join(p.file_name().expect("name"));
-            match std::fs::copy(&p, &dst) {
-                Ok(_) => copied.push((p, dst)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let _ = std::fs::remove_file(&dst);
-                }
-                Err(e) => panic!("copy {}: {e}", p.display()),
-            }
-        }
-        let stable = copied.iter().all(|(src, dst)| match header_of(src) {
-            None => true,
-            Some(h) => Some(h) == header_of(dst),
-        });
-        if stable {
-            return;
-        }
-    }
-    panic!("segment headers kept changing while copying");
-}
+// Crash: copy, damage (tests/common, shared with tests/crash_model.rs), recover, check
 
 /// Strict unless `CRASH_MODEL_WORKAROUNDS=1` re-enables the workarounds for bugs fixed since.
 fn strict() -> bool {
     !std::env::var("CRASH_MODEL_WORKAROUNDS").is_ok_and(|v| v == "1")
-}
-
-fn is_sealed(bytes: &[u8]) -> bool {
-    bytes.len() >= 56 && u64::from_le_bytes(bytes[40..48].try_into().unwrap()) == SEALED_MAGIC
-}
-
-/// Damages the copy in `dir` after the durable frontier (same as `tests/crash_model.rs`).
-/// Returns a description.
-fn damage(dir: &Path, durable: &(PathBuf, u64), rng: &mut Rng) -> String {
-    let files = seg_files(dir);
-    let mut data: Vec<Vec<u8>> = files
-        .iter()
-        .map(|p| std::fs::read(p).expect("read copy"))
-        .collect();
-    let durable_name = durable.0.file_name().expect("durable name");
-    let mut d = files
-        .iter()
-        .position(|p| p.file_name() == Some(durable_name))
-        .unwrap_or_else(|| panic!("durable segment {} missing", durable.0.display()));
-    let mut off = durable.1;
-    // Segments sealed since the frontier: the flusher may just as well not have got to them
-    // yet. Honour a random prefix of those seal marks and erase the rest.
-    let sealed_since = (d..files.len())
-        .take_while(|&k| is_sealed(&data[k]))
-        .count();
-    let honour = if rng.chance(1, 2) {
-        sealed_since
-    } else {
-        rng.below(sealed_since as u64 + 1) as usize
-    };
-    for mark in data.iter_mut().skip(d + honour).take(sealed_since - honour) {
-        mark[40..56].fill(0);
-    }
-    // A sealed segment is fully durable; its successor was never flushed on its own.
-    for _ in 0..honour {
-        if d + 1 < files.len() {
-            d += 1;
-            off = 0;
-        } else {
-            off = data[d].len() as u64;
-        }
-    }
-    // Unsynced region: (file, from) for files d.. ; `from == 0` means the whole file.
-    let region: Vec<(usize, u64)> = (d..files.len())
-        .map(|k| (k, if k == d { off } else { 0 }))
-        .collect();
-    let total: u64 = region
-        .iter()
-        .map(|&(k, from)| data[k].len() as u64 - from)
-        .sum();
-    let orig = data.clone();
-    let mode = match rng.below(4) {
-        0 => Damage::None,
-        1 => Damage::ZeroSuffix,
-        2 => Damage::Garbage,
-        _ => Damage::DropPages,
-    };
-    let mut desc = format!(
-        "{mode:?} durable=({}, {}) sealed_since={sealed_since} honoured={honour} unsynced_from=({d},{off}) files={}",
-        durable_name.to_string_lossy(),
-        durable.1,
-        files.len()
-    );
-    let mut removed_from = files.len();
-    if total > 0 {
-        match mode {
-            Damage::None => {}
-            Damage::ZeroSuffix => {
-                let mut cut = rng.below(total);
-                let mut first_hit = true;
-                for &(k, from) in &region {
-                    let len = data[k].len() as u64 - from;
-                    if first_hit && cut >= len {
-                        cut -= len;
-                        continue;
-                    }
-                    let mut at = if first_hit { from + cut } else { 0 };
-                    // Never a partial header: it sits in the first sector.
-                    if from == 0 && at < SEG_HEADER {
-                        at = 0;
-                    }
-                    first_hit = false;
-                    desc += &format!(" zero({k}@{at}..)");
-                    data[k][at as usize..].fill(0);
-                }
-            }
-            Damage::Garbage => {
-                for _ in 0..1 + rng.below(6) {
-                    let (k, from) = region[rng.below(region.len() as u64) as usize];
-                    let from = from.max(SEG_HEADER);
-                    let size = data[k].len() as u64;
-                    if from >= size {
-                        continue;
-                    }
-                    let span = (size - from).min(if rng.chance(1, 2) { 512 } else { u64::MAX });
-                    let at = from + rng.below(span);
-                    let n = (1 + rng.below(128)).min(size - at);
-                    desc += &format!(" garbage({k}@{at}+{n})");
-                    for b in &mut data[k][at as usize..(at + n) as usize] {
-                        *b = rng.next() as u8;
-                    }
-                }
-            }
-            Damage::DropPages => {
-                for &(k, from) in &region {
-                    let size = data[k].len() as u64;
-                    let mut page = from / PAGE * PAGE;
-                    while page < size {
-                        if rng.chance(1, 2) {
-                            let a = page.max(from);
-                            let b = (page + PAGE).min(size);
-                            desc += &format!(" drop({k}@{a}..{b})");
-                            data[k][a as usize..b as usize].fill(0);
-                        }
-                        page += PAGE;
-                    }
-                }
-            }
-        }
-        // Files created after the frontier may be lost from the directory (a suffix of them).
-        let whole: Vec<usize> = region
-            .iter()
-            .filter(|&&(_, from)| from == 0)
-            .map(|&(k, _)| k)
-            .collect();
-        if !whole.is_empty() && rng.chance(1, 3) {
-            let n = 1 + rng.below(whole.len() as u64) as usize;
-            removed_from = files.len() - n;
-            desc += &format!(" remove({removed_from}..)");
-        }
-    }
-    if !strict() {
-        // Same workarounds as tests/crash_model.rs for known engine recovery bugs.
-        let zero_tail = |k: usize| match data[k].iter().zip(&orig[k]).position(|(a, b)| a != b) {
-            Some(c) => data[k][c..].iter().all(|&b| b == 0),
-            None => false,
-        };
-        if let Some(k) = (d..removed_from.min(files.len()).saturating_sub(1))
-            .find(|&k| !is_sealed(&data[k]) && zero_tail(k))
-        {
-            removed_from = k + 1;
-            desc += &format!(" [workaround: remove({removed_from}..)]");
-        }
-        let last = removed_from.min(files.len()) - 1;
-        for k in d..last {
-            if data[k][..SEG_HEADER as usize].iter().all(|&b| b == 0) {
-                data[k][..SEG_HEADER as usize].copy_from_slice(&orig[k][..SEG_HEADER as usize]);
-                data[k][40..56].fill(0);
-                desc += &format!(" [workaround: header {k} kept]");
-            }
-        }
-    }
-    for (k, p) in files.iter().enumerate() {
-        if k >= removed_from {
-            std::fs::remove_file(p).expect("remove");
-        } else if k >= d {
-            std::fs::write(p, &data[k]).expect("write damaged copy");
-        }
-    }
-    desc
 }
 
 fn crash_and_check(h: &mut Harness, seed: u64) {
@@ -947,7 +667,7 @@ fn crash_and_check(h: &mut Harness, seed: u64) {
     let copy = tempfile::tempdir().expect("tempdir");
     copy_segments(h.log.store().dir(), copy.path());
     let mut rng = Rng(seed);
-    let desc = damage(copy.path(), &h.hist.durable, &mut rng);
+    let desc = damage(copy.path(), &h.hist.durable, &mut rng, !strict());
     let cands = &h.hist.states;
     h.stats.candidates += cands.len() as u64;
     let explain = |rec: Option<&Model>| {
@@ -1072,18 +792,11 @@ fn run_case(case: &Case) -> Stats {
     h.stats
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
-}
-
 proptest! {
     #![proptest_config(ProptestConfig {
         // Do not write regression files into the source tree.
         failure_persistence: None,
-        ..ProptestConfig::with_cases(cases())
+        ..ProptestConfig::with_cases(proptest_cases())
     })]
 
     #[test]
