@@ -32,12 +32,11 @@ use rayon::prelude::*;
 use zerocopy::FromBytes;
 
 use crate::error::{Error, Result};
-use crate::format::{
-    parse_segment_file_name, CheckpointHead, RecordHeader, RecordKind, LOCK_FILE,
-    SEGMENT_HEADER_SIZE,
-};
+use crate::format::{CheckpointHead, RecordHeader, RecordKind, LOCK_FILE, SEGMENT_HEADER_SIZE};
+use crate::raft::state::split_entry;
 use crate::raft::{
-    Codec, LogId, Vote, META_COMMITTED, META_PURGED, META_SNAPSHOT, META_USER_DATA, META_VOTE,
+    Codec, LogId, RaftTypes, Vote, META_COMMITTED, META_PURGED, META_SNAPSHOT, META_USER_DATA,
+    META_VOTE,
 };
 use crate::record::{decode, trusted_body, Decoded};
 use crate::recovery::{self, Item, Plan, RecoveryMode, RecoveryReport};
@@ -248,13 +247,10 @@ fn last_entry_body(plan: &Plan) -> Option<(u64, &[u8])> {
     Some((run.first + run.offsets.len() as u64 - 1, body))
 }
 
+/// The log id at the front of entry `index`'s body, checked as the Raft layer checks it.
 fn decode_log_id(index: u64, body: &[u8]) -> MetaValue<LogId> {
-    match LogId::decode(body) {
-        Ok((id, _)) if id.index == index => MetaValue::Value(id),
-        Ok((id, _)) => MetaValue::Raw {
-            len: body.len(),
-            error: format!("log id {id} names index {}", id.index),
-        },
+    match split_entry::<RaftTypes>(index, body) {
+        Ok((id, _)) => MetaValue::Value(id),
         Err(e) => MetaValue::Raw {
             len: body.len(),
             error: e.to_string(),
@@ -381,23 +377,6 @@ impl VerifyReport {
     }
 }
 
-/// Counts every valid record of a segment (the scan only groups entries).
-fn count_records(seg: &Segment, end: u64) -> u64 {
-    let bytes = seg_bytes(seg);
-    let mut pos = SEGMENT_HEADER_SIZE;
-    let mut n = 0;
-    while (pos as u64) < end {
-        match decode(seg.salt(), &bytes[pos..]) {
-            Decoded::Record(r) => {
-                n += 1;
-                pos += r.size;
-            }
-            _ => break,
-        }
-    }
-    n
-}
-
 /// Checks every record's checksum and the log's invariants. Writes nothing.
 ///
 /// `progress` is called (from any thread) with the file size of each segment once it is
@@ -463,7 +442,13 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
         .collect();
     let newest_seq = listed.last().map(|l| l.0);
     for (seg, scan) in segs.iter().zip(&scans) {
-        rep.records += count_records(seg, scan.end);
+        // The scan groups consecutive entries into one item; every other item is one record.
+        let others = scan
+            .items
+            .iter()
+            .filter(|i| !matches!(i, Item::Entries { .. }))
+            .count() as u64;
+        rep.records += scan.entries + others;
         rep.entry_records += scan.entries;
         rep.record_bytes += scan.end.saturating_sub(SEGMENT_HEADER_SIZE as u64);
         let newest = Some(seg.seq()) == newest_seq;
@@ -836,12 +821,6 @@ pub fn segment_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
     let (listed, _) = recovery::list_dir(dir)?;
     Ok(listed
         .into_iter()
-        .filter(|(_, p)| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(parse_segment_file_name)
-                .is_some()
-        })
         .map(|(_, p)| {
             let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             (p, len)

@@ -1332,10 +1332,10 @@ fn power_loss_simulation() {
 ///
 /// Segment A: ..., 9, 10 (synced: the frontier) | truncate_from(9), 9', 10' (unsynced).
 /// Rollover to segment B: checkpoint {next: 11}, then entry 11'. Power cut: A's pages after the
-/// frontier are lost, B's pages are on disk. Recovery replays A to next = 11, B's checkpoint
-/// says next = 11 too, so B is accepted: the log becomes 9, 10 (old) followed by 11' (written
-/// after 9', 10'), a log that never existed (in Raft terms: entry 11' of the new term after
-/// entries of an older term that it did not follow).
+/// frontier are lost, B's pages are on disk. Replaying A gives next = 11 and B's checkpoint
+/// says next = 11 too; before checkpoints named their predecessor's end and last CRC, B was
+/// accepted and the log became 9, 10 (old) followed by 11' (written after 9', 10'), a log that
+/// never existed. Regression test: recovery must refuse to bridge the lost tail.
 #[test]
 fn power_loss_truncate_then_reappend_at_segment_end() {
     let tmp = tempfile::tempdir().unwrap();

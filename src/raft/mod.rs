@@ -9,7 +9,7 @@ pub mod codec;
 mod errors;
 mod log;
 mod reader;
-mod state;
+pub(crate) mod state;
 mod types;
 
 pub use codec::{Codec, CodecError};
