@@ -45,15 +45,28 @@ pub enum Error {
 
     /// An entry that cannot fit in one segment, even an empty one. Nothing was written.
     #[error(
-        "entry {index} is {size} bytes; a segment of this log holds at most {max} bytes of payload"
+        "entry {index} has a {size}-byte payload; with segment_size {segment_size} and the \
+         current meta values an entry holds at most {max} bytes of payload"
     )]
     EntryTooLarge {
         /// Log index of the entry.
         index: u64,
-        /// Its payload size.
+        /// The payload size the caller gave.
         size: usize,
-        /// The largest payload this configuration accepts.
+        /// The largest payload this configuration accepts now.
         max: usize,
+        /// `Config::segment_size`.
+        segment_size: u64,
+    },
+
+    /// An index too large to leave room for a successor (see
+    /// [`MAX_INDEX`](crate::format::MAX_INDEX)). Nothing was written.
+    #[error("index {index} is too large: at most {max} is allowed here")]
+    IndexTooLarge {
+        /// The index given.
+        index: u64,
+        /// The largest accepted.
+        max: u64,
     },
 
     /// Meta values that would be too large together (they are copied into every segment's

@@ -8,6 +8,10 @@
 //! A failed sync poisons the log: every pending and later callback gets the error, and the
 //! writer refuses further writes (after a failed fsync the kernel may have dropped the dirty
 //! pages, so retrying could acknowledge data that is not on disk).
+//!
+//! A purged file that cannot be removed does not poison anything: the data the callbacks wait
+//! for is durable all the same. The failure is kept (see [`Flusher::removal_failures`]) and
+//! the removal is tried again at every later flush, and at the next open.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -38,7 +42,8 @@ pub struct FlushRequest {
     pub targets: Vec<SyncTarget>,
     /// Segment files were created or renamed since the last request.
     pub sync_dir: bool,
-    /// Purged segments whose files may be deleted once the targets are durable.
+    /// Purged segments whose files may be deleted once the targets are durable (a failed
+    /// removal is retried at later flushes, never reported to the callback).
     pub deletes: Vec<Arc<Segment>>,
     /// Start write-back of this range without waiting (a hint: completed data of the active
     /// segment, so that a later durable flush has little left to write).
@@ -50,12 +55,16 @@ pub struct FlushRequest {
 /// Shared "first flush error" cell.
 pub type Poison = Arc<Mutex<Option<String>>>;
 
+/// Purged files whose removal failed: path and the last error. Shared with the writer.
+pub type RemovalFailures = Arc<Mutex<Vec<(PathBuf, String)>>>;
+
 /// Handle of the flush thread.
 #[derive(Debug)]
 pub struct Flusher {
     tx: Option<mpsc::Sender<FlushRequest>>,
     handle: Option<JoinHandle<()>>,
     poison: Poison,
+    removals: RemovalFailures,
 }
 
 impl Flusher {
@@ -63,15 +72,17 @@ impl Flusher {
     pub fn start(dir: PathBuf) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<FlushRequest>();
         let poison: Poison = Arc::default();
-        let p = poison.clone();
+        let removals: RemovalFailures = Arc::default();
+        let (p, r) = (poison.clone(), removals.clone());
         let handle = std::thread::Builder::new()
             .name("raft-mmap-log-flush".into())
-            .spawn(move || run(dir, rx, p))
+            .spawn(move || run(dir, rx, p, r))
             .map_err(|e| Error::io("spawn flush thread", "", e))?;
         Ok(Flusher {
             tx: Some(tx),
             handle: Some(handle),
             poison,
+            removals,
         })
     }
 
@@ -99,6 +110,21 @@ impl Flusher {
         let g = self.poison.lock().unwrap_or_else(|e| e.into_inner());
         g.as_ref().map(|m| Error::Poisoned(m.clone()))
     }
+
+    /// Poisons the log (the writer could not restore a consistent state): every later write
+    /// and flush fails with [`Error::Poisoned`] carrying `why`. The first reason is kept.
+    pub fn poison(&self, why: String) -> Error {
+        let mut g = self.poison.lock().unwrap_or_else(|e| e.into_inner());
+        Error::Poisoned(g.get_or_insert(why).clone())
+    }
+
+    /// Purged files whose removal failed so far (retried at every flush), with the error.
+    pub fn removal_failures(&self) -> Vec<(PathBuf, String)> {
+        self.removals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 impl Drop for Flusher {
@@ -111,7 +137,9 @@ impl Drop for Flusher {
     }
 }
 
-fn run(dir: PathBuf, rx: mpsc::Receiver<FlushRequest>, poison: Poison) {
+fn run(dir: PathBuf, rx: mpsc::Receiver<FlushRequest>, poison: Poison, removals: RemovalFailures) {
+    // Purged segments whose files could not be removed yet.
+    let mut undeleted: Vec<Arc<Segment>> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -126,9 +154,15 @@ fn run(dir: PathBuf, rx: mpsc::Receiver<FlushRequest>, poison: Poison) {
             Some(e) => Err(e),
             None => {
                 let r = process(&dir, &batch);
-                if let Err(e) = &r {
-                    let mut g = poison.lock().unwrap_or_else(|e| e.into_inner());
-                    g.get_or_insert_with(|| e.to_string());
+                match &r {
+                    Err(e) => {
+                        let mut g = poison.lock().unwrap_or_else(|e| e.into_inner());
+                        g.get_or_insert_with(|| e.to_string());
+                    }
+                    Ok(()) => {
+                        undeleted.extend(batch.iter().flat_map(|r| r.deletes.iter().cloned()));
+                        remove_purged(&dir, &mut undeleted, &removals);
+                    }
                 }
                 r
             }
@@ -171,21 +205,45 @@ fn process(dir: &std::path::Path, batch: &[FlushRequest]) -> Result<()> {
         }
         if seal && !seg.is_sealed_marked() {
             seg.mark_sealed(end)?;
+            // Never written again: its map stays valid without the file descriptor.
+            seg.release_fd();
         }
     }
     if batch.iter().any(|r| r.sync_dir) {
         sync_dir(dir)?;
     }
-    let mut deleted = false;
-    for seg in batch.iter().flat_map(|r| &r.deletes) {
-        match std::fs::remove_file(seg.path()) {
-            Ok(()) => deleted = true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove purged segment", seg.path(), e)),
+    Ok(())
+}
+
+/// Removes the files of purged segments (their purge is durable: `process` succeeded), then
+/// fsyncs the directory. A file that cannot be removed stays in `undeleted` for the next
+/// flush and is reported in `removals`; it never fails a callback, whose data is durable.
+fn remove_purged(
+    dir: &std::path::Path,
+    undeleted: &mut Vec<Arc<Segment>>,
+    removals: &RemovalFailures,
+) {
+    if undeleted.is_empty() {
+        return;
+    }
+    let mut failed = Vec::new();
+    let mut removed = false;
+    undeleted.retain(|seg| match std::fs::remove_file(seg.path()) {
+        Ok(()) => {
+            removed = true;
+            false
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            failed.push((seg.path().to_path_buf(), e.to_string()));
+            true
+        }
+    });
+    if removed {
+        if let Err(e) = sync_dir(dir) {
+            // The removals are not durable yet; the next open removes what comes back.
+            failed.push((dir.to_path_buf(), e.to_string()));
         }
     }
-    if deleted {
-        sync_dir(dir)?;
-    }
-    Ok(())
+    *removals.lock().unwrap_or_else(|e| e.into_inner()) = failed;
 }

@@ -21,6 +21,10 @@ pub const RECORD_ALIGN: usize = 8;
 pub const MIN_SEGMENT_SIZE: u64 = 4096;
 /// Largest allowed segment size: record offsets are stored as `u32` in the index.
 pub const MAX_SEGMENT_SIZE: u64 = u32::MAX as u64 + 1 - RECORD_ALIGN as u64;
+/// The largest log index an entry may have: every index must leave room for a successor
+/// (`next = index + 1` must itself be a valid index), so `u64::MAX - 1` and `u64::MAX` are
+/// refused by the writer and are corruption in a file.
+pub const MAX_INDEX: u64 = u64::MAX - 2;
 /// Value of [`SegmentHeader::sealed_magic`] once the flusher has synced a sealed segment fully.
 pub const SEALED_MAGIC: u64 = 0x5345_414c_4544_2121; // "SEALED!!" as LE bytes, reversed
 

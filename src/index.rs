@@ -4,7 +4,9 @@
 //! offsets, 4 bytes per entry. It is append-only and readable without locks while the writer
 //! appends: slots live in fixed-size chunks of atomics that are allocated once and never move,
 //! and the number of readable slots is published with a Release store after the slots are
-//! written (invariant I3). A slot is written exactly once; truncation never rewrites a slot,
+//! written (invariant I3). A slot is only written while unpublished (a failed batch that is
+//! undone leaves written but unpublished slots, which the next batch overwrites); truncation
+//! never rewrites a published slot,
 //! it freezes the run at a shorter length inside a new [`crate::version::Version`] and starts
 //! a new run.
 
@@ -111,7 +113,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = Arc::new(
             Segment::install(
-                PreparedFile::create(dir.path(), 0, 1 << 20).unwrap(),
+                PreparedFile::create(dir.path(), 0, 1 << 20, crate::segment::TEST_OPTS).unwrap(),
                 dir.path(),
                 1,
             )

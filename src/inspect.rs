@@ -2,7 +2,7 @@
 //!
 //! These are the building blocks of the `raft-mmap-log` command-line tool, and tests use them
 //! too. None of them writes anything: segment files are opened and mapped read-only
-//! (`recovery::plan(dir, mode, false)`, `Segment::open(.., false)`), no file is created,
+//! (recovery's plan without its repair), no file is created,
 //! removed or repaired.
 //!
 //! # Locking
@@ -40,7 +40,7 @@ use crate::raft::{
 };
 use crate::record::{decode, trusted_body, Decoded};
 use crate::recovery::{self, Item, Plan, RecoveryMode, RecoveryReport};
-use crate::segment::Segment;
+use crate::segment::{Segment, WriteVia};
 
 /// A shared lock on a log directory's `LOCK` file, held while a tool reads the directory.
 #[derive(Debug)]
@@ -264,10 +264,15 @@ fn decode_log_id(index: u64, body: &[u8]) -> MetaValue<LogId> {
 /// keep, and [`Stat::corruption`] says what is wrong.
 pub fn stat(dir: &Path) -> Result<Stat> {
     let _lock = ReadLock::acquire(dir)?;
-    let (plan, corruption) = match recovery::plan(dir, RecoveryMode::Strict, false) {
+    let (plan, corruption) = match recovery::plan(dir, RecoveryMode::Strict, false, WriteVia::Map) {
         Ok(p) => (p, None),
         Err(e @ Error::Corrupt { .. }) => {
-            let p = recovery::plan(dir, RecoveryMode::TruncateAtCorruption, false)?;
+            let p = recovery::plan(
+                dir,
+                RecoveryMode::TruncateAtCorruption,
+                false,
+                WriteVia::Map,
+            )?;
             (p, Some(e.to_string()))
         }
         Err(e) => return Err(e),
@@ -385,6 +390,29 @@ impl VerifyReport {
 pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport> {
     let _lock = ReadLock::acquire(dir)?;
     let mut rep = VerifyReport::default();
+    // Recovery's verdict comes first: a file that opening the log drops (never written, or
+    // after a cut) holds nothing acknowledged, so what is found in it is a note, not a
+    // problem. `verify` never calls a log broken that opens correctly.
+    let planned = match recovery::plan(dir, RecoveryMode::Strict, false, WriteVia::Map) {
+        Ok(plan) => Ok(plan),
+        Err(Error::Corrupt {
+            path,
+            offset,
+            reason,
+        }) => Err((path, offset, reason)),
+        Err(e) => return Err(e),
+    };
+    let dropped: Vec<PathBuf> = match &planned {
+        Ok(plan) => plan.report.dropped_files.clone(),
+        Err(_) => Vec::new(),
+    };
+    let severity = |path: &Path, s: Severity| {
+        if dropped.iter().any(|d| d == path) {
+            Severity::Note
+        } else {
+            s
+        }
+    };
     let (listed, prepared) = recovery::list_dir(dir)?;
     for p in &prepared {
         rep.add(
@@ -397,7 +425,7 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
     for w in listed.windows(2) {
         if w[0].0 + 1 != w[1].0 {
             rep.add(
-                Severity::Problem,
+                severity(&w[1].1, Severity::Problem),
                 &w[1].1,
                 0,
                 format!(
@@ -413,8 +441,24 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
     // Open every file on its own, so that one bad header does not hide the rest.
     let mut segs: Vec<Segment> = Vec::with_capacity(listed.len());
     for (i, (seq, path)) in listed.iter().enumerate() {
-        match Segment::open(path, *seq, false) {
-            Ok(s) => segs.push(s),
+        match Segment::open(
+            path,
+            *seq,
+            false,
+            WriteVia::Map,
+            recovery::may_be_short(&listed, i),
+        ) {
+            Ok(s) => {
+                if s.is_short() {
+                    rep.add(
+                        Severity::Note,
+                        path,
+                        s.mapped_len(),
+                        "newest segment is shorter than its header says (a power cut before its size was durable); opening the log keeps its valid records and extends it",
+                    );
+                }
+                segs.push(s)
+            }
             Err(Error::Corrupt { offset, reason, .. }) => {
                 if recovery::never_written(&listed, i) {
                     rep.add(
@@ -424,7 +468,7 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
                         "segment file was never written (crash while creating it); recovery removes it and any later file",
                     );
                 } else {
-                    rep.add(Severity::Problem, path, offset, reason);
+                    rep.add(severity(path, Severity::Problem), path, offset, reason);
                 }
             }
             Err(e) => return Err(e),
@@ -455,7 +499,7 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
         let sealed = seg.sealed_end();
         match (&scan.torn, sealed) {
             (Some((off, why)), Some(_)) => rep.add(
-                Severity::Problem,
+                severity(seg.path(), Severity::Problem),
                 seg.path(),
                 *off,
                 format!("{why} (in a sealed segment: it was complete and synced, so this is corruption)"),
@@ -473,7 +517,7 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
                 format!("torn tail in an unsealed older segment: {why} (a crash during rollover; opening the log cuts it here and drops later segments)"),
             ),
             (None, Some(end)) if end != scan.end => rep.add(
-                Severity::Problem,
+                severity(seg.path(), Severity::Problem),
                 seg.path(),
                 scan.end,
                 format!("records end at {} but the segment was sealed at {end}", scan.end),
@@ -482,7 +526,7 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
         }
         if scan.items.is_empty() && scan.torn.is_none() && !newest {
             rep.add(
-                Severity::Problem,
+                severity(seg.path(), Severity::Problem),
                 seg.path(),
                 SEGMENT_HEADER_SIZE as u64,
                 "older segment holds no records",
@@ -491,7 +535,7 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
     }
 
     // The merge: the same replay recovery does (state rules, checkpoints, missing segments).
-    match recovery::plan(dir, RecoveryMode::Strict, false) {
+    match planned {
         Ok(plan) => {
             for d in &plan.report.dropped_files {
                 // Files dropped after a cut (a blank newest file has its own note).
@@ -506,12 +550,7 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
             }
             check_raft(&plan, &mut rep);
         }
-        Err(Error::Corrupt {
-            path,
-            offset,
-            reason,
-        }) => rep.add(Severity::Problem, &path, offset, reason),
-        Err(e) => return Err(e),
+        Err((path, offset, reason)) => rep.add(Severity::Problem, &path, offset, reason),
     }
     rep.findings
         .sort_by(|a, b| (&a.path, a.offset).cmp(&(&b.path, b.offset)));
@@ -763,7 +802,7 @@ pub fn dump<E: From<Error>>(
     let _lock = ReadLock::acquire(dir)?;
     let (listed, _) = recovery::list_dir(dir)?;
     for (seq, path) in &listed {
-        let seg = match Segment::open(path, *seq, false) {
+        let seg = match Segment::open(path, *seq, false, WriteVia::Map, true) {
             Ok(s) => s,
             Err(e @ Error::Corrupt { .. }) => {
                 on_end(&DumpEnd {

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::segment::PreparedFile;
+use crate::segment::{FileOptions, PreparedFile};
 
 /// Source of prepared segment files.
 #[derive(Debug)]
@@ -19,6 +19,7 @@ pub struct Preparer {
     handle: Option<JoinHandle<()>>,
     dir: PathBuf,
     size: u64,
+    opts: FileOptions,
     token: u64,
 }
 
@@ -32,7 +33,7 @@ fn base_token() -> u64 {
 impl Preparer {
     /// Starts preparing files of `size` bytes in `dir`; with `background == false` files are
     /// made on demand on the caller's thread.
-    pub fn start(dir: PathBuf, size: u64, background: bool) -> Result<Self> {
+    pub fn start(dir: PathBuf, size: u64, opts: FileOptions, background: bool) -> Result<Self> {
         let token = base_token();
         if !background {
             return Ok(Preparer {
@@ -40,6 +41,7 @@ impl Preparer {
                 handle: None,
                 dir,
                 size,
+                opts,
                 token,
             });
         }
@@ -51,7 +53,7 @@ impl Preparer {
                 let mut token = token;
                 loop {
                     token += 1;
-                    let made = PreparedFile::create(&d, token, size);
+                    let made = PreparedFile::create(&d, token, size, opts);
                     let failed = made.is_err();
                     if let Err(mpsc::SendError(unsent)) = tx.send(made) {
                         if let Ok(f) = unsent {
@@ -72,6 +74,7 @@ impl Preparer {
             handle: Some(handle),
             dir,
             size,
+            opts,
             token: token + (1 << 40),
         })
     }
@@ -89,7 +92,7 @@ impl Preparer {
             },
             None => {
                 self.token += 1;
-                PreparedFile::create(&self.dir, self.token, self.size)
+                PreparedFile::create(&self.dir, self.token, self.size, self.opts)
             }
         }
     }

@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::record::trusted_body;
-use crate::segment::Segment;
+use zerocopy::FromBytes;
+
+use crate::error::{Error, Result};
+use crate::format::{RecordHeader, RECORD_HEADER_SIZE};
+use crate::record::check;
 use crate::version::Version;
 
 /// A handle for reading the log from any thread while the writer appends.
@@ -63,12 +66,10 @@ pub struct Entry<'a> {
 
 impl Snapshot {
     pub(crate) fn new(version: Arc<Version>) -> Self {
-        let (tail_len, next) = match version.runs.last() {
-            Some(last) => {
-                let len = last.len();
-                (len, (last.run.first() + len).max(version.first))
-            }
-            None => (0, version.next),
+        let tail_len = version.tail_len();
+        let next = match version.runs.last() {
+            Some(last) => (last.run.first() + tail_len).max(version.first),
+            None => version.next,
         };
         Snapshot {
             version,
@@ -107,9 +108,14 @@ impl Snapshot {
         self.version.metas.get(&key).map(|v| &v[..])
     }
 
-    /// The live segments, oldest first.
-    pub fn segments(&self) -> &[Arc<Segment>] {
-        &self.version.segments
+    /// Number of segment files this view keeps mapped.
+    pub fn segment_count(&self) -> usize {
+        self.version.segments.len()
+    }
+
+    /// Total size of the segment files this view keeps mapped, in bytes.
+    pub fn segment_bytes(&self) -> u64 {
+        self.version.segments.iter().map(|s| s.size()).sum()
     }
 
     /// Heap bytes of the position index.
@@ -126,32 +132,106 @@ impl Snapshot {
         }
     }
 
+    /// The record of slot `slot` of run `pos`: its header, and its body borrowed exactly
+    /// (never a byte past it, which may be unpublished).
     #[inline]
-    fn payload_at(&self, pos: usize, slot: u64) -> Option<&[u8]> {
+    fn record_at(&self, pos: usize, slot: u64) -> Option<(&RecordHeader, &[u8])> {
         let run = &self.version.runs[pos].run;
         let offset = run.offset(slot)? as usize;
         let seg = run.segment();
-        let avail = (seg.size() as usize).checked_sub(offset)?;
+        let size = seg.size() as usize;
+        let body_at = offset.checked_add(RECORD_HEADER_SIZE)?;
+        if body_at > size {
+            return None;
+        }
         // SAFETY: `offset` comes from a published slot (slot < run_len, loaded with Acquire
-        // before this snapshot was built), so the record at `offset` was completely written
-        // before publication and is never written again while mapped (I1, I3). The range is
-        // inside the map (`avail`). The segment is kept mapped by the `Arc<Run>` -> `Arc<Segment>`
-        // held by `self.version`, which outlives the returned borrow of `self` (I2).
-        let bytes = unsafe { seg.bytes(offset, avail) };
-        trusted_body(bytes)
+        // before this snapshot was built), so the record header at `offset` was completely
+        // written before publication and is never written again while mapped (I1, I3). The
+        // range is inside the map (checked above). The segment is kept mapped by the
+        // `Arc<Run>` -> `Arc<Segment>` held by `self.version`, which outlives the returned
+        // borrow of `self` (I2).
+        let head = unsafe { seg.bytes(offset, RECORD_HEADER_SIZE) };
+        let (h, _) = RecordHeader::ref_from_prefix(head).ok()?;
+        let len = h.len.get() as usize;
+        if len > size - body_at {
+            return None;
+        }
+        // SAFETY: as above: the body was written before the header's slot was published, and
+        // `body_at..body_at + len` is inside the map (checked above).
+        let body = unsafe { seg.bytes(body_at, len) };
+        Some((h, body))
     }
 
-    /// The payload of entry `index`, borrowed from the map.
-    pub fn get(&self, index: u64) -> Option<&[u8]> {
+    #[inline]
+    fn payload_at(&self, pos: usize, slot: u64) -> Option<&[u8]> {
+        self.record_at(pos, slot).map(|(_, body)| body)
+    }
+
+    /// Position of entry `index`: (run position, slot), if it is in this view.
+    #[inline]
+    fn locate(&self, index: u64) -> Option<(usize, u64)> {
         if index < self.version.first || index >= self.next {
             return None;
         }
         let pos = self.version.run_for(index)?;
         let slot = index - self.version.runs[pos].run.first();
-        if slot >= self.run_len(pos) {
-            return None;
-        }
+        (slot < self.run_len(pos)).then_some((pos, slot))
+    }
+
+    /// The payload of entry `index`, borrowed from the map.
+    ///
+    /// The bytes are not checked against their CRC here (recovery checked every record when
+    /// the log was opened, and the writer wrote the rest); [`Snapshot::get_checked`] does.
+    pub fn get(&self, index: u64) -> Option<&[u8]> {
+        let (pos, slot) = self.locate(index)?;
         self.payload_at(pos, slot)
+    }
+
+    /// Like [`Snapshot::get`], and verifies the record's CRC32C first: a bit that flipped on
+    /// disk or in memory since the log was opened is [`Error::Corrupt`] naming the segment
+    /// file and the record's offset, never returned as data. Costs one CRC pass over the
+    /// payload (about 7 GB/s on one core); meant for replication senders and audits.
+    pub fn get_checked(&self, index: u64) -> Result<Option<&[u8]>> {
+        let Some((pos, slot)) = self.locate(index) else {
+            return Ok(None);
+        };
+        let run = &self.version.runs[pos].run;
+        let seg = run.segment();
+        let offset = u64::from(run.offset(slot).unwrap_or(0));
+        let corrupt = |why: &str| {
+            Error::corrupt(
+                seg.path(),
+                offset,
+                format!("entry {index}: {why} (the record changed after the log was opened)"),
+            )
+        };
+        let (h, body) = self
+            .record_at(pos, slot)
+            .ok_or_else(|| corrupt("record length runs past the end of the segment"))?;
+        match check(seg.salt(), h, body) {
+            Ok(()) if h.arg.get() == index => Ok(Some(body)),
+            Ok(()) => Err(corrupt(&format!("the record names index {}", h.arg.get()))),
+            Err(why) => Err(corrupt(why)),
+        }
+    }
+
+    /// The entries in `range` (clamped to the log), each checked as [`Snapshot::get_checked`]
+    /// checks it. Stops being useful at the first error, which names file and offset.
+    pub fn range_checked(
+        &self,
+        range: impl RangeBounds<u64>,
+    ) -> impl Iterator<Item = Result<Entry<'_>>> + '_ {
+        let it = self.range(range);
+        let (start, end) = (it.next, it.end);
+        (start..end).map(move |index| match self.get_checked(index) {
+            Ok(Some(payload)) => Ok(Entry { index, payload }),
+            Ok(None) => Err(Error::corrupt(
+                "",
+                0,
+                format!("entry {index} is missing from a view that holds it"),
+            )),
+            Err(e) => Err(e),
+        })
     }
 
     /// The entries in `range` (clamped to the log), in order, borrowed from the map.

@@ -90,6 +90,19 @@ pub fn decode(salt: u32, bytes: &[u8]) -> Decoded<'_> {
     })
 }
 
+/// Checks a record given as its header and exactly its body (the read path's checked read):
+/// the CRC, seeded with the segment's `salt`, and that it is an entry.
+pub(crate) fn check(salt: u32, h: &RecordHeader, body: &[u8]) -> Result<(), &'static str> {
+    let crc = crc32c::crc32c_append(crc32c::crc32c_append(salt, &h.as_bytes()[4..]), body);
+    if crc != h.crc.get() {
+        return Err("record checksum mismatch");
+    }
+    if h.kind != RecordKind::Entry as u8 {
+        return Err("the record is not an entry");
+    }
+    Ok(())
+}
+
 /// Reads the body of a record already validated (by recovery or by the writer that wrote
 /// it): used on the read path, where the CRC is not recomputed.
 #[inline]

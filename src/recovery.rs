@@ -15,11 +15,11 @@ use zerocopy::FromBytes;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    parse_segment_file_name, CheckpointHead, MetaItemHead, RecordKind, PREPARED_SUFFIX,
+    parse_segment_file_name, CheckpointHead, MetaItemHead, RecordKind, MAX_INDEX, PREPARED_SUFFIX,
     SEGMENT_HEADER_SIZE,
 };
 use crate::record::{decode, Decoded};
-use crate::segment::Segment;
+use crate::segment::{Segment, WriteVia};
 use crate::state::LogState;
 
 /// What recovery does when it finds a bad record where no crash could have left one.
@@ -151,7 +151,7 @@ pub fn scan_segment(seg: &Segment) -> Scan {
                         entries += 1;
                         match items.last_mut() {
                             Some(Item::Entries { first, offsets, .. })
-                                if *first + offsets.len() as u64 == r.arg =>
+                                if first.checked_add(offsets.len() as u64) == Some(r.arg) =>
                             {
                                 offsets.push(pos as u32)
                             }
@@ -332,7 +332,7 @@ pub struct Checkpoint {
 pub fn decode_checkpoint(body: &[u8]) -> Option<Checkpoint> {
     let (head, rest) = CheckpointHead::read_from_prefix(body).ok()?;
     let (items, rest) = take_meta_items(rest, head.meta_count.get())?;
-    if !rest.is_empty() || head.first.get() > head.next.get() {
+    if !rest.is_empty() || head.first.get() > head.next.get() || head.next.get() > MAX_INDEX + 1 {
         return None;
     }
     Some(Checkpoint {
@@ -353,6 +353,13 @@ pub struct RunPlan {
     pub first: u64,
     /// Record offsets.
     pub offsets: Vec<u32>,
+}
+
+impl RunPlan {
+    /// One past the last index of the run.
+    pub fn end(&self) -> u64 {
+        self.first.saturating_add(self.offsets.len() as u64)
+    }
 }
 
 /// What recovery found and what it must change before the log opens.
@@ -392,6 +399,9 @@ pub struct RecoveryReport {
     pub cut: Option<(PathBuf, u64, String)>,
     /// Whole segment files dropped after the cut, or never written.
     pub dropped_files: Vec<PathBuf>,
+    /// The newest segment file was shorter than its header says (a power cut before its size
+    /// was durable): its valid records were kept and the file extended again.
+    pub short_segment: Option<PathBuf>,
     /// Corruption tolerated under [`RecoveryMode::TruncateAtCorruption`].
     pub tolerated_corruption: Option<String>,
     /// Time taken.
@@ -424,15 +434,32 @@ pub fn list_dir(dir: &Path) -> Result<Listing> {
 /// whose header never reached the disk: then nothing in it or in a later file was ever
 /// acknowledged, and recovery drops them.
 ///
-/// A short file only counts when it is the newest (our files are allocated before they are
+/// A file counts when it is blank (empty, or its header bytes are all zero) and either every
+/// later file is blank too (what a power cut leaves after the last written segment), or it is
+/// a full-size file after the oldest one (new files are allocated and synced before they are
 /// named, so a short file in the middle is damage, not a crash). The oldest file's header was
 /// synced before any later file could matter (at creation, or before older files were
-/// purged), so a blank oldest file followed by others is damage too.
+/// purged), so a blank oldest file followed by written ones is damage too.
 pub(crate) fn never_written(listed: &[(u64, PathBuf)], i: usize) -> bool {
     let Some((_, path)) = listed.get(i) else {
         return false;
     };
-    header_is_blank(path) && (i + 1 == listed.len() || (i > 0 && is_full_size(path)))
+    header_is_blank(path) && (blank_after(listed, i) || (i > 0 && is_full_size(path)))
+}
+
+/// Whether file `i` may be shorter than its header says: only the last written segment,
+/// which a power cut can leave short (every later file is blank).
+pub(crate) fn may_be_short(listed: &[(u64, PathBuf)], i: usize) -> bool {
+    blank_after(listed, i)
+}
+
+/// Whether every file after `i` is blank (trivially true for the newest).
+fn blank_after(listed: &[(u64, PathBuf)], i: usize) -> bool {
+    listed
+        .get(i + 1..)
+        .unwrap_or(&[])
+        .iter()
+        .all(|(_, p)| header_is_blank(p))
 }
 
 /// Whether the file is at least as long as a segment header.
@@ -455,7 +482,9 @@ fn header_is_blank(path: &Path) -> bool {
 }
 
 /// Reads the directory and decides how the log recovers. Writes nothing.
-pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
+///
+/// `via` is how the writer will write the segments (irrelevant when `writable` is false).
+pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool, via: WriteVia) -> Result<Plan> {
     let started = std::time::Instant::now();
     let (listed, prepared) = list_dir(dir)?;
     let mut remove: Vec<PathBuf> = prepared;
@@ -475,8 +504,16 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
                 ));
             }
         }
-        match Segment::open(path, *seq, writable) {
-            Ok(s) => segments.push(Arc::new(s)),
+        // Only the last written segment may be short (a power cut before its size was
+        // durable, in logs written before sizes were synced ahead of the rename): its valid
+        // prefix is kept, and the file is extended again before it is written.
+        match Segment::open(path, *seq, writable, via, may_be_short(&listed, i)) {
+            Ok(s) => {
+                if s.is_short() {
+                    report.short_segment = Some(path.clone());
+                }
+                segments.push(Arc::new(s))
+            }
             Err(_) if never_written(&listed, i) => {
                 for (_, p) in &listed[i..] {
                     remove.push(p.clone());
@@ -604,7 +641,7 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
         write_pos = SEGMENT_HEADER_SIZE as u64;
     }
     // The runs must hold every live entry: a gap means a segment that held entries is gone.
-    check_coverage(&segments, &state, &runs)?;
+    check_coverage(&segments, &state, &runs, report.cut.as_ref())?;
     // Leading segments that no live entry needs.
     let first_used = runs.first().map(|r| r.segment).unwrap_or(usize::MAX);
     let purged_prefix = first_used.min(segments.len().saturating_sub(1));
@@ -622,11 +659,19 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool) -> Result<Plan> {
     })
 }
 
-fn check_coverage(segments: &[Arc<Segment>], state: &LogState, runs: &[RunPlan]) -> Result<()> {
+/// Checks that the runs hold every live entry. When they do not and recovery cut a damaged
+/// record, the cut is what lost them (later changes, such as deleting the segments a purge
+/// released, depended on that record), so the error names its file and offset.
+fn check_coverage(
+    segments: &[Arc<Segment>],
+    state: &LogState,
+    runs: &[RunPlan],
+    cut: Option<&(PathBuf, u64, String)>,
+) -> Result<()> {
     let mut expect = state.first;
     let mut ok = true;
     for r in runs {
-        let end = r.first + r.offsets.len() as u64;
+        let end = r.end();
         if end <= state.first {
             continue; // dead run (all purged or truncated away)
         }
@@ -638,6 +683,18 @@ fn check_coverage(segments: &[Arc<Segment>], state: &LogState, runs: &[RunPlan])
     }
     if ok && (state.is_empty() || expect == state.next) {
         return Ok(());
+    }
+    if let Some((path, offset, why)) = cut {
+        return Err(Error::corrupt(
+            path,
+            *offset,
+            format!(
+                "damaged record ({why}); without it entries {expect}..{} are missing, and the \
+                 segment that held them is gone, so the record was durable and this is \
+                 corruption, not a torn write",
+                state.next
+            ),
+        ));
     }
     let (path, offset) = segments
         .first()
@@ -693,19 +750,29 @@ fn replay(
             offsets,
         } => {
             state.check_append(*first).map_err(|e| bad(*offset, e))?;
+            // Every index of the run must leave room for a successor, like the first.
+            let last = (offsets.len() as u64)
+                .checked_sub(1)
+                .and_then(|n| first.checked_add(n))
+                .filter(|&l| l <= MAX_INDEX)
+                .ok_or_else(|| {
+                    bad(
+                        *offset,
+                        Error::IndexTooLarge {
+                            index: first.saturating_add(offsets.len() as u64),
+                            max: MAX_INDEX,
+                        },
+                    )
+                })?;
             state.apply_append(*first);
-            let last = first + offsets.len() as u64 - 1;
             state.next = last + 1;
             match runs.last_mut() {
-                Some(r) if r.segment == k && r.first + r.offsets.len() as u64 == *first => {
+                Some(r) if r.segment == k && r.end() == *first => {
                     r.offsets.extend_from_slice(offsets)
                 }
                 _ => {
                     // An append to an empty log may skip ahead: older runs are gone.
-                    if runs
-                        .last()
-                        .is_some_and(|r| r.first + r.offsets.len() as u64 != *first)
-                    {
+                    if runs.last().is_some_and(|r| r.end() != *first) {
                         runs.clear();
                     }
                     runs.push(RunPlan {
@@ -752,7 +819,7 @@ fn replay(
                 state.apply_meta(*k, v.clone());
             }
             state.apply_purge(*first);
-            runs.retain(|r| r.first + r.offsets.len() as u64 > *first);
+            runs.retain(|r| r.end() > *first);
         }
         Item::Meta { key, value, .. } => state.apply_meta(*key, value.clone()),
     }
@@ -762,13 +829,24 @@ fn replay(
 /// Applies a plan's cuts: removes dropped files, zeroes bytes after the cut in the last
 /// segment (so stale bytes can never come back as records, invariant I5), makes every kept
 /// record durable and seals older segments. Runs before the writer exists.
-pub fn repair(dir: &Path, plan: &mut Plan) -> Result<()> {
+pub fn repair(dir: &Path, plan: &mut Plan, zero_fill: bool) -> Result<()> {
     let mut dir_changed = false;
     for p in &plan.remove {
         match std::fs::remove_file(p) {
             Ok(()) => dir_changed = true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("remove", p, e)),
+        }
+    }
+    if plan.segments.last().is_some_and(|s| s.is_short()) {
+        // Give the newest segment its full size again before anything writes into it.
+        if let Some(last) = plan.segments.pop() {
+            let path = last.path().to_path_buf();
+            let owned = Arc::try_unwrap(last).map_err(|_| {
+                Error::corrupt(&path, 0, "short segment is still in use during recovery")
+            })?;
+            plan.segments
+                .push(Arc::new(owned.extend_to_full(zero_fill)?));
         }
     }
     let n = plan.segments.len();
@@ -813,7 +891,7 @@ fn zero_after(seg: &Segment, end: u64) -> Result<()> {
         let nonzero = first_nonzero(unsafe { seg.bytes(pos, stop - pos) }).is_some();
         if nonzero {
             // SAFETY: as above: single-threaded recovery, no live reference to this range.
-            unsafe { seg.zero_at(pos, stop - pos) };
+            unsafe { seg.zero_at(pos, stop - pos)? };
             let d = dirty.get_or_insert((pos, stop));
             d.1 = stop;
         }

@@ -16,8 +16,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use memmap2::{MmapOptions, MmapRaw};
 use zerocopy::{FromBytes, IntoBytes};
@@ -28,20 +30,51 @@ use crate::format::{
     SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
 };
 
+/// How bytes get into a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteVia {
+    /// `memcpy` into the shared map (the fast path).
+    Map,
+    /// `pwrite` on the file descriptor; the map is only read. For copy-on-write file systems,
+    /// where a store into the map that cannot get a block kills the process with SIGBUS
+    /// instead of returning ENOSPC.
+    Pwrite,
+}
+
+/// How a file gets its blocks, and how the writer writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileOptions {
+    /// How records are written.
+    pub via: WriteVia,
+    /// Write zeros instead of calling `fallocate` (the fallback for file systems that refuse
+    /// it, forced by tests so that both paths are covered).
+    pub zero_fill: bool,
+}
+
 /// A mapped segment file.
 #[derive(Debug)]
 pub struct Segment {
     path: PathBuf,
     seq: u64,
     salt: u32,
+    /// Size the header gives (the size of every offset computation).
     size: u64,
+    /// Bytes mapped: `size`, or less for a newest segment that a crash left short (then the
+    /// segment is only read until recovery extends it).
     map: MmapRaw,
+    via: WriteVia,
+    writable: bool,
     /// Bytes `[SEGMENT_HEADER_SIZE, synced)` are known durable. Only the flusher and open
     /// update it.
     synced: AtomicU64,
-    /// Set when the flusher has written and synced the sealed mark.
-    sealed_marked: std::sync::atomic::AtomicBool,
-    _file: File,
+    /// The sealed mark: the end it names, or 0 when there is none. Read from the header at
+    /// open and set by [`Segment::mark_sealed`], so nobody reads header bytes from the map
+    /// while the flusher may write them.
+    sealed_end: AtomicU64,
+    /// The file descriptor, only while it is needed (the active segment): the map stays
+    /// valid without it, so a log with thousands of segments does not hold thousands of fds.
+    /// Reopened by path when needed again.
+    file: Mutex<Option<File>>,
 }
 
 /// A preallocated, mapped file that is not a segment yet (a `*.seg.tmp` file).
@@ -51,6 +84,7 @@ pub struct PreparedFile {
     file: File,
     map: MmapRaw,
     size: u64,
+    via: WriteVia,
 }
 
 impl PreparedFile {
@@ -58,16 +92,22 @@ impl PreparedFile {
     /// every page in *for writing* (`MADV_POPULATE_WRITE`, or a write to each page where the
     /// kernel lacks it), so the writer never takes a page fault in this segment. On error the
     /// file is removed.
-    pub(crate) fn create(dir: &Path, token: u64, size: u64) -> Result<Self> {
+    ///
+    /// The allocation (blocks, zeros and size) is made durable here, before the file can be
+    /// renamed into the log: a power cut must never leave a named segment short or empty.
+    ///
+    /// With [`WriteVia::Pwrite`] the pages are faulted in for reading only: a write fault is
+    /// what raises SIGBUS on a full copy-on-write file system.
+    pub(crate) fn create(dir: &Path, token: u64, size: u64, opts: FileOptions) -> Result<Self> {
         let path = dir.join(format!("{token:020}{PREPARED_SUFFIX}"));
-        let made = Self::create_at(&path, size);
+        let made = Self::create_at(&path, size, opts);
         if made.is_err() {
             let _ = std::fs::remove_file(&path);
         }
         made
     }
 
-    fn create_at(path: &Path, size: u64) -> Result<Self> {
+    fn create_at(path: &Path, size: u64, opts: FileOptions) -> Result<Self> {
         let path = path.to_path_buf();
         let file = OpenOptions::new()
             .read(true)
@@ -76,20 +116,23 @@ impl PreparedFile {
             .truncate(true)
             .open(&path)
             .map_err(|e| Error::io("create", &path, e))?;
-        allocate(&file, &path, size)?;
+        allocate(&file, &path, size, opts.zero_fill)?;
+        file.sync_all()
+            .map_err(|e| Error::io("fsync new segment file", &path, e))?;
         let map = map_file(&file, &path, size, true)?;
-        prefault_for_write(&map);
+        match opts.via {
+            WriteVia::Map => prefault_for_write(&map),
+            WriteVia::Pwrite => {
+                let _ = map.advise(memmap2::Advice::PopulateRead);
+            }
+        }
         Ok(PreparedFile {
             path,
             file,
             map,
             size,
+            via: opts.via,
         })
-    }
-
-    /// Size of the file.
-    pub fn size(&self) -> u64 {
-        self.size
     }
 
     /// Removes the file (used when a prepared file is not needed).
@@ -115,11 +158,15 @@ fn prefault_for_write(map: &MmapRaw) {
 
 /// Gives the file `size` bytes of real blocks (invariant I4). `fallocate` first; where the
 /// filesystem refuses it, writes zeros.
-fn allocate(file: &File, path: &Path, size: u64) -> Result<()> {
-    match fallocate(file, size) {
-        Ok(()) => {}
-        Err(e) if is_unsupported(&e) => write_zeros(file, path, size)?,
-        Err(e) => return Err(Error::io("fallocate", path, e)),
+fn allocate(file: &File, path: &Path, size: u64, zero_fill: bool) -> Result<()> {
+    if zero_fill {
+        write_zeros(file, path, size)?;
+    } else {
+        match fallocate(file, size) {
+            Ok(()) => {}
+            Err(e) if is_unsupported(&e) => write_zeros(file, path, size)?,
+            Err(e) => return Err(Error::io("fallocate", path, e)),
+        }
     }
     let len = file
         .metadata()
@@ -158,7 +205,6 @@ fn is_unsupported(e: &std::io::Error) -> bool {
 }
 
 fn write_zeros(file: &File, path: &Path, size: u64) -> Result<()> {
-    use std::os::unix::fs::FileExt;
     let chunk = vec![0u8; 1 << 20];
     let mut off = 0u64;
     while off < size {
@@ -205,9 +251,13 @@ fn random_salt(seq: u64) -> u32 {
 impl Segment {
     /// Turns a prepared file into segment `seq` in `dir`: renames it and writes the header.
     /// The caller must fsync the directory before acknowledging anything written into it.
+    /// On error nothing is left behind: the prepared file, or the renamed one, is removed.
     pub(crate) fn install(prepared: PreparedFile, dir: &Path, seq: u64) -> Result<Self> {
         let path = dir.join(segment_file_name(seq));
-        std::fs::rename(&prepared.path, &path).map_err(|e| Error::io("rename", &path, e))?;
+        if let Err(e) = std::fs::rename(&prepared.path, &path) {
+            prepared.discard();
+            return Err(Error::io("rename", &path, e));
+        }
         let salt = random_salt(seq);
         let mut header = SegmentHeader {
             magic: SEGMENT_MAGIC,
@@ -228,12 +278,17 @@ impl Segment {
             salt,
             size: prepared.size,
             map: prepared.map,
+            via: prepared.via,
+            writable: true,
             synced: AtomicU64::new(0),
-            sealed_marked: false.into(),
-            _file: prepared.file,
+            sealed_end: AtomicU64::new(0),
+            file: Mutex::new(Some(prepared.file)),
         };
         // SAFETY: the segment is new: no reader can hold a slice into it yet (I1).
-        unsafe { seg.write_at(0, header.as_bytes()) };
+        if let Err(e) = unsafe { seg.write_at(0, header.as_bytes()) } {
+            let _ = std::fs::remove_file(&seg.path);
+            return Err(e);
+        }
         Ok(seg)
     }
 
@@ -242,7 +297,17 @@ impl Segment {
     /// The returned segment's records are not validated yet (that is recovery's job). A
     /// segment opened with `writable == false` is mapped read-only: only tools that never write
     /// (stat, verify, dump) open it that way, and nothing may call the write functions on it.
-    pub fn open(path: &Path, seq: u64, writable: bool) -> Result<Self> {
+    ///
+    /// `allow_short`: a file shorter than its header's segment size is mapped as far as it
+    /// goes instead of refused (only for the newest segment, which a crash may leave short;
+    /// recovery keeps its valid prefix and extends it before writing).
+    pub(crate) fn open(
+        path: &Path,
+        seq: u64,
+        writable: bool,
+        via: WriteVia,
+        allow_short: bool,
+    ) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(writable)
@@ -260,11 +325,8 @@ impl Segment {
                 "file shorter than a segment header",
             ));
         }
-        {
-            use std::os::unix::fs::FileExt;
-            file.read_exact_at(&mut raw, 0)
-                .map_err(|e| Error::io("read header", path, e))?;
-        }
+        file.read_exact_at(&mut raw, 0)
+            .map_err(|e| Error::io("read header", path, e))?;
         let header = parse_header(path, &raw)?;
         if header.seq.get() != seq {
             return Err(Error::corrupt(
@@ -286,16 +348,10 @@ impl Segment {
                 format!("segment header gives an impossible segment size {size}"),
             ));
         }
-        if len < size {
-            return Err(Error::corrupt(
-                path,
-                len,
-                format!(
-                    "file is {len} bytes but its header says {size}: shortened behind our back"
-                ),
-            ));
+        if len < size && !allow_short {
+            return Err(Error::corrupt(path, len, short_file_reason(len, size)));
         }
-        let map = map_file(&file, path, size, writable)?;
+        let map = map_file(&file, path, size.min(len), writable)?;
         let sealed = header.sealed_magic.get() == SEALED_MAGIC;
         Ok(Segment {
             path: path.to_path_buf(),
@@ -303,10 +359,43 @@ impl Segment {
             salt: header.salt.get(),
             size,
             map,
+            via,
+            writable,
             synced: AtomicU64::new(0),
-            sealed_marked: sealed.into(),
-            _file: file,
+            sealed_end: AtomicU64::new(if sealed { header.sealed_end.get() } else { 0 }),
+            // Closed now: the map stays valid, and only the active segment needs an fd.
+            file: Mutex::new(None),
         })
+    }
+
+    /// Bytes mapped (the file's length when it is short).
+    pub(crate) fn mapped_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Whether the file is shorter than its header says (a crash-shortened newest segment).
+    pub(crate) fn is_short(&self) -> bool {
+        (self.map.len() as u64) < self.size
+    }
+
+    /// Gives a short segment its full size again (durably, like a new file) and maps it
+    /// whole. Recovery calls it before the writer exists.
+    pub(crate) fn extend_to_full(self, zero_fill: bool) -> Result<Self> {
+        if !self.is_short() {
+            return Ok(self);
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(|e| Error::io("open", &self.path, e))?;
+        allocate(&file, &self.path, self.size, zero_fill)?;
+        file.sync_all()
+            .map_err(|e| Error::io("fsync extended segment", &self.path, e))?;
+        let sealed = self.sealed_end();
+        let reopened = Segment::open(&self.path, self.seq, true, self.via, false)?;
+        debug_assert_eq!(reopened.sealed_end(), sealed);
+        Ok(reopened)
     }
 
     /// The file's path.
@@ -332,22 +421,40 @@ impl Segment {
     /// The sealed mark read at open (or written since): `Some(end)` when every record up to
     /// `end` was durable when the mark was written.
     pub fn sealed_end(&self) -> Option<u64> {
-        // Only read at open, before any writer exists (see `open`).
-        let head = self.header_copy();
-        (head.sealed_magic.get() == SEALED_MAGIC).then(|| head.sealed_end.get())
+        match self.sealed_end.load(Ordering::Acquire) {
+            0 => None,
+            end => Some(end),
+        }
     }
 
-    fn header_copy(&self) -> SegmentHeader {
-        let mut raw = [0u8; SEGMENT_HEADER_SIZE];
-        // SAFETY: the map is at least SEGMENT_HEADER_SIZE long (checked at open/create). We
-        // copy bytes out through a raw pointer, never making a reference. The only concurrent
-        // writer of the header is `mark_sealed`, and callers read it only at open, before the
-        // flusher exists.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.map.as_ptr(), raw.as_mut_ptr(), raw.len());
+    /// Runs `f` on the file descriptor, reopening the file if it was closed.
+    fn with_file<R>(&self, f: impl FnOnce(&File) -> std::io::Result<R>) -> std::io::Result<R> {
+        let mut g = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(
+                OpenOptions::new()
+                    .read(true)
+                    .write(self.writable)
+                    .open(&self.path)?,
+            );
         }
-        // `raw` has exactly the header's size, so this cannot fail.
-        SegmentHeader::read_from_bytes(&raw).unwrap_or_else(|_| unreachable!())
+        match g.as_ref() {
+            Some(file) => f(file),
+            None => Err(std::io::Error::other("file descriptor missing")),
+        }
+    }
+
+    /// Closes the file descriptor (a sealed segment needs none; the map stays valid).
+    pub(crate) fn release_fd(&self) {
+        let mut g = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        *g = None;
+    }
+
+    /// Whether the segment currently holds a file descriptor.
+    #[cfg(test)]
+    #[allow(dead_code)]
+    pub(crate) fn holds_fd(&self) -> bool {
+        self.file.lock().map(|g| g.is_some()).unwrap_or(true)
     }
 
     /// Borrows `len` bytes at `offset`.
@@ -373,24 +480,33 @@ impl Segment {
         unsafe { self.bytes(0, self.map.len()) }
     }
 
-    /// Copies `data` into the map at `offset`.
+    /// Copies `data` into the segment at `offset`: into the map, or with `pwrite`
+    /// ([`WriteVia::Pwrite`]; the shared map shows the new bytes all the same). Only the
+    /// `pwrite` path can fail (ENOSPC on a full copy-on-write file system, EIO).
     ///
     /// # Safety
     /// `offset..offset + data.len()` must be inside the map and not yet published: no reader
     /// may hold or build a slice over it until the writer publishes it (I1). Only one thread
     /// (the writer, or recovery before the writer exists) calls this.
-    pub(crate) unsafe fn write_at(&self, offset: usize, data: &[u8]) {
+    pub(crate) unsafe fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         debug_assert!(offset
             .checked_add(data.len())
             .is_some_and(|e| e <= self.map.len()));
-        // SAFETY: bounds are the caller's promise; the destination is raw mapped memory that no
-        // reference covers (caller's promise), and the source is a distinct heap/stack slice.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                self.map.as_mut_ptr().add(offset),
-                data.len(),
-            )
+        match self.via {
+            // SAFETY: bounds are the caller's promise; the destination is raw mapped memory
+            // that no reference covers (caller's promise), and the source is a distinct
+            // heap/stack slice.
+            WriteVia::Map => unsafe {
+                std::ptr::copy_nonoverlapping(
+                    data.as_ptr(),
+                    self.map.as_mut_ptr().add(offset),
+                    data.len(),
+                );
+                Ok(())
+            },
+            WriteVia::Pwrite => self
+                .with_file(|f| f.write_all_at(data, offset as u64))
+                .map_err(|e| Error::io("write", &self.path, e)),
         }
     }
 
@@ -398,10 +514,27 @@ impl Segment {
     ///
     /// # Safety
     /// As for [`Segment::write_at`].
-    pub(crate) unsafe fn zero_at(&self, offset: usize, len: usize) {
+    pub(crate) unsafe fn zero_at(&self, offset: usize, len: usize) -> Result<()> {
         debug_assert!(offset.checked_add(len).is_some_and(|e| e <= self.map.len()));
-        // SAFETY: as for `write_at`.
-        unsafe { std::ptr::write_bytes(self.map.as_mut_ptr().add(offset), 0, len) }
+        match self.via {
+            // SAFETY: as for `write_at`.
+            WriteVia::Map => unsafe {
+                std::ptr::write_bytes(self.map.as_mut_ptr().add(offset), 0, len);
+                Ok(())
+            },
+            WriteVia::Pwrite => {
+                let zeros = vec![0u8; len.min(1 << 20)];
+                let mut at = offset;
+                let end = offset + len;
+                while at < end {
+                    let n = zeros.len().min(end - at);
+                    // SAFETY: a sub-range of the caller's range.
+                    unsafe { self.write_at(at, &zeros[..n])? };
+                    at += n;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Makes `[from, to)` durable (msync). Ranges are widened to pages by the kernel.
@@ -421,15 +554,19 @@ impl Segment {
             return;
         }
         use std::os::fd::AsRawFd;
-        // SAFETY: a plain syscall on a file descriptor we own; it does not touch our memory.
-        unsafe {
-            libc::sync_file_range(
-                self._file.as_raw_fd(),
-                from as libc::off64_t,
-                (to - from) as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
+        let _ = self.with_file(|f| {
+            // SAFETY: a plain syscall on a file descriptor we own; it does not touch our
+            // memory.
+            unsafe {
+                libc::sync_file_range(
+                    f.as_raw_fd(),
+                    from as libc::off64_t,
+                    (to - from) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            Ok(())
+        });
     }
 
     /// Durable prefix known to the flusher.
@@ -444,7 +581,7 @@ impl Segment {
 
     /// Whether the sealed mark is on disk.
     pub fn is_sealed_marked(&self) -> bool {
-        self.sealed_marked.load(Ordering::Acquire)
+        self.sealed_end().is_some()
     }
 
     /// Writes and syncs the sealed mark: every record below `end` is already durable.
@@ -454,15 +591,18 @@ impl Segment {
         mark[..8].copy_from_slice(&SEALED_MAGIC.to_le_bytes());
         mark[8..].copy_from_slice(&end.to_le_bytes());
         // SAFETY: bytes 40..56 of the header are never covered by a reference: readers only
-        // borrow record ranges (>= SEGMENT_HEADER_SIZE), and recovery's whole-file slices are
-        // dropped before the flusher starts. Only the flusher writes these bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(mark.as_ptr(), self.map.as_mut_ptr().add(40), 16);
-        }
+        // borrow record ranges (>= SEGMENT_HEADER_SIZE), recovery's whole-file slices are
+        // dropped before the flusher starts, and `sealed_end()` reads the atomic, not the map.
+        // Only the flusher (or recovery, before it exists) writes these bytes.
+        unsafe { self.write_at(40, &mark)? };
         self.sync_range(0, SEGMENT_HEADER_SIZE as u64)?;
-        self.sealed_marked.store(true, Ordering::Release);
+        self.sealed_end.store(end, Ordering::Release);
         Ok(())
     }
+}
+
+fn short_file_reason(len: u64, size: u64) -> String {
+    format!("file is {len} bytes but its header says {size}: shortened behind our back")
 }
 
 /// Parses and checks a segment header.
@@ -489,6 +629,31 @@ pub fn parse_header(path: &Path, raw: &[u8]) -> Result<SegmentHeader> {
     Ok(header)
 }
 
+/// The copy-on-write file system `dir` is on, if it is one where a store into a shared
+/// mapping can fail for lack of space (and then kills the process with SIGBUS): btrfs, ZFS,
+/// bcachefs. Detected with `statfs`.
+pub(crate) fn copy_on_write_fs(dir: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    const BTRFS: i64 = 0x9123_683E;
+    const ZFS: i64 = 0x2FC1_2FC1;
+    const BCACHEFS: i64 = 0xCA45_1A4E;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `statfs` is zero-initialisable plain data, and the kernel writes at most one
+    // `statfs` into it; `c` is a valid NUL-terminated path for the duration of the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    match st.f_type as i64 {
+        BTRFS => Some("btrfs"),
+        ZFS => Some("zfs"),
+        BCACHEFS => Some("bcachefs"),
+        _ => None,
+    }
+}
+
 /// fsyncs a directory so that created, renamed and removed entries are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -497,13 +662,19 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
+pub(crate) const TEST_OPTS: FileOptions = FileOptions {
+    via: WriteVia::Map,
+    zero_fill: false,
+};
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn install_then_open_round_trips_header() {
         let dir = tempfile::tempdir().unwrap();
-        let p = PreparedFile::create(dir.path(), 1, 8192).unwrap();
+        let p = PreparedFile::create(dir.path(), 1, 8192, TEST_OPTS).unwrap();
         let seg = Segment::install(p, dir.path(), 3).unwrap();
         assert_eq!(seg.size(), 8192);
         let salt = seg.salt();
@@ -511,12 +682,12 @@ mod tests {
         drop(seg);
         let path = dir.path().join(segment_file_name(3));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
-        let seg = Segment::open(&path, 3, true).unwrap();
+        let seg = Segment::open(&path, 3, true, WriteVia::Map, false).unwrap();
         assert_eq!(seg.salt(), salt);
         assert_eq!(seg.sealed_end(), None);
         seg.mark_sealed(128).unwrap();
         drop(seg);
-        let seg = Segment::open(&path, 3, true).unwrap();
+        let seg = Segment::open(&path, 3, true, WriteVia::Map, false).unwrap();
         assert_eq!(seg.sealed_end(), Some(128));
         assert!(seg.is_sealed_marked());
     }
@@ -524,21 +695,21 @@ mod tests {
     #[test]
     fn open_rejects_wrong_seq_bad_magic_and_short_file() {
         let dir = tempfile::tempdir().unwrap();
-        let p = PreparedFile::create(dir.path(), 1, 8192).unwrap();
+        let p = PreparedFile::create(dir.path(), 1, 8192, TEST_OPTS).unwrap();
         drop(Segment::install(p, dir.path(), 5).unwrap());
         let path = dir.path().join(segment_file_name(5));
         assert!(matches!(
-            Segment::open(&path, 6, true),
+            Segment::open(&path, 6, true, WriteVia::Map, false),
             Err(Error::Corrupt { .. })
         ));
 
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(4096).unwrap();
-        let err = Segment::open(&path, 5, true).unwrap_err();
+        let err = Segment::open(&path, 5, true, WriteVia::Map, false).unwrap_err();
         assert!(err.to_string().contains("shortened"), "{err}");
 
         std::fs::write(&path, [7u8; 100]).unwrap();
-        let err = Segment::open(&path, 5, true).unwrap_err();
+        let err = Segment::open(&path, 5, true, WriteVia::Map, false).unwrap_err();
         assert!(err.to_string().contains("bad magic"), "{err}");
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::format::MAX_INDEX;
 
 /// Meta key -> latest value.
 pub type Metas = BTreeMap<u64, Arc<[u8]>>;
@@ -28,13 +29,20 @@ impl LogState {
 
     /// Checks that `index` may be appended: the next index, or any index at or after `next`
     /// when the log is empty.
+    /// Indexes above [`MAX_INDEX`] are refused: they leave no room for a successor.
     pub fn check_append(&self, index: u64) -> Result<()> {
+        if index > MAX_INDEX {
+            return Err(Error::IndexTooLarge {
+                index,
+                max: MAX_INDEX,
+            });
+        }
         let ok = if self.is_empty() {
             index >= self.next
         } else {
             index == self.next
         };
-        if ok && index != u64::MAX {
+        if ok {
             Ok(())
         } else {
             Err(Error::NonConsecutive {
@@ -113,6 +121,14 @@ mod tests {
         ));
         assert!(s.check_append(5).is_err());
         s.check_append(6).unwrap();
+        let empty = LogState::default();
+        empty.check_append(MAX_INDEX).unwrap();
+        for i in [MAX_INDEX + 1, u64::MAX] {
+            assert!(matches!(
+                empty.check_append(i),
+                Err(Error::IndexTooLarge { .. })
+            ));
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! plus one load of that counter, so it is one consistent log (never a mix of before and after
 //! a truncate).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::index::Run;
@@ -30,7 +31,7 @@ impl RunRef {
 }
 
 /// The layout of the log at one moment.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct Version {
     /// First retained log index.
     pub first: u64,
@@ -42,9 +43,71 @@ pub struct Version {
     pub segments: Vec<Arc<Segment>>,
     /// Meta values.
     pub metas: Arc<Metas>,
+    /// Slots of the last run that belong to this version: `u64::MAX` while this is the
+    /// current version, then the last run's published count at the moment a newer version
+    /// replaced it. Without it, a reader that loaded this version after a newer one was
+    /// published (new metas) could pair this version's metas with entries appended later.
+    tail_cap: AtomicU64,
+}
+
+impl Default for Version {
+    fn default() -> Self {
+        Version {
+            first: 0,
+            next: 0,
+            runs: Vec::new(),
+            segments: Vec::new(),
+            metas: Arc::default(),
+            tail_cap: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Clone for Version {
+    /// A copy to be published as a new version: it is not superseded yet.
+    fn clone(&self) -> Self {
+        Version {
+            first: self.first,
+            next: self.next,
+            runs: self.runs.clone(),
+            segments: self.segments.clone(),
+            metas: self.metas.clone(),
+            tail_cap: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl Version {
+    /// A current (not superseded) version with no runs.
+    pub fn new(first: u64, next: u64, segments: Vec<Arc<Segment>>, metas: Arc<Metas>) -> Self {
+        Version {
+            first,
+            next,
+            segments,
+            metas,
+            ..Version::default()
+        }
+    }
+
+    /// Freezes this version's last run at its current published count. The writer calls it
+    /// on the version it is about to replace, before it publishes anything newer (Release:
+    /// a reader that sees a later count also sees the cap).
+    pub fn supersede(&self) {
+        let cap = self.runs.last().map(|r| r.len()).unwrap_or(0);
+        self.tail_cap.store(cap, Ordering::Release);
+    }
+
+    /// Slots of the last run visible in this version, as of now: the run's published count,
+    /// within its limit, within the cap set when the version was superseded. The count is
+    /// loaded before the cap (see [`Version::supersede`]).
+    #[inline]
+    pub fn tail_len(&self) -> u64 {
+        match self.runs.last() {
+            Some(last) => last.len().min(self.tail_cap.load(Ordering::Acquire)),
+            None => 0,
+        }
+    }
+
     /// Position of the run holding `index`, if any run starts at or before it.
     #[inline]
     pub fn run_for(&self, index: u64) -> Option<usize> {

@@ -138,7 +138,7 @@ fn valid() -> &'static ValidLog {
         let mut s = Store::open(&dir, config()).unwrap();
         let mut entries = BTreeMap::new();
         let mut i = 1;
-        while s.reader().snapshot().segments().len() < 2 || i < 30 {
+        while s.reader().snapshot().segment_count() < 2 || i < 30 {
             s.append(i, &payload(i)).unwrap();
             entries.insert(i, payload(i));
             i += 1;

@@ -8,7 +8,7 @@
 //!   durable". The parent SIGKILLs it at a random moment, reopens the directory and checks that
 //!   the recovered log is exactly the state after some operation `k >= n` (every acknowledged
 //!   append, truncate, purge and meta write is there, every payload has the right bytes, no
-//!   gaps, nothing that was never written), then that a read-only `recovery::plan` reports no
+//!   gaps, nothing that was never written), then that a read-only `inspect::stat` reports no
 //!   corruption and no cut. The next round continues in the same directory.
 //!   `RML_KILL9_ROUNDS` (default 60) sets the number of kills.
 //!
@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use raft_mmap_log::inspect;
 use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes, Vote};
-use raft_mmap_log::recovery::{self, RecoveryMode};
 use raft_mmap_log::{Config, Store};
 
 mod common;
@@ -367,14 +367,14 @@ fn config() -> Config {
 
 /// Read-only check: the directory holds no corruption and no torn tail.
 fn assert_clean(dir: &Path) {
-    let plan = recovery::plan(dir, RecoveryMode::Strict, false)
-        .unwrap_or_else(|e| panic!("read-only plan of {} failed: {e}", dir.display()));
+    let stat = inspect::stat(dir)
+        .unwrap_or_else(|e| panic!("read-only stat of {} failed: {e}", dir.display()));
+    assert!(stat.corruption.is_none(), "{:?}", stat.corruption);
     assert!(
-        plan.report.cut.is_none(),
+        stat.recovery.cut.is_none(),
         "cut after a clean close: {:?}",
-        plan.report.cut
+        stat.recovery.cut
     );
-    assert!(plan.report.tolerated_corruption.is_none());
 }
 
 // ---------------------------------------------------------------------------------------------

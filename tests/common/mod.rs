@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use raft_mmap_log::recovery::RecoveryMode;
 use raft_mmap_log::Config;
+use raft_mmap_log::{Allocation, RecoveryMode};
 
 #[allow(dead_code)]
 pub const PAGE: u64 = 4096;
@@ -69,13 +69,26 @@ pub fn derive(tag: u64, generation: u64, len: usize) -> Arc<[u8]> {
 // ---------------------------------------------------------------------------------------------
 // Configurations and scratch directories
 
-/// `segment_size`, strict recovery, `prepare_ahead` as given.
+/// `segment_size`, strict recovery, `prepare_ahead` as given, and the allocation path that
+/// `RML_ALLOCATION` names (`zero-fill` forces the fallback used where `fallocate` is refused;
+/// `.ci/run` runs the crash tests once that way).
 #[allow(dead_code)]
 pub fn strict_config(segment_size: u64, prepare_ahead: bool) -> Config {
     Config {
         segment_size,
         recovery_mode: RecoveryMode::Strict,
         prepare_ahead,
+        allocation: allocation_from_env(),
+        ..Config::default()
+    }
+}
+
+/// The allocation path `RML_ALLOCATION` asks for (default: `fallocate`).
+#[allow(dead_code)]
+pub fn allocation_from_env() -> Allocation {
+    match std::env::var("RML_ALLOCATION").as_deref() {
+        Ok("zero-fill") => Allocation::ZeroFill,
+        _ => Allocation::Auto,
     }
 }
 

@@ -466,14 +466,7 @@ pub fn run(a: BenchArgs) -> Outcome {
 
     // 5. Reopen in a child process: recovery time and the memory of a freshly recovered log.
     let total = next;
-    let record_bytes: u64 = log
-        .reader()
-        .raw()
-        .snapshot()
-        .segments()
-        .iter()
-        .map(|s| s.size())
-        .sum();
+    let record_bytes: u64 = log.reader().raw().snapshot().segment_bytes();
     drop(log);
     let pb = progress_bar(1, "reopen (recovery)", false);
     pb.tick();

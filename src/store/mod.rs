@@ -6,60 +6,25 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use zerocopy::IntoBytes;
 
 use crate::error::{Error, Result};
 use crate::flusher::{Callback, FlushRequest, Flusher, SyncTarget};
 use crate::format::{
-    record_size, RecordKind, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, RECORD_ALIGN, RECORD_HEADER_SIZE,
-    SEGMENT_HEADER_SIZE,
+    record_size, RecordKind, RECORD_ALIGN, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
 };
 use crate::index::Run;
 use crate::lock::DirLock;
 use crate::preparer::Preparer;
 use crate::reader::Reader;
-use crate::record;
-use crate::recovery::{self, checkpoint_len, encode_checkpoint, RecoveryMode, RecoveryReport};
-use crate::segment::{PreparedFile, Segment};
+use crate::recovery::{self, checkpoint_len, RecoveryReport};
+use crate::segment::{FileOptions, PreparedFile, Segment, WriteVia};
 use crate::state::LogState;
 use crate::version::{RunRef, Version};
 
-/// How a [`Store`] is set up.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Size of each segment file in bytes (default 64 MiB). Between 4 KiB and 4 GiB, a multiple
-    /// of 8. An entry must fit in one segment.
-    pub segment_size: u64,
-    /// What recovery does with corruption (default: refuse to open).
-    pub recovery_mode: RecoveryMode,
-    /// Prepare the next segment file on a background thread (default true).
-    pub prepare_ahead: bool,
-}
+mod config;
+mod write;
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            segment_size: 64 << 20,
-            recovery_mode: RecoveryMode::Strict,
-            prepare_ahead: true,
-        }
-    }
-}
-
-impl Config {
-    /// Checks the configuration.
-    pub fn validate(&self) -> Result<()> {
-        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size)
-            || self.segment_size % RECORD_ALIGN as u64 != 0
-        {
-            return Err(Error::InvalidConfig(format!(
-                "segment_size {} must be a multiple of {RECORD_ALIGN} between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE}",
-                self.segment_size
-            )));
-        }
-        Ok(())
-    }
-}
+pub use config::{Allocation, Config, WriteMode};
 
 /// The log engine: one writer, any number of [`Reader`]s.
 ///
@@ -87,6 +52,8 @@ pub struct Store {
     preparer: Preparer,
     dir: PathBuf,
     config: Config,
+    /// How files are allocated and written (resolved from the config at open).
+    opts: FileOptions,
     state: LogState,
     current: Arc<ArcSwap<Version>>,
     /// The writer's copy of the last published version.
@@ -132,28 +99,45 @@ impl Store {
     ///
     /// Fails with [`Error::Locked`] if another `Store` holds the directory, and with
     /// [`Error::Corrupt`] (file and offset) if it finds damage that no crash could explain.
+    ///
+    /// Fails with [`Error::InvalidConfig`] if `config.segment_size` is too small for the meta
+    /// values the log already holds (they are copied into every segment's checkpoint).
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         let lock = DirLock::acquire(&dir)?;
-        let mut plan = recovery::plan(&dir, config.recovery_mode, true)?;
-        recovery::repair(&dir, &mut plan)?;
+        let opts = FileOptions {
+            via: config.write_via(&dir),
+            zero_fill: config.allocation == Allocation::ZeroFill,
+        };
+        let mut plan = recovery::plan(&dir, config.recovery_mode, true, opts.via)?;
+        check_fits(&config, &plan)?;
+        recovery::repair(&dir, &mut plan, opts.zero_fill)?;
 
         let flusher = Flusher::start(dir.clone())?;
-        let preparer = Preparer::start(dir.clone(), config.segment_size, config.prepare_ahead)?;
+        let preparer =
+            Preparer::start(dir.clone(), config.segment_size, opts, config.prepare_ahead)?;
 
         let state = plan.state.clone();
-        let next_seq = plan.segments.last().map(|s| s.seq() + 1).unwrap_or(1);
+        let next_seq = match plan.segments.last() {
+            Some(s) => s
+                .seq()
+                .checked_add(1)
+                .ok_or_else(|| Error::corrupt(s.path(), 16, "segment sequence number overflows"))?,
+            None => 1,
+        };
 
-        // Purged leading segments can go now: recovery has just made the rest durable.
+        // Purged leading segments can go now: recovery has just made the rest durable. A
+        // file that cannot be removed is retried at the next flush.
         let purged: Vec<Arc<Segment>> = plan.segments.drain(..plan.purged_prefix).collect();
+        let mut pending_deletes = Vec::new();
         let mut removed_any = false;
-        for seg in &purged {
+        for seg in purged.iter() {
             match std::fs::remove_file(seg.path()) {
                 Ok(()) => removed_any = true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove purged segment", seg.path(), e)),
+                Err(_) => pending_deletes.push(seg.clone()),
             }
         }
         if removed_any {
@@ -164,14 +148,19 @@ impl Store {
 
         let mut runs = Vec::with_capacity(plan.runs.len());
         for rp in &plan.runs {
-            let seg = plan.segments[rp.segment - shift].clone();
+            let seg = rp
+                .segment
+                .checked_sub(shift)
+                .and_then(|k| plan.segments.get(k))
+                .ok_or_else(|| Error::corrupt(&dir, 0, "recovered index names a purged segment"))?
+                .clone();
             runs.push(Arc::new(Run::from_offsets(seg, rp.first, &rp.offsets)));
         }
 
         let active = match plan.segments.last() {
             Some(s) => s.clone(),
             None => Arc::new(Segment::install(
-                PreparedFile::create(&dir, 0, config.segment_size)?,
+                PreparedFile::create(&dir, 0, config.segment_size, opts)?,
                 &dir,
                 next_seq,
             )?),
@@ -181,15 +170,15 @@ impl Store {
             preparer,
             dir: dir.clone(),
             config,
+            opts,
             state: state.clone(),
             current: Arc::new(ArcSwap::from_pointee(Version::default())),
-            version: Version {
-                first: state.first,
-                next: state.next,
-                runs: Vec::new(),
-                segments: plan.segments.clone(),
-                metas: state.metas.clone(),
-            },
+            version: Version::new(
+                state.first,
+                state.next,
+                plan.segments.clone(),
+                state.metas.clone(),
+            ),
             active,
             write_pos: plan.write_pos,
             writeback_pos: plan.write_pos,
@@ -197,7 +186,7 @@ impl Store {
             tail: None,
             tail_len: 0,
             dir_dirty: false,
-            pending_deletes: Vec::new(),
+            pending_deletes,
             spares: Vec::new(),
             next_seq,
             report: plan.report.clone(),
@@ -233,7 +222,7 @@ impl Store {
             store.sync()?;
         } else if store.active.sealed_end().is_some() {
             // A sealed segment is never appended to again.
-            store.rollover()?;
+            store.roll_to_new_segment()?;
             store.sync()?;
         }
         store.publish();
@@ -289,13 +278,25 @@ impl Store {
         self.state.metas.get(&key).map(|v| &v[..])
     }
 
-    /// The largest payload an entry may have with the current meta values.
+    /// The largest payload an entry may have with the current meta values: what a fresh
+    /// segment holds after its header and checkpoint.
     pub fn max_payload(&self) -> usize {
-        let room = self.config.segment_size as usize
-            - SEGMENT_HEADER_SIZE
-            - record_size(checkpoint_len(&self.state))
-            - RECORD_HEADER_SIZE;
-        room / RECORD_ALIGN * RECORD_ALIGN
+        max_payload_in(self.config.segment_size, checkpoint_len(&self.state))
+    }
+
+    /// How records are written into this log's files: [`WriteMode::Map`] or
+    /// [`WriteMode::Pwrite`] (`Auto` resolved for the file system at open).
+    pub fn write_mode(&self) -> WriteMode {
+        match self.opts.via {
+            WriteVia::Map => WriteMode::Map,
+            WriteVia::Pwrite => WriteMode::Pwrite,
+        }
+    }
+
+    /// Purged segment files that could not be removed, with the error: the removal is
+    /// retried at every flush and at the next open. Empty when all is well.
+    pub fn removal_failures(&self) -> Vec<(PathBuf, String)> {
+        self.flusher.removal_failures()
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -310,136 +311,19 @@ impl Store {
         self.append_batch(std::iter::once((index, payload)))
     }
 
-    /// Appends entries with consecutive indexes. All are checked before any is written: on
-    /// error nothing was written. Readers may see a prefix of the batch before the call
-    /// returns; it becomes durable with the next flush.
+    /// Appends entries with consecutive indexes (an empty log accepts any first index up to
+    /// [`MAX_INDEX`](crate::format::MAX_INDEX)). All are checked before any is written.
+    ///
+    /// All or nothing: on error the log, its readers and its files are as before the call
+    /// (or, if undoing a half-written batch failed too, the log is poisoned with an error
+    /// that says why). Readers see the batch once the call returns; it becomes durable with
+    /// the next flush.
     pub fn append_batch<'a, I>(&mut self, entries: I) -> Result<()>
     where
         I: IntoIterator<Item = (u64, &'a [u8])>,
         I::IntoIter: Clone,
     {
         self.append_parts(entries.into_iter().map(|(i, p)| (i, &[][..], p)))
-    }
-
-    /// Appends entries whose body is `prefix ++ payload` (the Raft layer puts the encoded log
-    /// id in front of the payload without copying the payload first).
-    pub(crate) fn append_parts<'a, I>(&mut self, entries: I) -> Result<()>
-    where
-        I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone,
-    {
-        self.check_writable()?;
-        // Pass 1: rules, sizes, and how many new segments the batch needs.
-        let max = self.max_payload();
-        let cp = record_size(checkpoint_len(&self.state)) as u64;
-        // The active segment may have another size than new ones (the config changed).
-        let mut size = self.active.size();
-        let mut sim = self.state.clone();
-        let mut pos = self.write_pos;
-        let mut new_segments = 0usize;
-        let mut count = 0usize;
-        for (index, prefix, payload) in entries.clone() {
-            sim.check_append(index)?;
-            let len = prefix.len() + payload.len();
-            if len > max {
-                return Err(Error::EntryTooLarge {
-                    index,
-                    size: len,
-                    max,
-                });
-            }
-            sim.apply_append(index);
-            let rs = record_size(len) as u64;
-            if pos + rs > size {
-                new_segments += 1;
-                size = self.config.segment_size;
-                pos = SEGMENT_HEADER_SIZE as u64 + cp;
-            }
-            pos += rs;
-            count += 1;
-        }
-        if count == 0 {
-            return Ok(());
-        }
-        self.ensure_spares(new_segments)?;
-
-        // Pass 2: write. Nothing below can fail except an installing rename at rollover.
-        let mut layout_changed = false;
-        for (index, prefix, payload) in entries {
-            let rs = record_size(prefix.len() + payload.len()) as u64;
-            if self.write_pos + rs > self.active.size() {
-                self.rollover()?;
-                layout_changed = true;
-            }
-            let h = record::header(
-                self.active.salt(),
-                RecordKind::Entry,
-                index,
-                &[prefix, payload],
-            );
-            self.last_crc = h.crc.get();
-            let pos = self.write_pos as usize;
-            // SAFETY: `pos..pos+rs` is at or past the published end of the active segment
-            // (I1: only this thread writes and it publishes below) and inside the map
-            // (checked against `size` just above).
-            unsafe {
-                self.active.write_at(pos, h.as_bytes());
-                self.active.write_at(pos + RECORD_HEADER_SIZE, prefix);
-                self.active
-                    .write_at(pos + RECORD_HEADER_SIZE + prefix.len(), payload);
-            }
-            if self.state.is_empty() && index != self.state.next {
-                // An empty log jumping ahead: older runs are all below the new first index.
-                self.tail = None;
-                self.version.runs.clear();
-            }
-            if self.state.is_empty() {
-                layout_changed = true;
-            }
-            let tail = match &self.tail {
-                Some(t) => t.clone(),
-                None => {
-                    let run = Arc::new(Run::new(self.active.clone(), index));
-                    self.version.runs.push(RunRef {
-                        run: run.clone(),
-                        limit: u64::MAX,
-                    });
-                    self.tail = Some(run.clone());
-                    self.tail_len = 0;
-                    layout_changed = true;
-                    run
-                }
-            };
-            tail.set(self.tail_len as usize, pos as u32);
-            self.tail_len += 1;
-            self.write_pos += rs;
-            self.state.apply_append(index);
-        }
-        if let Some(t) = &self.tail {
-            t.publish(self.tail_len);
-        }
-        if layout_changed {
-            self.publish();
-        }
-        self.hint_writeback();
-        Ok(())
-    }
-
-    /// Every few MiB of new data, asks the flush thread to start write-back of the completed
-    /// pages (not waiting for it), so that write-back overlaps appending.
-    fn hint_writeback(&mut self) {
-        const STEP: u64 = 4 << 20;
-        const PAGE: u64 = 4096;
-        let done = self.write_pos / PAGE * PAGE;
-        if done >= self.writeback_pos + STEP {
-            let _ = self.flusher.submit(FlushRequest {
-                targets: Vec::new(),
-                sync_dir: false,
-                deletes: Vec::new(),
-                writeback: Some((self.active.clone(), self.writeback_pos, done)),
-                callback: None,
-            });
-            self.writeback_pos = done;
-        }
     }
 
     /// Removes every entry after `index` (keeps `..=index`).
@@ -490,6 +374,7 @@ impl Store {
     /// written.
     pub fn purge_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
         self.check_writable()?;
+        check_first_index(first)?;
         if !self.state.purge_changes(first) {
             for (k, v) in metas {
                 self.put_meta(*k, v)?;
@@ -509,6 +394,7 @@ impl Store {
     /// with [`Error::TruncateBelowPurged`] if `first` is below the first index.
     pub fn reset_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
         self.check_writable()?;
+        check_first_index(first)?;
         if first < self.state.first {
             return Err(Error::TruncateBelowPurged {
                 from: first,
@@ -607,7 +493,15 @@ impl Store {
 
     // ---- internals ----
 
+    /// Publishes the writer's version: supersedes the current one first, so that a reader
+    /// still holding it never pairs its metas with entries appended later.
     fn publish(&mut self) {
+        self.current.load().supersede();
+        self.store_version();
+    }
+
+    /// Stores the writer's version for readers (the caller superseded the previous one).
+    fn store_version(&mut self) {
         self.version.first = self.state.first;
         self.version.next = self.state.next;
         self.version.metas = self.state.metas.clone();
@@ -640,7 +534,7 @@ impl Store {
     /// Meta values are copied into every checkpoint: together they may use at most a quarter
     /// of a segment.
     fn check_meta_size(&self, next: &LogState, key: u64) -> Result<()> {
-        let limit = (self.config.segment_size / 4) as usize;
+        let limit = self.config.meta_limit();
         let size = checkpoint_len(next);
         if size > limit {
             return Err(Error::MetaTooLarge {
@@ -659,69 +553,42 @@ impl Store {
         }
         Ok(())
     }
+}
 
-    /// Writes a small record, rolling over first if it does not fit.
-    fn write_record(&mut self, kind: RecordKind, arg: u64, body: &[u8]) -> Result<()> {
-        let rs = record_size(body.len()) as u64;
-        if self.write_pos + rs > self.active.size() {
-            self.ensure_spares(1)?;
-            self.rollover()?;
-        }
-        let h = record::header(self.active.salt(), kind, arg, &[body]);
-        self.last_crc = h.crc.get();
-        let pos = self.write_pos as usize;
-        // SAFETY: unpublished space of the active segment, inside the map (checked above);
-        // only the writer thread writes (I1).
-        unsafe {
-            self.active.write_at(pos, h.as_bytes());
-            self.active.write_at(pos + RECORD_HEADER_SIZE, body);
-        }
-        self.write_pos += rs;
-        Ok(())
+/// Refuses a first index past which no entry could be appended.
+fn check_first_index(first: u64) -> Result<()> {
+    let max = crate::format::MAX_INDEX + 1;
+    if first > max {
+        return Err(Error::IndexTooLarge { index: first, max });
     }
+    Ok(())
+}
 
-    /// Writes the active segment's opening checkpoint, chained to the previous segment's
-    /// end and last record CRC.
-    fn write_checkpoint(&mut self, prev_end: u64, prev_crc: u32) -> Result<()> {
-        let body = encode_checkpoint(&self.state, prev_end, prev_crc);
-        self.write_pos = SEGMENT_HEADER_SIZE as u64;
-        self.write_record(RecordKind::Checkpoint, 0, &body)
-    }
+/// The largest payload that fits in a fresh segment of `segment_size` bytes after its header
+/// and a checkpoint of `checkpoint_len` bytes. Zero if not even an empty entry fits.
+fn max_payload_in(segment_size: u64, checkpoint_len: usize) -> usize {
+    let room = usize::try_from(segment_size)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(SEGMENT_HEADER_SIZE + record_size(checkpoint_len) + RECORD_HEADER_SIZE);
+    room / RECORD_ALIGN * RECORD_ALIGN
+}
 
-    /// Seals the active segment and starts the next one. The caller made sure a spare exists
-    /// or accepts that taking one may fail (then nothing has changed).
-    fn rollover(&mut self) -> Result<()> {
-        let prepared = match self.spares.pop() {
-            Some(p) => p,
-            None => self.preparer.take()?,
-        };
-        let seg = Arc::new(Segment::install(prepared, &self.dir, self.next_seq)?);
-        self.next_seq += 1;
-        if let Some(t) = self.tail.take() {
-            t.publish(self.tail_len);
-            if let Some(last) = self.version.runs.last_mut() {
-                last.limit = self.tail_len;
-            }
-        }
-        let old = std::mem::replace(&mut self.active, seg.clone());
-        let old_end = self.write_pos;
-        self.version.segments.push(seg);
-        self.dir_dirty = true;
-        self.write_checkpoint(old_end, self.last_crc)?;
-        // Start the sealed segment's write-back now, in the background: its sync overlaps
-        // with appends to the new segment instead of delaying the next durable flush.
-        let _ = self.flusher.submit(FlushRequest {
-            targets: vec![SyncTarget {
-                segment: old,
-                end: old_end,
-                seal: true,
-            }],
-            sync_dir: true,
-            deletes: Vec::new(),
-            writeback: None,
-            callback: None,
-        });
-        self.writeback_pos = SEGMENT_HEADER_SIZE as u64;
-        Ok(())
+/// Refuses a configuration whose segments are too small for the meta values the log already
+/// holds: every new segment starts with a checkpoint carrying them all.
+fn check_fits(config: &Config, plan: &recovery::Plan) -> Result<()> {
+    let needed = checkpoint_len(&plan.state);
+    if needed <= config.meta_limit() {
+        return Ok(());
     }
+    let written_with = plan
+        .segments
+        .last()
+        .map(|s| format!("; it was written with {}-byte segments", s.size()))
+        .unwrap_or_default();
+    Err(Error::InvalidConfig(format!(
+        "segment_size {} is too small for this log: its meta values take {needed} bytes of \
+         every segment's checkpoint, and a segment of this size allows {}{written_with}",
+        config.segment_size,
+        config.meta_limit()
+    )))
 }

@@ -1,0 +1,96 @@
+//! [`Config`]: how a [`super::Store`] is set up, and the checks made on it at open.
+
+use crate::error::{Error, Result};
+use crate::format::{MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, RECORD_ALIGN};
+use crate::recovery::RecoveryMode;
+use crate::segment::WriteVia;
+
+/// How records get into segment files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WriteMode {
+    /// [`WriteMode::Pwrite`] on copy-on-write file systems (btrfs, ZFS, bcachefs, detected
+    /// with `statfs`), [`WriteMode::Map`] everywhere else (default).
+    #[default]
+    Auto,
+    /// Copy records into the shared map. The fastest path; on a file system that needs new
+    /// blocks to rewrite a page (copy-on-write), a full disk would kill the process with
+    /// SIGBUS instead of returning an error, so `Auto` avoids it there.
+    Map,
+    /// Write records with `pwrite`; a full disk is a clean `No space left on device` error.
+    /// Reads still borrow from the map (the page cache is shared).
+    Pwrite,
+}
+
+/// How new segment files get their blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Allocation {
+    /// `fallocate`, and zeros written where the file system refuses it (default).
+    #[default]
+    Auto,
+    /// Always write zeros: the fallback path, forced (tests use it so that both allocation
+    /// paths are covered on every machine).
+    ZeroFill,
+}
+
+/// How a [`Store`](super::Store) is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Size of each segment file in bytes (default 64 MiB). Between 4 KiB and 4 GiB, a multiple
+    /// of 8. An entry must fit in one segment, and the meta values (copied into every
+    /// segment's checkpoint) may use at most a quarter of one.
+    pub segment_size: u64,
+    /// What recovery does with corruption (default: refuse to open).
+    pub recovery_mode: RecoveryMode,
+    /// Prepare the next segment file on a background thread (default true).
+    pub prepare_ahead: bool,
+    /// How records are written (default [`WriteMode::Auto`]).
+    pub write_mode: WriteMode,
+    /// How new segment files get their blocks (default [`Allocation::Auto`]).
+    pub allocation: Allocation,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            segment_size: 64 << 20,
+            recovery_mode: RecoveryMode::Strict,
+            prepare_ahead: true,
+            write_mode: WriteMode::Auto,
+            allocation: Allocation::Auto,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<()> {
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&self.segment_size)
+            || self.segment_size % RECORD_ALIGN as u64 != 0
+        {
+            return Err(Error::InvalidConfig(format!(
+                "segment_size {} must be a multiple of {RECORD_ALIGN} between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE}",
+                self.segment_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The most bytes the meta values may take in a checkpoint body.
+    pub(crate) fn meta_limit(&self) -> usize {
+        usize::try_from(self.segment_size / 4).unwrap_or(usize::MAX)
+    }
+
+    /// How this configuration writes into files in `dir`.
+    pub(crate) fn write_via(&self, dir: &std::path::Path) -> WriteVia {
+        match self.write_mode {
+            WriteMode::Map => WriteVia::Map,
+            WriteMode::Pwrite => WriteVia::Pwrite,
+            WriteMode::Auto => match crate::segment::copy_on_write_fs(dir) {
+                Some(_) => WriteVia::Pwrite,
+                None => WriteVia::Map,
+            },
+        }
+    }
+}

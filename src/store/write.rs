@@ -1,0 +1,400 @@
+//! The writer's record path: appends, single records and rollovers, all-or-nothing.
+//!
+//! Every call that writes records runs as a small transaction. [`Undo`] saves the writer's
+//! positions before the first byte is written; effects that others can see (run lengths for
+//! readers, seal requests for the flusher, a new version) wait in [`Pending`] until nothing
+//! can fail any more. If a write, a rename or an allocation fails half-way, the call is undone:
+//! the bytes it wrote into the active segment are zeroed (so that they can never be recovered
+//! as records), the segment files it installed are removed, and the writer's state is restored.
+//! If undoing fails too, the log is poisoned with an error that says why.
+
+use std::sync::Arc;
+
+use zerocopy::IntoBytes;
+
+use super::Store;
+use crate::error::{Error, Result};
+use crate::flusher::{FlushRequest, SyncTarget};
+use crate::format::{record_size, RecordKind, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
+use crate::index::Run;
+use crate::record;
+use crate::recovery::{checkpoint_len, encode_checkpoint};
+use crate::segment::Segment;
+use crate::state::LogState;
+use crate::version::RunRef;
+
+/// The writer's positions when a call started.
+pub(super) struct Undo {
+    active: Arc<Segment>,
+    write_pos: u64,
+    writeback_pos: u64,
+    last_crc: u32,
+    tail: Option<Arc<Run>>,
+    tail_len: u64,
+    /// A copy of the runs when the log is empty (an append may then drop them all).
+    runs: Option<Vec<RunRef>>,
+    runs_len: usize,
+    last_limit: Option<u64>,
+    segments_len: usize,
+    next_seq: u64,
+    dir_dirty: bool,
+    state: LogState,
+}
+
+/// Effects of a call that wait until it cannot fail any more.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// Runs frozen by a rollover, and the length readers may see of each.
+    publish: Vec<(Arc<Run>, u64)>,
+    /// Segments sealed by the call, for the flusher to sync and mark.
+    sealed: Vec<SyncTarget>,
+    /// Segment files the call installed.
+    installed: Vec<Arc<Segment>>,
+    /// Where the call's writes end in the segment that was active when it started, once it
+    /// rolled over (until then, `Store::write_pos`).
+    first_end: Option<u64>,
+    /// The layout changed: a new version must be published.
+    layout_changed: bool,
+}
+
+impl Store {
+    /// Appends entries whose body is `prefix ++ payload` (the Raft layer puts the encoded log
+    /// id in front of the payload without copying the payload first). All or nothing.
+    pub(crate) fn append_parts<'a, I>(&mut self, entries: I) -> Result<()>
+    where
+        I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone,
+    {
+        self.check_writable()?;
+        // Pass 1: rules, sizes, and how many new segments the batch needs.
+        let max = self.max_payload();
+        let cp = record_size(checkpoint_len(&self.state)) as u64;
+        // The active segment may have another size than new ones (the config changed).
+        let mut size = self.active.size();
+        let mut sim = self.state.clone();
+        let mut pos = self.write_pos;
+        let mut new_segments = 0usize;
+        let mut count = 0usize;
+        for (index, prefix, payload) in entries.clone() {
+            sim.check_append(index)?;
+            let len = prefix.len().saturating_add(payload.len());
+            if len > max {
+                return Err(Error::EntryTooLarge {
+                    index,
+                    size: payload.len(),
+                    max: max.saturating_sub(prefix.len()),
+                    segment_size: self.config.segment_size,
+                });
+            }
+            sim.apply_append(index);
+            let rs = record_size(len) as u64;
+            if pos + rs > size {
+                new_segments += 1;
+                size = self.config.segment_size;
+                pos = SEGMENT_HEADER_SIZE as u64 + cp;
+            }
+            pos += rs;
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        self.ensure_spares(new_segments)?;
+
+        // Pass 2: write; undone entirely if anything fails.
+        let undo = self.begin();
+        let mut pending = Pending::default();
+        match self.write_entries(entries, &mut pending) {
+            Ok(()) => {
+                self.finish(pending);
+                self.hint_writeback();
+                Ok(())
+            }
+            Err(e) => Err(self.rollback(undo, pending, e)),
+        }
+    }
+
+    fn write_entries<'a, I>(&mut self, entries: I, p: &mut Pending) -> Result<()>
+    where
+        I: Iterator<Item = (u64, &'a [u8], &'a [u8])>,
+    {
+        for (index, prefix, payload) in entries {
+            let rs = record_size(prefix.len() + payload.len()) as u64;
+            if self.write_pos + rs > self.active.size() {
+                self.rollover(p)?;
+            }
+            let h = record::header(
+                self.active.salt(),
+                RecordKind::Entry,
+                index,
+                &[prefix, payload],
+            );
+            let pos = self.write_pos as usize;
+            // SAFETY: `pos..pos+rs` is at or past the published end of the active segment
+            // (I1: only this thread writes, and it publishes only when the call succeeds) and
+            // inside the map (checked against the segment size just above).
+            unsafe {
+                self.active.write_at(pos, h.as_bytes())?;
+                self.active.write_at(pos + RECORD_HEADER_SIZE, prefix)?;
+                self.active
+                    .write_at(pos + RECORD_HEADER_SIZE + prefix.len(), payload)?;
+            }
+            self.last_crc = h.crc.get();
+            if self.state.is_empty() && index != self.state.next {
+                // An empty log jumping ahead: older runs are all below the new first index.
+                self.tail = None;
+                self.version.runs.clear();
+            }
+            if self.state.is_empty() {
+                p.layout_changed = true;
+            }
+            let tail = match &self.tail {
+                Some(t) => t.clone(),
+                None => {
+                    let run = Arc::new(Run::new(self.active.clone(), index));
+                    self.version.runs.push(RunRef {
+                        run: run.clone(),
+                        limit: u64::MAX,
+                    });
+                    self.tail = Some(run.clone());
+                    self.tail_len = 0;
+                    p.layout_changed = true;
+                    run
+                }
+            };
+            tail.set(self.tail_len as usize, pos as u32);
+            self.tail_len += 1;
+            self.write_pos += rs;
+            self.state.apply_append(index);
+        }
+        Ok(())
+    }
+
+    /// Every few MiB of new data, asks the flush thread to start write-back of the completed
+    /// pages (not waiting for it), so that write-back overlaps appending.
+    fn hint_writeback(&mut self) {
+        const STEP: u64 = 4 << 20;
+        const PAGE: u64 = 4096;
+        let done = self.write_pos / PAGE * PAGE;
+        if done >= self.writeback_pos + STEP {
+            let _ = self.flusher.submit(FlushRequest {
+                targets: Vec::new(),
+                sync_dir: false,
+                deletes: Vec::new(),
+                writeback: Some((self.active.clone(), self.writeback_pos, done)),
+                callback: None,
+            });
+            self.writeback_pos = done;
+        }
+    }
+
+    /// Writes one small record (meta, truncate, purge, reset), rolling over first if it does
+    /// not fit. All or nothing, like an append.
+    pub(super) fn write_record(&mut self, kind: RecordKind, arg: u64, body: &[u8]) -> Result<()> {
+        let undo = self.begin();
+        let mut pending = Pending::default();
+        match self.roll_and_write(kind, arg, body, &mut pending) {
+            Ok(()) => {
+                self.finish(pending);
+                Ok(())
+            }
+            Err(e) => Err(self.rollback(undo, pending, e)),
+        }
+    }
+
+    fn roll_and_write(
+        &mut self,
+        kind: RecordKind,
+        arg: u64,
+        body: &[u8],
+        p: &mut Pending,
+    ) -> Result<()> {
+        if self.write_pos + record_size(body.len()) as u64 > self.active.size() {
+            self.ensure_spares(1)?;
+            self.rollover(p)?;
+        }
+        self.write_here(kind, arg, body)
+    }
+
+    /// Starts a new segment outside any other call (at open, after a sealed newest segment).
+    pub(super) fn roll_to_new_segment(&mut self) -> Result<()> {
+        let undo = self.begin();
+        let mut pending = Pending::default();
+        match self.rollover(&mut pending) {
+            Ok(()) => {
+                self.finish(pending);
+                Ok(())
+            }
+            Err(e) => Err(self.rollback(undo, pending, e)),
+        }
+    }
+
+    /// Writes a record at the write position of the active segment. Never rolls over: a
+    /// record that does not fit is an error (so a rollover can never recurse).
+    fn write_here(&mut self, kind: RecordKind, arg: u64, body: &[u8]) -> Result<()> {
+        let rs = record_size(body.len()) as u64;
+        if self.write_pos + rs > self.active.size() {
+            return Err(Error::InvalidConfig(format!(
+                "a {}-byte record does not fit in segment {} at offset {} (segment_size {})",
+                rs,
+                self.active.path().display(),
+                self.write_pos,
+                self.active.size()
+            )));
+        }
+        let h = record::header(self.active.salt(), kind, arg, &[body]);
+        let pos = self.write_pos as usize;
+        // SAFETY: unpublished space of the active segment, inside the map (checked above);
+        // only the writer thread writes (I1).
+        unsafe {
+            self.active.write_at(pos, h.as_bytes())?;
+            self.active.write_at(pos + RECORD_HEADER_SIZE, body)?;
+        }
+        self.last_crc = h.crc.get();
+        self.write_pos += rs;
+        Ok(())
+    }
+
+    /// Writes the active segment's opening checkpoint, chained to the previous segment's
+    /// end and last record CRC.
+    pub(super) fn write_checkpoint(&mut self, prev_end: u64, prev_crc: u32) -> Result<()> {
+        let body = encode_checkpoint(&self.state, prev_end, prev_crc);
+        self.write_pos = SEGMENT_HEADER_SIZE as u64;
+        self.write_here(RecordKind::Checkpoint, 0, &body)
+    }
+
+    /// Seals the active segment and starts the next one. Its effects on readers and the
+    /// flusher wait in `p`.
+    fn rollover(&mut self, p: &mut Pending) -> Result<()> {
+        let prepared = match self.spares.pop() {
+            Some(f) => f,
+            None => self.preparer.take()?,
+        };
+        let seg = Arc::new(Segment::install(prepared, &self.dir, self.next_seq)?);
+        p.installed.push(seg.clone());
+        self.next_seq += 1;
+        if let Some(t) = self.tail.take() {
+            p.publish.push((t, self.tail_len));
+            if let Some(last) = self.version.runs.last_mut() {
+                last.limit = self.tail_len;
+            }
+            self.tail_len = 0;
+        }
+        let old = std::mem::replace(&mut self.active, seg.clone());
+        let old_end = self.write_pos;
+        p.first_end.get_or_insert(old_end);
+        // The sealed segment's write-back starts in the background once the call succeeds:
+        // its sync overlaps with appends to the new segment.
+        p.sealed.push(SyncTarget {
+            segment: old,
+            end: old_end,
+            seal: true,
+        });
+        self.version.segments.push(seg);
+        self.dir_dirty = true;
+        p.layout_changed = true;
+        self.write_checkpoint(old_end, self.last_crc)?;
+        self.writeback_pos = SEGMENT_HEADER_SIZE as u64;
+        Ok(())
+    }
+
+    /// Saves what a call may change.
+    fn begin(&self) -> Undo {
+        Undo {
+            active: self.active.clone(),
+            write_pos: self.write_pos,
+            writeback_pos: self.writeback_pos,
+            last_crc: self.last_crc,
+            tail: self.tail.clone(),
+            tail_len: self.tail_len,
+            runs: self.state.is_empty().then(|| self.version.runs.clone()),
+            runs_len: self.version.runs.len(),
+            last_limit: self.version.runs.last().map(|r| r.limit),
+            segments_len: self.version.segments.len(),
+            next_seq: self.next_seq,
+            dir_dirty: self.dir_dirty,
+            state: self.state.clone(),
+        }
+    }
+
+    /// Makes a successful call visible: the version readers hold is superseded first, then
+    /// run lengths are published, sealed segments go to the flusher, and the new version is
+    /// stored.
+    fn finish(&mut self, p: Pending) {
+        if p.layout_changed {
+            self.current.load().supersede();
+        }
+        for (run, len) in p.publish {
+            run.publish(len);
+        }
+        if let Some(t) = &self.tail {
+            t.publish(self.tail_len);
+        }
+        for target in p.sealed {
+            let _ = self.flusher.submit(FlushRequest {
+                targets: vec![target],
+                sync_dir: true,
+                deletes: Vec::new(),
+                writeback: None,
+                callback: None,
+            });
+        }
+        if p.layout_changed {
+            self.store_version();
+        }
+    }
+
+    /// Undoes a call that failed with `err`, and returns the error to report: `err` itself,
+    /// or [`Error::Poisoned`] if the undo failed too.
+    fn rollback(&mut self, u: Undo, p: Pending, err: Error) -> Error {
+        let mut failures: Vec<String> = Vec::new();
+        let end = p.first_end.unwrap_or(self.write_pos);
+        if end > u.write_pos {
+            // SAFETY: `u.write_pos..end` was written by this call and never published (run
+            // lengths are published only by `finish`), so no reader can hold a slice over it;
+            // only this thread writes the segment.
+            let zeroed = unsafe {
+                u.active
+                    .zero_at(u.write_pos as usize, (end - u.write_pos) as usize)
+            };
+            if let Err(e) = zeroed {
+                failures.push(format!("zeroing its bytes: {e}"));
+            }
+        }
+        for seg in p.installed.iter().rev() {
+            match std::fs::remove_file(seg.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => failures.push(format!("removing {}: {e}", seg.path().display())),
+            }
+        }
+        let removed_files = !p.installed.is_empty();
+        self.active = u.active;
+        self.write_pos = u.write_pos;
+        self.writeback_pos = u.writeback_pos;
+        self.last_crc = u.last_crc;
+        self.tail = u.tail;
+        self.tail_len = u.tail_len;
+        match u.runs {
+            Some(runs) => self.version.runs = runs,
+            None => {
+                self.version.runs.truncate(u.runs_len);
+                if let (Some(last), Some(limit)) = (self.version.runs.last_mut(), u.last_limit) {
+                    last.limit = limit;
+                }
+            }
+        }
+        self.version.segments.truncate(u.segments_len);
+        self.next_seq = u.next_seq;
+        // Files were created and removed: make the removals durable with the next flush.
+        self.dir_dirty = u.dir_dirty || removed_files;
+        self.state = u.state;
+        if failures.is_empty() {
+            err
+        } else {
+            self.flusher.poison(format!(
+                "a write failed ({err}) and undoing it failed too: {}",
+                failures.join("; ")
+            ))
+        }
+    }
+}
