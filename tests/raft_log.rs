@@ -89,27 +89,21 @@ fn vote_reversal_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path());
     log.save_vote(Vote::new(5, 2, false)).unwrap();
-    let log = refused(
-        dir.path(),
-        log,
-        "term: 5, node_id: 2",
-        "term: 4, node_id: 3",
-        |l| {
-            let e = l.save_vote(Vote::new(4, 3, true)).unwrap_err();
-            assert!(matches!(
-                state_err(e.clone()),
-                StateError::VoteReversal { .. }
-            ));
-            e
-        },
-    );
+    let log = refused(dir.path(), log, "T5-N2", "T4-N3 (committed)", |l| {
+        let e = l.save_vote(Vote::new(4, 3, true)).unwrap_err();
+        assert!(matches!(
+            state_err(e.clone()),
+            StateError::VoteReversal { .. }
+        ));
+        e
+    });
     let mut log = log;
     log.save_vote(Vote::new(5, 2, true)).unwrap();
     let log = refused(
         dir.path(),
         log,
-        "committed: true",
-        "committed: false",
+        "T5-N2 (committed)",
+        "lower vote T5-N2",
         |l| l.save_vote(Vote::new(5, 2, false)).unwrap_err(),
     );
     assert_eq!(log.state().vote, Some(Vote::new(5, 2, true)));
@@ -120,7 +114,7 @@ fn log_id_reversal_and_gaps_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path());
     append(&mut log, 3, 0..5);
-    let log = refused(dir.path(), log, "index: 4", "index: 5", |l| {
+    let log = refused(dir.path(), log, "3-1-4", "2-1-5", |l| {
         let e = l.append([(id(2, 5), &b"x"[..])]).unwrap_err();
         assert!(matches!(
             state_err(e.clone()),
@@ -152,7 +146,7 @@ fn commit_rules() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path());
     append(&mut log, 1, 0..10);
-    let mut log = refused(dir.path(), log, "index: 9", "index: 10", |l| {
+    let mut log = refused(dir.path(), log, "1-1-9", "1-1-10", |l| {
         let e = l.commit(id(1, 10)).unwrap_err();
         assert!(matches!(
             state_err(e.clone()),
@@ -161,7 +155,7 @@ fn commit_rules() {
         e
     });
     log.commit(id(1, 6)).unwrap();
-    let log = refused(dir.path(), log, "index: 6", "index: 5", |l| {
+    let log = refused(dir.path(), log, "1-1-6", "1-1-5", |l| {
         let e = l.commit(id(1, 5)).unwrap_err();
         assert!(matches!(
             state_err(e.clone()),
@@ -178,7 +172,7 @@ fn truncate_and_purge_rules() {
     let mut log = open(dir.path());
     append(&mut log, 1, 0..20);
     log.commit(id(1, 12)).unwrap();
-    let mut log = refused(dir.path(), log, "index: 12", "index: 15", |l| {
+    let mut log = refused(dir.path(), log, "1-1-12", "1-1-15", |l| {
         let e = l.purge_upto(id(1, 15)).unwrap_err();
         assert!(matches!(
             state_err(e.clone()),
@@ -187,7 +181,7 @@ fn truncate_and_purge_rules() {
         e
     });
     log.purge_upto(id(1, 8)).unwrap();
-    let log = refused(dir.path(), log, "index: 8", "index: 3", |l| {
+    let log = refused(dir.path(), log, "1-1-8", "1-1-3", |l| {
         let e = l.truncate_after(Some(id(1, 3))).unwrap_err();
         assert!(matches!(
             state_err(e.clone()),
@@ -195,7 +189,7 @@ fn truncate_and_purge_rules() {
         ));
         e
     });
-    let log = refused(dir.path(), log, "index: 12", "index: 10", |l| {
+    let log = refused(dir.path(), log, "1-1-12", "1-1-10", |l| {
         let e = l.truncate_after(Some(id(1, 10))).unwrap_err();
         assert!(matches!(
             state_err(e.clone()),
@@ -203,7 +197,7 @@ fn truncate_and_purge_rules() {
         ));
         e
     });
-    let log = refused(dir.path(), log, "term: 1", "term: 7", |l| {
+    let log = refused(dir.path(), log, "1-1-14", "7-1-14", |l| {
         let e = l.truncate_after(Some(LogId::new(7, 1, 14))).unwrap_err();
         assert!(matches!(
             state_err(e.clone()),
@@ -211,7 +205,7 @@ fn truncate_and_purge_rules() {
         ));
         e
     });
-    let mut log = refused(dir.path(), log, "index: 19", "index: 25", |l| {
+    let mut log = refused(dir.path(), log, "1-1-19", "1-1-25", |l| {
         // Both rules are broken; the last-entry rule is checked first.
         let e = l.purge_upto(id(1, 25)).unwrap_err();
         assert!(matches!(
@@ -221,7 +215,7 @@ fn truncate_and_purge_rules() {
         e
     });
     log.commit(id(1, 19)).unwrap();
-    let log = refused(dir.path(), log, "index: 19", "index: 25", |l| {
+    let log = refused(dir.path(), log, "1-1-19", "1-1-25", |l| {
         let e = l.purge_upto(id(1, 25)).unwrap_err();
         assert!(matches!(
             state_err(e.clone()),

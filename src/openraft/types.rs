@@ -25,6 +25,10 @@ impl Types for OpenraftTypes {
     type Vote = OpenraftVote;
     type UserData = Vec<u8>;
 
+    const MAX_LOG_ID_LEN: usize = <crate::raft::RaftTypes as Types>::MAX_LOG_ID_LEN;
+    /// The same 17-byte layout as [`crate::raft::Vote`].
+    const MAX_VOTE_LEN: usize = <crate::raft::RaftTypes as Types>::MAX_VOTE_LEN;
+
     fn log_index(log_id: &LogId) -> u64 {
         log_id.index
     }

@@ -1,7 +1,7 @@
 //! Raft state-rule violations.
 //!
-//! Every variant names both values involved (formatted with `Debug`) and means that nothing
-//! was written.
+//! Every variant names the values involved (through their `Display`; an absent value prints
+//! as `none`) and means that nothing was written.
 
 /// A Raft state rule that an operation broke. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -10,6 +10,15 @@ pub enum StateError {
     /// A vote lower than the saved one.
     #[error("vote reversal: saved vote is {saved}, refused lower vote {given}")]
     VoteReversal {
+        /// The saved vote.
+        saved: String,
+        /// The vote refused.
+        given: String,
+    },
+    /// A vote neither greater than nor equal to the saved one, nor lower: in the same term, a
+    /// vote for another node.
+    #[error("vote conflict: saved vote is {saved}, refused incomparable vote {given}")]
+    VoteConflict {
         /// The saved vote.
         saved: String,
         /// The vote refused.
@@ -79,7 +88,8 @@ pub enum StateError {
         /// The purge point refused.
         given: String,
     },
-    /// A log id that names an index whose stored entry has another log id.
+    /// A log id the log does not hold: the entry at its index has another log id, or there is
+    /// none (`stored` is `nothing`, or says which log id the index was purged under).
     #[error("log id mismatch at index {index}: stored {stored}, given {given}")]
     LogIdMismatch {
         /// The index.
@@ -97,9 +107,37 @@ pub enum StateError {
         /// The snapshot's last log id.
         given: String,
     },
+    /// A log id whose index is the largest `u64`: no entry could follow it.
+    #[error("no successor: log id {given} leaves no index after it")]
+    NoSuccessor {
+        /// The log id refused.
+        given: String,
+    },
+    /// A user data value or snapshot meta blob that would not leave room in the meta values
+    /// for the vote, the committed and purged log ids and the snapshot meta.
+    #[error(
+        "{what} too large: it encodes to {size} bytes, only {room} bytes of meta room are left \
+         (the rest is kept for the vote, committed, purged and snapshot meta)"
+    )]
+    MetaNoRoom {
+        /// `user data` or `snapshot meta`.
+        what: &'static str,
+        /// Its encoded size.
+        size: usize,
+        /// The largest encoded size that fits.
+        room: usize,
+    },
 }
 
-/// `Debug` text of a value, for error messages.
-pub(crate) fn show<T: std::fmt::Debug>(v: &T) -> String {
-    format!("{v:?}")
+/// `Display` text of a value, for error messages.
+pub(crate) fn show<T: std::fmt::Display>(v: &T) -> String {
+    v.to_string()
+}
+
+/// `Display` text of an optional value, `none` if absent.
+pub(crate) fn show_opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    match v {
+        Some(v) => v.to_string(),
+        None => "none".into(),
+    }
 }

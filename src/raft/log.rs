@@ -1,11 +1,13 @@
 //! [`RaftLog`]: the writer API that Raft code calls.
 
+use std::cmp::Ordering;
 use std::marker::PhantomData;
 use std::path::Path;
 
 use super::codec::Codec;
-use super::errors::{show, StateError};
+use super::errors::{show, show_opt, StateError};
 use super::reader::RaftReader;
+use super::room;
 use super::state::{
     decode_state, split_entry, RaftState, SnapshotMeta, META_COMMITTED, META_PURGED, META_SNAPSHOT,
     META_USER_DATA, META_VOTE,
@@ -37,7 +39,9 @@ impl Default for Rules {
 /// zero-copy segment store.
 ///
 /// Every call checks Raft's state rules first; a call that breaks one returns
-/// [`Error::State`] and writes nothing. Everything becomes durable with [`RaftLog::flush`] or
+/// [`Error::State`] and writes nothing. A new log accepts its first entry at any index (raft-rs
+/// logs start at 1); after that, indexes are consecutive, and after a purge or snapshot the
+/// next entry follows the purged log id. Everything becomes durable with [`RaftLog::flush`] or
 /// [`RaftLog::sync`]; [`RaftLog::state`] is always what a reopen would recover after that.
 ///
 /// ```
@@ -101,11 +105,11 @@ impl<T: Types> RaftLog<T> {
             .and_then(|i| snap.get(i).map(|body| (i, body)));
         let state = decode_state::<T>(|k| snap.meta(k), last_entry)?;
         if let Some(p) = &state.purged {
-            if T::log_index(p) + 1 != snap.first_index() {
+            if T::log_index(p).checked_add(1) != Some(snap.first_index()) {
                 return Err(Error::Decode {
                     what: "purged log id".into(),
                     reason: format!(
-                        "purged log id {p:?} does not match the first index {}",
+                        "purged log id {p} does not match the first index {}",
                         snap.first_index()
                     ),
                 });
@@ -146,15 +150,26 @@ impl<T: Types> RaftLog<T> {
         }
     }
 
-    /// Saves the vote. Refuses a vote lower than the saved one ([`StateError::VoteReversal`]).
-    /// Make it durable (`sync` or `flush`) before answering the vote request.
+    /// Saves the vote. Accepts only a vote greater than or equal to the saved one: refuses a
+    /// lower vote ([`StateError::VoteReversal`]) and an incomparable one, such as a vote for
+    /// another node in the same term ([`StateError::VoteConflict`]). Make it durable (`sync`
+    /// or `flush`) before answering the vote request.
     pub fn save_vote(&mut self, vote: T::Vote) -> Result<()> {
         if let Some(saved) = &self.state.vote {
-            if vote < *saved {
-                return Err(state_err(StateError::VoteReversal {
-                    saved: show(saved),
-                    given: show(&vote),
-                }));
+            match vote.partial_cmp(saved) {
+                Some(Ordering::Greater | Ordering::Equal) => {}
+                Some(Ordering::Less) => {
+                    return Err(state_err(StateError::VoteReversal {
+                        saved: show(saved),
+                        given: show(&vote),
+                    }))
+                }
+                None => {
+                    return Err(state_err(StateError::VoteConflict {
+                        saved: show(saved),
+                        given: show(&vote),
+                    }))
+                }
             }
         }
         self.store.put_meta(META_VOTE, &vote.to_bytes())?;
@@ -163,7 +178,10 @@ impl<T: Types> RaftLog<T> {
     }
 
     /// Appends entries, in one batch. Each log id must be greater than the last and its index
-    /// must be the next one; all are checked before anything is written.
+    /// must be the next one; all are checked before anything is written. The first entry of a
+    /// log with no entries and nothing purged may have any index (at or after the index where
+    /// entries removed by `truncate_after(None)` began); after a purge or snapshot the next
+    /// index is the purged index + 1.
     pub fn append<'a, I>(&mut self, entries: I) -> Result<()>
     where
         I: IntoIterator<Item = (T::LogId, &'a [u8])>,
@@ -173,16 +191,20 @@ impl<T: Types> RaftLog<T> {
         let mut payloads: Vec<&'a [u8]> = Vec::new();
         let mut last = self.state.last.clone();
         for (id, payload) in entries {
-            let expected = last.as_ref().map(|l| T::log_index(l) + 1).unwrap_or(0);
-            if let Some(l) = &last {
-                if id <= *l {
-                    return Err(state_err(StateError::LogIdReversal {
-                        last: show(l),
-                        given: show(&id),
-                    }));
-                }
-            }
             let index = T::log_index(&id);
+            let expected = match &last {
+                Some(l) => {
+                    if id <= *l {
+                        return Err(state_err(StateError::LogIdReversal {
+                            last: show(l),
+                            given: show(&id),
+                        }));
+                    }
+                    successor::<T>(l)?
+                }
+                // A new log: any first index the engine can still take.
+                None => index.max(self.store.next_index()),
+            };
             if index != expected {
                 return Err(state_err(StateError::NonConsecutive {
                     expected,
@@ -209,11 +231,13 @@ impl<T: Types> RaftLog<T> {
         Ok(())
     }
 
-    /// Records the committed log id. It must not pass the last log id nor go backwards.
+    /// Records the committed log id. It must not pass the last log id nor go backwards, and it
+    /// must be a log id the log holds (the entry at its index has it) or has purged (at or
+    /// below the purged log id); otherwise [`StateError::LogIdMismatch`].
     pub fn commit(&mut self, log_id: T::LogId) -> Result<()> {
         if self.state.last.as_ref().is_none_or(|l| log_id > *l) {
             return Err(state_err(StateError::CommitBeyondLast {
-                last: show(&self.state.last),
+                last: show_opt(&self.state.last),
                 given: show(&log_id),
             }));
         }
@@ -228,29 +252,36 @@ impl<T: Types> RaftLog<T> {
                 return Ok(());
             }
         }
+        let purged_below = self
+            .state
+            .purged
+            .as_ref()
+            .is_some_and(|p| T::log_index(&log_id) <= T::log_index(p) && log_id <= *p);
+        if !purged_below {
+            self.check_stored(&log_id)?;
+        }
         self.store.put_meta(META_COMMITTED, &log_id.to_bytes())?;
         self.state.committed = Some(log_id);
         Ok(())
     }
 
     /// Removes every entry after `log_id` (Raft conflict resolution); `None` removes all
-    /// entries. `log_id` must be in the log (its stored log id must match), not below the
-    /// purged log id, and (with the default rules) not below the committed one.
+    /// entries. `log_id` must be in the log (its stored log id must match; past the last entry
+    /// is a [`StateError::LogIdMismatch`] too), not below the purged log id, and (with the
+    /// default rules) not below the committed one.
     pub fn truncate_after(&mut self, log_id: Option<T::LogId>) -> Result<()> {
         if log_id < self.state.purged {
             return Err(state_err(StateError::TruncateBelowPurged {
-                purged: show(&self.state.purged),
-                given: show(&log_id),
+                purged: show_opt(&self.state.purged),
+                given: show_opt(&log_id),
             }));
         }
         let last_index = self.state.last.as_ref().map(|l| T::log_index(l));
         let index = log_id.as_ref().map(|l| T::log_index(l));
         if let Some(id) = &log_id {
             if index >= last_index {
-                // Nothing after it; but a log id that names the last index must match it.
-                if index == last_index {
-                    self.check_stored(id)?;
-                }
+                // Nothing after it, but it must name an entry the log holds (or the purged id).
+                self.check_stored(id)?;
                 return Ok(());
             }
         } else if self.state.last.is_none() || self.state.last == self.state.purged {
@@ -258,14 +289,14 @@ impl<T: Types> RaftLog<T> {
         }
         if self.rules.truncate_keeps_committed && log_id < self.state.committed {
             return Err(state_err(StateError::TruncateBelowCommitted {
-                committed: show(&self.state.committed),
-                given: show(&log_id),
+                committed: show_opt(&self.state.committed),
+                given: show_opt(&log_id),
             }));
         }
         let from = match &log_id {
             Some(id) => {
                 self.check_stored(id)?;
-                T::log_index(id) + 1
+                successor::<T>(id)?
             }
             None => self.store.first_index(),
         };
@@ -283,20 +314,21 @@ impl<T: Types> RaftLog<T> {
         }
         if Some(&log_id) > self.state.last.as_ref() {
             return Err(state_err(StateError::PurgeBeyondLast {
-                last: show(&self.state.last),
+                last: show_opt(&self.state.last),
                 given: show(&log_id),
             }));
         }
         if self.rules.purge_requires_commit && Some(&log_id) > self.state.committed.as_ref() {
             return Err(state_err(StateError::PurgeBeyondCommitted {
-                committed: show(&self.state.committed),
+                committed: show_opt(&self.state.committed),
                 given: show(&log_id),
             }));
         }
         self.check_stored(&log_id)?;
+        let first = successor::<T>(&log_id)?;
         let id_bytes = log_id.to_bytes();
         self.store
-            .purge_to_with_meta(T::log_index(&log_id) + 1, &[(META_PURGED, &id_bytes)])?;
+            .purge_to_with_meta(first, &[(META_PURGED, &id_bytes)])?;
         self.state.purged = Some(log_id);
         Ok(())
     }
@@ -305,7 +337,9 @@ impl<T: Types> RaftLog<T> {
     /// snapshot data itself; `data` is a small opaque meta blob kept with the log) and purges
     /// what it covers. If the log holds `last_log_id`, later entries stay; otherwise (the
     /// snapshot is ahead of the log, or conflicts with it) all entries are removed and the log
-    /// continues after the snapshot. The committed log id moves up to the snapshot.
+    /// continues after the snapshot. The committed log id moves up to the snapshot. The meta
+    /// (log id and `data`) must fit in the meta room the user data leaves
+    /// ([`StateError::MetaNoRoom`]).
     pub fn install_snapshot(&mut self, last_log_id: T::LogId, data: Vec<u8>) -> Result<()> {
         let below_purged =
             self.state.purged.as_ref().is_some_and(|p| {
@@ -313,18 +347,26 @@ impl<T: Types> RaftLog<T> {
             });
         if below_purged {
             return Err(state_err(StateError::SnapshotReversal {
-                purged: show(&self.state.purged),
+                purged: show_opt(&self.state.purged),
                 given: show(&last_log_id),
             }));
         }
         let index = T::log_index(&last_log_id);
+        let first = successor::<T>(&last_log_id)?;
+        let snap_bytes = (last_log_id.clone(), data.clone()).to_bytes();
+        if let Err(room) = room::fits::<T>(&self.store, META_SNAPSHOT, snap_bytes.len()) {
+            return Err(state_err(StateError::MetaNoRoom {
+                what: "snapshot meta",
+                size: snap_bytes.len(),
+                room,
+            }));
+        }
         let keeps_suffix = self.log_id(index)?.as_ref() == Some(&last_log_id);
         let committed = match &self.state.committed {
             Some(c) if *c > last_log_id => c.clone(),
             _ => last_log_id.clone(),
         };
         let id_bytes = last_log_id.to_bytes();
-        let snap_bytes = (last_log_id.clone(), data.clone()).to_bytes();
         let committed_bytes = committed.to_bytes();
         let metas: [(u64, &[u8]); 3] = [
             (META_PURGED, &id_bytes),
@@ -334,9 +376,9 @@ impl<T: Types> RaftLog<T> {
         // One record either way, so no crash can separate the purge from its log id or leave
         // the log emptied without the snapshot that replaced it.
         if keeps_suffix {
-            self.store.purge_to_with_meta(index + 1, &metas)?;
+            self.store.purge_to_with_meta(first, &metas)?;
         } else {
-            self.store.reset_to_with_meta(index + 1, &metas)?;
+            self.store.reset_to_with_meta(first, &metas)?;
         }
         if !keeps_suffix {
             self.state.last = Some(last_log_id.clone());
@@ -347,9 +389,21 @@ impl<T: Types> RaftLog<T> {
         Ok(())
     }
 
-    /// Saves application data with the log state (`None` clears it).
+    /// Saves application data with the log state (`None` clears it). It shares the engine's
+    /// meta room (a quarter of a segment) with the vote, committed, purged and snapshot meta,
+    /// whose largest sizes stay reserved (see [`Types::MAX_LOG_ID_LEN`]); data that would not
+    /// leave that room is refused with [`StateError::MetaNoRoom`], which says how much there
+    /// is. Shrinking the data is always allowed.
     pub fn save_user_data(&mut self, data: Option<T::UserData>) -> Result<()> {
-        self.store.put_meta(META_USER_DATA, &data.to_bytes())?;
+        let bytes = data.to_bytes();
+        if let Err(room) = room::fits::<T>(&self.store, META_USER_DATA, bytes.len()) {
+            return Err(state_err(StateError::MetaNoRoom {
+                what: "user data",
+                size: bytes.len(),
+                room,
+            }));
+        }
+        self.store.put_meta(META_USER_DATA, &bytes)?;
         self.state.user_data = data;
         Ok(())
     }
@@ -365,21 +419,29 @@ impl<T: Types> RaftLog<T> {
         self.store.sync()
     }
 
+    /// Checks that the log holds `id`: the entry at its index has it, or it is the purged id.
     fn check_stored(&self, id: &T::LogId) -> Result<()> {
         let index = T::log_index(id);
-        match self.log_id(index)? {
-            Some(stored) if stored == *id => Ok(()),
-            Some(stored) => Err(state_err(StateError::LogIdMismatch {
-                index,
-                stored: show(&stored),
-                given: show(id),
-            })),
-            None if Some(id) == self.state.purged.as_ref() => Ok(()),
-            None => Err(state_err(StateError::LogIdMismatch {
-                index,
-                stored: "nothing".into(),
-                given: show(id),
-            })),
-        }
+        let stored = match self.log_id(index)? {
+            Some(stored) if stored == *id => return Ok(()),
+            Some(stored) => show(&stored),
+            None => match &self.state.purged {
+                Some(p) if p == id => return Ok(()),
+                Some(p) if index <= T::log_index(p) => format!("nothing (purged up to {p})"),
+                _ => "nothing".into(),
+            },
+        };
+        Err(state_err(StateError::LogIdMismatch {
+            index,
+            stored,
+            given: show(id),
+        }))
     }
+}
+
+/// The index after `id`'s.
+fn successor<T: Types>(id: &T::LogId) -> Result<u64> {
+    T::log_index(id)
+        .checked_add(1)
+        .ok_or_else(|| state_err(StateError::NoSuccessor { given: show(id) }))
 }

@@ -9,6 +9,7 @@ pub mod codec;
 mod errors;
 mod log;
 mod reader;
+mod room;
 pub(crate) mod state;
 mod types;
 

@@ -120,9 +120,13 @@ impl<T: Types> fmt::Debug for RaftState<T> {
 }
 
 impl<T: Types> RaftState<T> {
-    /// Index the next appended entry must have.
+    /// Index after the last log id (the last entry, or the purged log id): the index the next
+    /// appended entry must have. 0 if there is none; such a log (no entries, nothing purged)
+    /// accepts its first entry at any index.
     pub fn next_index(&self) -> u64 {
-        self.last.as_ref().map(|l| T::log_index(l) + 1).unwrap_or(0)
+        self.last
+            .as_ref()
+            .map_or(0, |l| T::log_index(l).saturating_add(1))
     }
 }
 

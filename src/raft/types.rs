@@ -8,14 +8,26 @@ use super::codec::{Codec, CodecError};
 /// Fixes the types a [`super::RaftLog`] stores.
 ///
 /// `LogId` orders entries (a later entry has a greater log id); `Vote` orders votes (a saved
-/// vote may only be replaced by one that is not less). Payloads are plain bytes.
+/// vote may only be replaced by one that is greater or equal). Payloads are plain bytes. Log
+/// ids and votes appear in error messages through their `Display`.
+///
+/// The vote, the committed and purged log ids and the snapshot meta share the engine's meta
+/// room (a quarter of a segment) with the user data. [`Types::MAX_LOG_ID_LEN`] and
+/// [`Types::MAX_VOTE_LEN`] say how much of it to keep for them, so that user data (and the
+/// snapshot meta blob) can never crowd them out.
 pub trait Types: 'static {
     /// Identifies an entry: term (or leader id) and index.
-    type LogId: Codec + Ord + Clone + Debug + Send + Sync + 'static;
+    type LogId: Codec + Ord + Clone + Debug + Display + Send + Sync + 'static;
     /// The durable vote (hard state).
-    type Vote: Codec + PartialOrd + Eq + Clone + Debug + Send + Sync + 'static;
+    type Vote: Codec + PartialOrd + Eq + Clone + Debug + Display + Send + Sync + 'static;
     /// Application data kept with the log state.
     type UserData: Codec + Eq + Clone + Debug + Send + Sync + 'static;
+
+    /// Largest encoded size of a `LogId`, in bytes (default 64). Set it to the exact size if
+    /// your encoding is fixed-size, or higher if it can be longer.
+    const MAX_LOG_ID_LEN: usize = 64;
+    /// Largest encoded size of a `Vote`, in bytes (default 64).
+    const MAX_VOTE_LEN: usize = 64;
 
     /// The log index of a log id.
     fn log_index(log_id: &Self::LogId) -> u64;
@@ -31,13 +43,18 @@ impl Types for RaftTypes {
     type Vote = Vote;
     type UserData = Vec<u8>;
 
+    /// `(u64, u64, u64)`.
+    const MAX_LOG_ID_LEN: usize = 24;
+    /// `(u64, u64, bool)`.
+    const MAX_VOTE_LEN: usize = 17;
+
     fn log_index(log_id: &LogId) -> u64 {
         log_id.index
     }
 }
 
 /// A log id: the leader that proposed the entry (term, node id) and the entry's index.
-/// Ordered by term, then node id, then index.
+/// Ordered by term, then node id, then index. Displayed as `term-node-index` (`1-0-7`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LogId {
     /// Term of the leader that proposed the entry.
@@ -86,7 +103,8 @@ impl Codec for LogId {
 ///
 /// Ordered as in Raft: a higher term is greater; in the same term, the same node's committed
 /// vote is greater than its uncommitted one; votes for different nodes in the same term are
-/// incomparable unless exactly one is committed (then it is greater).
+/// incomparable unless exactly one is committed (then it is greater). Displayed as `T5-N1`, or
+/// `T5-N1 (committed)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Vote {
     /// Term.
@@ -169,6 +187,16 @@ mod tests {
             v(2, 1, false).partial_cmp(&v(2, 1, false)),
             Some(Ordering::Equal)
         );
+    }
+
+    #[test]
+    fn encoded_sizes_match_the_declared_maximum() {
+        let id = LogId::new(u64::MAX, u64::MAX, u64::MAX);
+        assert_eq!(id.to_bytes().len(), RaftTypes::MAX_LOG_ID_LEN);
+        let vote = Vote::new(u64::MAX, u64::MAX, true);
+        assert_eq!(vote.to_bytes().len(), RaftTypes::MAX_VOTE_LEN);
+        assert_eq!(vote.to_string(), format!("T{0}-N{0} (committed)", u64::MAX));
+        assert_eq!(Vote::new(5, 1, false).to_string(), "T5-N1");
     }
 
     #[test]
