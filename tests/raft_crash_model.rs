@@ -530,6 +530,10 @@ impl Harness {
                 );
             }
             1 => {
+                if s.last.is_none() {
+                    // A log with no entry and nothing purged accepts any first index.
+                    return;
+                }
                 let next = m.next_index();
                 let (bad, reversal) = if m.last_term() >= 2 && d % 2 == 0 {
                     (id(m.last_term() - 1, next), true)

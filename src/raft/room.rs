@@ -33,7 +33,7 @@ fn reserved<T: Types>(store: &Store, key: u64) -> Option<usize> {
 /// The largest encoded size the value of `key` (user data or snapshot meta) may have so that
 /// the vote, committed, purged and snapshot meta keep their room.
 pub(crate) fn room<T: Types>(store: &Store, key: u64) -> usize {
-    let limit = usize::try_from(store.config().segment_size / 4).unwrap_or(usize::MAX);
+    let limit = store.config().meta_limit();
     let item = size_of::<MetaItemHead>();
     let used = [
         META_VOTE,
