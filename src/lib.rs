@@ -17,10 +17,8 @@ mod error;
 mod flusher;
 pub mod format;
 mod index;
-/// Read-only inspection of a log directory (stat, verify, dump) for tools and tests.
 pub mod inspect;
 mod lock;
-/// openraft 0.9 log storage on the Raft log (feature `openraft`).
 #[cfg(feature = "openraft")]
 pub mod openraft;
 mod preparer;
