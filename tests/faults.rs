@@ -35,19 +35,11 @@ fn payload(i: u64) -> Vec<u8> {
     (0..900).map(|j| (i as usize * 7 + j) as u8).collect()
 }
 
-/// `Store::open`, retried while it reports `Locked`: other tests in this binary spawn child
-/// processes, and a child holds a copy of every open descriptor (our LOCK file's included)
-/// between `fork` and `exec`, so a lock released just before can look held for a moment.
+/// `Store::open`. Other tests in this binary spawn child processes, which hold a copy of every
+/// open descriptor (our LOCK file's included) between `fork` and `exec`; the directory lock is
+/// a POSIX record lock, which they do not inherit, so no retry on `Locked` is needed.
 fn open(dir: &Path, cfg: Config) -> raft_mmap_log::Result<Store> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Store::open(dir, cfg.clone()) {
-            Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(5))
-            }
-            r => return r,
-        }
-    }
+    Store::open(dir, cfg)
 }
 
 fn is_root() -> bool {
