@@ -317,6 +317,27 @@ fn snapshot_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// A read-only tool on a directory without `LOCK`: on a read-only file system (`EROFS`) it
+/// reads without a lock (no `Store` can write there); on a writable one it creates `LOCK`.
+#[test]
+fn tool_reads_read_only_fs_without_lock_file() {
+    let n = 20;
+    let fs = match Tmpfs::mount("4m") {
+        Ok(fs) => fs,
+        Err(why) => return skip("tool_reads_read_only_fs_without_lock_file", &why),
+    };
+    let dir = fs.path.join("log");
+    make_log(&dir, n);
+    std::fs::remove_file(dir.join("LOCK")).unwrap();
+    fs.remount("ro");
+    let st = raft_mmap_log::inspect::stat(&dir).unwrap();
+    assert_eq!((st.first_index, st.next_index), (1, n + 1));
+    assert!(!dir.join("LOCK").exists());
+    fs.remount("rw");
+    raft_mmap_log::inspect::stat(&dir).unwrap();
+    assert!(dir.join("LOCK").exists(), "the tool did not create LOCK");
+}
+
 #[test]
 fn read_only_directory() {
     let n = 50;
