@@ -12,7 +12,7 @@
 //! the same file for as long as they read ([`ReadLock`]), non-blocking:
 //!
 //! * if a `Store` has the directory open, in this process or another, they fail at once with
-//!   [`Error::Locked`](crate::Error::Locked) ("locked by another process"). Reading a live log
+//!   [`Error::Locked`] ("locked by another process"). Reading a live log
 //!   would break the rule the zero-copy code relies on: a `&[u8]` over mapped bytes is only
 //!   built over bytes nobody writes (the live writer appends, zeroes a torn tail at open and
 //!   writes sealed marks), files may vanish mid-scan when a purge completes, and the unsynced

@@ -17,7 +17,6 @@ mod error;
 mod flusher;
 pub mod format;
 mod index;
-/// Read-only inspection of a log directory (stat, verify, dump) for tools and tests.
 pub mod inspect;
 mod lock;
 /// openraft 0.9 log storage on the Raft log (feature `openraft`).
