@@ -1,30 +1,34 @@
 //! Read-only inspection of a log directory: [`stat`], [`verify`] and [`dump`].
 //!
 //! These are the building blocks of the `raft-mmap-log` command-line tool, and tests use them
-//! too. None of them writes anything: segment files are opened and mapped read-only
-//! (recovery's plan without its repair), no file is created,
-//! removed or repaired.
+//! too. None of them writes to the log: segment files are opened and mapped read-only
+//! (recovery's plan without its repair), no segment file is created, removed or repaired
+//! (the only file they may create is an empty `LOCK`, see below).
 //!
 //! # Locking
 //!
-//! A [`Store`](crate::Store) holds an exclusive `flock` on `DIR/LOCK` while it is open. The
-//! inspection functions take a **shared** lock on the same file for as long as they read
-//! ([`ReadLock`]), non-blocking:
+//! A [`Store`](crate::Store) holds a POSIX write lock (`fcntl(F_SETLK)`, `F_WRLCK`) on
+//! `DIR/LOCK` while it is open. The inspection functions take a **read** lock (`F_RDLCK`) on
+//! the same file for as long as they read ([`ReadLock`]), non-blocking:
 //!
-//! * if a `Store` has the directory open, they fail at once with
+//! * if a `Store` has the directory open, in this process or another, they fail at once with
 //!   [`Error::Locked`] ("locked by another process"). Reading a live log
 //!   would break the rule the zero-copy code relies on: a `&[u8]` over mapped bytes is only
 //!   built over bytes nobody writes (the live writer appends, zeroes a torn tail at open and
 //!   writes sealed marks), files may vanish mid-scan when a purge completes, and the unsynced
 //!   tail would be reported as damage. A running node reports its state through its own API
 //!   ([`Store::recovery_report`](crate::Store::recovery_report), [`Snapshot`](crate::Snapshot)).
-//! * while a tool holds the shared lock, a `Store` cannot open the directory (it gets
-//!   `Locked`), so the bytes cannot change under the tool; any number of tools can read at once.
-//! * the lock file is opened read-only and never created: a directory without `LOCK` has never
-//!   been opened by a `Store` (or was copied without it), and is read without a lock.
+//! * while a tool holds the read lock, a `Store` cannot open the directory (it gets `Locked`),
+//!   so the bytes cannot change under the tool; any number of tools can read at once (within
+//!   one process they share one descriptor, counted in the process's lock registry, see
+//!   `src/lock.rs`).
+//! * a missing `LOCK` file (a directory copied without it, or one whose `Store` is creating it
+//!   right now) is created, empty, and locked: otherwise a `Store` opening the directory at the
+//!   same moment would not see the tool. Only when it cannot be created because the file system
+//!   is read-only (`EROFS`, where no `Store` can write either) is the directory read without a
+//!   lock. Segment files are still never created, changed or removed.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,7 +36,7 @@ use rayon::prelude::*;
 use zerocopy::FromBytes;
 
 use crate::error::{Error, Result};
-use crate::format::{CheckpointHead, RecordHeader, RecordKind, LOCK_FILE, SEGMENT_HEADER_SIZE};
+use crate::format::{CheckpointHead, RecordHeader, RecordKind, SEGMENT_HEADER_SIZE};
 use crate::raft::state::split_entry;
 use crate::raft::{
     Codec, LogId, RaftTypes, Vote, META_COMMITTED, META_PURGED, META_SNAPSHOT, META_USER_DATA,
@@ -42,36 +46,7 @@ use crate::record::{decode, trusted_body, Decoded};
 use crate::recovery::{self, Item, Plan, RecoveryMode, RecoveryReport};
 use crate::segment::{Segment, WriteVia};
 
-/// A shared lock on a log directory's `LOCK` file, held while a tool reads the directory.
-#[derive(Debug)]
-pub struct ReadLock {
-    _file: Option<File>,
-}
-
-impl ReadLock {
-    /// Checks that `dir` is a directory and takes a shared lock on its `LOCK` file (if there is
-    /// one). Fails with [`Error::Locked`] when a `Store` holds the directory.
-    pub fn acquire(dir: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(dir).map_err(|e| Error::io("open log directory", dir, e))?;
-        if !meta.is_dir() {
-            return Err(Error::io(
-                "open log directory",
-                dir,
-                std::io::Error::other("not a directory"),
-            ));
-        }
-        let path = dir.join(LOCK_FILE);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ReadLock { _file: None })
-            }
-            Err(e) => return Err(Error::io("open lock file", &path, e)),
-        };
-        crate::lock::try_lock(&file, false, dir, &path)?;
-        Ok(ReadLock { _file: Some(file) })
-    }
-}
+pub use crate::lock::ReadLock;
 
 /// The whole mapped segment as a slice.
 fn seg_bytes(seg: &Segment) -> &[u8] {

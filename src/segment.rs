@@ -223,7 +223,7 @@ fn map_file(file: &File, path: &Path, size: u64, writable: bool) -> Result<MmapR
     let mut opts = MmapOptions::new();
     opts.len(len);
     // SAFETY: `map_raw` is unsafe because another process could change or shorten the file
-    // while it is mapped. The directory is locked (fs2) against other instances of this
+    // while it is mapped. The directory is locked (`DIR/LOCK`) against other instances of this
     // library, the file has been allocated to at least `size` bytes before this call (I4), and
     // `MmapRaw` never hands out references: all access goes through the functions below, whose
     // own SAFETY comments state the rules. Files changed behind our back by other programs are

@@ -34,19 +34,11 @@ fn payload(i: u64) -> Vec<u8> {
     (0..900).map(|j| (i as usize * 7 + j) as u8).collect()
 }
 
-/// `Store::open`, retried while it reports `Locked`: other tests in this binary spawn child
-/// processes, and a child holds a copy of every open descriptor (our LOCK file's included)
-/// between `fork` and `exec`, so a lock released just before can look held for a moment.
+/// `Store::open`. Other tests in this binary spawn child processes, which hold a copy of every
+/// open descriptor (our LOCK file's included) between `fork` and `exec`; the directory lock is
+/// a POSIX record lock, which they do not inherit, so no retry on `Locked` is needed.
 fn open(dir: &Path, cfg: Config) -> raft_mmap_log::Result<Store> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Store::open(dir, cfg.clone()) {
-            Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(5))
-            }
-            r => return r,
-        }
-    }
+    Store::open(dir, cfg)
 }
 
 fn is_root() -> bool {
@@ -322,6 +314,27 @@ fn snapshot_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             )
         })
         .collect()
+}
+
+/// A read-only tool on a directory without `LOCK`: on a read-only file system (`EROFS`) it
+/// reads without a lock (no `Store` can write there); on a writable one it creates `LOCK`.
+#[test]
+fn tool_reads_read_only_fs_without_lock_file() {
+    let n = 20;
+    let fs = match Tmpfs::mount("4m") {
+        Ok(fs) => fs,
+        Err(why) => return skip("tool_reads_read_only_fs_without_lock_file", &why),
+    };
+    let dir = fs.path.join("log");
+    make_log(&dir, n);
+    std::fs::remove_file(dir.join("LOCK")).unwrap();
+    fs.remount("ro");
+    let st = raft_mmap_log::inspect::stat(&dir).unwrap();
+    assert_eq!((st.first_index, st.next_index), (1, n + 1));
+    assert!(!dir.join("LOCK").exists());
+    fs.remount("rw");
+    raft_mmap_log::inspect::stat(&dir).unwrap();
+    assert!(dir.join("LOCK").exists(), "the tool did not create LOCK");
 }
 
 #[test]

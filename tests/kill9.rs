@@ -367,14 +367,20 @@ fn config() -> Config {
 
 /// Read-only check: the directory holds no corruption and no torn tail.
 fn assert_clean(dir: &Path) {
+    check_clean(dir).unwrap_or_else(|why| panic!("{why}"));
+}
+
+/// [`assert_clean`] as a result.
+fn check_clean(dir: &Path) -> Result<(), String> {
     let stat = inspect::stat(dir)
-        .unwrap_or_else(|e| panic!("read-only stat of {} failed: {e}", dir.display()));
-    assert!(stat.corruption.is_none(), "{:?}", stat.corruption);
-    assert!(
-        stat.recovery.cut.is_none(),
-        "cut after a clean close: {:?}",
-        stat.recovery.cut
-    );
+        .map_err(|e| format!("read-only stat of {} failed: {e}", dir.display()))?;
+    if stat.corruption.is_some() || stat.recovery.cut.is_some() {
+        return Err(format!(
+            "cut or corruption after a clean close: {:?} {:?}",
+            stat.corruption, stat.recovery
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -543,21 +549,46 @@ fn kill9_rounds() {
             Duration::from_millis(5 + rng.below(45))
         };
         let run = run_child_and_kill(&dir, seed.wrapping_add(round as u64 + 1), delay);
-        let store = Store::open(&dir, config())
-            .unwrap_or_else(|e| panic!("round {round}: reopen after SIGKILL failed: {e}"));
+        let ctx = format!(
+            "round {round} (seed {seed}, child {} ops, {} acked, opened: {}, killed after \
+             {delay:?})",
+            run.ops.len(),
+            run.acked,
+            run.opened
+        );
+        let store = match Store::open(&dir, config()) {
+            Ok(s) => s,
+            Err(e) => common::fail_keeping_dir(
+                tmp,
+                &dir,
+                &format!("{ctx}: reopen after SIGKILL failed: {e}"),
+            ),
+        };
         if store.recovery_report().cut.is_some() {
             cuts += 1;
         }
         let got = observe(&store);
-        let k = match_prefix(&model, &run.ops, run.acked, &got)
-            .unwrap_or_else(|why| panic!("round {round} (seed {seed}): {why}"));
+        let k = match match_prefix(&model, &run.ops, run.acked, &got) {
+            Ok(k) => k,
+            Err(why) => {
+                let report = format!("{:?}", store.recovery_report());
+                drop(store);
+                common::fail_keeping_dir(
+                    tmp,
+                    &dir,
+                    &format!("{ctx}: {why}\n  reopen recovered: {report}"),
+                )
+            }
+        };
         total_ops += run.ops.len();
         total_acked += run.acked;
         beyond_ack += k - run.acked;
         in_open += usize::from(!run.opened);
         model = got;
         drop(store);
-        assert_clean(&dir);
+        if let Err(why) = check_clean(&dir) {
+            common::fail_keeping_dir(tmp, &dir, &format!("{ctx}: after a clean close: {why}"));
+        }
     }
     eprintln!(
         "kill9: {rounds} kills in {:.1?}: {total_ops} ops issued, {total_acked} acknowledged, \
@@ -1098,33 +1129,53 @@ fn kill9_raft_rounds() {
             Duration::from_millis(5 + rng.below(45))
         };
         let run = run_raft_child_and_kill(&dir, seed.wrapping_add(round as u64 + 1), delay);
-        let log = RaftLog::<RaftTypes>::open(&dir, config())
-            .unwrap_or_else(|e| panic!("round {round}: reopen after SIGKILL failed: {e}"));
+        let ctx = format!(
+            "round {round} (seed {seed}, child {} ops, {} acked, opened: {}, killed after \
+             {delay:?})",
+            run.ops.len(),
+            run.acked(),
+            run.opened
+        );
+        let log = match RaftLog::<RaftTypes>::open(&dir, config()) {
+            Ok(l) => l,
+            Err(e) => common::fail_keeping_dir(
+                tmp,
+                &dir,
+                &format!("{ctx}: reopen after SIGKILL failed: {e}"),
+            ),
+        };
         if log.store().recovery_report().cut.is_some() {
             cuts += 1;
         }
         let got = raft_observe(&log);
-        check_raft_acks(&model, &run, &got).unwrap_or_else(|why| {
-            panic!(
-                "round {round} (seed {seed}): {why}\n  recovered {}",
-                got.line()
-            )
-        });
-        let k = raft_match_prefix(&model, &run.ops, run.acked(), &got)
-            .unwrap_or_else(|why| panic!("round {round} (seed {seed}): {why}"));
+        let checked = check_raft_acks(&model, &run, &got)
+            .and_then(|()| raft_match_prefix(&model, &run.ops, run.acked(), &got));
+        let k = match checked {
+            Ok(k) => k,
+            Err(why) => {
+                let report = format!("{:?}", log.store().recovery_report());
+                drop(log);
+                common::fail_keeping_dir(
+                    tmp,
+                    &dir,
+                    &format!(
+                        "{ctx}: {why}\n  recovered {}\n  reopen recovered: {report}",
+                        got.line()
+                    ),
+                )
+            }
+        };
         total_ops += run.ops.len();
         total_acked += run.acked();
         beyond_ack += k - run.acked();
         in_open += usize::from(!run.opened);
         model = got;
         drop(log);
-        let report = raft_mmap_log::inspect::verify(&dir, &|_| {})
-            .unwrap_or_else(|e| panic!("round {round}: verify failed: {e}"));
-        assert!(
-            report.is_sound(),
-            "round {round} (seed {seed}): verify found problems: {:?}",
-            report.problems().map(|f| f.to_string()).collect::<Vec<_>>()
-        );
+        match raft_mmap_log::inspect::verify(&dir, &|_| {}) {
+            Ok(report) if report.is_sound() => {}
+            Ok(_) => common::fail_keeping_dir(tmp, &dir, &format!("{ctx}: verify found problems")),
+            Err(e) => common::fail_keeping_dir(tmp, &dir, &format!("{ctx}: verify failed: {e}")),
+        }
     }
     eprintln!(
         "kill9 raft: {rounds} kills in {:.1?}: {total_ops} ops issued, {total_acked} acknowledged, \

@@ -393,3 +393,91 @@ pub fn proptest_cases() -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(64)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Failure reports
+
+/// Panics with `msg` followed by what is needed to understand a failure on the log in `dir`
+/// (somewhere inside `tmp`): the directory listing and a read-only recovery report
+/// ([`describe_dir`]). `tmp` is kept on disk and its path printed. Call it with no `Store`
+/// open on `dir` in this process.
+#[allow(dead_code)]
+pub fn fail_keeping_dir(tmp: tempfile::TempDir, dir: &Path, msg: &str) -> ! {
+    let kept = tmp.keep();
+    panic!(
+        "{msg}\n  directory kept: {}\n{}",
+        kept.display(),
+        describe_dir(dir)
+    );
+}
+
+/// The files of `dir` (names and sizes), then what the read-only tools say about it:
+/// `inspect::verify` (problems and notes) and `inspect::stat` (state, what opening would
+/// recover). They take a read lock; if they cannot (the directory is still locked), that is
+/// said, and nothing reads the files without the lock (that would race a writer).
+#[allow(dead_code)]
+pub fn describe_dir(dir: &Path) -> String {
+    use raft_mmap_log::inspect;
+    use std::fmt::Write;
+    let mut s = format!("  listing of {}:\n", dir.display());
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v: Vec<(String, String)> = rd
+                .map(|e| match e {
+                    Ok(e) => (
+                        e.file_name().to_string_lossy().into_owned(),
+                        match e.metadata() {
+                            Ok(m) => m.len().to_string(),
+                            Err(err) => format!("? ({err})"),
+                        },
+                    ),
+                    Err(err) => (format!("? ({err})"), String::new()),
+                })
+                .collect();
+            v.sort();
+            for (name, size) in v {
+                let _ = writeln!(s, "    {name:<30} {size:>10}");
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(s, "    cannot list: {e}");
+        }
+    }
+    match inspect::verify(dir, &|_| {}) {
+        Ok(r) => {
+            let _ = writeln!(
+                s,
+                "  verify: {} ({} segments, {} records, {} entry records, raft checked: {})",
+                if r.is_sound() { "sound" } else { "PROBLEMS" },
+                r.segments,
+                r.records,
+                r.entry_records,
+                r.raft_checked
+            );
+            for f in &r.findings {
+                let _ = writeln!(s, "    {:?}: {f}", f.severity);
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(s, "  verify failed: {e}");
+        }
+    }
+    match inspect::stat(dir) {
+        Ok(st) => {
+            let _ = writeln!(
+                s,
+                "  stat: entries {}..{}, {} segments, corruption: {:?}\n  stat: recovery would \
+                 do: {:?}",
+                st.first_index,
+                st.next_index,
+                st.segments.len(),
+                st.corruption,
+                st.recovery
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(s, "  stat failed: {e}");
+        }
+    }
+    s
+}

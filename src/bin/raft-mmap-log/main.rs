@@ -7,9 +7,10 @@
 //! raft-mmap-log dump DIR [--from I] [--to J] [--format text|json|hex]
 //! ```
 //!
-//! `stat`, `verify` and `dump` never write: they map segments read-only and hold a shared lock
-//! on `DIR/LOCK` (see `raft_mmap_log::inspect`), so they refuse a directory that a running
-//! node has open ("locked by another process") and a node cannot open it while they read.
+//! `stat`, `verify` and `dump` never write to the log: they map segments read-only and hold a
+//! read lock on `DIR/LOCK` (creating an empty one if it is missing; see
+//! `raft_mmap_log::inspect`), so they refuse a directory that a running node has open ("locked
+//! by another process") and a node cannot open it while they read.
 
 mod bench;
 mod show;
