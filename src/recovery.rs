@@ -750,20 +750,24 @@ fn replay(
             offsets,
         } => {
             state.check_append(*first).map_err(|e| bad(*offset, e))?;
-            // Every index of the run must leave room for a successor, like the first.
+            // Every index of the run must leave room for a successor, like the first; the
+            // error names the first record past the limit.
             let last = (offsets.len() as u64)
                 .checked_sub(1)
                 .and_then(|n| first.checked_add(n))
-                .filter(|&l| l <= MAX_INDEX)
-                .ok_or_else(|| {
-                    bad(
-                        *offset,
-                        Error::IndexTooLarge {
-                            index: first.saturating_add(offsets.len() as u64),
-                            max: MAX_INDEX,
-                        },
-                    )
-                })?;
+                .filter(|&l| l <= MAX_INDEX);
+            let Some(last) = last else {
+                let slot = usize::try_from(MAX_INDEX.saturating_sub(*first).saturating_add(1))
+                    .unwrap_or(usize::MAX);
+                let at = offsets.get(slot).map_or(*offset, |&o| u64::from(o));
+                return Err(bad(
+                    at,
+                    Error::IndexTooLarge {
+                        index: first.saturating_add(slot as u64),
+                        max: MAX_INDEX,
+                    },
+                ));
+            };
             state.apply_append(*first);
             state.next = last + 1;
             match runs.last_mut() {
