@@ -10,6 +10,26 @@
 //!
 //! The on-disk format and the invariants that make the zero-copy reads sound are described in
 //! `docs/format.md`.
+//!
+//! # What is not public
+//!
+//! No safe function reads bytes the writer may be writing, or changes a log directory
+//! without holding its lock. The recovery scan, the segment files and the live segments of a
+//! view are therefore crate-private; tools read a closed log through [`inspect`], which takes
+//! the directory's lock. These do not compile:
+//!
+//! ```compile_fail
+//! let _ = raft_mmap_log::recovery::plan;
+//! ```
+//! ```compile_fail
+//! let _ = raft_mmap_log::recovery::scan_segment;
+//! ```
+//! ```compile_fail
+//! let _ = raft_mmap_log::segment::Segment::open;
+//! ```
+//! ```compile_fail
+//! fn live(s: &raft_mmap_log::Snapshot) { let _ = s.segments(); }
+//! ```
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
