@@ -320,6 +320,31 @@ pub fn damage(dir: &Path, durable: &(PathBuf, u64), rng: &mut Rng, workarounds: 
             removed_from = files.len() - n;
             desc += &format!(" remove({removed_from}..)");
         }
+        // A file whose size never became durable comes back zero-length or short. The engine
+        // syncs a new file's size before naming it, so only a suffix of the files created
+        // after the frontier is modelled this way (what a file system that drops unsynced
+        // metadata, or a log written before that fix, leaves): the first file of the suffix
+        // keeps any prefix, the later ones keep no header.
+        let kept: Vec<usize> = whole.into_iter().filter(|&k| k < removed_from).collect();
+        if !kept.is_empty() && !workarounds && rng.chance(1, 3) {
+            let n = 1 + rng.below(kept.len() as u64) as usize;
+            for (j, &k) in kept[kept.len() - n..].iter().enumerate() {
+                let size = data[k].len() as u64;
+                // Sizes a file really had: 0 when created, whole pages while allocated.
+                let len = match rng.below(3) {
+                    0 => 0,
+                    1 => rng.below(SEG_HEADER),
+                    _ => PAGE * (1 + rng.below((size / PAGE).saturating_sub(1).max(1))),
+                }
+                .min(size);
+                data[k].truncate(len as usize);
+                if j > 0 || len < SEG_HEADER {
+                    let h = data[k].len().min(SEG_HEADER as usize);
+                    data[k][..h].fill(0);
+                }
+                desc += &format!(" short({k}:{len})");
+            }
+        }
     }
     if workarounds {
         // Workarounds for known engine recovery bugs (fixed since).
