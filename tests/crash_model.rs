@@ -453,6 +453,7 @@ fn run_case(case: &Case) {
     let config = Config {
         segment_size: case.segment_size,
         prepare_ahead: case.prepare_ahead,
+        allocation: common::allocation_from_env(),
         ..Default::default()
     };
     let mut h = Harness::new(dir.path(), config);
