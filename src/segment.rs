@@ -116,7 +116,7 @@ impl PreparedFile {
             .truncate(true)
             .open(&path)
             .map_err(|e| Error::io("create", &path, e))?;
-        allocate(&file, &path, size, opts.zero_fill)?;
+        allocate(&file, &path, 0, size, opts.zero_fill)?;
         file.sync_all()
             .map_err(|e| Error::io("fsync new segment file", &path, e))?;
         let map = map_file(&file, &path, size, true)?;
@@ -156,15 +156,16 @@ fn prefault_for_write(map: &MmapRaw) {
     }
 }
 
-/// Gives the file `size` bytes of real blocks (invariant I4). `fallocate` first; where the
-/// filesystem refuses it, writes zeros.
-fn allocate(file: &File, path: &Path, size: u64, zero_fill: bool) -> Result<()> {
+/// Gives the file `size` bytes of real blocks (invariant I4), keeping its first `keep` bytes
+/// (0 for a new file; the valid prefix of a short segment being extended). `fallocate` first;
+/// where the filesystem refuses it, or with `zero_fill`, writes zeros after `keep`.
+fn allocate(file: &File, path: &Path, keep: u64, size: u64, zero_fill: bool) -> Result<()> {
     if zero_fill {
-        write_zeros(file, path, size)?;
+        write_zeros(file, path, keep, size)?;
     } else {
         match fallocate(file, size) {
             Ok(()) => {}
-            Err(e) if is_unsupported(&e) => write_zeros(file, path, size)?,
+            Err(e) if is_unsupported(&e) => write_zeros(file, path, keep, size)?,
             Err(e) => return Err(Error::io("fallocate", path, e)),
         }
     }
@@ -204,9 +205,9 @@ fn is_unsupported(e: &std::io::Error) -> bool {
         || e.kind() == std::io::ErrorKind::Unsupported
 }
 
-fn write_zeros(file: &File, path: &Path, size: u64) -> Result<()> {
+fn write_zeros(file: &File, path: &Path, from: u64, size: u64) -> Result<()> {
     let chunk = vec![0u8; 1 << 20];
-    let mut off = 0u64;
+    let mut off = from;
     while off < size {
         let n = chunk.len().min((size - off) as usize);
         file.write_all_at(&chunk[..n], off)
@@ -389,7 +390,7 @@ impl Segment {
             .write(true)
             .open(&self.path)
             .map_err(|e| Error::io("open", &self.path, e))?;
-        allocate(&file, &self.path, self.size, zero_fill)?;
+        allocate(&file, &self.path, self.mapped_len(), self.size, zero_fill)?;
         file.sync_all()
             .map_err(|e| Error::io("fsync extended segment", &self.path, e))?;
         let sealed = self.sealed_end();

@@ -372,7 +372,18 @@ fn files_a_power_cut_leaves_after_the_last_segment_are_dropped() {
 
 #[test]
 fn a_short_newest_segment_keeps_its_valid_prefix() {
-    let (dir, next) = log_with_segments(1 << 20, Allocation::Auto);
+    // Both allocation paths extend the file again; zero fill must not zero the kept prefix.
+    for allocation in [Allocation::Auto, Allocation::ZeroFill] {
+        short_newest_segment(allocation);
+    }
+}
+
+fn short_newest_segment(allocation: Allocation) {
+    let (dir, next) = log_with_segments(1 << 20, allocation);
+    let config = Config {
+        allocation,
+        ..config(1 << 20)
+    };
     let path = seg_files(dir.path()).pop().unwrap();
     // The records take well under 64 KiB; the rest of the file never became durable.
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -380,7 +391,7 @@ fn a_short_newest_segment_keeps_its_valid_prefix() {
     drop(f);
     let rep = inspect::verify(dir.path(), &|_| {}).unwrap();
     assert!(rep.is_sound(), "verify: {:?}", rep.findings);
-    let mut store = Store::open(dir.path(), config(1 << 20)).unwrap();
+    let mut store = Store::open(dir.path(), config.clone()).unwrap();
     assert_eq!(store.recovery_report().short_segment.as_ref(), Some(&path));
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),
@@ -391,7 +402,7 @@ fn a_short_newest_segment_keeps_its_valid_prefix() {
     append(&mut store, next..next + 10).unwrap();
     store.sync().unwrap();
     drop(store);
-    let store = Store::open(dir.path(), config(1 << 20)).unwrap();
+    let store = Store::open(dir.path(), config).unwrap();
     assert_eq!(store.next_index(), next + 10);
 }
 
