@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::segment::{sync_dir, Segment};
+use crate::io::{sync_dir, Fs};
+use crate::segment::Segment;
 
 /// A flush completion callback. It receives `Ok(())` once everything written before the
 /// `flush` call is durable, or the error that prevented it.
@@ -69,14 +70,14 @@ pub struct Flusher {
 
 impl Flusher {
     /// Starts the thread for the log in `dir`.
-    pub fn start(dir: PathBuf) -> Result<Self> {
+    pub fn start(dir: PathBuf, fs: Arc<dyn Fs>) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<FlushRequest>();
         let poison: Poison = Arc::default();
         let removals: RemovalFailures = Arc::default();
         let (p, r) = (poison.clone(), removals.clone());
         let handle = std::thread::Builder::new()
             .name("raft-mmap-log-flush".into())
-            .spawn(move || run(dir, rx, p, r))
+            .spawn(move || run(dir, fs, rx, p, r))
             .map_err(|e| Error::io("spawn flush thread", "", e))?;
         Ok(Flusher {
             tx: Some(tx),
@@ -137,7 +138,13 @@ impl Drop for Flusher {
     }
 }
 
-fn run(dir: PathBuf, rx: mpsc::Receiver<FlushRequest>, poison: Poison, removals: RemovalFailures) {
+fn run(
+    dir: PathBuf,
+    fs: Arc<dyn Fs>,
+    rx: mpsc::Receiver<FlushRequest>,
+    poison: Poison,
+    removals: RemovalFailures,
+) {
     // Purged segments whose files could not be removed yet.
     let mut undeleted: Vec<Arc<Segment>> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -153,7 +160,7 @@ fn run(dir: PathBuf, rx: mpsc::Receiver<FlushRequest>, poison: Poison, removals:
         let result = match already {
             Some(e) => Err(e),
             None => {
-                let r = process(&dir, &batch);
+                let r = process(&*fs, &dir, &batch);
                 match &r {
                     Err(e) => {
                         let mut g = poison.lock().unwrap_or_else(|e| e.into_inner());
@@ -161,7 +168,7 @@ fn run(dir: PathBuf, rx: mpsc::Receiver<FlushRequest>, poison: Poison, removals:
                     }
                     Ok(()) => {
                         undeleted.extend(batch.iter().flat_map(|r| r.deletes.iter().cloned()));
-                        remove_purged(&dir, &mut undeleted, &removals);
+                        remove_purged(&*fs, &dir, &mut undeleted, &removals);
                     }
                 }
                 r
@@ -178,7 +185,7 @@ fn run(dir: PathBuf, rx: mpsc::Receiver<FlushRequest>, poison: Poison, removals:
     }
 }
 
-fn process(dir: &std::path::Path, batch: &[FlushRequest]) -> Result<()> {
+fn process(fs: &dyn Fs, dir: &std::path::Path, batch: &[FlushRequest]) -> Result<()> {
     for (seg, from, to) in batch.iter().filter_map(|r| r.writeback.as_ref()) {
         seg.start_writeback(*from, *to);
     }
@@ -210,7 +217,7 @@ fn process(dir: &std::path::Path, batch: &[FlushRequest]) -> Result<()> {
         }
     }
     if batch.iter().any(|r| r.sync_dir) {
-        sync_dir(dir)?;
+        sync_dir(fs, dir)?;
     }
     Ok(())
 }
@@ -219,6 +226,7 @@ fn process(dir: &std::path::Path, batch: &[FlushRequest]) -> Result<()> {
 /// fsyncs the directory. A file that cannot be removed stays in `undeleted` for the next
 /// flush and is reported in `removals`; it never fails a callback, whose data is durable.
 fn remove_purged(
+    fs: &dyn Fs,
     dir: &std::path::Path,
     undeleted: &mut Vec<Arc<Segment>>,
     removals: &RemovalFailures,
@@ -228,7 +236,7 @@ fn remove_purged(
     }
     let mut failed = Vec::new();
     let mut removed = false;
-    undeleted.retain(|seg| match std::fs::remove_file(seg.path()) {
+    undeleted.retain(|seg| match fs.remove(seg.path()) {
         Ok(()) => {
             removed = true;
             false
@@ -240,7 +248,7 @@ fn remove_purged(
         }
     });
     if removed {
-        if let Err(e) = sync_dir(dir) {
+        if let Err(e) = sync_dir(fs, dir) {
             // The removals are not durable yet; the next open removes what comes back.
             failed.push((dir.to_path_buf(), e.to_string()));
         }

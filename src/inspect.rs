@@ -44,7 +44,7 @@ use crate::raft::{
 };
 use crate::record::{decode, trusted_body, Decoded};
 use crate::recovery::{self, Item, Plan, RecoveryMode, RecoveryReport};
-use crate::segment::{Segment, WriteVia};
+use crate::segment::{FileOptions, Segment};
 
 pub use crate::lock::ReadLock;
 
@@ -239,19 +239,20 @@ fn decode_log_id(index: u64, body: &[u8]) -> MetaValue<LogId> {
 /// keep, and [`Stat::corruption`] says what is wrong.
 pub fn stat(dir: &Path) -> Result<Stat> {
     let _lock = ReadLock::acquire(dir)?;
-    let (plan, corruption) = match recovery::plan(dir, RecoveryMode::Strict, false, WriteVia::Map) {
-        Ok(p) => (p, None),
-        Err(e @ Error::Corrupt { .. }) => {
-            let p = recovery::plan(
-                dir,
-                RecoveryMode::TruncateAtCorruption,
-                false,
-                WriteVia::Map,
-            )?;
-            (p, Some(e.to_string()))
-        }
-        Err(e) => return Err(e),
-    };
+    let (plan, corruption) =
+        match recovery::plan(dir, RecoveryMode::Strict, false, &FileOptions::read_only()) {
+            Ok(p) => (p, None),
+            Err(e @ Error::Corrupt { .. }) => {
+                let p = recovery::plan(
+                    dir,
+                    RecoveryMode::TruncateAtCorruption,
+                    false,
+                    &FileOptions::read_only(),
+                )?;
+                (p, Some(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
     let (_, prepared_files) = recovery::list_dir(dir)?;
     let segments = segment_infos(&plan);
     let last_log_id = match last_entry_body(&plan) {
@@ -368,7 +369,8 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
     // Recovery's verdict comes first: a file that opening the log drops (never written, or
     // after a cut) holds nothing acknowledged, so what is found in it is a note, not a
     // problem. `verify` never calls a log broken that opens correctly.
-    let planned = match recovery::plan(dir, RecoveryMode::Strict, false, WriteVia::Map) {
+    let planned = match recovery::plan(dir, RecoveryMode::Strict, false, &FileOptions::read_only())
+    {
         Ok(plan) => Ok(plan),
         Err(Error::Corrupt {
             path,
@@ -420,7 +422,7 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRepor
             path,
             *seq,
             false,
-            WriteVia::Map,
+            &FileOptions::read_only(),
             recovery::may_be_short(&listed, i),
         ) {
             Ok(s) => {
@@ -777,7 +779,7 @@ pub fn dump<E: From<Error>>(
     let _lock = ReadLock::acquire(dir)?;
     let (listed, _) = recovery::list_dir(dir)?;
     for (seq, path) in &listed {
-        let seg = match Segment::open(path, *seq, false, WriteVia::Map, true) {
+        let seg = match Segment::open(path, *seq, false, &FileOptions::read_only(), true) {
             Ok(s) => s,
             Err(e @ Error::Corrupt { .. }) => {
                 on_end(&DumpEnd {

@@ -38,6 +38,7 @@ mod flusher;
 pub mod format;
 mod index;
 pub mod inspect;
+mod io;
 mod lock;
 #[cfg(feature = "openraft")]
 pub mod openraft;

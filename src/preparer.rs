@@ -47,13 +47,14 @@ impl Preparer {
         }
         let (tx, rx) = mpsc::sync_channel::<Result<PreparedFile>>(0);
         let d = dir.clone();
+        let o = opts.clone();
         let handle = std::thread::Builder::new()
             .name("raft-mmap-log-prepare".into())
             .spawn(move || {
                 let mut token = token;
                 loop {
                     token += 1;
-                    let made = PreparedFile::create(&d, token, size, opts);
+                    let made = PreparedFile::create(&d, token, size, &o);
                     let failed = made.is_err();
                     if let Err(mpsc::SendError(unsent)) = tx.send(made) {
                         if let Ok(f) = unsent {
@@ -92,7 +93,7 @@ impl Preparer {
             },
             None => {
                 self.token += 1;
-                PreparedFile::create(&self.dir, self.token, self.size, self.opts)
+                PreparedFile::create(&self.dir, self.token, self.size, &self.opts)
             }
         }
     }

@@ -19,7 +19,7 @@ use crate::format::{
     SEGMENT_HEADER_SIZE,
 };
 use crate::record::{decode, Decoded};
-use crate::segment::{Segment, WriteVia};
+use crate::segment::{FileOptions, Segment};
 use crate::state::LogState;
 
 /// What recovery does when it finds a bad record where no crash could have left one.
@@ -483,8 +483,8 @@ fn header_is_blank(path: &Path) -> bool {
 
 /// Reads the directory and decides how the log recovers. Writes nothing.
 ///
-/// `via` is how the writer will write the segments (irrelevant when `writable` is false).
-pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool, via: WriteVia) -> Result<Plan> {
+/// `opts` say how the writer will write the segments (irrelevant when `writable` is false).
+pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool, opts: &FileOptions) -> Result<Plan> {
     let started = std::time::Instant::now();
     let (listed, prepared) = list_dir(dir)?;
     let mut remove: Vec<PathBuf> = prepared;
@@ -507,7 +507,7 @@ pub fn plan(dir: &Path, mode: RecoveryMode, writable: bool, via: WriteVia) -> Re
         // Only the last written segment may be short (a power cut before its size was
         // durable, in logs written before sizes were synced ahead of the rename): its valid
         // prefix is kept, and the file is extended again before it is written.
-        match Segment::open(path, *seq, writable, via, may_be_short(&listed, i)) {
+        match Segment::open(path, *seq, writable, opts, may_be_short(&listed, i)) {
             Ok(s) => {
                 if s.is_short() {
                     report.short_segment = Some(path.clone());
@@ -833,10 +833,10 @@ fn replay(
 /// Applies a plan's cuts: removes dropped files, zeroes bytes after the cut in the last
 /// segment (so stale bytes can never come back as records, invariant I5), makes every kept
 /// record durable and seals older segments. Runs before the writer exists.
-pub fn repair(dir: &Path, plan: &mut Plan, zero_fill: bool) -> Result<()> {
+pub fn repair(dir: &Path, plan: &mut Plan, opts: &FileOptions) -> Result<()> {
     let mut dir_changed = false;
     for p in &plan.remove {
-        match std::fs::remove_file(p) {
+        match opts.fs.remove(p) {
             Ok(()) => dir_changed = true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("remove", p, e)),
@@ -849,8 +849,7 @@ pub fn repair(dir: &Path, plan: &mut Plan, zero_fill: bool) -> Result<()> {
             let owned = Arc::try_unwrap(last).map_err(|_| {
                 Error::corrupt(&path, 0, "short segment is still in use during recovery")
             })?;
-            plan.segments
-                .push(Arc::new(owned.extend_to_full(zero_fill)?));
+            plan.segments.push(Arc::new(owned.extend_to_full(opts)?));
         }
     }
     let n = plan.segments.len();
@@ -876,7 +875,7 @@ pub fn repair(dir: &Path, plan: &mut Plan, zero_fill: bool) -> Result<()> {
         }
     }
     if dir_changed {
-        crate::segment::sync_dir(dir)?;
+        crate::io::sync_dir(&*opts.fs, dir)?;
     }
     Ok(())
 }

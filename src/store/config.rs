@@ -1,8 +1,12 @@
 //! [`Config`]: how a [`super::Store`] is set up, and the checks made on it at open.
 
 use crate::error::{Error, Result};
-use crate::format::{MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, RECORD_ALIGN};
+use crate::format::{
+    record_size, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, RECORD_ALIGN, RECORD_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
+};
 use crate::recovery::RecoveryMode;
+use crate::recovery::{self, checkpoint_len};
 use crate::segment::WriteVia;
 
 /// How records get into segment files.
@@ -87,10 +91,48 @@ impl Config {
         match self.write_mode {
             WriteMode::Map => WriteVia::Map,
             WriteMode::Pwrite => WriteVia::Pwrite,
-            WriteMode::Auto => match crate::segment::copy_on_write_fs(dir) {
+            WriteMode::Auto => match crate::io::copy_on_write_fs(dir) {
                 Some(_) => WriteVia::Pwrite,
                 None => WriteVia::Map,
             },
         }
     }
+}
+
+/// Refuses a first index past which no entry could be appended.
+pub(super) fn check_first_index(first: u64) -> Result<()> {
+    let max = crate::format::MAX_INDEX + 1;
+    if first > max {
+        return Err(Error::IndexTooLarge { index: first, max });
+    }
+    Ok(())
+}
+
+/// The largest payload that fits in a fresh segment of `segment_size` bytes after its header
+/// and a checkpoint of `checkpoint_len` bytes. Zero if not even an empty entry fits.
+pub(super) fn max_payload_in(segment_size: u64, checkpoint_len: usize) -> usize {
+    let room = usize::try_from(segment_size)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(SEGMENT_HEADER_SIZE + record_size(checkpoint_len) + RECORD_HEADER_SIZE);
+    room / RECORD_ALIGN * RECORD_ALIGN
+}
+
+/// Refuses a configuration whose segments are too small for the meta values the log already
+/// holds: every new segment starts with a checkpoint carrying them all.
+pub(super) fn check_fits(config: &Config, plan: &recovery::Plan) -> Result<()> {
+    let needed = checkpoint_len(&plan.state);
+    if needed <= config.meta_limit() {
+        return Ok(());
+    }
+    let written_with = plan
+        .segments
+        .last()
+        .map(|s| format!("; it was written with {}-byte segments", s.size()))
+        .unwrap_or_default();
+    Err(Error::InvalidConfig(format!(
+        "segment_size {} is too small for this log: its meta values take {needed} bytes of \
+         every segment's checkpoint, and a segment of this size allows {}{written_with}",
+        config.segment_size,
+        config.meta_limit()
+    )))
 }

@@ -9,9 +9,7 @@ use arc_swap::ArcSwap;
 
 use crate::error::{Error, Result};
 use crate::flusher::{Callback, FlushRequest, Flusher, SyncTarget};
-use crate::format::{
-    record_size, RecordKind, RECORD_ALIGN, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
-};
+use crate::format::RecordKind;
 use crate::index::Run;
 use crate::lock::DirLock;
 use crate::preparer::Preparer;
@@ -22,8 +20,11 @@ use crate::state::LogState;
 use crate::version::{RunRef, Version};
 
 mod config;
+#[cfg(test)]
+mod sim_tests;
 mod write;
 
+use config::{check_first_index, check_fits, max_payload_in};
 pub use config::{Allocation, Config, WriteMode};
 
 /// The log engine: one writer, any number of [`Reader`]s.
@@ -103,6 +104,16 @@ impl Store {
     /// Fails with [`Error::InvalidConfig`] if `config.segment_size` is too small for the meta
     /// values the log already holds (they are copied into every segment's checkpoint).
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
+        Self::open_with_fs(dir, config, crate::io::real())
+    }
+
+    /// [`Store::open`] with every file-system effect going through `fs` (tests use a
+    /// simulated file system that models power cuts).
+    pub(crate) fn open_with_fs(
+        dir: impl AsRef<Path>,
+        config: Config,
+        fs: Arc<dyn crate::io::Fs>,
+    ) -> Result<Self> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
@@ -110,14 +121,19 @@ impl Store {
         let opts = FileOptions {
             via: config.write_via(&dir),
             zero_fill: config.allocation == Allocation::ZeroFill,
+            fs,
         };
-        let mut plan = recovery::plan(&dir, config.recovery_mode, true, opts.via)?;
+        let mut plan = recovery::plan(&dir, config.recovery_mode, true, &opts)?;
         check_fits(&config, &plan)?;
-        recovery::repair(&dir, &mut plan, opts.zero_fill)?;
+        recovery::repair(&dir, &mut plan, &opts)?;
 
-        let flusher = Flusher::start(dir.clone())?;
-        let preparer =
-            Preparer::start(dir.clone(), config.segment_size, opts, config.prepare_ahead)?;
+        let flusher = Flusher::start(dir.clone(), opts.fs.clone())?;
+        let preparer = Preparer::start(
+            dir.clone(),
+            config.segment_size,
+            opts.clone(),
+            config.prepare_ahead,
+        )?;
 
         let state = plan.state.clone();
         let next_seq = match plan.segments.last() {
@@ -134,14 +150,14 @@ impl Store {
         let mut pending_deletes = Vec::new();
         let mut removed_any = false;
         for seg in purged.iter() {
-            match std::fs::remove_file(seg.path()) {
+            match opts.fs.remove(seg.path()) {
                 Ok(()) => removed_any = true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(_) => pending_deletes.push(seg.clone()),
             }
         }
         if removed_any {
-            crate::segment::sync_dir(&dir)?;
+            crate::io::sync_dir(&*opts.fs, &dir)?;
         }
         let shift = purged.len();
         drop(purged);
@@ -160,7 +176,7 @@ impl Store {
         let active = match plan.segments.last() {
             Some(s) => s.clone(),
             None => Arc::new(Segment::install(
-                PreparedFile::create(&dir, 0, config.segment_size, opts)?,
+                PreparedFile::create(&dir, 0, config.segment_size, &opts)?,
                 &dir,
                 next_seq,
             )?),
@@ -553,42 +569,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// Refuses a first index past which no entry could be appended.
-fn check_first_index(first: u64) -> Result<()> {
-    let max = crate::format::MAX_INDEX + 1;
-    if first > max {
-        return Err(Error::IndexTooLarge { index: first, max });
-    }
-    Ok(())
-}
-
-/// The largest payload that fits in a fresh segment of `segment_size` bytes after its header
-/// and a checkpoint of `checkpoint_len` bytes. Zero if not even an empty entry fits.
-fn max_payload_in(segment_size: u64, checkpoint_len: usize) -> usize {
-    let room = usize::try_from(segment_size)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(SEGMENT_HEADER_SIZE + record_size(checkpoint_len) + RECORD_HEADER_SIZE);
-    room / RECORD_ALIGN * RECORD_ALIGN
-}
-
-/// Refuses a configuration whose segments are too small for the meta values the log already
-/// holds: every new segment starts with a checkpoint carrying them all.
-fn check_fits(config: &Config, plan: &recovery::Plan) -> Result<()> {
-    let needed = checkpoint_len(&plan.state);
-    if needed <= config.meta_limit() {
-        return Ok(());
-    }
-    let written_with = plan
-        .segments
-        .last()
-        .map(|s| format!("; it was written with {}-byte segments", s.size()))
-        .unwrap_or_default();
-    Err(Error::InvalidConfig(format!(
-        "segment_size {} is too small for this log: its meta values take {needed} bytes of \
-         every segment's checkpoint, and a segment of this size allows {}{written_with}",
-        config.segment_size,
-        config.meta_limit()
-    )))
 }

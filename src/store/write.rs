@@ -361,7 +361,7 @@ impl Store {
             }
         }
         for seg in p.installed.iter().rev() {
-            match std::fs::remove_file(seg.path()) {
+            match self.opts.fs.remove(seg.path()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => failures.push(format!("removing {}: {e}", seg.path().display())),

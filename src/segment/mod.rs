@@ -14,21 +14,25 @@
 //! We never create a `&mut [u8]` over the map: writes go through raw pointers, so a `&[u8]`
 //! that a reader holds over other bytes of the same map stays valid.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::MmapRaw;
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    segment_file_name, SegmentHeader, FORMAT_VERSION, PREPARED_SUFFIX, SEALED_MAGIC,
-    SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
+    segment_file_name, SegmentHeader, FORMAT_VERSION, SEALED_MAGIC, SEGMENT_HEADER_CRC_RANGE,
+    SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
 };
+use crate::io::{allocate, Fs};
+
+mod prepared;
+pub(crate) use prepared::PreparedFile;
 
 /// How bytes get into a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +45,28 @@ pub(crate) enum WriteVia {
     Pwrite,
 }
 
-/// How a file gets its blocks, and how the writer writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a file gets its blocks, how the writer writes it, and through which file system.
+#[derive(Debug, Clone)]
 pub(crate) struct FileOptions {
     /// How records are written.
     pub via: WriteVia,
     /// Write zeros instead of calling `fallocate` (the fallback for file systems that refuse
     /// it, forced by tests so that both paths are covered).
     pub zero_fill: bool,
+    /// Every file-system effect goes through it.
+    pub fs: Arc<dyn Fs>,
+}
+
+impl FileOptions {
+    /// The real file system, records copied into the map, `fallocate`: what read-only tools
+    /// use (they never write).
+    pub(crate) fn read_only() -> Self {
+        FileOptions {
+            via: WriteVia::Map,
+            zero_fill: false,
+            fs: crate::io::real(),
+        }
+    }
 }
 
 /// A mapped segment file.
@@ -63,6 +81,7 @@ pub struct Segment {
     /// segment is only read until recovery extends it).
     map: MmapRaw,
     via: WriteVia,
+    fs: Arc<dyn Fs>,
     writable: bool,
     /// Bytes `[SEGMENT_HEADER_SIZE, synced)` are known durable. Only the flusher and open
     /// update it.
@@ -77,165 +96,17 @@ pub struct Segment {
     file: Mutex<Option<File>>,
 }
 
-/// A preallocated, mapped file that is not a segment yet (a `*.seg.tmp` file).
-#[derive(Debug)]
-pub struct PreparedFile {
-    path: PathBuf,
-    file: File,
-    map: MmapRaw,
-    size: u64,
-    via: WriteVia,
-}
-
-impl PreparedFile {
-    /// Creates `dir/<token>.seg.tmp` of `size` bytes with real blocks and maps it, faulting
-    /// every page in *for writing* (`MADV_POPULATE_WRITE`, or a write to each page where the
-    /// kernel lacks it), so the writer never takes a page fault in this segment. On error the
-    /// file is removed.
-    ///
-    /// The allocation (blocks, zeros and size) is made durable here, before the file can be
-    /// renamed into the log: a power cut must never leave a named segment short or empty.
-    ///
-    /// With [`WriteVia::Pwrite`] the pages are faulted in for reading only: a write fault is
-    /// what raises SIGBUS on a full copy-on-write file system.
-    pub(crate) fn create(dir: &Path, token: u64, size: u64, opts: FileOptions) -> Result<Self> {
-        let path = dir.join(format!("{token:020}{PREPARED_SUFFIX}"));
-        let made = Self::create_at(&path, size, opts);
-        if made.is_err() {
-            let _ = std::fs::remove_file(&path);
-        }
-        made
-    }
-
-    fn create_at(path: &Path, size: u64, opts: FileOptions) -> Result<Self> {
-        let path = path.to_path_buf();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| Error::io("create", &path, e))?;
-        allocate(&file, &path, 0, size, opts.zero_fill)?;
-        file.sync_all()
-            .map_err(|e| Error::io("fsync new segment file", &path, e))?;
-        let map = map_file(&file, &path, size, true)?;
-        match opts.via {
-            WriteVia::Map => prefault_for_write(&map),
-            WriteVia::Pwrite => {
-                let _ = map.advise(memmap2::Advice::PopulateRead);
-            }
-        }
-        Ok(PreparedFile {
-            path,
-            file,
-            map,
-            size,
-            via: opts.via,
-        })
-    }
-
-    /// Removes the file (used when a prepared file is not needed).
-    pub(crate) fn discard(self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Faults every page of a fresh map in for writing. The pages hold zeros and stay zeros; they
-/// become dirty, which costs nothing extra because the writer dirties them anyway.
-fn prefault_for_write(map: &MmapRaw) {
-    if map.advise(memmap2::Advice::PopulateWrite).is_ok() {
-        return;
-    }
-    const PAGE: usize = 4096;
-    for off in (0..map.len()).step_by(PAGE) {
-        // SAFETY: the map is private to this thread until the prepared file is handed over
-        // (nobody else can hold a reference into it), `off < len`, and writing a zero over a
-        // zero byte changes nothing but the page's fault state.
-        unsafe { std::ptr::write_volatile(map.as_mut_ptr().add(off), 0u8) };
-    }
-}
-
-/// Gives the file `size` bytes of real blocks (invariant I4), keeping its first `keep` bytes
-/// (0 for a new file; the valid prefix of a short segment being extended). `fallocate` first;
-/// where the filesystem refuses it, or with `zero_fill`, writes zeros after `keep`.
-fn allocate(file: &File, path: &Path, keep: u64, size: u64, zero_fill: bool) -> Result<()> {
-    if zero_fill {
-        write_zeros(file, path, keep, size)?;
-    } else {
-        match fallocate(file, size) {
-            Ok(()) => {}
-            Err(e) if is_unsupported(&e) => write_zeros(file, path, keep, size)?,
-            Err(e) => return Err(Error::io("fallocate", path, e)),
-        }
-    }
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat", path, e))?
-        .len();
-    if len != size {
-        file.set_len(size)
-            .map_err(|e| Error::io("set_len", path, e))?;
-    }
-    Ok(())
-}
-
-/// `fallocate(fd, 0, 0, size)`. Called directly rather than through fs2, whose
-/// `posix_fallocate` wrapper loses the error code (ENOSPC would read "Success"), and which
-/// would hide `EOPNOTSUPP` behind glibc's own slow emulation.
-fn fallocate(file: &File, size: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len =
-        libc::off_t::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
-    loop {
-        // SAFETY: a plain syscall on a file descriptor we own; it touches no memory of ours.
-        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-fn is_unsupported(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(code) if code == libc::EOPNOTSUPP || code == libc::ENOSYS)
-        || e.kind() == std::io::ErrorKind::Unsupported
-}
-
-fn write_zeros(file: &File, path: &Path, from: u64, size: u64) -> Result<()> {
-    let chunk = vec![0u8; 1 << 20];
-    let mut off = from;
-    while off < size {
-        let n = chunk.len().min((size - off) as usize);
-        file.write_all_at(&chunk[..n], off)
-            .map_err(|e| Error::io("write zeros", path, e))?;
-        off += n as u64;
-    }
-    Ok(())
-}
-
 /// The one place where a file is mapped.
-fn map_file(file: &File, path: &Path, size: u64, writable: bool) -> Result<MmapRaw> {
+fn map_file(fs: &dyn Fs, file: &File, path: &Path, size: u64, writable: bool) -> Result<MmapRaw> {
     let len = usize::try_from(size)
         .map_err(|_| Error::InvalidConfig(format!("segment size {size} does not fit in memory")))?;
-    let mut opts = MmapOptions::new();
-    opts.len(len);
-    // SAFETY: `map_raw` is unsafe because another process could change or shorten the file
-    // while it is mapped. The directory is locked (`DIR/LOCK`) against other instances of this
-    // library, the file has been allocated to at least `size` bytes before this call (I4), and
+    // SAFETY: mapping is unsafe because another process could change or shorten the file
+    // while it is mapped. The directory is locked against other instances of this library,
+    // the file has been allocated to at least `size` bytes before this call (I4), and
     // `MmapRaw` never hands out references: all access goes through the functions below, whose
     // own SAFETY comments state the rules. Files changed behind our back by other programs are
     // outside what we can defend against (documented in docs/format.md).
-    let map = if writable {
-        opts.map_raw(file)
-    } else {
-        opts.map_raw_read_only(file)
-    }
-    .map_err(|e| Error::io("mmap", path, e))?;
-    Ok(map)
+    unsafe { fs.map(file, path, len, writable) }.map_err(|e| Error::io("mmap", path, e))
 }
 
 fn random_salt(seq: u64) -> u32 {
@@ -255,7 +126,7 @@ impl Segment {
     /// On error nothing is left behind: the prepared file, or the renamed one, is removed.
     pub(crate) fn install(prepared: PreparedFile, dir: &Path, seq: u64) -> Result<Self> {
         let path = dir.join(segment_file_name(seq));
-        if let Err(e) = std::fs::rename(&prepared.path, &path) {
+        if let Err(e) = prepared.fs.rename(&prepared.path, &path) {
             prepared.discard();
             return Err(Error::io("rename", &path, e));
         }
@@ -280,6 +151,7 @@ impl Segment {
             size: prepared.size,
             map: prepared.map,
             via: prepared.via,
+            fs: prepared.fs,
             writable: true,
             synced: AtomicU64::new(0),
             sealed_end: AtomicU64::new(0),
@@ -287,7 +159,7 @@ impl Segment {
         };
         // SAFETY: the segment is new: no reader can hold a slice into it yet (I1).
         if let Err(e) = unsafe { seg.write_at(0, header.as_bytes()) } {
-            let _ = std::fs::remove_file(&seg.path);
+            let _ = seg.fs.remove(&seg.path);
             return Err(e);
         }
         Ok(seg)
@@ -306,13 +178,12 @@ impl Segment {
         path: &Path,
         seq: u64,
         writable: bool,
-        via: WriteVia,
+        opts: &FileOptions,
         allow_short: bool,
     ) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
+        let file = opts
+            .fs
+            .open(path, writable)
             .map_err(|e| Error::io("open", path, e))?;
         let len = file
             .metadata()
@@ -352,7 +223,7 @@ impl Segment {
         if len < size && !allow_short {
             return Err(Error::corrupt(path, len, short_file_reason(len, size)));
         }
-        let map = map_file(&file, path, size.min(len), writable)?;
+        let map = map_file(&*opts.fs, &file, path, size.min(len), writable)?;
         let sealed = header.sealed_magic.get() == SEALED_MAGIC;
         Ok(Segment {
             path: path.to_path_buf(),
@@ -360,7 +231,8 @@ impl Segment {
             salt: header.salt.get(),
             size,
             map,
-            via,
+            via: opts.via,
+            fs: opts.fs.clone(),
             writable,
             synced: AtomicU64::new(0),
             sealed_end: AtomicU64::new(if sealed { header.sealed_end.get() } else { 0 }),
@@ -381,20 +253,26 @@ impl Segment {
 
     /// Gives a short segment its full size again (durably, like a new file) and maps it
     /// whole. Recovery calls it before the writer exists.
-    pub(crate) fn extend_to_full(self, zero_fill: bool) -> Result<Self> {
+    pub(crate) fn extend_to_full(self, opts: &FileOptions) -> Result<Self> {
         if !self.is_short() {
             return Ok(self);
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
+        let fs = &*opts.fs;
+        let file = fs
+            .open(&self.path, true)
             .map_err(|e| Error::io("open", &self.path, e))?;
-        allocate(&file, &self.path, self.mapped_len(), self.size, zero_fill)?;
-        file.sync_all()
+        allocate(
+            fs,
+            &file,
+            &self.path,
+            self.mapped_len(),
+            self.size,
+            opts.zero_fill,
+        )?;
+        fs.fsync(&file, &self.path)
             .map_err(|e| Error::io("fsync extended segment", &self.path, e))?;
         let sealed = self.sealed_end();
-        let reopened = Segment::open(&self.path, self.seq, true, self.via, false)?;
+        let reopened = Segment::open(&self.path, self.seq, true, opts, false)?;
         debug_assert_eq!(reopened.sealed_end(), sealed);
         Ok(reopened)
     }
@@ -432,12 +310,7 @@ impl Segment {
     fn with_file<R>(&self, f: impl FnOnce(&File) -> std::io::Result<R>) -> std::io::Result<R> {
         let mut g = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
-            *g = Some(
-                OpenOptions::new()
-                    .read(true)
-                    .write(self.writable)
-                    .open(&self.path)?,
-            );
+            *g = Some(self.fs.open(&self.path, self.writable)?);
         }
         match g.as_ref() {
             Some(file) => f(file),
@@ -506,7 +379,7 @@ impl Segment {
                 Ok(())
             },
             WriteVia::Pwrite => self
-                .with_file(|f| f.write_all_at(data, offset as u64))
+                .with_file(|f| self.fs.write_at(f, &self.path, data, offset as u64))
                 .map_err(|e| Error::io("write", &self.path, e)),
         }
     }
@@ -543,8 +416,8 @@ impl Segment {
         if to <= from {
             return Ok(());
         }
-        self.map
-            .flush_range(from as usize, (to - from) as usize)
+        self.fs
+            .msync(&self.map, &self.path, from as usize, (to - from) as usize)
             .map_err(|e| Error::io("msync", &self.path, e))
     }
 
@@ -630,43 +503,10 @@ pub fn parse_header(path: &Path, raw: &[u8]) -> Result<SegmentHeader> {
     Ok(header)
 }
 
-/// The copy-on-write file system `dir` is on, if it is one where a store into a shared
-/// mapping can fail for lack of space (and then kills the process with SIGBUS): btrfs, ZFS,
-/// bcachefs. Detected with `statfs`.
-pub(crate) fn copy_on_write_fs(dir: &Path) -> Option<&'static str> {
-    use std::os::unix::ffi::OsStrExt;
-    const BTRFS: i64 = 0x9123_683E;
-    const ZFS: i64 = 0x2FC1_2FC1;
-    const BCACHEFS: i64 = 0xCA45_1A4E;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `statfs` is zero-initialisable plain data, and the kernel writes at most one
-    // `statfs` into it; `c` is a valid NUL-terminated path for the duration of the call.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    #[allow(clippy::unnecessary_cast)]
-    match st.f_type as i64 {
-        BTRFS => Some("btrfs"),
-        ZFS => Some("zfs"),
-        BCACHEFS => Some("bcachefs"),
-        _ => None,
-    }
-}
-
-/// fsyncs a directory so that created, renamed and removed entries are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
-}
-
 #[cfg(test)]
-pub(crate) const TEST_OPTS: FileOptions = FileOptions {
-    via: WriteVia::Map,
-    zero_fill: false,
-};
+pub(crate) fn test_opts() -> FileOptions {
+    FileOptions::read_only()
+}
 
 #[cfg(test)]
 mod tests {
@@ -675,7 +515,7 @@ mod tests {
     #[test]
     fn install_then_open_round_trips_header() {
         let dir = tempfile::tempdir().unwrap();
-        let p = PreparedFile::create(dir.path(), 1, 8192, TEST_OPTS).unwrap();
+        let p = PreparedFile::create(dir.path(), 1, 8192, &test_opts()).unwrap();
         let seg = Segment::install(p, dir.path(), 3).unwrap();
         assert_eq!(seg.size(), 8192);
         let salt = seg.salt();
@@ -683,12 +523,12 @@ mod tests {
         drop(seg);
         let path = dir.path().join(segment_file_name(3));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
-        let seg = Segment::open(&path, 3, true, WriteVia::Map, false).unwrap();
+        let seg = Segment::open(&path, 3, true, &test_opts(), false).unwrap();
         assert_eq!(seg.salt(), salt);
         assert_eq!(seg.sealed_end(), None);
         seg.mark_sealed(128).unwrap();
         drop(seg);
-        let seg = Segment::open(&path, 3, true, WriteVia::Map, false).unwrap();
+        let seg = Segment::open(&path, 3, true, &test_opts(), false).unwrap();
         assert_eq!(seg.sealed_end(), Some(128));
         assert!(seg.is_sealed_marked());
     }
@@ -696,21 +536,21 @@ mod tests {
     #[test]
     fn open_rejects_wrong_seq_bad_magic_and_short_file() {
         let dir = tempfile::tempdir().unwrap();
-        let p = PreparedFile::create(dir.path(), 1, 8192, TEST_OPTS).unwrap();
+        let p = PreparedFile::create(dir.path(), 1, 8192, &test_opts()).unwrap();
         drop(Segment::install(p, dir.path(), 5).unwrap());
         let path = dir.path().join(segment_file_name(5));
         assert!(matches!(
-            Segment::open(&path, 6, true, WriteVia::Map, false),
+            Segment::open(&path, 6, true, &test_opts(), false),
             Err(Error::Corrupt { .. })
         ));
 
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(4096).unwrap();
-        let err = Segment::open(&path, 5, true, WriteVia::Map, false).unwrap_err();
+        let err = Segment::open(&path, 5, true, &test_opts(), false).unwrap_err();
         assert!(err.to_string().contains("shortened"), "{err}");
 
         std::fs::write(&path, [7u8; 100]).unwrap();
-        let err = Segment::open(&path, 5, true, WriteVia::Map, false).unwrap_err();
+        let err = Segment::open(&path, 5, true, &test_opts(), false).unwrap_err();
         assert!(err.to_string().contains("bad magic"), "{err}");
     }
 }

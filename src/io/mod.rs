@@ -1,0 +1,123 @@
+//! The I/O seam: every file-system effect of the engine goes through [`Fs`].
+//!
+//! [`RealFs`] is the operating system. Tests plug in a simulated file system
+//! (`io::sim::SimFs`, test builds only) that keeps, besides the live files, the image a power
+//! cut would leave: per file the bytes and size as of their last sync, and the names as of the
+//! last directory fsync. The crash models cut power after every effect and recover that image.
+//!
+//! Stores into the shared map are not effects: they change the live bytes (as `pwrite` does)
+//! and become durable only through [`Fs::msync`] or [`Fs::fsync`]. Reads go through the file
+//! handles [`Fs::open`] returns; listing a directory reads it directly.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::MmapRaw;
+
+use crate::error::{Error, Result};
+
+mod real;
+#[cfg(test)]
+pub(crate) mod sim;
+
+pub(crate) use real::{copy_on_write_fs, RealFs};
+
+/// File-system effects, one method per kind.
+pub(crate) trait Fs: Send + Sync + fmt::Debug {
+    /// Creates `path` (truncating it), open for reading and writing.
+    fn create(&self, path: &Path) -> io::Result<File>;
+    /// Opens an existing file.
+    fn open(&self, path: &Path, writable: bool) -> io::Result<File>;
+    /// Gives the file real blocks for `len` bytes (`fallocate(fd, 0, 0, len)`).
+    fn fallocate(&self, file: &File, path: &Path, len: u64) -> io::Result<()>;
+    /// Writes `data` at `offset` (`pwrite`).
+    fn write_at(&self, file: &File, path: &Path, data: &[u8], offset: u64) -> io::Result<()>;
+    /// Sets the file's length.
+    fn set_len(&self, file: &File, path: &Path, len: u64) -> io::Result<()>;
+    /// Makes the file's bytes and size durable (`fsync`).
+    fn fsync(&self, file: &File, path: &Path) -> io::Result<()>;
+    /// Maps `len` bytes of the file, shared.
+    ///
+    /// # Safety
+    /// The caller keeps the file at least `len` bytes long while mapped and never creates a
+    /// reference over bytes that are written while it lives (see `segment.rs`).
+    unsafe fn map(
+        &self,
+        file: &File,
+        path: &Path,
+        len: usize,
+        writable: bool,
+    ) -> io::Result<MmapRaw>;
+    /// Makes `[from, from + len)` of a mapped file durable (`msync(MS_SYNC)`, which also
+    /// makes a changed size durable, as `fdatasync` does).
+    fn msync(&self, map: &MmapRaw, path: &Path, from: usize, len: usize) -> io::Result<()>;
+    /// Renames a file.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's names durable (`fsync` of the directory).
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The operating system's file system, shared.
+pub(crate) fn real() -> Arc<dyn Fs> {
+    Arc::new(RealFs)
+}
+
+/// fsyncs a directory so that created, renamed and removed entries are durable.
+pub(crate) fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Gives the file `size` bytes of real blocks (invariant I4), keeping its first `keep` bytes
+/// (0 for a new file; the valid prefix of a short segment being extended). `fallocate` first;
+/// where the filesystem refuses it, or with `zero_fill`, writes zeros after `keep`. Then the
+/// length is set to `size` if it is not.
+pub(crate) fn allocate(
+    fs: &dyn Fs,
+    file: &File,
+    path: &Path,
+    keep: u64,
+    size: u64,
+    zero_fill: bool,
+) -> Result<()> {
+    if zero_fill {
+        write_zeros(fs, file, path, keep, size)?;
+    } else {
+        match fs.fallocate(file, path, size) {
+            Ok(()) => {}
+            Err(e) if is_unsupported(&e) => write_zeros(fs, file, path, keep, size)?,
+            Err(e) => return Err(Error::io("fallocate", path, e)),
+        }
+    }
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    if len != size {
+        fs.set_len(file, path, size)
+            .map_err(|e| Error::io("set_len", path, e))?;
+    }
+    Ok(())
+}
+
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(code) if code == libc::EOPNOTSUPP || code == libc::ENOSYS)
+        || e.kind() == io::ErrorKind::Unsupported
+}
+
+fn write_zeros(fs: &dyn Fs, file: &File, path: &Path, from: u64, size: u64) -> Result<()> {
+    let chunk = vec![0u8; 1 << 20];
+    let mut off = from;
+    while off < size {
+        let n = chunk.len().min((size - off) as usize);
+        fs.write_at(file, path, &chunk[..n], off)
+            .map_err(|e| Error::io("write zeros", path, e))?;
+        off += n as u64;
+    }
+    Ok(())
+}
