@@ -98,7 +98,21 @@ impl<T: Types> RaftLog<T> {
 
     /// Opens (or creates) the log in `dir` with the given rules.
     pub fn open_with_rules(dir: impl AsRef<Path>, config: Config, rules: Rules) -> Result<Self> {
-        let store = Store::open(dir, config)?;
+        Self::from_store(Store::open(dir, config)?, rules)
+    }
+
+    /// Opens with every file-system effect going through `fs` (the simulated file system of
+    /// the crash models).
+    #[cfg(test)]
+    pub(crate) fn open_with_fs(
+        dir: impl AsRef<Path>,
+        config: Config,
+        fs: std::sync::Arc<dyn crate::io::Fs>,
+    ) -> Result<Self> {
+        Self::from_store(Store::open_with_fs(dir, config, fs)?, Rules::default())
+    }
+
+    fn from_store(store: Store, rules: Rules) -> Result<Self> {
         let snap = store.reader().snapshot();
         let last_entry = snap
             .last_index()

@@ -10,6 +10,8 @@ mod errors;
 mod log;
 mod reader;
 mod room;
+#[cfg(test)]
+mod sim_tests;
 pub(crate) mod state;
 mod types;
 
