@@ -99,11 +99,6 @@ pub enum Error {
         first: u64,
     },
 
-    /// A Raft state rule was broken (vote reversal, log id reversal, commit rule...).
-    /// Nothing was written.
-    #[error("{0}")]
-    State(#[from] crate::raft::StateError),
-
     /// A value could not be decoded.
     #[error("decode {what}: {reason}")]
     Decode {

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 
 use proptest::prelude::*;
-use raft_mmap_log::raft::{LogId, RaftLog, RaftState, RaftTypes, SnapshotMeta, StateError, Vote};
+use raft_mmap_log::raft::{
+    LogId, RaftError, RaftLog, RaftState, RaftTypes, SnapshotMeta, StateError, Vote,
+};
 use raft_mmap_log::{Config, Error};
 
 mod common;
@@ -286,9 +288,9 @@ struct Stats {
     recovered_latest: u64,
 }
 
-fn expect_state_err(r: Result<(), Error>, ok: impl Fn(&StateError) -> bool, what: &str) {
+fn expect_state_err(r: Result<(), RaftError>, ok: impl Fn(&StateError) -> bool, what: &str) {
     match r {
-        Err(Error::State(e)) if ok(&e) => {}
+        Err(RaftError::State(e)) if ok(&e) => {}
         other => panic!("{what}: expected a state error, got {other:?}"),
     }
 }

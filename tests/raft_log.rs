@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use raft_mmap_log::raft::{LogId, RaftLog, RaftState, RaftTypes, StateError, Vote};
+use raft_mmap_log::raft::{LogId, RaftError, RaftLog, RaftState, RaftTypes, StateError, Vote};
 use raft_mmap_log::{Config, Error};
 
 type Log = RaftLog<RaftTypes>;
@@ -55,16 +55,22 @@ fn reopen_same(dir: &Path, log: Log) -> Log {
     log
 }
 
-fn state_err(e: Error) -> StateError {
+fn state_err(e: RaftError) -> StateError {
     match e {
-        Error::State(s) => s,
+        RaftError::State(s) => s,
         other => panic!("expected a state error, got {other}"),
     }
 }
 
 /// Runs `op`, expects a state error whose text contains both `a` and `b`, then checks that
 /// nothing was written (a reopen shows the log unchanged).
-fn refused(dir: &Path, mut log: Log, a: &str, b: &str, op: impl FnOnce(&mut Log) -> Error) -> Log {
+fn refused(
+    dir: &Path,
+    mut log: Log,
+    a: &str,
+    b: &str,
+    op: impl FnOnce(&mut Log) -> RaftError,
+) -> Log {
     log.sync().unwrap();
     let before: RaftState<RaftTypes> = log.state().clone();
     let ents = entries(&log);
@@ -366,7 +372,10 @@ fn large_entries() {
     let too_big = vec![0u8; 1 << 20];
     let err = log.append([(id(1, 2), &too_big[..])]).unwrap_err();
     assert!(
-        matches!(err, Error::EntryTooLarge { index: 2, .. }),
+        matches!(
+            err,
+            RaftError::Engine(Error::EntryTooLarge { index: 2, .. })
+        ),
         "{err}"
     );
     log.sync().unwrap();

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes, Rules, StateError, Vote};
-use raft_mmap_log::{Config, Error};
+use raft_mmap_log::raft::{LogId, RaftError, RaftLog, RaftTypes, Rules, StateError, Vote};
+use raft_mmap_log::Config;
 
 type Log = RaftLog<RaftTypes>;
 
@@ -20,9 +20,9 @@ fn open(dir: &Path) -> Log {
     Log::open(dir, cfg()).unwrap()
 }
 
-fn state_err(e: Error) -> StateError {
+fn state_err(e: RaftError) -> StateError {
     match e {
-        Error::State(s) => s,
+        RaftError::State(s) => s,
         other => panic!("expected a state error, got {other}"),
     }
 }
@@ -34,7 +34,7 @@ fn append_ids(log: &mut Log, ids: &[LogId]) {
 
 /// Runs `op`, expects an error whose text contains every string in `has` and no `Debug`
 /// output, then checks that nothing was written (also after a reopen).
-fn refused(dir: &Path, mut log: Log, has: &[&str], op: impl FnOnce(&mut Log) -> Error) -> Log {
+fn refused(dir: &Path, mut log: Log, has: &[&str], op: impl FnOnce(&mut Log) -> RaftError) -> Log {
     log.sync().unwrap();
     let before = log.state().clone();
     let pos = log.store().position();

@@ -158,9 +158,9 @@ impl Cluster {
         let log = loop {
             match MmapLogStore::<KvConfig>::open(&dir, self.log_config.clone()) {
                 Ok(log) => break log,
-                Err(raft_mmap_log::Error::Locked { .. })
-                    if t.elapsed() < Duration::from_secs(10) =>
-                {
+                Err(raft_mmap_log::raft::RaftError::Engine(raft_mmap_log::Error::Locked {
+                    ..
+                })) if t.elapsed() < Duration::from_secs(10) => {
                     tokio::time::sleep(Duration::from_millis(20)).await
                 }
                 Err(e) => return Err(e.into()),

@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::types::{
     log_id_from_stored, log_id_to_stored, vote_from_stored, vote_to_stored, OpenraftTypes,
 };
-use crate::raft::{LogId, RaftLog, RaftReader, RaftSnapshot, RaftState, Rules};
+use crate::raft::{LogId, RaftLog, RaftReader, RaftResult, RaftSnapshot, RaftState, Rules};
 use crate::Config;
 
 type SResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
@@ -91,7 +91,7 @@ where
     C::Entry: Serialize + DeserializeOwned,
 {
     /// Opens (or creates) the log in `dir` with [`OPENRAFT_RULES`].
-    pub fn open(dir: impl AsRef<Path>, config: Config) -> crate::Result<Self> {
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> RaftResult<Self> {
         Ok(Self::from_log(RaftLog::open_with_rules(
             dir,
             config,
@@ -152,7 +152,7 @@ where
     /// completes when it is durable. The lock is released before the caller awaits.
     fn request_flush(
         log: &mut RaftLog<OpenraftTypes>,
-    ) -> crate::Result<<C::AsyncRuntime as AsyncRuntime>::OneshotReceiver<crate::Result<()>>> {
+    ) -> RaftResult<<C::AsyncRuntime as AsyncRuntime>::OneshotReceiver<crate::Result<()>>> {
         let (tx, rx) = C::AsyncRuntime::oneshot();
         log.flush(move |r| {
             let _ = tx.send(r);
@@ -366,7 +366,7 @@ where
         }
 
         let mut log = self.lock(ErrorSubject::Logs)?;
-        let write = |log: &mut RaftLog<OpenraftTypes>| -> crate::Result<()> {
+        let write = |log: &mut RaftLog<OpenraftTypes>| -> RaftResult<()> {
             // Entries at or below the purge point are already covered by the snapshot (Raft
             // only purges committed entries): skip them, provided they do not contradict it.
             let mut spans = &spans[..];
@@ -381,7 +381,8 @@ where
                             reason: format!(
                                 "the entry is at or below the purged log id {purged} but from a later leader"
                             ),
-                        });
+                        }
+                        .into());
                     }
                     spans = rest;
                 }

@@ -3,6 +3,22 @@
 //! Every variant names the values involved (through their `Display`; an absent value prints
 //! as `none`) and means that nothing was written.
 
+/// What a [`RaftLog`](super::RaftLog) call can fail with: the engine's error underneath, or a
+/// Raft state rule the call broke (then nothing was written).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RaftError {
+    /// The engine failed (I/O, corruption, a poisoned log, a value that does not decode...).
+    #[error(transparent)]
+    Engine(#[from] crate::Error),
+    /// A Raft state rule was broken. Nothing was written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Result of the Raft layer.
+pub type RaftResult<T> = std::result::Result<T, RaftError>;
+
 /// A Raft state rule that an operation broke. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

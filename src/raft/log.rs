@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::path::Path;
 
 use super::codec::Codec;
-use super::errors::{show, show_opt, StateError};
+use super::errors::{show, show_opt, RaftError, RaftResult, StateError};
 use super::reader::RaftReader;
 use super::room;
 use super::state::{
@@ -39,7 +39,7 @@ impl Default for Rules {
 /// zero-copy segment store.
 ///
 /// Every call checks Raft's state rules first; a call that breaks one returns
-/// [`Error::State`] and writes nothing. A new log accepts its first entry at any index (raft-rs
+/// [`RaftError::State`] and writes nothing. A new log accepts its first entry at any index (raft-rs
 /// logs start at 1); after that, indexes are consecutive, and after a purge or snapshot the
 /// next entry follows the purged log id. Everything becomes durable with [`RaftLog::flush`] or
 /// [`RaftLog::sync`]; [`RaftLog::state`] is always what a reopen would recover after that.
@@ -86,18 +86,22 @@ impl<T: Types> std::fmt::Debug for RaftLog<T> {
     }
 }
 
-fn state_err(e: StateError) -> Error {
-    Error::State(e)
+fn state_err(e: StateError) -> RaftError {
+    RaftError::State(e)
 }
 
 impl<T: Types> RaftLog<T> {
     /// Opens (or creates) the log in `dir` with the default [`Rules`].
-    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> RaftResult<Self> {
         Self::open_with_rules(dir, config, Rules::default())
     }
 
     /// Opens (or creates) the log in `dir` with the given rules.
-    pub fn open_with_rules(dir: impl AsRef<Path>, config: Config, rules: Rules) -> Result<Self> {
+    pub fn open_with_rules(
+        dir: impl AsRef<Path>,
+        config: Config,
+        rules: Rules,
+    ) -> RaftResult<Self> {
         Self::from_store(Store::open(dir, config)?, rules)
     }
 
@@ -108,11 +112,11 @@ impl<T: Types> RaftLog<T> {
         dir: impl AsRef<Path>,
         config: Config,
         fs: std::sync::Arc<dyn crate::io::Fs>,
-    ) -> Result<Self> {
+    ) -> RaftResult<Self> {
         Self::from_store(Store::open_with_fs(dir, config, fs)?, Rules::default())
     }
 
-    fn from_store(store: Store, rules: Rules) -> Result<Self> {
+    fn from_store(store: Store, rules: Rules) -> RaftResult<Self> {
         let snap = store.reader().snapshot();
         let last_entry = snap
             .last_index()
@@ -120,13 +124,13 @@ impl<T: Types> RaftLog<T> {
         let state = decode_state::<T>(|k| snap.meta(k), last_entry)?;
         if let Some(p) = &state.purged {
             if T::log_index(p).checked_add(1) != Some(snap.first_index()) {
-                return Err(Error::Decode {
+                return Err(RaftError::Engine(Error::Decode {
                     what: "purged log id".into(),
                     reason: format!(
                         "purged log id {p} does not match the first index {}",
                         snap.first_index()
                     ),
-                });
+                }));
             }
         }
         drop(snap);
@@ -156,7 +160,7 @@ impl<T: Types> RaftLog<T> {
     }
 
     /// Log id of the entry at `index`, if it is in the log.
-    pub fn log_id(&self, index: u64) -> Result<Option<T::LogId>> {
+    pub fn log_id(&self, index: u64) -> RaftResult<Option<T::LogId>> {
         let snap = self.store.reader().snapshot();
         match snap.get(index) {
             Some(body) => Ok(Some(split_entry::<T>(index, body)?.0)),
@@ -168,7 +172,7 @@ impl<T: Types> RaftLog<T> {
     /// lower vote ([`StateError::VoteReversal`]) and an incomparable one, such as a vote for
     /// another node in the same term ([`StateError::VoteConflict`]). Make it durable (`sync`
     /// or `flush`) before answering the vote request.
-    pub fn save_vote(&mut self, vote: T::Vote) -> Result<()> {
+    pub fn save_vote(&mut self, vote: T::Vote) -> RaftResult<()> {
         if let Some(saved) = &self.state.vote {
             match vote.partial_cmp(saved) {
                 Some(Ordering::Greater | Ordering::Equal) => {}
@@ -196,7 +200,7 @@ impl<T: Types> RaftLog<T> {
     /// log with no entries and nothing purged may have any index (at or after the index where
     /// entries removed by `truncate_after(None)` began); after a purge or snapshot the next
     /// index is the purged index + 1.
-    pub fn append<'a, I>(&mut self, entries: I) -> Result<()>
+    pub fn append<'a, I>(&mut self, entries: I) -> RaftResult<()>
     where
         I: IntoIterator<Item = (T::LogId, &'a [u8])>,
     {
@@ -248,7 +252,7 @@ impl<T: Types> RaftLog<T> {
     /// Records the committed log id. It must not pass the last log id nor go backwards, and it
     /// must be a log id the log holds (the entry at its index has it) or has purged (at or
     /// below the purged log id); otherwise [`StateError::LogIdMismatch`].
-    pub fn commit(&mut self, log_id: T::LogId) -> Result<()> {
+    pub fn commit(&mut self, log_id: T::LogId) -> RaftResult<()> {
         if self.state.last.as_ref().is_none_or(|l| log_id > *l) {
             return Err(state_err(StateError::CommitBeyondLast {
                 last: show_opt(&self.state.last),
@@ -283,7 +287,7 @@ impl<T: Types> RaftLog<T> {
     /// entries. `log_id` must be in the log (its stored log id must match; past the last entry
     /// is a [`StateError::LogIdMismatch`] too), not below the purged log id, and (with the
     /// default rules) not below the committed one.
-    pub fn truncate_after(&mut self, log_id: Option<T::LogId>) -> Result<()> {
+    pub fn truncate_after(&mut self, log_id: Option<T::LogId>) -> RaftResult<()> {
         if log_id < self.state.purged {
             return Err(state_err(StateError::TruncateBelowPurged {
                 purged: show_opt(&self.state.purged),
@@ -322,7 +326,7 @@ impl<T: Types> RaftLog<T> {
     /// Removes entries up to and including `log_id` (compaction). Whole segments are deleted
     /// once the purge is durable. `log_id` must be in the log and (with the default rules)
     /// committed; purging at or below the purged log id does nothing.
-    pub fn purge_upto(&mut self, log_id: T::LogId) -> Result<()> {
+    pub fn purge_upto(&mut self, log_id: T::LogId) -> RaftResult<()> {
         if Some(&log_id) <= self.state.purged.as_ref() {
             return Ok(());
         }
@@ -354,7 +358,7 @@ impl<T: Types> RaftLog<T> {
     /// continues after the snapshot. The committed log id moves up to the snapshot. The meta
     /// (log id and `data`) must fit in the meta room the user data leaves
     /// ([`StateError::MetaNoRoom`]).
-    pub fn install_snapshot(&mut self, last_log_id: T::LogId, data: Vec<u8>) -> Result<()> {
+    pub fn install_snapshot(&mut self, last_log_id: T::LogId, data: Vec<u8>) -> RaftResult<()> {
         let below_purged =
             self.state.purged.as_ref().is_some_and(|p| {
                 last_log_id <= *p || T::log_index(&last_log_id) <= T::log_index(p)
@@ -408,7 +412,7 @@ impl<T: Types> RaftLog<T> {
     /// whose largest sizes stay reserved (see [`Types::MAX_LOG_ID_LEN`]); data that would not
     /// leave that room is refused with [`StateError::MetaNoRoom`], which says how much there
     /// is. Shrinking the data is always allowed.
-    pub fn save_user_data(&mut self, data: Option<T::UserData>) -> Result<()> {
+    pub fn save_user_data(&mut self, data: Option<T::UserData>) -> RaftResult<()> {
         let bytes = data.to_bytes();
         if let Err(room) = room::fits::<T>(&self.store, META_USER_DATA, bytes.len()) {
             return Err(state_err(StateError::MetaNoRoom {
@@ -424,17 +428,17 @@ impl<T: Types> RaftLog<T> {
 
     /// Calls `callback` on the flush thread once everything written before this call is
     /// durable (or with the error that prevented it). Returns at once.
-    pub fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
-        self.store.flush(callback)
+    pub fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> RaftResult<()> {
+        Ok(self.store.flush(callback)?)
     }
 
     /// Makes everything written so far durable, blocking until it is.
-    pub fn sync(&mut self) -> Result<()> {
-        self.store.sync()
+    pub fn sync(&mut self) -> RaftResult<()> {
+        Ok(self.store.sync()?)
     }
 
     /// Checks that the log holds `id`: the entry at its index has it, or it is the purged id.
-    fn check_stored(&self, id: &T::LogId) -> Result<()> {
+    fn check_stored(&self, id: &T::LogId) -> RaftResult<()> {
         let index = T::log_index(id);
         let stored = match self.log_id(index)? {
             Some(stored) if stored == *id => return Ok(()),
@@ -454,7 +458,7 @@ impl<T: Types> RaftLog<T> {
 }
 
 /// The index after `id`'s.
-fn successor<T: Types>(id: &T::LogId) -> Result<u64> {
+fn successor<T: Types>(id: &T::LogId) -> RaftResult<u64> {
     T::log_index(id)
         .checked_add(1)
         .ok_or_else(|| state_err(StateError::NoSuccessor { given: show(id) }))

@@ -16,7 +16,7 @@ pub(crate) mod state;
 mod types;
 
 pub use codec::{Codec, CodecError};
-pub use errors::StateError;
+pub use errors::{RaftError, RaftResult, StateError};
 pub use log::{RaftLog, Rules};
 pub use reader::{RaftEntries, RaftReader, RaftSnapshot};
 pub use state::{

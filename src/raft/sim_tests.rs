@@ -12,7 +12,8 @@ use super::{LogId, RaftLog, RaftTypes, Vote};
 use crate::io::sim::{Rng, SimFs};
 use crate::Config;
 
-/// What a reopen must show: vote, committed, purged and every entry with its payload.
+/// A run records the model after every change it issued, including the one in flight when
+/// the power went off (a failed call ends the run). What a reopen must show: vote, committed, purged and every entry with its payload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Model {
     vote: Option<Vote>,
@@ -65,6 +66,8 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
     };
     let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut m = Model::default();
+    // The last state whose call succeeded: what a flush acknowledges.
+    let mut applied = 0usize;
     let mut term = 1u64;
     for _ in 0..40 + r.below(30) {
         if fs.cut_taken() {
@@ -78,11 +81,11 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
                     Some(false) => true,
                     _ => {
                         let ok = log.save_vote(v).is_ok();
+                        m.vote = Some(v);
+                        states.push(m.clone());
                         if ok {
-                            m.vote = Some(v);
-                            states.push(m.clone());
                             if log.sync().is_ok() {
-                                *acked.lock().unwrap_or_else(|e| e.into_inner()) = states.len() - 1;
+                                *acked.lock().unwrap_or_else(|e| e.into_inner()) = states.len() - 1; // the vote call succeeded
                                 vote_acked = Some(v);
                             }
                         }
@@ -99,21 +102,18 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
                 let ok = log
                     .append(ids.iter().zip(&bodies).map(|(id, b)| (*id, &b[..])))
                     .is_ok();
-                if ok {
-                    for (id, b) in ids.into_iter().zip(bodies) {
-                        m.entries.push((id, b));
-                        states.push(m.clone());
-                    }
+                // Applied, or in flight when the power went off (a failed call ends the run).
+                for (id, b) in ids.into_iter().zip(bodies) {
+                    m.entries.push((id, b));
+                    states.push(m.clone());
                 }
                 ok
             }
             5 => match m.entries.get(r.below(m.entries.len() as u64 + 1) as usize) {
                 Some(&(id, _)) if Some(id) > m.committed => {
                     let ok = log.commit(id).is_ok();
-                    if ok {
-                        m.committed = Some(id);
-                        states.push(m.clone());
-                    }
+                    m.committed = Some(id);
+                    states.push(m.clone());
                     ok
                 }
                 _ => true,
@@ -133,11 +133,9 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
                             Some(m.entries[k - 1].0)
                         };
                         let ok = log.truncate_after(after).is_ok();
-                        if ok {
-                            m.entries.truncate(k);
-                            term += 1;
-                            states.push(m.clone());
-                        }
+                        m.entries.truncate(k);
+                        term += 1;
+                        states.push(m.clone());
                         ok
                     }
                     _ => true,
@@ -146,17 +144,15 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
             7 => match m.committed {
                 Some(c) if Some(c) > m.purged && m.entries.iter().any(|e| e.0 == c) => {
                     let ok = log.purge_upto(c).is_ok();
-                    if ok {
-                        m.entries.retain(|e| e.0 > c);
-                        m.purged = Some(c);
-                        states.push(m.clone());
-                    }
+                    m.entries.retain(|e| e.0 > c);
+                    m.purged = Some(c);
+                    states.push(m.clone());
                     ok
                 }
                 _ => true,
             },
             _ => {
-                let upto = states.len() - 1;
+                let upto = applied;
                 let a = acked.clone();
                 log.flush(move |res| {
                     if res.is_ok() {
@@ -167,11 +163,14 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
                 .is_ok()
             }
         };
+        if ok {
+            applied = states.len() - 1;
+        }
         if !ok {
             break;
         }
     }
-    let upto = states.len() - 1;
+    let upto = applied;
     if log.sync().is_ok() {
         let mut g = acked.lock().unwrap_or_else(|e| e.into_inner());
         *g = (*g).max(upto);

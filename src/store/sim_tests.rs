@@ -57,7 +57,8 @@ fn config() -> Config {
 }
 
 /// What a run issued: the model after every applied change (one per entry of a batch, so a
-/// torn batch is a prefix), and the last state a flush callback acknowledged.
+/// torn batch is a prefix), including the change in flight when the power went off (a failed
+/// call ends the run), and the last state a flush callback acknowledged.
 struct Run {
     states: Vec<Model>,
     acked: usize,
@@ -70,6 +71,8 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op]) -> Run {
         return Run { states, acked: 0 };
     };
     let mut m = Model::default();
+    // The last state whose call succeeded: what a flush acknowledges.
+    let mut applied = 0usize;
     let mut gen = 0u64;
     for op in ops {
         if fs.cut_taken() {
@@ -94,19 +97,19 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op]) -> Run {
                     })
                     .collect();
                 let r = store.append_batch(batch.iter().map(|(i, p)| (*i, &p[..])));
-                if r.is_ok() {
-                    for (i, p) in batch {
-                        m.entries.insert(i, p);
-                        m.next = i + 1;
-                        states.push(m.clone());
-                    }
+                // Applied, or in flight when the power went off (then any prefix of the batch
+                // may be on disk, and the run stops here).
+                for (i, p) in batch {
+                    m.entries.insert(i, p);
+                    m.next = i + 1;
+                    states.push(m.clone());
                 }
                 note(r)
             }
             Op::TruncateBack(k) => {
                 let from = m.next.saturating_sub(*k).max(m.first);
                 let r = store.truncate_from(from);
-                if r.is_ok() && from < m.next {
+                if from < m.next {
                     gen += 1;
                     m.entries.retain(|&i, _| i < from);
                     m.next = from;
@@ -117,7 +120,7 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op]) -> Run {
             Op::PurgeForward(k) => {
                 let to = (m.first + k).min(m.next);
                 let r = store.purge_to(to);
-                if r.is_ok() && to > m.first {
+                if to > m.first {
                     m.first = to;
                     m.entries.retain(|&i, _| i >= to);
                     states.push(m.clone());
@@ -127,14 +130,12 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op]) -> Run {
             Op::Meta(key, len) => {
                 let v = payload(*key + 1000, states.len() as u64, *len);
                 let r = store.put_meta(*key, &v);
-                if r.is_ok() {
-                    m.metas.insert(*key, v);
-                    states.push(m.clone());
-                }
-                r.is_ok()
+                m.metas.insert(*key, v);
+                states.push(m.clone());
+                note(r)
             }
             Op::Flush => {
-                let upto = states.len() - 1;
+                let upto = applied;
                 let a = acked.clone();
                 store
                     .flush(move |r| {
@@ -146,6 +147,9 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op]) -> Run {
                     .is_ok()
             }
         };
+        if ok {
+            applied = states.len() - 1;
+        }
         if !ok {
             if std::env::var("RML_SIM_DEBUG").is_ok() {
                 eprintln!("op {op:?} failed after {} effects: {err:?}", fs.effects());
@@ -153,7 +157,7 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op]) -> Run {
             break;
         }
     }
-    let upto = states.len() - 1;
+    let upto = applied;
     if store.sync().is_ok() {
         let mut g = acked.lock().unwrap_or_else(|e| e.into_inner());
         *g = (*g).max(upto);

@@ -215,7 +215,7 @@ fn proc_status() -> (u64, u64, u64) {
     (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
 }
 
-fn err(e: raft_mmap_log::Error) -> Failure {
+fn err(e: impl std::fmt::Display) -> Failure {
     Failure::Error(e.to_string())
 }
 
