@@ -17,8 +17,9 @@ use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes};
 use raft_mmap_log::Config;
 use serde_json::{json, Value};
 
+use crate::progress::progress_bar;
 use crate::show::bytes;
-use crate::{progress_bar, Failure, Outcome};
+use crate::{Failure, Outcome};
 
 /// How the durable-append phase makes its writes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
