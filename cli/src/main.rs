@@ -15,6 +15,7 @@
 mod bench;
 mod progress;
 mod show;
+mod workdir;
 
 use std::io::Write;
 use std::path::PathBuf;
