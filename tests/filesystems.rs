@@ -5,6 +5,9 @@
 //!
 //! 1. **CLI**: `raft-mmap-log bench --dir <mnt>/bench --sync each --batch 1 --entry-size 64
 //!    --segment-size 16777216 --keep` (the reported reproducer; it appends far more than fits).
+//!    The binary is the workspace crate `cli/`'s, found next to this test's `deps/` directory
+//!    (see `cli_binary`): the README's test command builds it; before running this test alone,
+//!    `cargo build --release -p raft-mmap-log-cli`.
 //! 2. **Writer**: a child process (this binary, `--exact child_entry`, env
 //!    `RML_FS_CHILD=write:<dir>`) opens a `Store` on the mount and appends batches of entries,
 //!    syncing after each and printing `RML ACK <next index>` once the sync returned, until an
@@ -570,30 +573,40 @@ fn check_enospc(what: &str, e: &Ended, problems: &mut Vec<String>) {
     }
 }
 
-fn full_disk(test: &str, fs: &'static str) {
-    let list = std::env::var("RML_FS_LIST").unwrap_or_else(|_| "btrfs,xfs,ext4,tmpfs".into());
-    if !list.split(',').any(|f| f.trim() == fs) {
-        return skip(test, &format!("{fs} not in RML_FS_LIST={list}"));
-    }
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    let started = Instant::now();
-    let m = match Mounted::new(fs) {
-        Ok(m) => m,
-        Err(why) => return skip(test, &why),
+/// The `cli/` crate's binary as built with this test's profile (`target/<profile>/`, above
+/// this test's `deps/`), or the file `RML_CLI_BIN` names.
+fn cli_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("find this test's executable: {e}"))?;
+    let bin = match std::env::var_os("RML_CLI_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => match exe.parent().and_then(Path::parent) {
+            Some(dir) => dir.join("raft-mmap-log"),
+            None => return Err(format!("no target directory above {}", exe.display())),
+        },
     };
-    let free = free_target();
-    let mut problems: Vec<String> = Vec::new();
-    let mut report: Vec<String> = Vec::new();
-
-    // 1. The CLI benchmark (the reported reproducer).
-    let bench_dir = m.mnt.join("bench");
-    let before = if fs == "tmpfs" {
-        avail(&m.mnt)
+    if bin.is_file() {
+        Ok(bin)
     } else {
-        m.fill(free)
-    };
+        Err(format!(
+            "no binary at {}: build it with this test's profile \
+             (`cargo build [--release] -p raft-mmap-log-cli`) or set RML_CLI_BIN",
+            bin.display()
+        ))
+    }
+}
+
+/// Step 1: the CLI benchmark on the nearly full file system (`before` bytes free) must end
+/// with "No space left on device".
+fn cli_bench(
+    bin: &Path,
+    m: &Mounted,
+    before: u64,
+    report: &mut Vec<String>,
+    problems: &mut Vec<String>,
+) {
+    let bench_dir = m.mnt.join("bench");
     let entries = (4 * before / 64).max(1_000_000);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_raft-mmap-log"));
+    let mut cmd = Command::new(bin);
     cmd.arg("bench")
         .arg("--dir")
         .arg(&bench_dir)
@@ -609,8 +622,35 @@ fn full_disk(test: &str, fs: &'static str) {
         e.elapsed,
         e.stderr.lines().last().unwrap_or("").trim()
     ));
-    check_enospc("cli bench", &e, &mut problems);
+    check_enospc("cli bench", &e, problems);
     let _ = std::fs::remove_dir_all(&bench_dir);
+}
+
+fn full_disk(test: &str, fs: &'static str) {
+    let list = std::env::var("RML_FS_LIST").unwrap_or_else(|_| "btrfs,xfs,ext4,tmpfs".into());
+    if !list.split(',').any(|f| f.trim() == fs) {
+        return skip(test, &format!("{fs} not in RML_FS_LIST={list}"));
+    }
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let m = match Mounted::new(fs) {
+        Ok(m) => m,
+        Err(why) => return skip(test, &why),
+    };
+    let free = free_target();
+    let mut problems: Vec<String> = Vec::new();
+    let mut report: Vec<String> = Vec::new();
+
+    // 1. The CLI benchmark (the reported reproducer), after filling the disk.
+    let before = if fs == "tmpfs" {
+        avail(&m.mnt)
+    } else {
+        m.fill(free)
+    };
+    match cli_binary() {
+        Ok(bin) => cli_bench(&bin, &m, before, &mut report, &mut problems),
+        Err(why) => problems.push(format!("cli bench: {why}")),
+    }
 
     // 2. Append + sync until an error.
     let log_dir = m.mnt.join("log");

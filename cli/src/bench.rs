@@ -17,8 +17,10 @@ use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes};
 use raft_mmap_log::Config;
 use serde_json::{json, Value};
 
+use crate::progress::progress_bar;
 use crate::show::bytes;
-use crate::{progress_bar, Failure, Outcome};
+use crate::workdir::Workdir;
+use crate::{Failure, Outcome};
 
 /// How the durable-append phase makes its writes durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,81 +66,6 @@ pub struct BenchArgs {
     /// Internal: reopen DIR in this (child) process and print recovery and memory figures.
     #[arg(long, hide = true, value_name = "DIR")]
     reopen_child: Option<PathBuf>,
-}
-
-/// Where the log lives and what to remove at the end.
-struct Workdir {
-    path: PathBuf,
-    created: bool,
-    keep: bool,
-}
-
-impl Workdir {
-    fn new(dir: Option<&Path>, keep: bool) -> Result<Self, Failure> {
-        match dir {
-            Some(d) => {
-                if d.exists() {
-                    let mut rd = std::fs::read_dir(d).map_err(|e| {
-                        Failure::Error(format!("read directory {}: {e}", d.display()))
-                    })?;
-                    if rd.next().is_some() {
-                        return Err(Failure::Error(format!(
-                            "bench needs an empty or new directory: {} is not empty",
-                            d.display()
-                        )));
-                    }
-                    Ok(Workdir {
-                        path: d.to_path_buf(),
-                        created: false,
-                        keep,
-                    })
-                } else {
-                    std::fs::create_dir_all(d).map_err(|e| {
-                        Failure::Error(format!("create directory {}: {e}", d.display()))
-                    })?;
-                    Ok(Workdir {
-                        path: d.to_path_buf(),
-                        created: true,
-                        keep,
-                    })
-                }
-            }
-            None => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos())
-                    .unwrap_or(0);
-                let path = std::env::temp_dir().join(format!(
-                    "raft-mmap-log-bench-{}-{nanos}",
-                    std::process::id()
-                ));
-                std::fs::create_dir(&path).map_err(|e| {
-                    Failure::Error(format!("create directory {}: {e}", path.display()))
-                })?;
-                Ok(Workdir {
-                    path,
-                    created: true,
-                    keep,
-                })
-            }
-        }
-    }
-}
-
-impl Drop for Workdir {
-    fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
-        if self.created {
-            let _ = std::fs::remove_dir_all(&self.path);
-        } else if let Ok(rd) = std::fs::read_dir(&self.path) {
-            // Only what the log put there: the directory was empty before.
-            for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
 }
 
 /// One measured phase.

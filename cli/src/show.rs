@@ -10,7 +10,8 @@ use raft_mmap_log::raft::{META_COMMITTED, META_PURGED, META_SNAPSHOT, META_USER_
 use raft_mmap_log::{Config, RecoveryMode, Store};
 use serde_json::{json, Value};
 
-use crate::{finish, out, progress_bar, DumpFormat, Failure, Outcome};
+use crate::progress::progress_bar;
+use crate::{finish, out, DumpFormat, Failure, Outcome};
 
 /// Human-readable byte count.
 pub fn bytes(n: u64) -> String {
@@ -247,7 +248,7 @@ pub fn verify(dir: &Path, repair: bool, truncate_at_corruption: bool) -> Outcome
 }
 
 fn run_verify(dir: &Path) -> Result<inspect::VerifyReport, Failure> {
-    let total: u64 = if crate::interactive() {
+    let total: u64 = if crate::progress::interactive() {
         inspect::segment_files(dir)
             .map(|v| v.iter().map(|s| s.1).sum())
             .unwrap_or(0)

@@ -13,9 +13,11 @@
 //! by another process") and a node cannot open it while they read.
 
 mod bench;
+mod progress;
 mod show;
+mod workdir;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -152,29 +154,6 @@ fn run(cli: Cli) -> Outcome {
             format,
         } => show::dump(&dir, from, to, format),
     }
-}
-
-/// Whether progress bars may be drawn: only for a person watching a terminal.
-fn interactive() -> bool {
-    std::io::stdout().is_terminal() && std::io::stderr().is_terminal()
-}
-
-/// A progress bar, hidden when stdout is not a terminal.
-fn progress_bar(len: u64, what: &str, bytes: bool) -> indicatif::ProgressBar {
-    if !interactive() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len);
-    let template = if bytes {
-        "{msg:>24} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})"
-    } else {
-        "{msg:>24} [{bar:30}] {pos}/{len} ({per_sec}, {eta})"
-    };
-    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb.set_message(what.to_string());
-    pb
 }
 
 /// Buffered stdout for output that may be large.
