@@ -83,11 +83,10 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
                         let ok = log.save_vote(v).is_ok();
                         m.vote = Some(v);
                         states.push(m.clone());
-                        if ok {
-                            if log.sync().is_ok() {
-                                *acked.lock().unwrap_or_else(|e| e.into_inner()) = states.len() - 1; // the vote call succeeded
-                                vote_acked = Some(v);
-                            }
+                        // Durable before it counts: the vote call succeeded and is synced.
+                        if ok && log.sync().is_ok() {
+                            *acked.lock().unwrap_or_else(|e| e.into_inner()) = states.len() - 1;
+                            vote_acked = Some(v);
                         }
                         ok
                     }
