@@ -19,7 +19,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use raft_mmap_log::format::{FORMAT_VERSION, SEGMENT_HEADER_CRC_RANGE, SEGMENT_MAGIC};
-use raft_mmap_log::inspect::{self, DumpFilter, MetaValue};
+use raft_mmap_log::inspect::{self, DumpFilter};
+use raft_mmap_log::raft::inspect::{self as raft_inspect, MetaValue};
 use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes, Vote};
 use raft_mmap_log::{Config, Error, Store};
 
@@ -219,9 +220,9 @@ fn store_case_opens_with_every_entry_and_meta() {
     let files: Vec<String> = STORE_FILES.iter().map(|&s| name(s)).collect();
     check_read_only("store", dir, &files);
 
-    let stat = inspect::stat(dir).unwrap();
+    let stat = raft_inspect::stat(dir).unwrap();
     assert_eq!(
-        (stat.first_index, stat.next_index),
+        (stat.stat.first_index, stat.stat.next_index),
         (STORE_FIRST, STORE_NEXT)
     );
     assert_eq!(stat.raft.vote, MetaValue::Absent);
@@ -323,8 +324,8 @@ fn raft_case_opens_with_every_entry_and_state() {
     check_read_only("raft", dir, &files);
     let snapshot_id = LogId::new(2, 3, 30);
 
-    let stat = inspect::stat(dir).unwrap();
-    assert_eq!((stat.first_index, stat.next_index), (31, 51));
+    let stat = raft_inspect::stat(dir).unwrap();
+    assert_eq!((stat.stat.first_index, stat.stat.next_index), (31, 51));
     assert_eq!(stat.last_log_id, MetaValue::Value(raft_log_id(50)));
     assert_eq!(stat.raft.vote, MetaValue::Value(raft_vote()));
     assert_eq!(stat.raft.committed, MetaValue::Value(LogId::new(2, 3, 45)));
@@ -406,8 +407,8 @@ fn raft_reset_case_opens_with_every_entry_and_state() {
     check_read_only("raft-reset", dir, &files);
     let snapshot_id = LogId::new(6, 1, 100);
 
-    let stat = inspect::stat(dir).unwrap();
-    assert_eq!((stat.first_index, stat.next_index), (101, 111));
+    let stat = raft_inspect::stat(dir).unwrap();
+    assert_eq!((stat.stat.first_index, stat.stat.next_index), (101, 111));
     assert_eq!(stat.raft.user_data, MetaValue::Absent);
     assert!(stat.raft.other.is_empty(), "{:?}", stat.raft.other);
 

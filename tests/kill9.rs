@@ -1171,7 +1171,7 @@ fn kill9_raft_rounds() {
         in_open += usize::from(!run.opened);
         model = got;
         drop(log);
-        match raft_mmap_log::inspect::verify(&dir, &|_| {}) {
+        match raft_mmap_log::raft::inspect::verify(&dir, &|_| {}) {
             Ok(report) if report.is_sound() => {}
             Ok(_) => common::fail_keeping_dir(tmp, &dir, &format!("{ctx}: verify found problems")),
             Err(e) => common::fail_keeping_dir(tmp, &dir, &format!("{ctx}: verify failed: {e}")),

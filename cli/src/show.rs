@@ -5,7 +5,11 @@ use std::io::Write;
 use std::path::Path;
 
 use raft_mmap_log::format::RecordKind;
-use raft_mmap_log::inspect::{self, DumpEnd, DumpFilter, DumpRecord, MetaValue};
+use raft_mmap_log::inspect;
+use raft_mmap_log::inspect::{DumpEnd, DumpFilter, DumpRecord};
+use raft_mmap_log::raft::inspect::{
+    self as raft_inspect, entry_log_id, MetaValue, RaftVerifyReport,
+};
 use raft_mmap_log::raft::{META_COMMITTED, META_PURGED, META_SNAPSHOT, META_USER_DATA, META_VOTE};
 use raft_mmap_log::{Config, RecoveryMode, Store};
 use serde_json::{json, Value};
@@ -56,8 +60,8 @@ fn log_id_json(id: &raft_mmap_log::raft::LogId) -> Value {
 }
 
 pub fn stat(dir: &Path, as_json: bool) -> Outcome {
-    let st = inspect::stat(dir)?;
-    let r = &st.raft;
+    let rs = raft_inspect::stat(dir)?;
+    let (st, r) = (&rs.stat, &rs.raft);
     let mut w = out();
     if as_json {
         let segs: Vec<Value> = st
@@ -84,7 +88,7 @@ pub fn stat(dir: &Path, as_json: bool) -> Outcome {
             "first_index": st.first_index,
             "last_index": st.last_index(),
             "entries": st.entries(),
-            "last_log_id": meta_json(&st.last_log_id, log_id_json),
+            "last_log_id": meta_json(&rs.last_log_id, log_id_json),
             "vote": meta_json(&r.vote, |v| json!({"term": v.term, "node_id": v.node_id, "committed": v.committed})),
             "committed": meta_json(&r.committed, log_id_json),
             "purged": meta_json(&r.purged, log_id_json),
@@ -128,7 +132,7 @@ pub fn stat(dir: &Path, as_json: bool) -> Outcome {
     let _ = writeln!(
         s,
         "last log id   {}",
-        meta_text(&st.last_log_id, |i| i.to_string())
+        meta_text(&rs.last_log_id, |i| i.to_string())
     );
     let _ = writeln!(
         s,
@@ -247,7 +251,7 @@ pub fn verify(dir: &Path, repair: bool, truncate_at_corruption: bool) -> Outcome
     verdict(&rep)
 }
 
-fn run_verify(dir: &Path) -> Result<inspect::VerifyReport, Failure> {
+fn run_verify(dir: &Path) -> Result<RaftVerifyReport, Failure> {
     let total: u64 = if crate::progress::interactive() {
         inspect::segment_files(dir)
             .map(|v| v.iter().map(|s| s.1).sum())
@@ -256,12 +260,12 @@ fn run_verify(dir: &Path) -> Result<inspect::VerifyReport, Failure> {
         0
     };
     let pb = progress_bar(total, "verify", true);
-    let rep = inspect::verify(dir, &|n| pb.inc(n));
+    let rep = raft_inspect::verify(dir, &|n| pb.inc(n));
     pb.finish_and_clear();
     Ok(rep?)
 }
 
-fn print_findings(rep: &inspect::VerifyReport) {
+fn print_findings(rep: &RaftVerifyReport) {
     for f in rep.notes() {
         println!("note: {f}");
     }
@@ -270,7 +274,7 @@ fn print_findings(rep: &inspect::VerifyReport) {
     }
 }
 
-fn verdict(rep: &inspect::VerifyReport) -> Outcome {
+fn verdict(rep: &RaftVerifyReport) -> Outcome {
     let problems = rep.problems().count();
     let summary = format!(
         "{} segment(s), {} records ({} entries, {}) checked{}",
@@ -321,7 +325,7 @@ fn meta_key_name(k: u64) -> String {
 /// What the record's argument means, in words.
 fn describe(rec: &DumpRecord<'_>) -> String {
     match rec.kind {
-        RecordKind::Entry => match rec.log_id() {
+        RecordKind::Entry => match entry_log_id(rec) {
             Some(id) => format!("index={} log_id={id}", rec.arg),
             None => format!("index={}", rec.arg),
         },
@@ -338,7 +342,7 @@ fn describe(rec: &DumpRecord<'_>) -> String {
 
 /// Payload shown after the log id (for Raft entries) as a short preview.
 fn payload_of<'a>(rec: &DumpRecord<'a>) -> &'a [u8] {
-    match rec.log_id() {
+    match entry_log_id(rec) {
         // A RaftTypes log id is three little-endian u64s.
         Some(_) => rec.body.get(24..).unwrap_or(&[]),
         None => rec.body,
@@ -412,7 +416,7 @@ pub fn dump(dir: &Path, from: Option<u64>, to: Option<u64>, format: DumpFormat) 
                             "offset": rec.offset,
                             "kind": kind_name(rec.kind),
                             "arg": rec.arg,
-                            "log_id": rec.log_id().map(|i| log_id_json(&i)),
+                            "log_id": entry_log_id(rec).map(|i| log_id_json(&i)),
                             "len": rec.len,
                             "crc": format!("{:08x}", rec.crc),
                             "detail": describe(rec),

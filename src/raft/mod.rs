@@ -7,6 +7,7 @@
 
 pub mod codec;
 mod errors;
+pub mod inspect;
 mod log;
 mod reader;
 mod room;

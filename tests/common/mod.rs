@@ -468,7 +468,7 @@ pub fn describe_dir(dir: &Path) -> String {
             let _ = writeln!(s, "    cannot list: {e}");
         }
     }
-    match inspect::verify(dir, &|_| {}) {
+    match raft_mmap_log::raft::inspect::verify(dir, &|_| {}) {
         Ok(r) => {
             let _ = writeln!(
                 s,

@@ -1,0 +1,163 @@
+//! The directory: which files are segments, which were never written, and opening and
+//! scanning every segment file once ([`examine`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::scan::{scan_segment, Scan};
+use crate::error::{Error, Result};
+use crate::format::{parse_segment_file_name, PREPARED_SUFFIX, SEGMENT_HEADER_SIZE};
+use crate::segment::{FileOptions, Segment};
+
+/// One listed segment file as found: opened and scanned, or why it did not open.
+#[derive(Debug)]
+pub struct Examined {
+    /// Sequence number (from the file name).
+    pub seq: u64,
+    /// The file.
+    pub path: PathBuf,
+    /// The open segment and its scan, or the error opening it gave.
+    pub opened: std::result::Result<(Arc<Segment>, Arc<Scan>), Error>,
+    /// For a file that did not open: whether it was never written ([`never_written`]).
+    pub never_written: bool,
+}
+
+/// Everything in a log directory, each segment file opened and scanned once.
+#[derive(Debug)]
+pub struct Directory {
+    /// Segment files, oldest first.
+    pub files: Vec<Examined>,
+    /// Leftover prepared files.
+    pub prepared: Vec<PathBuf>,
+    /// Time taken to list, open and scan.
+    pub elapsed: std::time::Duration,
+}
+
+/// Lists `dir`, opens every segment file on its own (so one bad header does not hide the
+/// rest) and scans each opened one once, in parallel; `progress` gets each scanned segment's
+/// size. Only I/O errors fail; what is wrong with a file is kept for the merge to judge.
+pub fn examine(
+    dir: &Path,
+    writable: bool,
+    opts: &FileOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Directory> {
+    let started = std::time::Instant::now();
+    let (listed, prepared) = list_dir(dir)?;
+    let mut segments = Vec::with_capacity(listed.len());
+    for (i, (seq, path)) in listed.iter().enumerate() {
+        // Only the last written segment may be short (a power cut before its size was
+        // durable): its valid prefix is kept, and the file is extended before it is written.
+        segments.push(
+            Segment::open(path, *seq, writable, opts, may_be_short(&listed, i)).map(Arc::new),
+        );
+    }
+    let scans: Vec<Option<Scan>> = segments
+        .par_iter()
+        .map(|s| {
+            let seg = s.as_ref().ok()?;
+            let scan = scan_segment(seg);
+            progress(seg.size());
+            Some(scan)
+        })
+        .collect();
+    let files = listed
+        .iter()
+        .enumerate()
+        .zip(segments.into_iter().zip(scans))
+        .map(|((i, (seq, path)), (seg, scan))| {
+            let opened = match (seg, scan) {
+                (Ok(seg), Some(scan)) => Ok((seg, Arc::new(scan))),
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Err(Error::corrupt(path, 0, "segment was not scanned")),
+            };
+            let never_written = opened.is_err() && never_written(&listed, i);
+            Examined {
+                seq: *seq,
+                path: path.clone(),
+                opened,
+                never_written,
+            }
+        })
+        .collect();
+    Ok(Directory {
+        files,
+        prepared,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Segment files `(seq, path)` oldest first, and leftover prepared files.
+pub type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>);
+
+/// Lists segment files (seq, path) in `dir`, oldest first, and leftover prepared files.
+pub fn list_dir(dir: &Path) -> Result<Listing> {
+    let mut segs = Vec::new();
+    let mut prepared = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = parse_segment_file_name(name) {
+            segs.push((seq, ent.path()));
+        } else if name.ends_with(PREPARED_SUFFIX) {
+            prepared.push(ent.path());
+        }
+    }
+    segs.sort();
+    Ok((segs, prepared))
+}
+
+/// Whether segment file `i` of `listed` (which failed to open) is one that was created but
+/// whose header never reached the disk: then nothing in it or in a later file was ever
+/// acknowledged, and recovery drops them.
+///
+/// A file counts when it is blank (empty, or its header bytes are all zero) and either every
+/// later file is blank too (what a power cut leaves after the last written segment), or it is
+/// a full-size file after the oldest one (new files are allocated and synced before they are
+/// named, so a short file in the middle is damage, not a crash). The oldest file's header was
+/// synced before any later file could matter (at creation, or before older files were
+/// purged), so a blank oldest file followed by written ones is damage too.
+pub(crate) fn never_written(listed: &[(u64, PathBuf)], i: usize) -> bool {
+    let Some((_, path)) = listed.get(i) else {
+        return false;
+    };
+    header_is_blank(path) && (blank_after(listed, i) || (i > 0 && is_full_size(path)))
+}
+
+/// Whether file `i` may be shorter than its header says: only the last written segment,
+/// which a power cut can leave short (every later file is blank).
+pub(crate) fn may_be_short(listed: &[(u64, PathBuf)], i: usize) -> bool {
+    blank_after(listed, i)
+}
+
+/// Whether every file after `i` is blank (trivially true for the newest).
+fn blank_after(listed: &[(u64, PathBuf)], i: usize) -> bool {
+    listed
+        .get(i + 1..)
+        .unwrap_or(&[])
+        .iter()
+        .all(|(_, p)| header_is_blank(p))
+}
+
+/// Whether the file is at least as long as a segment header.
+fn is_full_size(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() >= crate::format::MIN_SEGMENT_SIZE)
+}
+
+/// Whether the header bytes the file has (up to `SEGMENT_HEADER_SIZE`) are all zero: a file
+/// whose header never reached the disk. A short file with any non-zero byte is not blank.
+fn header_is_blank(path: &Path) -> bool {
+    use std::io::Read;
+    let mut raw = Vec::with_capacity(SEGMENT_HEADER_SIZE);
+    match std::fs::File::open(path) {
+        Ok(f) => match f.take(SEGMENT_HEADER_SIZE as u64).read_to_end(&mut raw) {
+            Ok(_) => raw.iter().all(|&b| b == 0),
+            Err(_) => false,
+        },
+        Err(_) => false,
+    }
+}

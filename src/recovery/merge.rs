@@ -1,0 +1,430 @@
+//! The merge: replays the scans oldest first through the same [`LogState`] rules the writer
+//! uses and decides what is a torn tail (cut it) and what is corruption (refuse to open,
+//! naming the file and offset).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::files::Directory;
+use super::scan::{Item, Scan};
+use super::verdict::{DropReason, Fate};
+use super::{RecoveryMode, RecoveryReport};
+use crate::error::{Error, Result};
+use crate::format::{MAX_INDEX, SEGMENT_HEADER_SIZE};
+use crate::segment::Segment;
+use crate::state::LogState;
+
+/// A run of entries rebuilt by the merge: which kept segment, first index, offsets.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// Position in [`Plan::segments`].
+    pub segment: usize,
+    /// Log index of the first offset.
+    pub first: u64,
+    /// Record offsets.
+    pub offsets: Vec<u32>,
+}
+
+impl RunPlan {
+    /// One past the last index of the run.
+    pub fn end(&self) -> u64 {
+        self.first.saturating_add(self.offsets.len() as u64)
+    }
+}
+
+/// What recovery found and what it must change before the log opens.
+#[derive(Debug)]
+pub struct Plan {
+    /// Segments that stay, oldest first; the last one is written next.
+    pub segments: Vec<Arc<Segment>>,
+    /// Scan of each kept segment.
+    pub scans: Vec<Arc<Scan>>,
+    /// Recovered state.
+    pub state: LogState,
+    /// Index runs.
+    pub runs: Vec<RunPlan>,
+    /// Where writing resumes in the last segment.
+    pub write_pos: u64,
+    /// The last segment needs a fresh checkpoint at `write_pos` (its own was lost).
+    pub needs_checkpoint: bool,
+    /// Files to delete: segments after a cut, never-written segment files, prepared files.
+    pub remove: Vec<PathBuf>,
+    /// Leading segments (indexes into `segments`... always a prefix) that hold only purged
+    /// entries.
+    pub purged_prefix: usize,
+    /// What happened, for people.
+    pub report: RecoveryReport,
+    /// What happens to each segment file of the directory, oldest first.
+    pub fates: Vec<Fate>,
+}
+
+/// Merges the scans of `dir` oldest first and decides how the log recovers. Reads nothing:
+/// every file was opened and scanned once by [`examine`](super::files::examine).
+///
+/// Fails with [`Error::Corrupt`] (file, offset, why) when the log must not open in `mode`.
+pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
+    let started = std::time::Instant::now();
+    let mut remove: Vec<PathBuf> = dir.prepared.clone();
+    let mut report = RecoveryReport::default();
+    let mut fates: Vec<Fate> = vec![Fate::Kept; dir.files.len()];
+
+    // A file whose header never reached the disk was created but never synced (a flush syncs
+    // a segment from its header on): nothing in it or after it was acknowledged, so it and
+    // every later file are dropped.
+    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(dir.files.len());
+    let mut scans: Vec<Arc<Scan>> = Vec::with_capacity(dir.files.len());
+    for (i, file) in dir.files.iter().enumerate() {
+        if let Some(prev) = i.checked_sub(1).and_then(|j| dir.files.get(j)) {
+            if prev.seq.checked_add(1) != Some(file.seq) {
+                return Err(Error::corrupt(
+                    &file.path,
+                    0,
+                    format!(
+                        "segment {} is missing (found {} then {})",
+                        prev.seq.saturating_add(1),
+                        prev.seq,
+                        file.seq
+                    ),
+                ));
+            }
+        }
+        match &file.opened {
+            Ok((seg, scan)) => {
+                if seg.is_short() {
+                    report.short_segment = Some(file.path.clone());
+                }
+                segments.push(seg.clone());
+                scans.push(scan.clone());
+            }
+            Err(_) if file.never_written => {
+                for (j, later) in dir.files.iter().enumerate().skip(i) {
+                    remove.push(later.path.clone());
+                    report.dropped_files.push(later.path.clone());
+                    fates[j] = Fate::Dropped(if j == i {
+                        DropReason::NeverWritten
+                    } else {
+                        DropReason::AfterNeverWritten
+                    });
+                }
+                break;
+            }
+            Err(e) => return Err(e.clone()),
+        }
+    }
+
+    report.segments_scanned = scans.len();
+    report.entry_records = scans.iter().map(|s| s.entries).sum();
+    report.bytes_scanned = scans.iter().map(|s| s.end).sum();
+
+    // Merge oldest first.
+    let mut state = LogState::default();
+    let mut runs: Vec<RunPlan> = Vec::new();
+    let mut keep = segments.len();
+    let mut write_pos = SEGMENT_HEADER_SIZE as u64;
+    let mut needs_checkpoint = segments.is_empty();
+    for (k, (seg, scan)) in segments.iter().zip(&scans).enumerate() {
+        let newest = k + 1 == segments.len();
+        let sealed_end = seg.sealed_end();
+        // Where this segment's valid part ends and why, if it ends early.
+        let mut cut: Option<(u64, String)> = scan.torn.clone();
+        if let (Some(end), None) = (sealed_end, &cut) {
+            if end != scan.end {
+                cut = Some((
+                    scan.end,
+                    format!(
+                        "records end at {} but the segment was sealed at {end}",
+                        scan.end
+                    ),
+                ));
+            }
+        }
+        let mut items = scan.items.iter();
+        match items.next() {
+            Some(Item::Checkpoint {
+                offset,
+                first,
+                next,
+                prev_end,
+                prev_crc,
+                metas,
+            }) => {
+                let chained = k == 0 || {
+                    let prev = &scans[k - 1];
+                    (prev.end, prev.last_crc) == (*prev_end, *prev_crc)
+                };
+                if k == 0 {
+                    state.first = *first;
+                    state.next = *next;
+                    state.metas = Arc::new(metas.clone());
+                } else if !chained
+                    || (state.first, state.next, &*state.metas) != (*first, *next, metas)
+                {
+                    let why = format!(
+                        "checkpoint says first={first} next={next} after a segment ending at {prev_end} \
+                         (crc {prev_crc:#x}), but the previous segment ends at {} (crc {:#x}) with first={} next={}",
+                        scans[k - 1].end, scans[k - 1].last_crc, state.first, state.next
+                    );
+                    // The previous segment lost its unsynced tail while this one's start
+                    // reached the disk: a torn write if the previous one was never sealed.
+                    let prev = &segments[k - 1];
+                    if prev.sealed_end().is_some() {
+                        corrupt_or_tolerate(mode, &mut report, seg.path(), *offset, &why)?;
+                    } else {
+                        report.cut = Some((prev.path().to_path_buf(), scans[k - 1].end, why));
+                    }
+                    keep = k;
+                    break;
+                }
+            }
+            _ => {
+                // No checkpoint: nothing valid in this segment. Only a torn write if the
+                // segment was never sealed.
+                if sealed_end.is_some() {
+                    let (off, why) = cut
+                        .clone()
+                        .unwrap_or((SEGMENT_HEADER_SIZE as u64, String::new()));
+                    corrupt_or_tolerate(mode, &mut report, seg.path(), off, &why)?;
+                }
+                if k == 0 && !newest {
+                    return Err(Error::corrupt(
+                        seg.path(),
+                        SEGMENT_HEADER_SIZE as u64,
+                        "oldest segment has no checkpoint; the log's start state is unknown",
+                    ));
+                }
+                if let Some((off, why)) = &cut {
+                    report.cut = Some((seg.path().to_path_buf(), *off, why.clone()));
+                }
+                needs_checkpoint = true;
+                write_pos = SEGMENT_HEADER_SIZE as u64;
+                keep = k + 1;
+                break;
+            }
+        }
+        for item in items {
+            replay(seg, k, item, &mut state, &mut runs)?;
+        }
+        write_pos = scan.end;
+        if let Some((off, why)) = cut {
+            // A sealed segment was fully durable when it was marked: damage in it is not a
+            // torn write, whether or not it is the newest file.
+            if sealed_end.is_some() {
+                corrupt_or_tolerate(mode, &mut report, seg.path(), off, &why)?;
+            }
+            report.cut = Some((seg.path().to_path_buf(), off, why));
+            keep = k + 1;
+            break;
+        }
+    }
+    for (k, seg) in segments.drain(keep..).enumerate() {
+        remove.push(seg.path().to_path_buf());
+        report.dropped_files.push(seg.path().to_path_buf());
+        if let Some(f) = fates.get_mut(keep + k) {
+            *f = Fate::Dropped(DropReason::AfterCut);
+        }
+    }
+    // Dropped files come after the kept ones in the report, oldest first.
+    report.dropped_files.sort();
+    if let Some((path, offset, reason)) = &report.cut {
+        if let Some(k) = dir.files.iter().take(keep).position(|f| &f.path == path) {
+            fates[k] = Fate::Cut {
+                offset: *offset,
+                reason: reason.clone(),
+            };
+        }
+    }
+    scans.truncate(keep);
+    if segments.is_empty() {
+        needs_checkpoint = true;
+        write_pos = SEGMENT_HEADER_SIZE as u64;
+    }
+    // The runs must hold every live entry: a gap means a segment that held entries is gone.
+    check_coverage(&segments, &state, &runs, report.cut.as_ref())?;
+    // Leading segments that no live entry needs.
+    let first_used = runs.first().map(|r| r.segment).unwrap_or(usize::MAX);
+    let purged_prefix = first_used.min(segments.len().saturating_sub(1));
+    report.elapsed = dir.elapsed + started.elapsed();
+    Ok(Plan {
+        segments,
+        scans,
+        state,
+        runs,
+        write_pos,
+        needs_checkpoint,
+        remove,
+        purged_prefix,
+        report,
+        fates,
+    })
+}
+
+/// Checks that the runs hold every live entry. When they do not and recovery cut a damaged
+/// record, the cut is what lost them (later changes, such as deleting the segments a purge
+/// released, depended on that record), so the error names its file and offset.
+fn check_coverage(
+    segments: &[Arc<Segment>],
+    state: &LogState,
+    runs: &[RunPlan],
+    cut: Option<&(PathBuf, u64, String)>,
+) -> Result<()> {
+    let mut expect = state.first;
+    let mut ok = true;
+    for r in runs {
+        let end = r.end();
+        if end <= state.first {
+            continue; // dead run (all purged or truncated away)
+        }
+        if r.first > expect {
+            ok = false;
+            break;
+        }
+        expect = end;
+    }
+    if ok && (state.is_empty() || expect == state.next) {
+        return Ok(());
+    }
+    if let Some((path, offset, why)) = cut {
+        return Err(Error::corrupt(
+            path,
+            *offset,
+            format!(
+                "damaged record ({why}); without it entries {expect}..{} are missing, and the \
+                 segment that held them is gone, so the record was durable and this is \
+                 corruption, not a torn write",
+                state.next
+            ),
+        ));
+    }
+    let (path, offset) = segments
+        .first()
+        .map(|s| (s.path().to_path_buf(), 0))
+        .unwrap_or_default();
+    Err(Error::corrupt(
+        path,
+        offset,
+        format!(
+            "entries {expect}..{} are missing: a segment that held them is gone",
+            state.next
+        ),
+    ))
+}
+
+fn corrupt_or_tolerate(
+    mode: RecoveryMode,
+    report: &mut RecoveryReport,
+    path: &Path,
+    offset: u64,
+    why: &str,
+) -> Result<()> {
+    match mode {
+        RecoveryMode::Strict => Err(Error::corrupt(path, offset, why)),
+        RecoveryMode::TruncateAtCorruption => {
+            report.tolerated_corruption = Some(format!("{}:{offset}: {why}", path.display()));
+            Ok(())
+        }
+    }
+}
+
+fn replay(
+    seg: &Segment,
+    k: usize,
+    item: &Item,
+    state: &mut LogState,
+    runs: &mut Vec<RunPlan>,
+) -> Result<()> {
+    let bad = |offset: u64, e: Error| {
+        Error::corrupt(
+            seg.path(),
+            offset,
+            format!("record breaks the log's rules: {e}"),
+        )
+    };
+    match item {
+        Item::Checkpoint { offset, .. } => {
+            return Err(Error::corrupt(seg.path(), *offset, "second checkpoint"))
+        }
+        Item::Entries {
+            offset,
+            first,
+            offsets,
+        } => {
+            state.check_append(*first).map_err(|e| bad(*offset, e))?;
+            // Every index of the run must leave room for a successor, like the first; the
+            // error names the first record past the limit.
+            let last = (offsets.len() as u64)
+                .checked_sub(1)
+                .and_then(|n| first.checked_add(n))
+                .filter(|&l| l <= MAX_INDEX);
+            let Some(last) = last else {
+                let slot = usize::try_from(MAX_INDEX.saturating_sub(*first).saturating_add(1))
+                    .unwrap_or(usize::MAX);
+                let at = offsets.get(slot).map_or(*offset, |&o| u64::from(o));
+                return Err(bad(
+                    at,
+                    Error::IndexTooLarge {
+                        index: first.saturating_add(slot as u64),
+                        max: MAX_INDEX,
+                    },
+                ));
+            };
+            state.apply_append(*first);
+            state.next = last + 1;
+            match runs.last_mut() {
+                Some(r) if r.segment == k && r.end() == *first => {
+                    r.offsets.extend_from_slice(offsets)
+                }
+                _ => {
+                    // An append to an empty log may skip ahead: older runs are gone.
+                    if runs.last().is_some_and(|r| r.end() != *first) {
+                        runs.clear();
+                    }
+                    runs.push(RunPlan {
+                        segment: k,
+                        first: *first,
+                        offsets: offsets.clone(),
+                    })
+                }
+            }
+        }
+        Item::Truncate { offset, from } => {
+            if state.check_truncate(*from).map_err(|e| bad(*offset, e))? {
+                state.apply_truncate(*from);
+                runs.retain(|r| r.first < *from);
+                if let Some(r) = runs.last_mut() {
+                    let keep = (*from - r.first) as usize;
+                    r.offsets.truncate(keep);
+                }
+            }
+        }
+        Item::Purge {
+            first,
+            metas,
+            reset: true,
+            offset,
+        } => {
+            if *first < state.first {
+                return Err(bad(
+                    *offset,
+                    Error::TruncateBelowPurged {
+                        from: *first,
+                        first: state.first,
+                    },
+                ));
+            }
+            for (k, v) in metas {
+                state.apply_meta(*k, v.clone());
+            }
+            state.apply_reset(*first);
+            runs.clear();
+        }
+        Item::Purge { first, metas, .. } => {
+            for (k, v) in metas {
+                state.apply_meta(*k, v.clone());
+            }
+            state.apply_purge(*first);
+            runs.retain(|r| r.end() > *first);
+        }
+        Item::Meta { key, value, .. } => state.apply_meta(*key, value.clone()),
+    }
+    Ok(())
+}

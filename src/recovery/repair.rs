@@ -1,0 +1,87 @@
+//! Applying a plan before the writer starts: remove dropped files, zero what follows the cut,
+//! make every kept record durable and seal older segments.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::merge::Plan;
+use super::scan::first_nonzero;
+use crate::error::{Error, Result};
+use crate::segment::FileOptions;
+use crate::segment::Segment;
+
+/// Applies a plan's cuts: removes dropped files, zeroes bytes after the cut in the last
+/// segment (so stale bytes can never come back as records, invariant I5), makes every kept
+/// record durable and seals older segments. Runs before the writer exists.
+pub fn repair(dir: &Path, plan: &mut Plan, opts: &FileOptions) -> Result<()> {
+    let mut dir_changed = false;
+    for p in &plan.remove {
+        match opts.fs.remove(p) {
+            Ok(()) => dir_changed = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", p, e)),
+        }
+    }
+    if plan.segments.last().is_some_and(|s| s.is_short()) {
+        // Give the newest segment its full size again before anything writes into it.
+        if let Some(last) = plan.segments.pop() {
+            let path = last.path().to_path_buf();
+            let owned = Arc::try_unwrap(last).map_err(|_| {
+                Error::corrupt(&path, 0, "short segment is still in use during recovery")
+            })?;
+            plan.segments.push(Arc::new(owned.extend_to_full(opts)?));
+        }
+    }
+    let n = plan.segments.len();
+    for (k, seg) in plan.segments.iter().enumerate() {
+        let end = if k + 1 == n {
+            plan.write_pos
+        } else {
+            plan.scans[k].end
+        };
+        if k + 1 == n {
+            zero_after(seg, end)?;
+        }
+        seg.sync_range(0, end)?;
+        seg.set_synced(end);
+        let sealed = seg.sealed_end();
+        if k + 1 == n && sealed.is_some_and(|e| e != end) {
+            // Only after tolerated corruption: the mark must name the new end, or the next
+            // recovery would see the cut as corruption again.
+            seg.mark_sealed(end)?;
+        }
+        if k + 1 < n && sealed.is_none() {
+            seg.mark_sealed(end)?;
+        }
+    }
+    if dir_changed {
+        crate::io::sync_dir(&*opts.fs, dir)?;
+    }
+    Ok(())
+}
+
+/// Zeroes every non-zero page after `end` in `seg` and syncs them.
+fn zero_after(seg: &Segment, end: u64) -> Result<()> {
+    const PAGE: usize = 4096;
+    let size = seg.size() as usize;
+    let mut pos = end as usize;
+    let mut dirty: Option<(usize, usize)> = None;
+    while pos < size {
+        let stop = ((pos / PAGE) + 1) * PAGE;
+        let stop = stop.min(size);
+        // SAFETY: recovery owns the segment (no writer, flusher or reader yet); the slice is
+        // dropped before we write the same range below.
+        let nonzero = first_nonzero(unsafe { seg.bytes(pos, stop - pos) }).is_some();
+        if nonzero {
+            // SAFETY: as above: single-threaded recovery, no live reference to this range.
+            unsafe { seg.zero_at(pos, stop - pos)? };
+            let d = dirty.get_or_insert((pos, stop));
+            d.1 = stop;
+        }
+        pos = stop;
+    }
+    if let Some((a, b)) = dirty {
+        seg.sync_range(a as u64, b as u64)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! The one scan loop of the crate: [`Records`] walks a segment's valid records, and
+//! [`scan_segment`] folds them into a [`Scan`] for the merge. `inspect::dump` walks the same
+//! iterator, so a dump stops where recovery stops, for the same reason.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use zerocopy::FromBytes;
+
+use super::codec::{decode_checkpoint, decode_meta_items, Checkpoint, MetaItems};
+use crate::format::{RecordKind, SEGMENT_HEADER_SIZE};
+use crate::record::{decode, Decoded, Record};
+use crate::segment::Segment;
+
+/// One thing found in a segment.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// The segment's opening state.
+    Checkpoint {
+        /// File offset.
+        offset: u64,
+        /// State it records.
+        first: u64,
+        /// State it records.
+        next: u64,
+        /// Where the previous segment's records end.
+        prev_end: u64,
+        /// CRC of the previous segment's last record.
+        prev_crc: u32,
+        /// Meta values it records.
+        metas: BTreeMap<u64, Arc<[u8]>>,
+    },
+    /// Entries with consecutive indexes.
+    Entries {
+        /// File offset of the first.
+        offset: u64,
+        /// Index of the first.
+        first: u64,
+        /// Record offsets.
+        offsets: Vec<u32>,
+    },
+    /// Truncate record.
+    Truncate {
+        /// File offset.
+        offset: u64,
+        /// First index removed.
+        from: u64,
+    },
+    /// Purge record.
+    Purge {
+        /// File offset.
+        offset: u64,
+        /// New first index.
+        first: u64,
+        /// Meta values set atomically with the purge.
+        metas: Vec<(u64, Arc<[u8]>)>,
+        /// A reset record: every entry is dropped and `first` is also the next index.
+        reset: bool,
+    },
+    /// Meta record.
+    Meta {
+        /// File offset.
+        offset: u64,
+        /// Key.
+        key: u64,
+        /// Value.
+        value: Arc<[u8]>,
+    },
+}
+
+/// The result of scanning one segment alone.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    /// Valid records, in file order.
+    pub items: Vec<Item>,
+    /// Offset just past the last valid record.
+    pub end: u64,
+    /// First bad spot after the valid prefix, and what is wrong there.
+    pub torn: Option<(u64, String)>,
+    /// Number of valid records.
+    pub records: u64,
+    /// Number of entry records.
+    pub entries: u64,
+    /// Offset of the last valid record.
+    pub last_offset: Option<u64>,
+    /// CRC field of the last valid record (0 if none).
+    pub last_crc: u32,
+}
+
+/// A record's body, checked as recovery checks it.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// Entry, truncate, meta: the body is opaque here.
+    Plain,
+    /// A purge or reset record's meta items.
+    Purge(MetaItems),
+    /// A checkpoint.
+    Checkpoint(Checkpoint),
+}
+
+/// One valid record: where it is, the record, and its checked body.
+#[derive(Debug, Clone)]
+pub struct Found<'a> {
+    /// File offset of the record header.
+    pub offset: u64,
+    /// The record (body borrowed from the caller's bytes).
+    pub record: Record<'a>,
+    /// Its checked body.
+    pub body: Body,
+}
+
+/// Iterates the valid records of a segment's bytes, oldest first, stopping at the first spot
+/// that is not a valid record; [`Records::stop`] then says where and why.
+///
+/// The rules: every record decodes (CRC, kind, size), the first record is a checkpoint and no
+/// other is, purge and checkpoint bodies decode, and (unless `sealed`) nothing but zeros
+/// follows the last record. Never panics on any byte pattern.
+pub struct Records<'a> {
+    bytes: &'a [u8],
+    salt: u32,
+    sealed: bool,
+    pos: usize,
+    stop: Option<(u64, String)>,
+    done: bool,
+}
+
+impl<'a> Records<'a> {
+    /// Walks `bytes` (a whole segment, header included) with the segment's `salt`. A sealed
+    /// segment's mark says where its records end, so its unused rest is not read (reading it
+    /// would fault in every page of a large file).
+    pub fn new(bytes: &'a [u8], salt: u32, sealed: bool) -> Self {
+        Records {
+            bytes,
+            salt,
+            sealed,
+            pos: SEGMENT_HEADER_SIZE,
+            stop: None,
+            done: false,
+        }
+    }
+
+    /// Offset just past the last valid record returned so far.
+    pub fn end(&self) -> u64 {
+        self.pos.min(self.bytes.len()) as u64
+    }
+
+    /// Where the valid records stopped early and why (`None`: a clean end, or not done yet).
+    pub fn stop(&self) -> Option<&(u64, String)> {
+        self.stop.as_ref()
+    }
+
+    fn halt(&mut self, offset: usize, why: impl Into<String>) -> Option<Found<'a>> {
+        self.stop = Some((offset as u64, why.into()));
+        self.done = true;
+        None
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Found<'a>;
+
+    fn next(&mut self) -> Option<Found<'a>> {
+        if self.done {
+            return None;
+        }
+        let pos = self.pos;
+        let rest = self.bytes.get(pos..).unwrap_or(&[]);
+        let r = match decode(self.salt, rest) {
+            Decoded::End => {
+                self.done = true;
+                if self.sealed {
+                    return None;
+                }
+                return match first_nonzero(rest) {
+                    Some(nz) => self.halt(pos + nz, "non-zero bytes after the last record"),
+                    None => None,
+                };
+            }
+            Decoded::Invalid(why) => return self.halt(pos, why),
+            Decoded::Record(r) => r,
+        };
+        let is_first = pos == SEGMENT_HEADER_SIZE;
+        if is_first != (r.kind == RecordKind::Checkpoint) {
+            let why = if is_first {
+                "segment does not start with a checkpoint"
+            } else {
+                "checkpoint record after the start of a segment"
+            };
+            return self.halt(pos, why);
+        }
+        let body = match r.kind {
+            RecordKind::Purge | RecordKind::Reset => match decode_meta_items(r.body) {
+                Some(metas) => Body::Purge(metas),
+                None => return self.halt(pos, "malformed purge body"),
+            },
+            RecordKind::Checkpoint => match decode_checkpoint(r.body) {
+                Some(cp) => Body::Checkpoint(cp),
+                None => return self.halt(pos, "malformed checkpoint body"),
+            },
+            RecordKind::Entry | RecordKind::Truncate | RecordKind::Meta => Body::Plain,
+        };
+        self.pos = pos.saturating_add(r.size);
+        Some(Found {
+            offset: pos as u64,
+            record: r,
+            body,
+        })
+    }
+}
+
+/// The whole mapped segment, for a scan.
+///
+/// # Safety
+///
+/// Nobody may write the segment while the slice lives: recovery runs before any writer or
+/// flusher exists for it (and drops the slice before `repair` writes), and the tools hold the
+/// directory's read lock, which keeps every `Store` out.
+pub unsafe fn segment_bytes(seg: &Segment) -> &[u8] {
+    // SAFETY: forwarded to the caller (see above).
+    unsafe { seg.all_bytes() }
+}
+
+/// Scans a segment. Reads only; never panics on any byte pattern.
+pub fn scan_segment(seg: &Segment) -> Scan {
+    // SAFETY: recovery runs before any writer or flusher exists for this segment, and the
+    // slice is dropped before `repair` writes to it; the tools scan under the directory's
+    // read lock, which keeps every `Store` (the only writer) out.
+    let bytes = unsafe { segment_bytes(seg) };
+    let mut records = Records::new(bytes, seg.salt(), seg.sealed_end().is_some());
+    let mut scan = Scan {
+        items: Vec::new(),
+        end: SEGMENT_HEADER_SIZE as u64,
+        torn: None,
+        records: 0,
+        entries: 0,
+        last_offset: None,
+        last_crc: 0,
+    };
+    for found in records.by_ref() {
+        add_item(&mut scan.items, &found);
+        scan.records += 1;
+        if found.record.kind == RecordKind::Entry {
+            scan.entries += 1;
+        }
+        scan.last_offset = Some(found.offset);
+        scan.last_crc = found.record.crc;
+    }
+    scan.end = records.end();
+    scan.torn = records.stop().cloned();
+    scan
+}
+
+/// Adds a record to the items, grouping consecutive entries into one run.
+fn add_item(items: &mut Vec<Item>, found: &Found<'_>) {
+    let (offset, r) = (found.offset, &found.record);
+    let item = match (&found.body, r.kind) {
+        (_, RecordKind::Entry) => {
+            let pos = offset as u32;
+            if let Some(Item::Entries { first, offsets, .. }) = items.last_mut() {
+                if first.checked_add(offsets.len() as u64) == Some(r.arg) {
+                    offsets.push(pos);
+                    return;
+                }
+            }
+            Item::Entries {
+                offset,
+                first: r.arg,
+                offsets: vec![pos],
+            }
+        }
+        (_, RecordKind::Truncate) => Item::Truncate {
+            offset,
+            from: r.arg,
+        },
+        (Body::Purge(metas), _) => Item::Purge {
+            offset,
+            first: r.arg,
+            metas: metas.clone(),
+            reset: r.kind == RecordKind::Reset,
+        },
+        (Body::Checkpoint(cp), _) => Item::Checkpoint {
+            offset,
+            first: cp.first,
+            next: cp.next,
+            prev_end: cp.prev_end,
+            prev_crc: cp.prev_crc,
+            metas: cp.metas.clone(),
+        },
+        (_, RecordKind::Meta) => Item::Meta {
+            offset,
+            key: r.arg,
+            value: Arc::from(r.body),
+        },
+        // A purge or checkpoint always carries its decoded body (see `Records::next`).
+        (Body::Plain, RecordKind::Purge | RecordKind::Reset | RecordKind::Checkpoint) => return,
+    };
+    items.push(item);
+}
+
+/// Offset of the first non-zero byte.
+pub fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    let (pre, mid, post) = {
+        // Word-at-a-time scan; `align_to` is safe for u64 reads via zerocopy.
+        let head = bytes.len().min(bytes.as_ptr().align_offset(8));
+        let body_len = (bytes.len() - head) / 8 * 8;
+        (
+            &bytes[..head],
+            &bytes[head..head + body_len],
+            &bytes[head + body_len..],
+        )
+    };
+    if let Some(i) = pre.iter().position(|&b| b != 0) {
+        return Some(i);
+    }
+    let words = <[zerocopy::little_endian::U64]>::ref_from_bytes(mid).ok()?;
+    if let Some(w) = words.iter().position(|w| w.get() != 0) {
+        let at = pre.len() + w * 8;
+        return bytes[at..].iter().position(|&b| b != 0).map(|i| at + i);
+    }
+    post.iter()
+        .position(|&b| b != 0)
+        .map(|i| pre.len() + mid.len() + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_nonzero_finds_any_byte() {
+        let mut v = vec![0u8; 100];
+        assert_eq!(first_nonzero(&v), None);
+        for i in [0, 5, 8, 63, 99] {
+            v[i] = 1;
+            assert_eq!(first_nonzero(&v[..]), Some(i));
+            assert_eq!(first_nonzero(&v[1..]), i.checked_sub(1));
+            v[i] = 0;
+        }
+    }
+}
