@@ -9,6 +9,13 @@
 //!   `tests/crash_model.rs` and `tests/raft_crash_model.rs`).
 //! * [`History`], [`proptest_cases`]: bookkeeping of the crash models.
 
+#[allow(dead_code)]
+pub mod child;
+#[allow(dead_code)]
+pub mod engine_model;
+#[allow(dead_code)]
+pub mod raft_model;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -81,6 +88,18 @@ pub fn strict_config(segment_size: u64, prepare_ahead: bool) -> Config {
         allocation: allocation_from_env(),
         ..Config::default()
     }
+}
+
+/// Segment size of the SIGKILL and power-loss writers: small, so that kills land during
+/// rollovers.
+#[allow(dead_code)]
+pub const KILL9_SEG: u64 = 16 * 1024;
+
+/// The configuration of the SIGKILL and power-loss writers (`tests/kill9.rs`,
+/// `tests/kill9_raft.rs`, `tests/power_loss.rs`): [`KILL9_SEG`], strict, `prepare_ahead`.
+#[allow(dead_code)]
+pub fn kill9_config() -> Config {
+    strict_config(KILL9_SEG, true)
 }
 
 /// The allocation path `RML_ALLOCATION` asks for (default: `fallocate`).
