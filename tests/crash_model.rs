@@ -24,7 +24,7 @@ use raft_mmap_log::{Config, Error, Store};
 mod common;
 
 use common::crash_harness::{
-    case_strategy, proptest_cases, run_case, Case, Harness, Subject, Workload,
+    case_strategy, proptest_cases, run_case, Case, CrashModel, Harness, Workload,
 };
 use common::{copy_segments, derive, seg_files};
 
@@ -169,40 +169,25 @@ fn pick_in(pick: u16, lo: u64, hi: u64) -> u64 {
     lo + u64::from(pick) % (hi - lo + 1)
 }
 
-impl Subject for Store {
-    type Model = Model;
-    fn open(dir: &Path, config: Config) -> Result<Self, Error> {
-        Store::open(dir, config)
+impl CrashModel for Model {
+    type Log = Store;
+    fn observe(store: &Store) -> Model {
+        observe(store)
     }
-    fn store(&self) -> &Store {
-        self
+    fn summary(&self) -> String {
+        Model::summary(self)
     }
-    fn flush(
-        &mut self,
-        done: impl FnOnce(Result<(), Error>) + Send + 'static,
-    ) -> Result<(), Error> {
-        Store::flush(self, done)
+    fn next_index(&self) -> u64 {
+        self.next
     }
-    fn sync(&mut self) -> Result<(), Error> {
-        Store::sync(self)
-    }
-    fn observe(&self) -> Model {
-        observe(self)
-    }
-    fn summary(m: &Model) -> String {
-        m.summary()
-    }
-    fn next_index(m: &Model) -> u64 {
-        m.next
-    }
-    fn entry_len(m: &Model, index: u64) -> Option<usize> {
-        m.entries.get(&index).map(|p| p.len())
+    fn entry_len(&self, index: u64) -> Option<usize> {
+        self.entries.get(&index).map(|p| p.len())
     }
 }
 
 /// The engine's harness: the shared one plus the payload generation.
 struct Engine {
-    h: Harness<Store>,
+    h: Harness<Model>,
     generation: u64,
 }
 

@@ -1,5 +1,5 @@
-//! Crash model of the typed Raft layer ([`RaftLog`]): random Raft-legal operation sequences
-//! on tiny segments, checked against an in-memory model of the [`RaftState`] and every entry,
+//! Crash model of the typed Raft layer (`RaftLog`): random Raft-legal operation sequences on
+//! tiny segments, checked against an in-memory model of the `RaftState` and every entry,
 //! with simulated crashes.
 //!
 //! Operations: votes that never go down, appends of consecutive entries (terms may go up),
@@ -9,184 +9,31 @@
 //! illegal calls that must fail without writing a byte.
 //!
 //! A crash copies the `*.seg` files while the log is open and damages the copy after the
-//! durable frontier (`store().position()` when the last completed flush/sync was issued) with
-//! the harness shared with `tests/crash_model.rs` (`tests/common/crash_harness.rs`). `RaftLog::open` of the copy must recover the
-//! model's state and entries (log id and payload bytes) as of some point between the last
-//! completed sync and the crash (a batch of appends counts per entry), the vote must not be
-//! lower than the vote durable at the last sync, a second open changes nothing, and a new
-//! append after recovery survives a further reopen.
+//! durable frontier (`store().position()` when the last completed flush/sync was issued), with
+//! the harness shared with `tests/crash_model.rs` (`tests/common/crash_harness.rs`).
+//! `RaftLog::open` of the copy must recover the model's state and entries (log id and payload
+//! bytes) as of some point between the last completed sync and the crash (a batch of appends
+//! counts per entry), the vote must not be lower than the vote durable at the last sync, a
+//! second open changes nothing, and a new append after recovery survives a further reopen. The
+//! model (state, entries, `observe`) is `tests/common/raft_state_model.rs`; this file has the
+//! operations and the checks.
 //!
 //! Case count: `PROPTEST_CASES` (default 64). The model is strict: the bugs it once needed
 //! workarounds for are fixed. `CRASH_MODEL_WORKAROUNDS=1` turns the old workarounds back on
+//! (to compare behaviour when a regression is suspected).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use raft_mmap_log::raft::{LogId, RaftLog, RaftState, RaftTypes, SnapshotMeta, StateError, Vote};
-use raft_mmap_log::{Config, Error, Store};
+use raft_mmap_log::raft::{LogId, StateError, Vote};
+use raft_mmap_log::{Config, Error};
 
 mod common;
 
-use common::crash_harness::{
-    case_strategy, proptest_cases, run_case, Case, Harness, Subject, Workload,
-};
+use common::crash_harness::{case_strategy, proptest_cases, run_case, Case, Harness, Workload};
+use common::raft_state_model::{id, index_of, observe, Log, Model};
 use common::{copy_segments, derive};
-
-type Log = RaftLog<RaftTypes>;
-type State = RaftState<RaftTypes>;
-
-// ---------------------------------------------------------------------------------------------
-// Deterministic helpers
-
-/// The leader of a term (one leader per term keeps log ids Raft-like).
-fn leader(term: u64) -> u64 {
-    term % 3 + 1
-}
-
-fn id(term: u64, index: u64) -> LogId {
-    LogId::new(term, leader(term), index)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Model
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Model {
-    state: State,
-    /// Live entries: index -> (log id, payload).
-    entries: BTreeMap<u64, (LogId, Arc<[u8]>)>,
-}
-
-fn index_of(id: &Option<LogId>) -> Option<u64> {
-    id.as_ref().map(|l| l.index)
-}
-
-impl Model {
-    fn last_index(&self) -> Option<u64> {
-        index_of(&self.state.last)
-    }
-    fn next_index(&self) -> u64 {
-        self.state.next_index()
-    }
-    fn last_term(&self) -> u64 {
-        self.state.last.map_or(0, |l| l.term)
-    }
-    /// The log id stored at `index` (an entry, or the purged log id).
-    fn stored(&self, index: u64) -> Option<LogId> {
-        match self.entries.get(&index) {
-            Some((id, _)) => Some(*id),
-            None => self.state.purged.filter(|p| p.index == index),
-        }
-    }
-
-    fn append(&mut self, id: LogId, payload: Arc<[u8]>) {
-        assert_eq!(id.index, self.next_index(), "model: non-consecutive");
-        assert!(Some(id) > self.state.last, "model: log id reversal");
-        self.entries.insert(id.index, (id, payload));
-        self.state.last = Some(id);
-    }
-
-    fn truncate_after(&mut self, at: Option<LogId>) {
-        match at {
-            Some(id) => {
-                self.entries.split_off(&(id.index + 1));
-                self.state.last = Some(id);
-            }
-            None => {
-                self.entries.clear();
-                self.state.last = self.state.purged;
-            }
-        }
-    }
-
-    fn purge(&mut self, id: LogId) {
-        if Some(id) <= self.state.purged {
-            return;
-        }
-        self.entries = self.entries.split_off(&(id.index + 1));
-        self.state.purged = Some(id);
-    }
-
-    fn install_snapshot(&mut self, id: LogId, data: Vec<u8>) {
-        let keeps = self.entries.get(&id.index).map(|e| e.0) == Some(id);
-        if keeps {
-            self.entries = self.entries.split_off(&(id.index + 1));
-        } else {
-            self.entries.clear();
-            self.state.last = Some(id);
-        }
-        self.state.purged = Some(id);
-        if self.state.committed < Some(id) {
-            self.state.committed = Some(id);
-        }
-        self.state.snapshot = Some(SnapshotMeta {
-            last_log_id: id,
-            data,
-        });
-    }
-
-    fn summary(&self) -> String {
-        let s = &self.state;
-        format!(
-            "vote={:?} last={:?} committed={:?} purged={:?} user_data={:?} snapshot={:?} entries={}",
-            s.vote.map(|v| v.to_string()),
-            s.last.map(|l| l.to_string()),
-            s.committed.map(|l| l.to_string()),
-            s.purged.map(|l| l.to_string()),
-            s.user_data.as_ref().map(|u| u.len()),
-            s.snapshot
-                .as_ref()
-                .map(|m| (m.last_log_id.to_string(), m.data.len())),
-            self.entries
-                .iter()
-                .map(|(i, (id, p))| format!("{i}:{}/{}", id.term, p.len()))
-                .collect::<Vec<_>>()
-                .join(" ")
-        )
-    }
-}
-
-/// The state and entries a log exposes (writer state, reader snapshot, `get` and `read`
-/// agree, and the engine's first/next index match the Raft state).
-fn observe(log: &Log) -> Model {
-    let state = log.state().clone();
-    let snap = log.reader().snapshot();
-    assert_eq!(
-        snap.state().expect("reader state"),
-        state,
-        "reader state != writer state"
-    );
-    let first = index_of(&state.purged).map_or(0, |p| p + 1);
-    if !snap.is_empty() {
-        assert_eq!(snap.first_index(), first, "first index vs purged log id");
-    }
-    assert_eq!(
-        snap.next_index().max(first),
-        state.next_index(),
-        "next index"
-    );
-    let mut entries = BTreeMap::new();
-    for r in snap.read(..) {
-        let (id, p) = r.expect("read entry");
-        let (gid, gp) = snap.get(id.index).expect("get").expect("get inside range");
-        assert_eq!((gid, gp), (id, p), "get != read at {}", id.index);
-        assert!(
-            entries
-                .insert(id.index, (id, Arc::<[u8]>::from(p)))
-                .is_none(),
-            "index {} read twice",
-            id.index
-        );
-    }
-    if let Some((i, (id, _))) = entries.iter().next_back() {
-        assert_eq!(Some(*id), state.last, "last entry {i} vs state.last");
-    } else {
-        assert_eq!(state.last, state.purged, "empty log: last == purged");
-    }
-    Model { state, entries }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Operations
@@ -262,40 +109,9 @@ fn op_strategy(syncs: bool) -> BoxedStrategy<Op> {
     }
 }
 
-impl Subject for Log {
-    type Model = Model;
-    fn open(dir: &Path, config: Config) -> Result<Self, Error> {
-        Log::open(dir, config)
-    }
-    fn store(&self) -> &Store {
-        Log::store(self)
-    }
-    fn flush(
-        &mut self,
-        done: impl FnOnce(Result<(), Error>) + Send + 'static,
-    ) -> Result<(), Error> {
-        Log::flush(self, done)
-    }
-    fn sync(&mut self) -> Result<(), Error> {
-        Log::sync(self)
-    }
-    fn observe(&self) -> Model {
-        observe(self)
-    }
-    fn summary(m: &Model) -> String {
-        m.summary()
-    }
-    fn next_index(m: &Model) -> u64 {
-        m.next_index()
-    }
-    fn entry_len(m: &Model, index: u64) -> Option<usize> {
-        m.entries.get(&index).map(|e| e.1.len())
-    }
-}
-
 /// The Raft log's harness: the shared one, the highest term and the payload generation.
 struct Raft {
-    h: Harness<Log>,
+    h: Harness<Model>,
     /// Highest term seen (votes, entries, snapshots).
     term: u64,
     generation: u64,
@@ -632,9 +448,6 @@ impl Raft {
 // ---------------------------------------------------------------------------------------------
 // Crash: copy, damage, recover, compare (tests/common/crash_harness.rs); the vote check and
 // the new leader's entry after recovery are the Raft log's
-
-// ---------------------------------------------------------------------------------------------
-// Crash: copy, damage (tests/common, shared with tests/crash_model.rs), recover, check
 
 /// Strict unless `CRASH_MODEL_WORKAROUNDS=1` re-enables the workarounds for bugs fixed since.
 fn strict() -> bool {

@@ -1,7 +1,7 @@
 //! The harness of the crash models: `tests/crash_model.rs` (over `Store`) and
 //! `tests/raft_crash_model.rs` (over `RaftLog`). Each model file keeps its operations, its
-//! model and its checks; this module does the rest, generic over the [`Subject`] (what is
-//! opened, and its model):
+//! model and its checks; this module does the rest, generic over the [`CrashModel`] and its
+//! [`Opener`] (`Store` or `RaftLog`):
 //!
 //! * [`Harness`]: the live subject, its model, the [`History`] of model states since the durable
 //!   frontier, and the flush bookkeeping (a flush's callback moves the frontier to the state and
@@ -18,28 +18,70 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 
 use proptest::prelude::*;
+use raft_mmap_log::raft::{RaftLog, RaftTypes};
 use raft_mmap_log::{Config, Error, RecoveryReport, Store};
 
 use super::damage::damage;
 use super::{copy_segments, derive, Rng};
 
-/// What a crash model opens (a `Store`, a `RaftLog`), with the model of its content.
-pub trait Subject: Sized {
-    type Model: Clone + Default + PartialEq + Debug;
+/// What a crash model opens: `Store` or `RaftLog` (implemented below).
+pub trait Opener: Sized {
     fn open(dir: &Path, config: Config) -> Result<Self, Error>;
     /// The engine under it (position, directory, recovery report).
     fn store(&self) -> &Store;
     fn flush(&mut self, done: impl FnOnce(Result<(), Error>) + Send + 'static)
         -> Result<(), Error>;
     fn sync(&mut self) -> Result<(), Error>;
-    /// The content it exposes, checked for consistency between its readers.
-    fn observe(&self) -> Self::Model;
-    /// One line describing a model state (failure reports).
-    fn summary(m: &Self::Model) -> String;
-    /// The index the next entry of `m` gets.
-    fn next_index(m: &Self::Model) -> u64;
-    /// The payload length of entry `index` in `m`, if it holds one.
-    fn entry_len(m: &Self::Model, index: u64) -> Option<usize>;
+}
+
+impl Opener for Store {
+    fn open(dir: &Path, config: Config) -> Result<Self, Error> {
+        Store::open(dir, config)
+    }
+    fn store(&self) -> &Store {
+        self
+    }
+    fn flush(
+        &mut self,
+        done: impl FnOnce(Result<(), Error>) + Send + 'static,
+    ) -> Result<(), Error> {
+        Store::flush(self, done)
+    }
+    fn sync(&mut self) -> Result<(), Error> {
+        Store::sync(self)
+    }
+}
+
+impl Opener for RaftLog<RaftTypes> {
+    fn open(dir: &Path, config: Config) -> Result<Self, Error> {
+        RaftLog::open(dir, config)
+    }
+    fn store(&self) -> &Store {
+        RaftLog::store(self)
+    }
+    fn flush(
+        &mut self,
+        done: impl FnOnce(Result<(), Error>) + Send + 'static,
+    ) -> Result<(), Error> {
+        RaftLog::flush(self, done)
+    }
+    fn sync(&mut self) -> Result<(), Error> {
+        RaftLog::sync(self)
+    }
+}
+
+/// The model of a crash model: what its log exposes.
+pub trait CrashModel: Clone + Default + PartialEq + Debug {
+    /// What holds the log.
+    type Log: Opener;
+    /// The content `log` exposes, checked for consistency between its readers.
+    fn observe(log: &Self::Log) -> Self;
+    /// One line describing the state (failure reports).
+    fn summary(&self) -> String;
+    /// The index the next entry gets.
+    fn next_index(&self) -> u64;
+    /// The payload length of entry `index`, if there is one.
+    fn entry_len(&self, index: u64) -> Option<usize>;
 }
 
 /// Model states since the durable frontier, with absolute numbering.
@@ -73,11 +115,11 @@ impl<M> History<M> {
 type Done = (u64, Result<(), Error>);
 
 /// A live subject, its model and the states a crash may recover.
-pub struct Harness<S: Subject> {
-    pub live: S,
+pub struct Harness<M: CrashModel> {
+    pub live: M::Log,
     pub config: Config,
-    pub model: S::Model,
-    pub hist: History<S::Model>,
+    pub model: M,
+    pub hist: History<M>,
     /// Flushes issued and not yet seen completing: (id, absolute state, position).
     pending: Vec<(u64, usize, (PathBuf, u64))>,
     done_tx: mpsc::Sender<Done>,
@@ -99,12 +141,12 @@ pub struct Crash<M> {
     pub report: RecoveryReport,
 }
 
-impl<S: Subject> Harness<S> {
+impl<M: CrashModel> Harness<M> {
     /// Opens a fresh subject in `dir`; its model is the default one.
     pub fn new(dir: &Path, config: Config) -> Self {
-        let live = S::open(dir, config.clone()).expect("open fresh");
-        let model = live.observe();
-        assert_eq!(model, S::Model::default());
+        let live = M::Log::open(dir, config.clone()).expect("open fresh");
+        let model = M::observe(&live);
+        assert_eq!(model, M::default());
         let (done_tx, done_rx) = mpsc::channel();
         let durable = live.store().position();
         Harness {
@@ -176,13 +218,13 @@ impl<S: Subject> Harness<S> {
         &mut self,
         seed: u64,
         workarounds: bool,
-        check: impl FnOnce(&[S::Model], &S::Model),
-        append: impl FnOnce(&mut S, &S::Model, u64, Arc<[u8]>) -> S::Model,
-    ) -> Crash<S::Model> {
+        check: impl FnOnce(&[M], &M),
+        append: impl FnOnce(&mut M::Log, &M, u64, Arc<[u8]>) -> M,
+    ) -> Crash<M> {
         self.wait_flushes();
         // The live subject matches the model exactly.
         assert_eq!(
-            self.live.observe(),
+            M::observe(&self.live),
             self.model,
             "live log differs from the model"
         );
@@ -192,14 +234,14 @@ impl<S: Subject> Harness<S> {
         let mut rng = Rng(seed);
         let desc = damage(copy.path(), &self.hist.durable, &mut rng, workarounds);
         let cands = &self.hist.states;
-        let explain = |rec: Option<&S::Model>, opened: Option<&S>| {
+        let explain = |rec: Option<&M>, opened: Option<&M::Log>| {
             let mut s = format!("damage: {desc}\n");
             if let Some(rec) = rec {
-                s += &format!("recovered: {}\n", S::summary(rec));
+                s += &format!("recovered: {}\n", rec.summary());
             }
             s += "candidates (oldest = durable):\n";
             for c in cands {
-                s += &format!("  {}\n", S::summary(c));
+                s += &format!("  {}\n", c.summary());
             }
             if let Some(o) = opened {
                 s += &format!("report: {:?}\n", o.store().recovery_report());
@@ -207,11 +249,11 @@ impl<S: Subject> Harness<S> {
             s
         };
 
-        let recovered = match S::open(copy.path(), self.config.clone()) {
+        let recovered = match M::Log::open(copy.path(), self.config.clone()) {
             Ok(l) => l,
             Err(e) => panic!("recovery failed: {e}\n{}", explain(None, None)),
         };
-        let rec = recovered.observe();
+        let rec = M::observe(&recovered);
         let pos = cands.iter().rposition(|c| *c == rec).unwrap_or_else(|| {
             panic!(
                 "recovered state is not one the log went through since the last completed \
@@ -224,24 +266,24 @@ impl<S: Subject> Harness<S> {
         drop(recovered);
 
         // A second open finds exactly the same log.
-        let mut again = S::open(copy.path(), self.config.clone()).expect("second reopen");
-        assert_eq!(again.observe(), rec, "second reopen changed the log");
+        let mut again = M::Log::open(copy.path(), self.config.clone()).expect("second reopen");
+        assert_eq!(M::observe(&again), rec, "second reopen changed the log");
 
         // A new entry lands where the old tail was; stale records after it must stay dead.
-        let index = S::next_index(&rec);
+        let index = rec.next_index();
         let len = cands
             .iter()
             .rev()
-            .find_map(|c| S::entry_len(c, index))
+            .find_map(|c| c.entry_len(index))
             .unwrap_or(rng.below(300) as usize);
         let p = derive(index, u64::MAX - seed, len);
         let expect = append(&mut again, &rec, index, p);
         again.sync().expect("sync after recovery");
-        assert_eq!(again.observe(), expect, "live after append");
+        assert_eq!(M::observe(&again), expect, "live after append");
         drop(again);
-        let last = S::open(copy.path(), self.config.clone()).expect("third reopen");
+        let last = M::Log::open(copy.path(), self.config.clone()).expect("third reopen");
         assert_eq!(
-            last.observe(),
+            M::observe(&last),
             expect,
             "after append + reopen\n{}",
             explain(Some(&rec), Some(&last))

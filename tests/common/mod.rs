@@ -17,6 +17,7 @@
 //! * [`engine_model`]: the engine operation model of `tests/kill9.rs` and
 //!   `tests/power_loss.rs`.
 //! * [`raft_model`]: the `RaftLog` operation model of `tests/kill9_raft.rs`.
+//! * [`raft_state_model`]: the typed `RaftLog` model of `tests/raft_crash_model.rs`.
 //! * [`child`]: child processes of the SIGKILL tests (spawn, kill, line protocol) and env knobs.
 
 #[allow(dead_code)]
@@ -29,6 +30,8 @@ pub mod damage;
 pub mod engine_model;
 #[allow(dead_code)]
 pub mod raft_model;
+#[allow(dead_code)]
+pub mod raft_state_model;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
