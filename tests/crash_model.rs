@@ -9,18 +9,24 @@
 //! the crash (appends count per entry: a batch is not atomic), byte for byte; a reopen must
 //! change nothing, and a new append must never bring stale bytes back.
 //!
-//! Case count: `PROPTEST_CASES` (default 64).
+//! The harness (flush bookkeeping, crash copy, damage, recovery, comparison with the candidate
+//! states) is `tests/common/crash_harness.rs`, shared with `tests/raft_crash_model.rs`; this
+//! file has the operations, the model and the checks. Case count: `PROPTEST_CASES` (default
+//! 64).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::path::Path;
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use raft_mmap_log::{Config, Error, Store};
 
 mod common;
 
-use common::{copy_segments, damage, derive, proptest_cases, seg_files, History, Rng};
+use common::crash_harness::{
+    case_strategy, proptest_cases, run_case, Case, CrashModel, Harness, Workload,
+};
+use common::{copy_segments, derive, seg_files};
 
 const META_KEYS: u64 = 4;
 
@@ -28,7 +34,7 @@ const META_KEYS: u64 = 4;
 // Model
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Model {
+pub struct Model {
     first: u64,
     next: u64,
     entries: BTreeMap<u64, Arc<[u8]>>,
@@ -163,55 +169,41 @@ fn pick_in(pick: u16, lo: u64, hi: u64) -> u64 {
     lo + u64::from(pick) % (hi - lo + 1)
 }
 
-struct Harness {
-    store: Store,
-    config: Config,
-    model: Model,
-    hist: History<Model>,
-    generation: u64,
-    /// Flushes issued and not yet seen completing: (id, absolute state, position).
-    pending: Vec<(u64, usize, (PathBuf, u64))>,
-    done_tx: mpsc::Sender<(u64, Result<(), Error>)>,
-    done_rx: mpsc::Receiver<(u64, Result<(), Error>)>,
-    next_flush: u64,
+impl CrashModel for Model {
+    type Log = Store;
+    fn observe(store: &Store) -> Model {
+        observe(store)
+    }
+    fn summary(&self) -> String {
+        Model::summary(self)
+    }
+    fn next_index(&self) -> u64 {
+        self.next
+    }
+    fn entry_len(&self, index: u64) -> Option<usize> {
+        self.entries.get(&index).map(|p| p.len())
+    }
 }
 
-impl Harness {
-    fn new(dir: &Path, config: Config) -> Self {
-        let store = Store::open(dir, config.clone()).expect("open fresh");
-        let model = observe(&store);
-        assert_eq!(model, Model::default());
-        let (done_tx, done_rx) = mpsc::channel();
-        let durable = store.position();
-        Harness {
-            store,
-            config,
-            hist: History {
-                base: 0,
-                states: vec![model.clone()],
-                durable,
-            },
-            model,
-            generation: 0,
-            pending: Vec::new(),
-            done_tx,
-            done_rx,
-            next_flush: 0,
-        }
-    }
+/// The engine's harness: the shared one plus the payload generation.
+struct Engine {
+    h: Harness<Model>,
+    generation: u64,
+}
 
+impl Engine {
     /// Records the model after a step and checks the live store against it (cheaply).
     fn step(&mut self) {
-        self.hist.push(self.model.clone());
-        assert_eq!(self.store.first_index(), self.model.first, "live first");
-        assert_eq!(self.store.next_index(), self.model.next, "live next");
-        if let Some((i, p)) = self.model.entries.iter().next_back() {
-            assert_eq!(self.store.reader().snapshot().get(*i), Some(&p[..]));
+        self.h.record();
+        assert_eq!(self.h.live.first_index(), self.h.model.first, "live first");
+        assert_eq!(self.h.live.next_index(), self.h.model.next, "live next");
+        if let Some((i, p)) = self.h.model.entries.iter().next_back() {
+            assert_eq!(self.h.live.reader().snapshot().get(*i), Some(&p[..]));
         }
     }
 
     fn apply(&mut self, op: &Op) {
-        let m = &self.model;
+        let m = &self.h.model;
         match op {
             Op::Append { skip, sizes } => {
                 self.generation += 1;
@@ -229,23 +221,24 @@ impl Harness {
                         (i, derive(i, gen, n as usize))
                     })
                     .collect();
-                self.store
+                self.h
+                    .live
                     .append_batch(batch.iter().map(|(i, p)| (*i, &p[..])))
                     .expect("append_batch");
                 // A batch is not atomic: every prefix is a state a crash may recover.
                 for (i, p) in batch {
-                    self.model.append(i, p);
-                    self.hist.push(self.model.clone());
+                    self.h.model.append(i, p);
+                    self.h.hist.push(self.h.model.clone());
                 }
-                self.hist.states.pop();
+                self.h.hist.states.pop();
                 self.step();
             }
             Op::TruncateFrom(pick) | Op::TruncateAfter(pick) => {
                 let from = pick_in(*pick, m.first.saturating_sub(1), m.next + 1);
                 let r = match op {
-                    Op::TruncateFrom(_) => self.store.truncate_from(from),
+                    Op::TruncateFrom(_) => self.h.live.truncate_from(from),
                     _ => match from.checked_sub(1) {
-                        Some(idx) => self.store.truncate_after(idx),
+                        Some(idx) => self.h.live.truncate_after(idx),
                         None => return,
                     },
                 };
@@ -257,43 +250,26 @@ impl Harness {
                     );
                 } else {
                     r.expect("truncate");
-                    self.model.truncate_from(from);
+                    self.h.model.truncate_from(from);
                 }
                 self.step();
             }
             Op::Purge(pick) => {
                 let upto = pick_in(*pick, m.first.saturating_sub(1), m.next + 2);
-                self.store.purge_upto(upto).expect("purge_upto");
-                self.model.purge_to(upto + 1);
+                self.h.live.purge_upto(upto).expect("purge_upto");
+                self.h.model.purge_to(upto + 1);
                 self.step();
             }
             Op::Meta { key, len } => {
                 self.generation += 1;
                 let key = u64::from(*key);
                 let v = derive(key | 1 << 63, self.generation, *len as usize);
-                self.store.put_meta(key, &v).expect("put_meta");
-                self.model.metas.insert(key, v);
+                self.h.live.put_meta(key, &v).expect("put_meta");
+                self.h.model.metas.insert(key, v);
                 self.step();
             }
-            Op::Flush => {
-                let id = self.next_flush;
-                self.next_flush += 1;
-                let tx = self.done_tx.clone();
-                self.pending
-                    .push((id, self.hist.current_abs(), self.store.position()));
-                self.store
-                    .flush(move |r| {
-                        let _ = tx.send((id, r));
-                    })
-                    .expect("flush");
-            }
-            Op::Sync => {
-                self.store.sync().expect("sync");
-                let abs = self.hist.current_abs();
-                // Callbacks run in order: every earlier flush has completed too.
-                self.wait_flushes();
-                self.hist.advance(abs, self.store.position());
-            }
+            Op::Flush => self.h.flush(),
+            Op::Sync => self.h.sync(),
             Op::BadAppend(d) => {
                 let bad = if m.is_empty() {
                     match m.next.checked_sub(1 + u64::from(*d % 3)) {
@@ -305,7 +281,7 @@ impl Harness {
                 } else {
                     m.next.saturating_sub(1 + u64::from(*d % 5))
                 };
-                let r = self.store.append(bad, b"bad");
+                let r = self.h.live.append(bad, b"bad");
                 assert!(
                     matches!(r, Err(Error::NonConsecutive { .. })),
                     "append {bad} with next {} accepted: {r:?}",
@@ -316,157 +292,58 @@ impl Harness {
             Op::Crash => unreachable!("handled by the caller"),
         }
     }
-
-    /// Waits for every issued flush; the last one becomes the durable frontier.
-    fn wait_flushes(&mut self) {
-        for (id, abs, pos) in std::mem::take(&mut self.pending) {
-            let (got, r) = self
-                .done_rx
-                .recv_timeout(std::time::Duration::from_secs(30))
-                .expect("flush callback");
-            assert_eq!(got, id, "flush callbacks out of order");
-            r.expect("flush result");
-            self.hist.advance(abs, pos);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Crash: copy, damage (tests/common), recover, check
+// Crash: copy, damage, recover, compare (tests/common/crash_harness.rs); the append after
+// recovery and the statistics are the engine's
 
-fn crash_and_check(h: &mut Harness, seed: u64) {
-    h.wait_flushes();
-    // The live store matches the model exactly.
-    assert_eq!(
-        observe(&h.store),
-        h.model,
-        "live store differs from the model"
-    );
+impl Workload for Engine {
+    type Op = Op;
 
-    let copy = tempfile::tempdir().expect("tempdir");
-    copy_segments(h.store.dir(), copy.path());
-    let mut rng = Rng(seed);
-    let desc = damage(copy.path(), &h.hist.durable, &mut rng, false);
-    let cands = &h.hist.states;
-    let explain = |rec: &Model, store: Option<&Store>| {
-        let mut s = format!(
-            "damage: {desc}\nrecovered: {}\ncandidates:\n",
-            rec.summary()
-        );
-        for c in cands {
-            s += &format!("  {}\n", c.summary());
+    fn new(dir: &Path, config: Config) -> Self {
+        Engine {
+            h: Harness::new(dir, config),
+            generation: 0,
         }
-        if let Some(st) = store {
-            s += &format!("report: {:?}\n", st.recovery_report());
-        }
-        s
-    };
-
-    let store = match Store::open(copy.path(), h.config.clone()) {
-        Ok(s) => s,
-        Err(e) => panic!("recovery failed: {e}\n{}", explain(&Model::default(), None)),
-    };
-    let rec = observe(&store);
-    assert!(
-        cands.contains(&rec),
-        "recovered state is not one the log went through since the last flush\n{}",
-        explain(&rec, Some(&store))
-    );
-    if std::env::var("CRASH_MODEL_STATS").is_ok() {
-        let pos = cands.iter().rposition(|c| *c == rec).unwrap_or(0);
-        eprintln!(
-            "STAT cands={} recovered_pos={} cut={} dropped={} len={} desc={desc}",
-            cands.len(),
-            pos,
-            store.recovery_report().cut.is_some(),
-            store.recovery_report().dropped_files.len(),
-            rec.next - rec.first,
-        );
     }
-    drop(store);
 
-    // A second open finds exactly the same log.
-    let mut store = Store::open(copy.path(), h.config.clone()).expect("second reopen");
-    assert_eq!(observe(&store), rec, "second reopen changed the log");
+    fn is_crash(op: &Op) -> bool {
+        matches!(op, Op::Crash)
+    }
 
-    // A new append lands where the old tail was; stale records after it must stay dead. Same
-    // length as the lost entry at that index, so record boundaries line up with stale ones.
-    let index = rec.next;
-    let len = cands
-        .iter()
-        .rev()
-        .find_map(|c| c.entries.get(&index).map(|p| p.len()))
-        .unwrap_or(rng.below(300) as usize);
-    let p = derive(index, u64::MAX - seed, len);
-    store.append(index, &p).expect("append after recovery");
-    store.sync().expect("sync after recovery");
-    let mut expect = rec.clone();
-    expect.append(index, p);
-    assert_eq!(observe(&store), expect, "live after append");
-    drop(store);
-    let store = Store::open(copy.path(), h.config.clone()).expect("third reopen");
-    assert_eq!(
-        observe(&store),
-        expect,
-        "after append + reopen\n{}",
-        explain(&rec, Some(&store))
-    );
-}
+    fn apply(&mut self, op: &Op) {
+        Engine::apply(self, op)
+    }
 
-#[derive(Debug, Clone)]
-struct Case {
-    segment_size: u64,
-    prepare_ahead: bool,
-    ops: Vec<Op>,
-    seed: u64,
-}
-
-fn case_strategy() -> impl Strategy<Value = Case> {
-    (
-        prop_oneof![3 => Just(4096u64), 1 => Just(8192u64)],
-        any::<bool>(),
-        prop_oneof![
-            prop::collection::vec(op_strategy(2), 1..80),
-            // Rare flushes: several segments written since the frontier.
-            (
-                prop::collection::vec(op_strategy(2), 0..20),
-                prop::collection::vec(op_strategy(0), 1..50),
-            )
-                .prop_map(|(mut head, tail)| {
-                    head.push(Op::Sync);
-                    head.extend(tail);
-                    head
-                }),
-        ],
-        any::<u64>(),
-    )
-        .prop_map(|(segment_size, prepare_ahead, ops, seed)| Case {
-            segment_size,
-            prepare_ahead,
-            ops,
+    fn crash_and_check(&mut self, seed: u64) {
+        let c = self.h.crash_and_check(
             seed,
-        })
-}
-
-fn run_case(case: &Case) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = Config {
-        segment_size: case.segment_size,
-        prepare_ahead: case.prepare_ahead,
-        allocation: common::allocation_from_env(),
-        ..Default::default()
-    };
-    let mut h = Harness::new(dir.path(), config);
-    let mut crashes = 0u64;
-    for op in &case.ops {
-        if let Op::Crash = op {
-            crash_and_check(&mut h, case.seed.wrapping_add(crashes));
-            crashes += 1;
-        } else {
-            h.apply(op);
+            false,
+            |_, _| {},
+            |store, rec, index, p| {
+                store.append(index, &p).expect("append after recovery");
+                let mut expect = rec.clone();
+                expect.append(index, p);
+                expect
+            },
+        );
+        if std::env::var("CRASH_MODEL_STATS").is_ok() {
+            eprintln!(
+                "STAT cands={} recovered_pos={} cut={} dropped={} len={} desc={}",
+                c.candidates,
+                c.pos,
+                c.report.cut.is_some(),
+                c.report.dropped_files.len(),
+                c.rec.next - c.rec.first,
+                c.desc,
+            );
         }
     }
-    crash_and_check(&mut h, case.seed.wrapping_add(crashes));
+}
+
+fn op_strategies(syncs: bool) -> BoxedStrategy<Op> {
+    op_strategy(if syncs { 2 } else { 0 }).boxed()
 }
 
 proptest! {
@@ -477,8 +354,9 @@ proptest! {
     })]
 
     #[test]
-    fn crash_recovers_a_state_since_the_last_flush(case in case_strategy()) {
-        run_case(&case);
+    fn crash_recovers_a_state_since_the_last_flush(case in case_strategy(op_strategies, Op::Sync)) {
+        let case: Case<Op> = case;
+        run_case::<Engine, _>(&case, drop);
     }
 }
 

@@ -1,5 +1,5 @@
-//! Crash model of the typed Raft layer ([`RaftLog`]): random Raft-legal operation sequences
-//! on tiny segments, checked against an in-memory model of the [`RaftState`] and every entry,
+//! Crash model of the typed Raft layer (`RaftLog`): random Raft-legal operation sequences on
+//! tiny segments, checked against an in-memory model of the `RaftState` and every entry,
 //! with simulated crashes.
 //!
 //! Operations: votes that never go down, appends of consecutive entries (terms may go up),
@@ -9,184 +9,31 @@
 //! illegal calls that must fail without writing a byte.
 //!
 //! A crash copies the `*.seg` files while the log is open and damages the copy after the
-//! durable frontier (`store().position()` when the last completed flush/sync was issued)
-//! exactly as `tests/crash_model.rs` does. `RaftLog::open` of the copy must recover the
-//! model's state and entries (log id and payload bytes) as of some point between the last
-//! completed sync and the crash (a batch of appends counts per entry), the vote must not be
-//! lower than the vote durable at the last sync, a second open changes nothing, and a new
-//! append after recovery survives a further reopen.
+//! durable frontier (`store().position()` when the last completed flush/sync was issued), with
+//! the harness shared with `tests/crash_model.rs` (`tests/common/crash_harness.rs`).
+//! `RaftLog::open` of the copy must recover the model's state and entries (log id and payload
+//! bytes) as of some point between the last completed sync and the crash (a batch of appends
+//! counts per entry), the vote must not be lower than the vote durable at the last sync, a
+//! second open changes nothing, and a new append after recovery survives a further reopen. The
+//! model (state, entries, `observe`) is `tests/common/raft_state_model.rs`; this file has the
+//! operations and the checks.
 //!
 //! Case count: `PROPTEST_CASES` (default 64). The model is strict: the bugs it once needed
 //! workarounds for are fixed. `CRASH_MODEL_WORKAROUNDS=1` turns the old workarounds back on
 //! (to compare behaviour when a regression is suspected).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use proptest::prelude::*;
-use raft_mmap_log::raft::{
-    LogId, RaftError, RaftLog, RaftState, RaftTypes, SnapshotMeta, StateError, Vote,
-};
-use raft_mmap_log::{Config, Error};
+use raft_mmap_log::raft::{LogId, RaftError, StateError, Vote};
+use raft_mmap_log::Config;
 
 mod common;
 
-use common::{copy_segments, damage, derive, proptest_cases, History, Rng};
-
-type Log = RaftLog<RaftTypes>;
-type State = RaftState<RaftTypes>;
-
-// ---------------------------------------------------------------------------------------------
-// Deterministic helpers
-
-/// The leader of a term (one leader per term keeps log ids Raft-like).
-fn leader(term: u64) -> u64 {
-    term % 3 + 1
-}
-
-fn id(term: u64, index: u64) -> LogId {
-    LogId::new(term, leader(term), index)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Model
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Model {
-    state: State,
-    /// Live entries: index -> (log id, payload).
-    entries: BTreeMap<u64, (LogId, Arc<[u8]>)>,
-}
-
-fn index_of(id: &Option<LogId>) -> Option<u64> {
-    id.as_ref().map(|l| l.index)
-}
-
-impl Model {
-    fn last_index(&self) -> Option<u64> {
-        index_of(&self.state.last)
-    }
-    fn next_index(&self) -> u64 {
-        self.state.next_index()
-    }
-    fn last_term(&self) -> u64 {
-        self.state.last.map_or(0, |l| l.term)
-    }
-    /// The log id stored at `index` (an entry, or the purged log id).
-    fn stored(&self, index: u64) -> Option<LogId> {
-        match self.entries.get(&index) {
-            Some((id, _)) => Some(*id),
-            None => self.state.purged.filter(|p| p.index == index),
-        }
-    }
-
-    fn append(&mut self, id: LogId, payload: Arc<[u8]>) {
-        assert_eq!(id.index, self.next_index(), "model: non-consecutive");
-        assert!(Some(id) > self.state.last, "model: log id reversal");
-        self.entries.insert(id.index, (id, payload));
-        self.state.last = Some(id);
-    }
-
-    fn truncate_after(&mut self, at: Option<LogId>) {
-        match at {
-            Some(id) => {
-                self.entries.split_off(&(id.index + 1));
-                self.state.last = Some(id);
-            }
-            None => {
-                self.entries.clear();
-                self.state.last = self.state.purged;
-            }
-        }
-    }
-
-    fn purge(&mut self, id: LogId) {
-        if Some(id) <= self.state.purged {
-            return;
-        }
-        self.entries = self.entries.split_off(&(id.index + 1));
-        self.state.purged = Some(id);
-    }
-
-    fn install_snapshot(&mut self, id: LogId, data: Vec<u8>) {
-        let keeps = self.entries.get(&id.index).map(|e| e.0) == Some(id);
-        if keeps {
-            self.entries = self.entries.split_off(&(id.index + 1));
-        } else {
-            self.entries.clear();
-            self.state.last = Some(id);
-        }
-        self.state.purged = Some(id);
-        if self.state.committed < Some(id) {
-            self.state.committed = Some(id);
-        }
-        self.state.snapshot = Some(SnapshotMeta {
-            last_log_id: id,
-            data,
-        });
-    }
-
-    fn summary(&self) -> String {
-        let s = &self.state;
-        format!(
-            "vote={:?} last={:?} committed={:?} purged={:?} user_data={:?} snapshot={:?} entries={}",
-            s.vote.map(|v| v.to_string()),
-            s.last.map(|l| l.to_string()),
-            s.committed.map(|l| l.to_string()),
-            s.purged.map(|l| l.to_string()),
-            s.user_data.as_ref().map(|u| u.len()),
-            s.snapshot
-                .as_ref()
-                .map(|m| (m.last_log_id.to_string(), m.data.len())),
-            self.entries
-                .iter()
-                .map(|(i, (id, p))| format!("{i}:{}/{}", id.term, p.len()))
-                .collect::<Vec<_>>()
-                .join(" ")
-        )
-    }
-}
-
-/// The state and entries a log exposes (writer state, reader snapshot, `get` and `read`
-/// agree, and the engine's first/next index match the Raft state).
-fn observe(log: &Log) -> Model {
-    let state = log.state().clone();
-    let snap = log.reader().snapshot();
-    assert_eq!(
-        snap.state().expect("reader state"),
-        state,
-        "reader state != writer state"
-    );
-    let first = index_of(&state.purged).map_or(0, |p| p + 1);
-    if !snap.is_empty() {
-        assert_eq!(snap.first_index(), first, "first index vs purged log id");
-    }
-    assert_eq!(
-        snap.next_index().max(first),
-        state.next_index(),
-        "next index"
-    );
-    let mut entries = BTreeMap::new();
-    for r in snap.read(..) {
-        let (id, p) = r.expect("read entry");
-        let (gid, gp) = snap.get(id.index).expect("get").expect("get inside range");
-        assert_eq!((gid, gp), (id, p), "get != read at {}", id.index);
-        assert!(
-            entries
-                .insert(id.index, (id, Arc::<[u8]>::from(p)))
-                .is_none(),
-            "index {} read twice",
-            id.index
-        );
-    }
-    if let Some((i, (id, _))) = entries.iter().next_back() {
-        assert_eq!(Some(*id), state.last, "last entry {i} vs state.last");
-    } else {
-        assert_eq!(state.last, state.purged, "empty log: last == purged");
-    }
-    Model { state, entries }
-}
+use common::crash_harness::{case_strategy, proptest_cases, run_case, Case, Harness, Workload};
+use common::raft_state_model::{id, index_of, observe, Log, Model};
+use common::{copy_segments, derive};
 
 // ---------------------------------------------------------------------------------------------
 // Operations
@@ -262,21 +109,12 @@ fn op_strategy(syncs: bool) -> BoxedStrategy<Op> {
     }
 }
 
-type Done = (u64, Result<(), Error>);
-
-struct Harness {
-    log: Log,
-    config: Config,
-    model: Model,
-    hist: History<Model>,
+/// The Raft log's harness: the shared one, the highest term and the payload generation.
+struct Raft {
+    h: Harness<Model>,
     /// Highest term seen (votes, entries, snapshots).
     term: u64,
     generation: u64,
-    /// Flushes issued and not yet seen completing: (id, absolute state, position).
-    pending: Vec<(u64, usize, (PathBuf, u64))>,
-    done_tx: mpsc::Sender<Done>,
-    done_rx: mpsc::Receiver<Done>,
-    next_flush: u64,
     stats: Stats,
 }
 
@@ -295,36 +133,11 @@ fn expect_state_err(r: Result<(), RaftError>, ok: impl Fn(&StateError) -> bool, 
     }
 }
 
-impl Harness {
-    fn new(dir: &Path, config: Config) -> Self {
-        let log = Log::open(dir, config.clone()).expect("open fresh");
-        let model = observe(&log);
-        assert_eq!(model, Model::default());
-        let (done_tx, done_rx) = mpsc::channel();
-        let durable = log.store().position();
-        Harness {
-            log,
-            config,
-            hist: History {
-                base: 0,
-                states: vec![model.clone()],
-                durable,
-            },
-            model,
-            term: 0,
-            generation: 0,
-            pending: Vec::new(),
-            done_tx,
-            done_rx,
-            next_flush: 0,
-            stats: Stats::default(),
-        }
-    }
-
+impl Raft {
     /// Records the model after a step and checks the live log against it (cheaply).
     fn step(&mut self) {
-        self.hist.states.push(self.model.clone());
-        assert_eq!(self.log.state(), &self.model.state, "live state");
+        self.h.record();
+        assert_eq!(self.h.live.state(), &self.h.model.state, "live state");
     }
 
     fn payload(&mut self, index: u64, len: u16) -> Arc<[u8]> {
@@ -334,7 +147,7 @@ impl Harness {
 
     /// Appends entries in `term` from the next index; every prefix is a state.
     fn append(&mut self, term: u64, sizes: &[u16]) {
-        let start = self.model.next_index();
+        let start = self.h.model.next_index();
         let batch: Vec<(LogId, Arc<[u8]>)> = sizes
             .iter()
             .enumerate()
@@ -343,14 +156,15 @@ impl Harness {
                 (id(term, i), self.payload(i, n))
             })
             .collect();
-        self.log
+        self.h
+            .live
             .append(batch.iter().map(|(i, p)| (*i, &p[..])))
             .expect("append");
         for (i, p) in batch {
-            self.model.append(i, p);
-            self.hist.states.push(self.model.clone());
+            self.h.model.append(i, p);
+            self.h.hist.states.push(self.h.model.clone());
         }
-        self.hist.states.pop();
+        self.h.hist.states.pop();
         self.step();
     }
 
@@ -358,7 +172,7 @@ impl Harness {
         self.stats.ops += 1;
         match op {
             Op::Vote { kind, pick } => {
-                let cur = self.model.state.vote;
+                let cur = self.h.model.state.vote;
                 let v = match (kind % 4, cur) {
                     (0, Some(v)) => v,
                     (1, Some(v)) if !v.committed => Vote::new(v.term, v.node_id, true),
@@ -367,8 +181,8 @@ impl Harness {
                         Vote::new(term, 1 + u64::from(pick % 3), pick % 4 == 0)
                     }
                 };
-                self.log.save_vote(v).expect("save_vote");
-                self.model.state.vote = Some(v);
+                self.h.live.save_vote(v).expect("save_vote");
+                self.h.model.state.vote = Some(v);
                 self.term = self.term.max(v.term);
                 self.step();
             }
@@ -379,7 +193,7 @@ impl Harness {
                 self.append(self.term, sizes);
             }
             Op::Conflict { pick, sizes } => {
-                let m = &self.model;
+                let m = &self.h.model;
                 let Some(last) = m.last_index() else {
                     return;
                 };
@@ -396,26 +210,26 @@ impl Harness {
                     }
                 }
                 let at = cands[*pick as usize % cands.len()];
-                self.log.truncate_after(at).expect("truncate_after");
-                self.model.truncate_after(at);
+                self.h.live.truncate_after(at).expect("truncate_after");
+                self.h.model.truncate_after(at);
                 self.step();
                 self.term += 1;
                 self.append(self.term, sizes);
             }
             Op::Commit(pick) => {
-                let m = &self.model;
+                let m = &self.h.model;
                 let lo = index_of(&m.state.committed).unwrap_or(0);
                 let cands: Vec<LogId> = m.entries.range(lo..).map(|(_, e)| e.0).collect();
                 if cands.is_empty() {
                     return;
                 }
                 let c = cands[*pick as usize % cands.len()];
-                self.log.commit(c).expect("commit");
-                self.model.state.committed = Some(c);
+                self.h.live.commit(c).expect("commit");
+                self.h.model.state.committed = Some(c);
                 self.step();
             }
             Op::Purge(pick) => {
-                let m = &self.model;
+                let m = &self.h.model;
                 let target = if let (0, Some(p)) = (pick % 8, m.state.purged) {
                     // At the purged log id: does nothing.
                     p
@@ -430,12 +244,12 @@ impl Harness {
                     }
                     cands[*pick as usize % cands.len()]
                 };
-                self.log.purge_upto(target).expect("purge_upto");
-                self.model.purge(target);
+                self.h.live.purge_upto(target).expect("purge_upto");
+                self.h.model.purge(target);
                 self.step();
             }
             Op::Snapshot { kind, pick, len } => {
-                let m = &self.model;
+                let m = &self.h.model;
                 let above_committed: Vec<LogId> = m
                     .entries
                     .range(index_of(&m.state.committed).map_or(0, |c| c + 1)..)
@@ -465,49 +279,34 @@ impl Harness {
                 self.term = self.term.max(sid.term);
                 self.generation += 1;
                 let data = derive(u64::MAX - 5, self.generation, *len as usize).to_vec();
-                self.log
+                self.h
+                    .live
                     .install_snapshot(sid, data.clone())
                     .expect("install_snapshot");
-                let keeps = self.model.entries.get(&sid.index).map(|e| e.0) == Some(sid);
-                if !keeps && !self.model.entries.is_empty() && !strict() {
+                let keeps = self.h.model.entries.get(&sid.index).map(|e| e.0) == Some(sid);
+                if !keeps && !self.h.model.entries.is_empty() && !strict() {
                     // Workaround for a known bug (see `snapshot_replacing_the_log_is_atomic`):
                     // the truncate of the whole log and the purge are two records, so a crash
                     // may recover the state in between.
-                    self.model.truncate_after(None);
-                    self.hist.states.push(self.model.clone());
+                    self.h.model.truncate_after(None);
+                    self.h.hist.states.push(self.h.model.clone());
                 }
-                self.model.install_snapshot(sid, data);
+                self.h.model.install_snapshot(sid, data);
                 self.step();
             }
             Op::UserData { clear, len } => {
                 self.generation += 1;
                 let data =
                     (!clear).then(|| derive(u64::MAX - 4, self.generation, *len as usize).to_vec());
-                self.log
+                self.h
+                    .live
                     .save_user_data(data.clone())
                     .expect("save_user_data");
-                self.model.state.user_data = data;
+                self.h.model.state.user_data = data;
                 self.step();
             }
-            Op::Flush => {
-                let id = self.next_flush;
-                self.next_flush += 1;
-                let tx = self.done_tx.clone();
-                self.pending
-                    .push((id, self.hist.current_abs(), self.log.store().position()));
-                self.log
-                    .flush(move |r| {
-                        let _ = tx.send((id, r));
-                    })
-                    .expect("flush");
-            }
-            Op::Sync => {
-                self.log.sync().expect("sync");
-                let abs = self.hist.current_abs();
-                // Callbacks run in order: every earlier flush has completed too.
-                self.wait_flushes();
-                self.hist.advance(abs, self.log.store().position());
-            }
+            Op::Flush => self.h.flush(),
+            Op::Sync => self.h.sync(),
             Op::Bad(d) => self.bad(*d),
             Op::Crash => unreachable!("handled by the caller"),
         }
@@ -515,8 +314,8 @@ impl Harness {
 
     /// An illegal call: it must fail with the right state error and write nothing.
     fn bad(&mut self, d: u8) {
-        let before = self.log.store().position();
-        let m = self.model.clone();
+        let before = self.h.live.store().position();
+        let m = self.h.model.clone();
         let s = &m.state;
         let term = self.term;
         match d % 6 {
@@ -524,7 +323,10 @@ impl Harness {
                 let Some(v) = s.vote.filter(|v| v.term > 0) else {
                     return;
                 };
-                let r = self.log.save_vote(Vote::new(v.term - 1, v.node_id, true));
+                let r = self
+                    .h
+                    .live
+                    .save_vote(Vote::new(v.term - 1, v.node_id, true));
                 expect_state_err(
                     r,
                     |e| matches!(e, StateError::VoteReversal { .. }),
@@ -542,7 +344,7 @@ impl Harness {
                 } else {
                     (id(term + 1, next + 1 + u64::from(d % 3)), false)
                 };
-                let r = self.log.append([(bad, &b"bad"[..])]);
+                let r = self.h.live.append([(bad, &b"bad"[..])]);
                 expect_state_err(
                     r,
                     |e| {
@@ -560,14 +362,14 @@ impl Harness {
                     if c == LogId::default() {
                         return;
                     }
-                    let r = self.log.commit(LogId::default());
+                    let r = self.h.live.commit(LogId::default());
                     expect_state_err(
                         r,
                         |e| matches!(e, StateError::CommitReversal { .. }),
                         "commit reversal",
                     );
                 } else {
-                    let r = self.log.commit(id(term + 1, m.next_index()));
+                    let r = self.h.live.commit(id(term + 1, m.next_index()));
                     expect_state_err(
                         r,
                         |e| matches!(e, StateError::CommitBeyondLast { .. }),
@@ -577,7 +379,7 @@ impl Harness {
             }
             3 => {
                 if s.purged.is_some() && d % 2 == 0 {
-                    let r = self.log.truncate_after(None);
+                    let r = self.h.live.truncate_after(None);
                     expect_state_err(
                         r,
                         |e| matches!(e, StateError::TruncateBelowPurged { .. }),
@@ -589,7 +391,7 @@ impl Harness {
                 let Some((_, (below, _))) = m.entries.range(..hi).next_back() else {
                     return;
                 };
-                let r = self.log.truncate_after(Some(*below));
+                let r = self.h.live.truncate_after(Some(*below));
                 expect_state_err(
                     r,
                     |e| matches!(e, StateError::TruncateBelowCommitted { .. }),
@@ -599,14 +401,14 @@ impl Harness {
             4 => {
                 let lo = index_of(&s.committed).map_or(0, |c| c + 1);
                 if let (Some((_, (above, _))), true) = (m.entries.range(lo..).next(), d % 2 == 0) {
-                    let r = self.log.purge_upto(*above);
+                    let r = self.h.live.purge_upto(*above);
                     expect_state_err(
                         r,
                         |e| matches!(e, StateError::PurgeBeyondCommitted { .. }),
                         "purge beyond committed",
                     );
                 } else {
-                    let r = self.log.purge_upto(id(term + 1, m.next_index()));
+                    let r = self.h.live.purge_upto(id(term + 1, m.next_index()));
                     expect_state_err(
                         r,
                         |e| matches!(e, StateError::PurgeBeyondLast { .. }),
@@ -618,7 +420,7 @@ impl Harness {
                 let Some(p) = s.purged else {
                     return;
                 };
-                let r = self.log.install_snapshot(p, b"x".to_vec());
+                let r = self.h.live.install_snapshot(p, b"x".to_vec());
                 expect_state_err(
                     r,
                     |e| matches!(e, StateError::SnapshotReversal { .. }),
@@ -631,172 +433,76 @@ impl Harness {
 
     fn after_bad(&mut self, before: (PathBuf, u64), m: &Model) {
         assert_eq!(
-            self.log.store().position(),
+            self.h.live.store().position(),
             before,
             "a refused call wrote something"
         );
         assert_eq!(
-            self.log.state(),
+            self.h.live.state(),
             &m.state,
             "a refused call changed the state"
         );
     }
-
-    /// Waits for every issued flush; the last one becomes the durable frontier.
-    fn wait_flushes(&mut self) {
-        for (id, abs, pos) in std::mem::take(&mut self.pending) {
-            let (got, r) = self
-                .done_rx
-                .recv_timeout(std::time::Duration::from_secs(30))
-                .expect("flush callback");
-            assert_eq!(got, id, "flush callbacks out of order");
-            r.expect("flush result");
-            self.hist.advance(abs, pos);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Crash: copy, damage (tests/common, shared with tests/crash_model.rs), recover, check
+// Crash: copy, damage, recover, compare (tests/common/crash_harness.rs); the vote check and
+// the new leader's entry after recovery are the Raft log's
 
 /// Strict unless `CRASH_MODEL_WORKAROUNDS=1` re-enables the workarounds for bugs fixed since.
 fn strict() -> bool {
     !std::env::var("CRASH_MODEL_WORKAROUNDS").is_ok_and(|v| v == "1")
 }
 
-fn crash_and_check(h: &mut Harness, seed: u64) {
-    h.wait_flushes();
-    h.stats.crashes += 1;
-    // The live log matches the model exactly.
-    assert_eq!(observe(&h.log), h.model, "live log differs from the model");
+impl Workload for Raft {
+    type Op = Op;
 
-    let copy = tempfile::tempdir().expect("tempdir");
-    copy_segments(h.log.store().dir(), copy.path());
-    let mut rng = Rng(seed);
-    let desc = damage(copy.path(), &h.hist.durable, &mut rng, !strict());
-    let cands = &h.hist.states;
-    h.stats.candidates += cands.len() as u64;
-    let explain = |rec: Option<&Model>| {
-        let mut s = format!("damage: {desc}\n");
-        if let Some(rec) = rec {
-            s += &format!("recovered: {}\n", rec.summary());
+    fn new(dir: &Path, config: Config) -> Self {
+        Raft {
+            h: Harness::new(dir, config),
+            term: 0,
+            generation: 0,
+            stats: Stats::default(),
         }
-        s += "candidates (oldest = durable):\n";
-        for c in cands {
-            s += &format!("  {}\n", c.summary());
-        }
-        s
-    };
-
-    let log = match Log::open(copy.path(), h.config.clone()) {
-        Ok(l) => l,
-        Err(e) => panic!("recovery failed: {e}\n{}", explain(None)),
-    };
-    let rec = observe(&log);
-    let report = format!("{:?}", log.store().recovery_report());
-    let pos = cands.iter().rposition(|c| *c == rec).unwrap_or_else(|| {
-        panic!(
-            "recovered state is not one the log went through since the last sync\n{}report: {report}",
-            explain(Some(&rec))
-        )
-    });
-    if pos + 1 == cands.len() {
-        h.stats.recovered_latest += 1;
     }
-    // The vote never goes backwards once flushed.
-    let durable_vote = cands[0].state.vote;
-    assert!(
-        rec.state.vote >= durable_vote,
-        "vote went backwards: durable {durable_vote:?}, recovered {:?}",
-        rec.state.vote
-    );
-    drop(log);
 
-    // A second open finds exactly the same log.
-    let mut log = Log::open(copy.path(), h.config.clone()).expect("second reopen");
-    assert_eq!(observe(&log), rec, "second reopen changed the log");
+    fn is_crash(op: &Op) -> bool {
+        matches!(op, Op::Crash)
+    }
 
-    // The recovered log accepts a new leader's entry where the old tail was; it survives a
-    // reopen and no stale record comes back after it.
-    let term = h.term.max(rec.last_term()) + 1;
-    let index = rec.next_index();
-    let len = cands
-        .iter()
-        .rev()
-        .find_map(|c| c.entries.get(&index).map(|e| e.1.len()))
-        .unwrap_or(rng.below(300) as usize);
-    let p = derive(index, u64::MAX - seed, len);
-    log.append([(id(term, index), &p[..])])
-        .expect("append after recovery");
-    log.sync().expect("sync after recovery");
-    let mut expect = rec.clone();
-    expect.append(id(term, index), p);
-    assert_eq!(observe(&log), expect, "live after append");
-    drop(log);
-    let log = Log::open(copy.path(), h.config.clone()).expect("third reopen");
-    assert_eq!(
-        observe(&log),
-        expect,
-        "after append + reopen\n{}",
-        explain(Some(&rec))
-    );
-}
+    fn apply(&mut self, op: &Op) {
+        Raft::apply(self, op)
+    }
 
-#[derive(Debug, Clone)]
-struct Case {
-    segment_size: u64,
-    prepare_ahead: bool,
-    ops: Vec<Op>,
-    seed: u64,
-}
-
-fn case_strategy() -> impl Strategy<Value = Case> {
-    (
-        prop_oneof![3 => Just(4096u64), 1 => Just(8192u64)],
-        any::<bool>(),
-        prop_oneof![
-            prop::collection::vec(op_strategy(true), 1..80),
-            // Rare syncs: several segments written since the frontier.
-            (
-                prop::collection::vec(op_strategy(true), 0..20),
-                prop::collection::vec(op_strategy(false), 1..50),
-            )
-                .prop_map(|(mut head, tail)| {
-                    head.push(Op::Sync);
-                    head.extend(tail);
-                    head
-                }),
-        ],
-        any::<u64>(),
-    )
-        .prop_map(|(segment_size, prepare_ahead, ops, seed)| Case {
-            segment_size,
-            prepare_ahead,
-            ops,
+    fn crash_and_check(&mut self, seed: u64) {
+        self.stats.crashes += 1;
+        let term = self.term;
+        let c = self.h.crash_and_check(
             seed,
-        })
-}
-
-fn run_case(case: &Case) -> Stats {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = Config {
-        segment_size: case.segment_size,
-        prepare_ahead: case.prepare_ahead,
-        allocation: common::allocation_from_env(),
-        ..Default::default()
-    };
-    let mut h = Harness::new(dir.path(), config);
-    let mut crashes = 0u64;
-    for op in &case.ops {
-        if let Op::Crash = op {
-            crash_and_check(&mut h, case.seed.wrapping_add(crashes));
-            crashes += 1;
-        } else {
-            h.apply(op);
+            !strict(),
+            // The vote never goes backwards once flushed.
+            |cands, rec| {
+                let durable_vote = cands[0].state.vote;
+                assert!(
+                    rec.state.vote >= durable_vote,
+                    "vote went backwards: durable {durable_vote:?}, recovered {:?}",
+                    rec.state.vote
+                );
+            },
+            // A new leader's entry where the old tail was.
+            |log, rec, index, p| {
+                let id = id(term.max(rec.last_term()) + 1, index);
+                log.append([(id, &p[..])]).expect("append after recovery");
+                let mut expect = rec.clone();
+                expect.append(id, p);
+                expect
+            },
+        );
+        self.stats.candidates += c.candidates as u64;
+        if c.pos + 1 == c.candidates {
+            self.stats.recovered_latest += 1;
         }
     }
-    crash_and_check(&mut h, case.seed.wrapping_add(crashes));
-    h.stats
 }
 
 proptest! {
@@ -807,8 +513,11 @@ proptest! {
     })]
 
     #[test]
-    fn raft_crash_recovers_a_state_since_the_last_sync(case in case_strategy()) {
-        let s = run_case(&case);
+    fn raft_crash_recovers_a_state_since_the_last_sync(
+        case in case_strategy(op_strategy, Op::Sync)
+    ) {
+        let case: Case<Op> = case;
+        let s = run_case::<Raft, _>(&case, |r| r.stats);
         if std::env::var("CRASH_MODEL_STATS").is_ok() {
             eprintln!("STAT {s:?}");
         }
