@@ -31,7 +31,7 @@ fn touch(p: &[u8]) -> u64 {
 
 fn read_range(c: &mut Criterion) {
     let (_dir, log) = filled(ENTRIES, 256);
-    let snap = log.reader().snapshot();
+    let snap = log.reader().view();
     let mut g = c.benchmark_group("read");
     g.measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(1000));
@@ -65,7 +65,7 @@ fn read_range(c: &mut Criterion) {
     });
     g.bench_function("snapshot", |b| {
         let reader = log.reader();
-        b.iter(|| black_box(reader.snapshot().next_index()))
+        b.iter(|| black_box(reader.view().next_index()))
     });
     g.finish();
 }
@@ -115,7 +115,7 @@ fn reader_scaling(c: &mut Criterion) {
                             s.spawn(move || {
                                 let mut sum = 0u64;
                                 for _ in 0..per {
-                                    let snap = reader.snapshot();
+                                    let snap = reader.view();
                                     let end = snap.next_index();
                                     for e in snap.read(end.saturating_sub(RANGE)..end) {
                                         let (_, p) = e.expect("entry");

@@ -33,7 +33,7 @@ fn recovery(c: &mut Criterion) {
     g.bench_function(format!("reopen_{mb}MiB"), |b| {
         b.iter(|| {
             let log = RaftLog::<RaftTypes>::open(dir.path(), Config::default()).expect("open");
-            assert_eq!(log.reader().snapshot().next_index(), n);
+            assert_eq!(log.reader().view().next_index(), n);
         })
     });
     g.finish();

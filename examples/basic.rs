@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.first_index(),
         store.last_index().unwrap_or(0)
     );
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     let bytes: usize = snap.range(..).map(|e| e.payload.len()).sum();
     assert_eq!(bytes as u64, n * payload.len() as u64);
     println!("read back {n} entries, {bytes} payload bytes, zero-copy");

@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut bytes = 0usize;
         loop {
             let stopping = stop2.load(Ordering::Acquire);
-            let snap = reader.snapshot();
+            let snap = reader.view();
             for entry in snap.read(sent..) {
                 let (id, payload) = entry.expect("entries decode");
                 bytes += payload.len(); // `payload` borrows the mapped file: no copy
@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(log);
     let log = RaftLog::<RaftTypes>::open(dir.path(), Config::default())?;
     assert_eq!(log.state(), &state);
-    let snap = log.reader().snapshot();
+    let snap = log.reader().view();
     println!(
         "after reopen: entries {}..{}, first {:?}",
         snap.first_index(),

@@ -90,10 +90,12 @@ pub enum Error {
         got: u64,
     },
 
-    /// A truncate that would remove purged entries. Nothing was written.
-    #[error("cannot truncate from index {from}: entries below {first} are purged")]
-    TruncateBelowPurged {
-        /// First index the truncate would remove.
+    /// A truncate or reset below the first index: it would bring back or remove purged
+    /// entries. Nothing was written. (The Raft layer's `StateError::TruncateBelowPurged`
+    /// names log ids instead.)
+    #[error("index {from} is below the first index {first}: entries below it are purged")]
+    BelowFirstIndex {
+        /// The index given (first index a truncate would remove, or a reset's new first).
         from: u64,
         /// First retained index.
         first: u64,

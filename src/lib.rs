@@ -3,7 +3,7 @@
 //! A durable write-ahead log for Raft, built as a memory-mapped, zero-copy segment store.
 //!
 //! * [`Store`] is the engine: `u64` indexes, byte payloads, small meta values; one writer.
-//! * [`Reader`] / [`Snapshot`] read from any thread without blocking the writer and return
+//! * [`Reader`] / [`View`] read from any thread without blocking the writer and return
 //!   payloads as `&[u8]` borrowed straight from the mapped segment files.
 //! * [`raft::RaftLog`] is the typed Raft layer on top (vote, append, commit, truncate, purge,
 //!   snapshot meta) with Raft's state rules checked before anything reaches disk.
@@ -28,7 +28,7 @@
 //! let _ = raft_mmap_log::segment::Segment::open;
 //! ```
 //! ```compile_fail
-//! fn live(s: &raft_mmap_log::Snapshot) { let _ = s.segments(); }
+//! fn live(s: &raft_mmap_log::View) { let _ = s.segments(); }
 //! ```
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -54,7 +54,7 @@ mod version;
 
 pub use error::{Error, Result};
 pub use flusher::Callback;
-pub use reader::{Entries, Entry, Reader, Snapshot};
+pub use reader::{Entries, Entry, Reader, View};
 pub use recovery::{RecoveryMode, RecoveryReport};
 pub use state::{LogState, Metas};
 pub use store::{Allocation, Config, Store, WriteMode};

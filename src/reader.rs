@@ -2,7 +2,7 @@
 //!
 //! A [`Reader`] is a cheap `Clone + Send + Sync` handle. [`Reader::snapshot`] loads the current
 //! [`Version`] from `ArcSwap` (no lock shared with the writer) and the published length of the
-//! last run; everything read through the [`Snapshot`] borrows bytes straight from the mapped
+//! last run; everything read through the [`View`] borrows bytes straight from the mapped
 //! segments, which the snapshot keeps alive.
 
 use std::ops::{Bound, RangeBounds};
@@ -25,30 +25,30 @@ pub struct Reader {
 
 impl Reader {
     /// A consistent view of the log as of now.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot::new(self.current.load_full())
+    pub fn view(&self) -> View {
+        View::new(self.current.load_full())
     }
 
     /// First retained index (equal to [`Reader::next_index`] when the log is empty).
     pub fn first_index(&self) -> u64 {
-        self.snapshot().first_index()
+        self.view().first_index()
     }
 
     /// Last index, `None` when the log is empty.
     pub fn last_index(&self) -> Option<u64> {
-        self.snapshot().last_index()
+        self.view().last_index()
     }
 
     /// One past the last index.
     pub fn next_index(&self) -> u64 {
-        self.snapshot().next_index()
+        self.view().next_index()
     }
 }
 
 /// One consistent version of the log. Slices read from it live as long as it does; holding a
 /// snapshot keeps its segments mapped (even purged ones), so drop it when done.
 #[derive(Debug, Clone)]
-pub struct Snapshot {
+pub struct View {
     version: Arc<Version>,
     /// Slots of the last run visible in this snapshot.
     tail_len: u64,
@@ -64,14 +64,14 @@ pub struct Entry<'a> {
     pub payload: &'a [u8],
 }
 
-impl Snapshot {
+impl View {
     pub(crate) fn new(version: Arc<Version>) -> Self {
         let tail_len = version.tail_len();
         let next = match version.runs.last() {
             Some(last) => (last.run.first() + tail_len).max(version.first),
             None => version.next,
         };
-        Snapshot {
+        View {
             version,
             tail_len,
             next,
@@ -181,13 +181,13 @@ impl Snapshot {
     /// The payload of entry `index`, borrowed from the map.
     ///
     /// The bytes are not checked against their CRC here (recovery checked every record when
-    /// the log was opened, and the writer wrote the rest); [`Snapshot::get_checked`] does.
+    /// the log was opened, and the writer wrote the rest); [`View::get_checked`] does.
     pub fn get(&self, index: u64) -> Option<&[u8]> {
         let (pos, slot) = self.locate(index)?;
         self.payload_at(pos, slot)
     }
 
-    /// Like [`Snapshot::get`], and verifies the record's CRC32C first: a bit that flipped on
+    /// Like [`View::get`], and verifies the record's CRC32C first: a bit that flipped on
     /// disk or in memory since the log was opened is [`Error::Corrupt`] naming the segment
     /// file and the record's offset, never returned as data. Costs one CRC pass over the
     /// payload (about 7 GB/s on one core); meant for replication senders and audits.
@@ -215,7 +215,7 @@ impl Snapshot {
         }
     }
 
-    /// The entries in `range` (clamped to the log), each checked as [`Snapshot::get_checked`]
+    /// The entries in `range` (clamped to the log), each checked as [`View::get_checked`]
     /// checks it. Stops being useful at the first error, which names file and offset.
     pub fn range_checked(
         &self,
@@ -262,10 +262,10 @@ impl Snapshot {
     }
 }
 
-/// Iterator over [`Snapshot::range`]. Allocates nothing.
+/// Iterator over [`View::range`]. Allocates nothing.
 #[derive(Debug)]
 pub struct Entries<'a> {
-    snap: &'a Snapshot,
+    snap: &'a View,
     next: u64,
     end: u64,
     pos: usize,

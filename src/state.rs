@@ -63,7 +63,7 @@ impl LogState {
     /// Checks a truncate of every entry `>= from`. `Ok(false)`: nothing to remove.
     pub fn check_truncate(&self, from: u64) -> Result<bool> {
         if from < self.first {
-            return Err(Error::TruncateBelowPurged {
+            return Err(Error::BelowFirstIndex {
                 from,
                 first: self.first,
             });
@@ -141,7 +141,7 @@ mod tests {
         assert_eq!((s.first, s.next), (3, 10));
         assert!(matches!(
             s.check_truncate(2),
-            Err(Error::TruncateBelowPurged { from: 2, first: 3 })
+            Err(Error::BelowFirstIndex { from: 2, first: 3 })
         ));
         assert!(!s.check_truncate(10).unwrap());
         assert!(s.check_truncate(3).unwrap());

@@ -80,7 +80,7 @@ fn engine_range_of_1000_allocates_nothing() {
     for i in 0..3000u64 {
         store.append(i, &payload).unwrap();
     }
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     let (n, (count, sum)) = allocations_during(|| {
         let mut count = 0u64;
         let mut sum = 0u64;
@@ -97,7 +97,7 @@ fn engine_range_of_1000_allocates_nothing() {
     assert!(sum > 0);
     assert_eq!(
         n, 0,
-        "Snapshot::range/get allocated {n} times for 1,000 entries"
+        "View::range/get allocated {n} times for 1,000 entries"
     );
 }
 
@@ -109,7 +109,7 @@ fn raft_read_of_1000_allocates_nothing() {
     for i in 0..3000u64 {
         log.append([(LogId::new(1, 1, i), &payload[..])]).unwrap();
     }
-    let snap = log.reader().snapshot();
+    let snap = log.reader().view();
     let (n, count) = allocations_during(|| {
         let mut count = 0u64;
         for e in snap.read(500..1500) {
@@ -121,8 +121,5 @@ fn raft_read_of_1000_allocates_nothing() {
         count
     });
     assert_eq!(count, 1000);
-    assert_eq!(
-        n, 0,
-        "RaftSnapshot::read allocated {n} times for 1,000 entries"
-    );
+    assert_eq!(n, 0, "RaftView::read allocated {n} times for 1,000 entries");
 }

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use raft_mmap_log::{Config, Reader, Snapshot, Store};
+use raft_mmap_log::{Config, Reader, Store, View};
 
 const TOTAL: u64 = 1_000_000;
 const READERS: usize = 4;
@@ -105,7 +105,7 @@ struct Progress {
 
 /// Reads `[a, b)` from the snapshot: exactly those entries, in order, every byte valid,
 /// generations non-decreasing. Returns the number read.
-fn check_range(snap: &Snapshot, a: u64, b: u64) -> u64 {
+fn check_range(snap: &View, a: u64, b: u64) -> u64 {
     let mut expect = a;
     let mut last_gen = 0u32;
     for e in snap.range(a..b) {
@@ -134,7 +134,7 @@ fn check_range(snap: &Snapshot, a: u64, b: u64) -> u64 {
 
 /// A snapshot held across writer operations, with copies of what was read from it.
 struct Held {
-    snap: Snapshot,
+    snap: View,
     first: u64,
     next: u64,
     /// index, address of the slice, bytes at read time.
@@ -173,7 +173,7 @@ fn reader_loop(reader: Reader, progress: &Progress, seed: u64) -> Stats {
     let mut st = Stats::default();
     let mut held: VecDeque<Held> = VecDeque::new();
     while !progress.done.load(Ordering::Acquire) && !progress.failed.load(Ordering::Relaxed) {
-        let snap = reader.snapshot();
+        let snap = reader.view();
         st.snapshots += 1;
         let (first, next) = (snap.first_index(), snap.next_index());
         assert!(first <= next, "first {first} > next {next}");
@@ -342,7 +342,7 @@ fn writer_loop(store: &mut Store, progress: &Progress, seed: u64) -> (WriterStat
         }
         if next >= next_purge {
             next_purge = next + 20_000 + rng.below(20_000);
-            store.purge_upto(next - WINDOW).expect("purge");
+            store.purge_to(next - WINDOW + 1).expect("purge");
             ws.purges += 1;
             progress.ops.fetch_add(1, Ordering::AcqRel);
         }
@@ -402,7 +402,7 @@ fn readers_validate_every_byte_while_the_writer_appends_truncates_and_purges() {
     // The final log, then the same after a reopen.
     store.sync().unwrap();
     let check_all = |store: &Store| {
-        let snap = store.reader().snapshot();
+        let snap = store.reader().view();
         assert_eq!(snap.next_index(), TOTAL);
         let (first, next) = (snap.first_index(), snap.next_index());
         assert!(next - first >= WINDOW, "purged too much: [{first}, {next})");

@@ -73,7 +73,7 @@ fn build() -> Original {
     store.purge_to(4).unwrap();
     store.put_meta(META_KEY, b"term=4;vote=1").unwrap();
     let mut i = 61;
-    while store.reader().snapshot().segment_count() < 4 {
+    while store.reader().view().segment_count() < 4 {
         add(&mut store, i, 3);
         i += 1;
     }
@@ -187,7 +187,7 @@ fn judge(orig: &Original, dir: &Path, damaged: usize, at: Option<u64>) -> Result
         Err(e) => return Err(format!("unexpected error: {e}")),
         Ok(s) => s,
     };
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     if store.first_index() != orig.first {
         return Err(format!(
             "first index {} instead of {}",

@@ -88,7 +88,7 @@ impl Model {
 
 /// The state a store exposes, read through a reader snapshot (and checked for consistency).
 fn observe(store: &Store) -> Model {
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert_eq!(snap.first_index(), store.first_index(), "snapshot first");
     assert_eq!(snap.next_index(), store.next_index(), "snapshot next");
     let mut entries = BTreeMap::new();
@@ -198,7 +198,7 @@ impl Engine {
         assert_eq!(self.h.live.first_index(), self.h.model.first, "live first");
         assert_eq!(self.h.live.next_index(), self.h.model.next, "live next");
         if let Some((i, p)) = self.h.model.entries.iter().next_back() {
-            assert_eq!(self.h.live.reader().snapshot().get(*i), Some(&p[..]));
+            assert_eq!(self.h.live.reader().view().get(*i), Some(&p[..]));
         }
     }
 
@@ -244,7 +244,7 @@ impl Engine {
                 };
                 if from < m.first {
                     assert!(
-                        matches!(r, Err(Error::TruncateBelowPurged { .. })),
+                        matches!(r, Err(Error::BelowFirstIndex { .. })),
                         "truncate from {from} below first {}: {r:?}",
                         m.first
                     );
@@ -256,7 +256,7 @@ impl Engine {
             }
             Op::Purge(pick) => {
                 let upto = pick_in(*pick, m.first.saturating_sub(1), m.next + 2);
-                self.h.live.purge_upto(upto).expect("purge_upto");
+                self.h.live.purge_to(upto + 1).expect("purge_to");
                 self.h.model.purge_to(upto + 1);
                 self.step();
             }

@@ -99,7 +99,7 @@ fn open_files(files: &[(String, Vec<u8>)]) -> Option<BTreeMap<u64, Vec<u8>>> {
     }
     let out = match Store::open(&dir, config()) {
         Ok(store) => {
-            let snap = store.reader().snapshot();
+            let snap = store.reader().view();
             let mut got = BTreeMap::new();
             let mut expect = snap.first_index();
             for e in snap.range(..) {
@@ -138,7 +138,7 @@ fn valid() -> &'static ValidLog {
         let mut s = Store::open(&dir, config()).unwrap();
         let mut entries = BTreeMap::new();
         let mut i = 1;
-        while s.reader().snapshot().segment_count() < 2 || i < 30 {
+        while s.reader().view().segment_count() < 2 || i < 30 {
             s.append(i, &payload(i)).unwrap();
             entries.insert(i, payload(i));
             i += 1;

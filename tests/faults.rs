@@ -115,7 +115,7 @@ fn tmp_files(dir: &Path) -> usize {
 }
 
 fn assert_entries(store: &Store, first: u64, next: u64) {
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert_eq!((snap.first_index(), snap.next_index()), (first, next));
     for i in first..next {
         assert_eq!(snap.get(i), Some(&payload(i)[..]), "entry {i}");

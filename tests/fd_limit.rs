@@ -36,7 +36,7 @@ fn two_thousand_segments_under_a_256_fd_limit() {
     };
     let mut store = Store::open(dir.path(), config.clone()).unwrap();
     let mut i = 0u64;
-    while store.reader().snapshot().segment_count() < SEGMENTS {
+    while store.reader().view().segment_count() < SEGMENTS {
         store.append(i, &payload(i)).unwrap();
         i += 1;
         if i % 256 == 0 {
@@ -46,7 +46,7 @@ fn two_thousand_segments_under_a_256_fd_limit() {
     store.sync().unwrap();
     drop(store);
     let store = Store::open(dir.path(), config).unwrap();
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert!(snap.segment_count() >= SEGMENTS);
     assert_eq!(snap.next_index(), i);
     for k in (0..i).step_by(97) {

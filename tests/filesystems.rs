@@ -517,7 +517,7 @@ fn write_until_error(dir: &Path) -> i32 {
 
 /// Checks entries `first..next` of `store` against `payload`; `Err` names the first bad one.
 fn check_entries(store: &Store) -> Result<(u64, u64), String> {
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     let (first, next) = (snap.first_index(), snap.next_index());
     if first != 0 {
         return Err(format!("first index {first}, expected 0"));

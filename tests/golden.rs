@@ -239,7 +239,7 @@ fn store_case_opens_with_every_entry_and_meta() {
     for k in [1, 2, 3, 4, 5, 99, 101, 199, 201] {
         assert_eq!(store.meta(k), None, "meta {k}");
     }
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert_eq!(snap.get(STORE_FIRST - 1), None);
     assert_eq!(snap.get(STORE_NEXT), None);
     for i in STORE_FIRST..STORE_NEXT {
@@ -261,7 +261,7 @@ fn store_case_opens_with_every_entry_and_meta() {
     store.sync().unwrap();
     drop(store);
     let store = open_store(dir);
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert_eq!(snap.get(STORE_NEXT), Some(&b"after the golden files"[..]));
     assert_eq!(
         snap.get(STORE_NEXT - 1),
@@ -352,7 +352,7 @@ fn raft_case_opens_with_every_entry_and_state() {
     assert_eq!(snap_meta.data, b"snapshot meta blob");
     assert_eq!(st.next_index(), 51);
 
-    let snap = log.reader().snapshot();
+    let snap = log.reader().view();
     assert_eq!((snap.first_index(), snap.next_index()), (31, 51));
     assert_eq!(snap.get(30).unwrap(), None);
     assert_eq!(snap.get(51).unwrap(), None);
@@ -425,7 +425,7 @@ fn raft_reset_case_opens_with_every_entry_and_state() {
         (snapshot_id, &b"ahead"[..])
     );
 
-    let snap = log.reader().snapshot();
+    let snap = log.reader().view();
     assert_eq!((snap.first_index(), snap.next_index()), (101, 111));
     assert_eq!(snap.get(100).unwrap(), None);
     assert_eq!(snap.get(15).unwrap(), None);

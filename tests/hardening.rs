@@ -167,7 +167,7 @@ fn a_batch_whose_rollover_fails_leaves_the_log_as_before() {
     store.sync().unwrap();
     drop(store);
     let store = Store::open(dir.path(), config(4096)).unwrap();
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert_eq!((snap.first_index(), snap.next_index()), (0, 45));
     for i in 0..45 {
         assert_eq!(snap.get(i), Some(&payload(i)[..]), "entry {i}");
@@ -265,7 +265,7 @@ fn a_view_never_pairs_old_metas_with_newer_entries() {
             std::thread::spawn(move || {
                 let mut views = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let snap = reader.snapshot();
+                    let snap = reader.view();
                     let meta = u64::from_le_bytes(snap.meta(1).unwrap().try_into().unwrap());
                     let last = snap.last_index().unwrap();
                     let entry = u64::from_le_bytes(snap.get(last).unwrap().try_into().unwrap());
@@ -316,7 +316,7 @@ fn assert_opens_with(dir: &Path, next: u64, dropped: usize) {
     assert!(rep.is_sound(), "verify: {:?}", rep.findings);
     let store = Store::open(dir, config(4096)).unwrap();
     assert_eq!(store.recovery_report().dropped_files.len(), dropped);
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert_eq!(snap.next_index(), next);
     for i in snap.first_index()..next {
         assert_eq!(snap.get(i), Some(&payload(i)[..]), "entry {i}");
@@ -479,7 +479,7 @@ fn a_checked_read_refuses_a_flipped_bit() {
     let mut store = Store::open(dir.path(), config(1 << 20)).unwrap();
     append(&mut store, 0..10).unwrap();
     store.sync().unwrap();
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert_eq!(snap.get_checked(3).unwrap(), Some(&payload(3)[..]));
     assert_eq!(snap.range_checked(..).count(), 10);
     // Flip a payload bit of entry 3 behind the store's back (the map shares the page cache).
@@ -501,7 +501,7 @@ fn a_checked_read_refuses_a_flipped_bit() {
     f.read_exact_at(&mut b, at + 30).unwrap();
     b[0] ^= 0x10;
     f.write_all_at(&b, at + 30).unwrap();
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert_ne!(
         snap.get(3),
         Some(&payload(3)[..]),

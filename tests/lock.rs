@@ -140,7 +140,7 @@ fn tool_creates_a_missing_lock_file_and_locks_it() {
 
     assert_eq!(other_process_opens(dir, "store"), "RML OK");
     let store = Store::open(dir, config()).unwrap();
-    assert_eq!(store.reader().snapshot().get(1), Some(&b"one"[..]));
+    assert_eq!(store.reader().view().get(1), Some(&b"one"[..]));
 }
 
 #[test]

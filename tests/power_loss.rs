@@ -257,7 +257,7 @@ fn power_loss_truncate_then_reappend_at_segment_end() {
     std::fs::write(&a, &img).unwrap();
 
     let store = Store::open(&copy, config()).unwrap();
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     let e10 = snap.get(10).map(|p| p.to_vec());
     let has11 = snap.get(11).is_some();
     assert!(

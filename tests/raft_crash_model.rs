@@ -345,17 +345,23 @@ impl Raft {
                     (id(term + 1, next + 1 + u64::from(d % 3)), false)
                 };
                 let r = self.h.live.append([(bad, &b"bad"[..])]);
-                expect_state_err(
-                    r,
-                    |e| {
-                        if reversal {
-                            matches!(e, StateError::LogIdReversal { .. })
-                        } else {
-                            matches!(e, StateError::NonConsecutive { .. })
-                        }
-                    },
-                    "bad append",
-                );
+                if reversal {
+                    expect_state_err(
+                        r,
+                        |e| matches!(e, StateError::LogIdReversal { .. }),
+                        "bad append",
+                    );
+                } else {
+                    assert!(
+                        matches!(
+                            r,
+                            Err(RaftError::Engine(
+                                raft_mmap_log::Error::NonConsecutive { .. }
+                            ))
+                        ),
+                        "bad append: expected NonConsecutive, got {r:?}"
+                    );
+                }
             }
             2 => {
                 if let (Some(c), true) = (s.committed, d % 2 == 0) {

@@ -35,7 +35,7 @@ fn append(log: &mut Log, term: u64, range: std::ops::Range<u64>) {
 
 /// Every entry in the log, as (log id, payload).
 fn entries(log: &Log) -> Vec<(LogId, Vec<u8>)> {
-    let snap = log.reader().snapshot();
+    let snap = log.reader().view();
     snap.read(..)
         .map(|r| r.map(|(i, p)| (i, p.to_vec())))
         .collect::<Result<_, _>>()
@@ -46,7 +46,7 @@ fn entries(log: &Log) -> Vec<(LogId, Vec<u8>)> {
 fn reopen_same(dir: &Path, log: Log) -> Log {
     let state = log.state().clone();
     let ents = entries(&log);
-    let snap_state = log.reader().snapshot().state().unwrap();
+    let snap_state = log.reader().view().state().unwrap();
     assert_eq!(snap_state, state, "reader state equals writer state");
     drop(log);
     let log = open(dir);
@@ -133,11 +133,11 @@ fn log_id_reversal_and_gaps_are_refused() {
             .append([(id(3, 5), &b"x"[..]), (id(3, 7), b"y")])
             .unwrap_err();
         assert!(matches!(
-            state_err(e.clone()),
-            StateError::NonConsecutive {
+            e,
+            RaftError::Engine(Error::NonConsecutive {
                 expected: 6,
                 got: 7
-            }
+            })
         ));
         e
     });
@@ -242,7 +242,7 @@ fn append_sync_recover() {
     let log = reopen_same(dir.path(), log);
     assert_eq!(log.state().last, Some(id(1, 499)));
     assert_eq!(entries(&log).len(), 500);
-    let segs = log.store().reader().snapshot().segment_count();
+    let segs = log.store().reader().view().segment_count();
     assert!(segs > 3, "{segs} segments");
 }
 
@@ -342,7 +342,7 @@ fn empty_log_opens_clean() {
     let log = open(dir.path());
     assert_eq!(log.state(), &RaftState::default());
     let log = reopen_same(dir.path(), log);
-    assert!(log.reader().snapshot().is_empty());
+    assert!(log.reader().view().is_empty());
 }
 
 #[test]
@@ -381,7 +381,7 @@ fn large_entries() {
     log.sync().unwrap();
     drop(log);
     let log = Log::open(dir.path(), config).unwrap();
-    let snap = log.reader().snapshot();
+    let snap = log.reader().view();
     assert_eq!(snap.get(1).unwrap().unwrap().1, &big[..]);
     assert_eq!(snap.next_index(), 2);
 }

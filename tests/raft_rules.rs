@@ -117,11 +117,11 @@ fn new_log_accepts_any_first_index_then_follows_purged() {
     let log = refused(dir.path(), log, &["expected index 5", "got 7"], |l| {
         let e = l.append([(LogId::new(1, 1, 7), &b"x"[..])]).unwrap_err();
         assert!(matches!(
-            state_err(e.clone()),
-            StateError::NonConsecutive {
+            e,
+            RaftError::Engine(raft_mmap_log::Error::NonConsecutive {
                 expected: 5,
                 got: 7
-            }
+            })
         ));
         e
     });

@@ -25,7 +25,7 @@ fn append_range(store: &mut Store, range: std::ops::Range<u64>) {
 }
 
 fn assert_entries(store: &Store, range: std::ops::Range<u64>) {
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert_eq!(snap.first_index(), range.start, "first index");
     assert_eq!(snap.next_index(), range.end, "next index");
     for i in range.clone() {
@@ -52,7 +52,7 @@ fn empty_directory_opens_empty_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), small()).unwrap();
     assert_eq!(store.last_index(), None);
-    assert!(store.reader().snapshot().is_empty());
+    assert!(store.reader().view().is_empty());
     drop(store);
     let store = Store::open(dir.path(), small()).unwrap();
     assert_eq!(store.last_index(), None);
@@ -96,7 +96,7 @@ fn truncate_reappend_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path(), small()).unwrap();
     append_range(&mut store, 0..300);
-    let before = store.reader().snapshot();
+    let before = store.reader().view();
     store.truncate_after(149).unwrap();
     // The old snapshot still sees the old log, the new one the truncated log.
     assert_eq!(before.next_index(), 300);
@@ -104,13 +104,13 @@ fn truncate_reappend_reopen() {
     assert_entries(&store, 0..150);
     let other: Vec<u8> = b"replacement".to_vec();
     store.append(150, &other).unwrap();
-    assert_eq!(store.reader().snapshot().get(150), Some(&other[..]));
+    assert_eq!(store.reader().view().get(150), Some(&other[..]));
     assert_eq!(before.get(150), Some(&payload(150)[..]));
     store.sync().unwrap();
     drop(before);
     drop(store);
     let store = Store::open(dir.path(), small()).unwrap();
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert_eq!(snap.next_index(), 151);
     assert_eq!(snap.get(150), Some(&other[..]));
     assert_eq!(snap.get(149), Some(&payload(149)[..]));
@@ -121,12 +121,12 @@ fn truncate_below_purged_is_refused_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path(), small()).unwrap();
     append_range(&mut store, 0..100);
-    store.purge_upto(49).unwrap();
+    store.purge_to(50).unwrap();
     let err = store.truncate_from(10).unwrap_err();
     assert!(
         matches!(
             err,
-            Error::TruncateBelowPurged {
+            Error::BelowFirstIndex {
                 from: 10,
                 first: 50
             }
@@ -146,7 +146,7 @@ fn purge_deletes_files_after_flush_and_survives_reopen() {
     append_range(&mut store, 0..2000);
     store.sync().unwrap();
     let before = segment_files(dir.path()).len();
-    store.purge_upto(1499).unwrap();
+    store.purge_to(1500).unwrap();
     // Never before the purge record is durable.
     assert_eq!(segment_files(dir.path()).len(), before);
     assert_entries(&store, 1500..2000);
@@ -164,7 +164,7 @@ fn purge_everything_keeps_position() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path(), small()).unwrap();
     append_range(&mut store, 0..500);
-    store.purge_upto(799).unwrap();
+    store.purge_to(800).unwrap();
     store.sync().unwrap();
     assert_eq!((store.first_index(), store.next_index()), (800, 800));
     drop(store);
@@ -197,7 +197,7 @@ fn entry_too_large_is_refused_and_nothing_written() {
     store.sync().unwrap();
     drop(store);
     let store = Store::open(dir.path(), small()).unwrap();
-    assert_eq!(store.reader().snapshot().get(3), Some(&ok[..]));
+    assert_eq!(store.reader().view().get(3), Some(&ok[..]));
     assert_eq!(store.next_index(), 4);
 }
 
@@ -242,13 +242,13 @@ fn meta_values_survive_rollover_purge_and_reopen() {
     store.put_meta(1, b"vote-2").unwrap();
     store.put_meta(9, b"user").unwrap();
     append_range(&mut store, 1000..2000);
-    store.purge_upto(1900).unwrap();
+    store.purge_to(1901).unwrap();
     store.sync().unwrap();
     drop(store);
     let store = Store::open(dir.path(), small()).unwrap();
     assert_eq!(store.meta(1), Some(&b"vote-2"[..]));
     assert_eq!(store.meta(9), Some(&b"user"[..]));
-    assert_eq!(store.reader().snapshot().meta(9), Some(&b"user"[..]));
+    assert_eq!(store.reader().view().meta(9), Some(&b"user"[..]));
 }
 
 fn flip_byte(path: &Path, offset: u64) {
@@ -292,7 +292,7 @@ fn corrupt_byte_in_sealed_segment_is_a_clear_error() {
     let n = store.next_index();
     assert!(n > 0 && n < 500, "{n}");
     assert!(store.recovery_report().tolerated_corruption.is_some());
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     for i in 0..n {
         assert_eq!(snap.get(i), Some(&payload(i)[..]));
     }
@@ -332,7 +332,7 @@ fn torn_tail_in_newest_segment_is_cut_rest_intact() {
     assert_eq!(cut_path, path);
     assert!(cut_off <= 2000);
     for i in 0..n {
-        assert_eq!(store.reader().snapshot().get(i), Some(&payload(i)[..]));
+        assert_eq!(store.reader().view().get(i), Some(&payload(i)[..]));
     }
     drop(store);
     // The cut region was zeroed: the garbage does not come back, and a reopen is clean.

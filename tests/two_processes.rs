@@ -107,7 +107,7 @@ fn second_process_is_locked_out_until_the_first_is_killed() {
         "lock released only after {:?}",
         started.elapsed()
     );
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     assert_eq!(snap.first_index(), 1);
     assert!(snap.next_index() > N);
     for i in 1..snap.next_index() {

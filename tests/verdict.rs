@@ -60,7 +60,7 @@ fn build_mixed(dir: &Path) {
     store.purge_to(4).unwrap();
     store.put_meta(9, b"term=4;vote=1").unwrap();
     let mut i = 61;
-    while store.reader().snapshot().segment_count() < 4 {
+    while store.reader().view().segment_count() < 4 {
         store.append(i, &payload(i)).unwrap();
         i += 1;
     }
@@ -72,7 +72,7 @@ fn build_mixed(dir: &Path) {
 fn build_purged(dir: &Path) {
     let mut store = Store::open(dir, config()).unwrap();
     let mut i = 1;
-    while store.reader().snapshot().segment_count() < 4 {
+    while store.reader().view().segment_count() < 4 {
         store.append(i, &payload(i)).unwrap();
         i += 1;
     }

@@ -282,7 +282,7 @@ pub fn run(a: BenchArgs) -> Outcome {
             let mut sum = 0u64;
             let mut count = 0u64;
             loop {
-                let snap = reader.snapshot();
+                let snap = reader.view();
                 let end = snap.next_index();
                 if end > cursor {
                     for e in snap.read(cursor..end) {
@@ -352,7 +352,7 @@ pub fn run(a: BenchArgs) -> Outcome {
         let reader = log.reader();
         let pb = pb.clone();
         handles.push(std::thread::spawn(move || -> Result<u64, String> {
-            let snap = reader.snapshot();
+            let snap = reader.view();
             let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (r as u64 + 1);
             let mut count = 0u64;
             let mut sum = 0u64;
@@ -393,7 +393,7 @@ pub fn run(a: BenchArgs) -> Outcome {
 
     // 5. Reopen in a child process: recovery time and the memory of a freshly recovered log.
     let total = next;
-    let record_bytes: u64 = log.reader().raw().snapshot().segment_bytes();
+    let record_bytes: u64 = log.reader().raw().view().segment_bytes();
     drop(log);
     let pb = progress_bar(1, "reopen (recovery)", false);
     pb.tick();
@@ -543,7 +543,7 @@ fn reopen_child(dir: &Path, segment_size: u64) -> Outcome {
     let log = RaftLog::<RaftTypes>::open(dir, config).map_err(err)?;
     let open = t.elapsed();
     let (rss, anon, file) = proc_status();
-    let snap = log.reader().raw().snapshot();
+    let snap = log.reader().raw().view();
     let report = log.store().recovery_report();
     let v = json!({
         "open_seconds": open.as_secs_f64(),

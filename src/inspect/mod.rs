@@ -23,7 +23,7 @@
 //!   built over bytes nobody writes (the live writer appends, zeroes a torn tail at open and
 //!   writes sealed marks), files may vanish mid-scan when a purge completes, and the unsynced
 //!   tail would be reported as damage. A running node reports its state through its own API
-//!   ([`Store::recovery_report`](crate::Store::recovery_report), [`Snapshot`](crate::Snapshot)).
+//!   ([`Store::recovery_report`](crate::Store::recovery_report), [`View`](crate::View)).
 //! * while a tool holds the read lock, a `Store` cannot open the directory (it gets `Locked`),
 //!   so the bytes cannot change under the tool; any number of tools can read at once (within
 //!   one process they share one descriptor, counted in the process's lock registry, see

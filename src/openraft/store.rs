@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::types::{
     log_id_from_stored, log_id_to_stored, vote_from_stored, vote_to_stored, OpenraftTypes,
 };
-use crate::raft::{LogId, RaftLog, RaftReader, RaftResult, RaftSnapshot, RaftState, Rules};
+use crate::raft::{LogId, RaftLog, RaftReader, RaftResult, RaftState, RaftView, Rules};
 use crate::Config;
 
 type SResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
@@ -204,7 +204,7 @@ where
     /// Decodes the entries in `range` (clamped to the live log) from one consistent snapshot
     /// of the log.
     pub fn read<RB: RangeBounds<u64>>(&self, range: RB) -> SResult<Vec<C::Entry>, C> {
-        let snap = self.reader.snapshot();
+        let snap = self.reader.view();
         decode_range::<C, _>(&snap, range)
     }
 
@@ -214,7 +214,7 @@ where
     }
 }
 
-fn decode_range<C, RB>(snap: &RaftSnapshot<OpenraftTypes>, range: RB) -> SResult<Vec<C::Entry>, C>
+fn decode_range<C, RB>(snap: &RaftView<OpenraftTypes>, range: RB) -> SResult<Vec<C::Entry>, C>
 where
     C: RaftTypeConfig,
     C::NodeId: Into<u64> + From<u64>,

@@ -48,14 +48,6 @@ pub enum StateError {
         /// The log id refused.
         given: String,
     },
-    /// An appended index that does not directly follow the last one.
-    #[error("non-consecutive append: expected index {expected}, got {got}")]
-    NonConsecutive {
-        /// The index that would have been accepted.
-        expected: u64,
-        /// The index given.
-        got: u64,
-    },
     /// A commit beyond the last log id.
     #[error("commit beyond last: last log id is {last}, refused commit of {given}")]
     CommitBeyondLast {

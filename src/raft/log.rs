@@ -56,7 +56,7 @@ impl Default for Rules {
 /// log.sync()?;
 ///
 /// // Readers work from any thread and borrow payloads from the map.
-/// let snap = log.reader().snapshot();
+/// let snap = log.reader().view();
 /// let (id, payload) = snap.get(1)?.expect("entry 1");
 /// assert_eq!((id, payload), (LogId::new(1, 7, 1), &b"second"[..]));
 /// drop(snap);
@@ -117,7 +117,7 @@ impl<T: Types> RaftLog<T> {
     }
 
     fn from_store(store: Store, rules: Rules) -> RaftResult<Self> {
-        let snap = store.reader().snapshot();
+        let snap = store.reader().view();
         let last_entry = snap
             .last_index()
             .and_then(|i| snap.get(i).map(|body| (i, body)));
@@ -161,7 +161,7 @@ impl<T: Types> RaftLog<T> {
 
     /// Log id of the entry at `index`, if it is in the log.
     pub fn log_id(&self, index: u64) -> RaftResult<Option<T::LogId>> {
-        let snap = self.store.reader().snapshot();
+        let snap = self.store.reader().view();
         match snap.get(index) {
             Some(body) => Ok(Some(split_entry::<T>(index, body)?.0)),
             None => Ok(None),
@@ -224,7 +224,7 @@ impl<T: Types> RaftLog<T> {
                 None => index.max(self.store.next_index()),
             };
             if index != expected {
-                return Err(state_err(StateError::NonConsecutive {
+                return Err(RaftError::Engine(Error::NonConsecutive {
                     expected,
                     got: index,
                 }));

@@ -19,7 +19,7 @@ mod types;
 pub use codec::{Codec, CodecError};
 pub use errors::{RaftError, RaftResult, StateError};
 pub use log::{RaftLog, Rules};
-pub use reader::{RaftEntries, RaftReader, RaftSnapshot};
+pub use reader::{RaftEntries, RaftReader, RaftView};
 pub use state::{
     RaftState, SnapshotMeta, META_COMMITTED, META_PURGED, META_SNAPSHOT, META_USER_DATA, META_VOTE,
 };

@@ -6,7 +6,7 @@ use std::ops::RangeBounds;
 use super::state::{decode_state, split_entry, RaftState};
 use super::types::Types;
 use crate::error::Result;
-use crate::reader::{Entries, Reader, Snapshot};
+use crate::reader::{Entries, Reader, View};
 
 /// A `Clone + Send + Sync` handle that reads the log from any thread without blocking the
 /// writer.
@@ -39,9 +39,9 @@ impl<T: Types> RaftReader<T> {
     }
 
     /// A consistent view of the log as of now.
-    pub fn snapshot(&self) -> RaftSnapshot<T> {
-        RaftSnapshot {
-            snap: self.reader.snapshot(),
+    pub fn view(&self) -> RaftView<T> {
+        RaftView {
+            snap: self.reader.view(),
             _t: PhantomData,
         }
     }
@@ -53,21 +53,21 @@ impl<T: Types> RaftReader<T> {
 }
 
 /// One consistent version of the log; payloads borrow from it.
-pub struct RaftSnapshot<T: Types> {
-    snap: Snapshot,
+pub struct RaftView<T: Types> {
+    snap: View,
     _t: PhantomData<fn() -> T>,
 }
 
-impl<T: Types> std::fmt::Debug for RaftSnapshot<T> {
+impl<T: Types> std::fmt::Debug for RaftView<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaftSnapshot")
+        f.debug_struct("RaftView")
             .field("first", &self.snap.first_index())
             .field("next", &self.snap.next_index())
             .finish()
     }
 }
 
-impl<T: Types> RaftSnapshot<T> {
+impl<T: Types> RaftView<T> {
     /// First index in the log.
     pub fn first_index(&self) -> u64 {
         self.snap.first_index()
@@ -115,12 +115,12 @@ impl<T: Types> RaftSnapshot<T> {
     }
 
     /// The untyped snapshot underneath.
-    pub fn raw(&self) -> &Snapshot {
+    pub fn raw(&self) -> &View {
         &self.snap
     }
 }
 
-/// Iterator of [`RaftSnapshot::read`].
+/// Iterator of [`RaftView::read`].
 pub struct RaftEntries<'a, T: Types> {
     inner: Entries<'a>,
     _t: PhantomData<fn() -> T>,

@@ -185,7 +185,7 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
 
 fn observe(log: &RaftLog<RaftTypes>) -> Model {
     let st = log.state();
-    let snap = log.reader().snapshot();
+    let snap = log.reader().view();
     let entries = snap
         .read(..)
         .map(|e| e.map(|(id, p)| (id, p.to_vec())))

@@ -405,7 +405,7 @@ fn replay(
             if *first < state.first {
                 return Err(bad(
                     *offset,
-                    Error::TruncateBelowPurged {
+                    Error::BelowFirstIndex {
                         from: *first,
                         first: state.first,
                     },

@@ -39,7 +39,7 @@ pub use config::{Allocation, Config, WriteMode};
 /// let mut store = Store::open(dir.path(), Config::default())?;
 /// store.append_batch([(1, &b"one"[..]), (2, b"two"), (3, b"three")])?;
 /// store.sync()?;
-/// let snap = store.reader().snapshot();
+/// let snap = store.reader().view();
 /// assert_eq!(snap.get(2), Some(&b"two"[..]));
 /// drop(snap);
 /// drop(store);
@@ -350,7 +350,7 @@ impl Store {
         }
     }
 
-    /// Removes every entry with index `>= from`. Fails with [`Error::TruncateBelowPurged`]
+    /// Removes every entry with index `>= from`. Fails with [`Error::BelowFirstIndex`]
     /// if `from` is below the first index. A truncate that removes nothing writes nothing.
     pub fn truncate_from(&mut self, from: u64) -> Result<()> {
         self.check_writable()?;
@@ -373,13 +373,10 @@ impl Store {
         Ok(())
     }
 
-    /// Removes every entry with index `<= index`. Whole segments that hold only purged entries
-    /// are deleted once the purge record is durable (after the next flush), never before.
-    pub fn purge_upto(&mut self, index: u64) -> Result<()> {
-        self.purge_to(index.saturating_add(1))
-    }
-
-    /// Removes every entry with index `< first`; `first` becomes the first index.
+    /// Removes every entry with index `< first`; `first` becomes the first index. Whole
+    /// segments that hold only purged entries are deleted once the purge record is durable
+    /// (after the next flush), never before. (The one purge of the engine: the Raft layer's
+    /// `purge_upto(log_id)` names the last purged entry instead.)
     pub fn purge_to(&mut self, first: u64) -> Result<()> {
         self.purge_to_with_meta(first, &[])
     }
@@ -407,12 +404,12 @@ impl Store {
 
     /// Drops every entry and makes `first` both the first and the next index, setting meta
     /// values in the same record (atomically): a snapshot that replaces the whole log. Fails
-    /// with [`Error::TruncateBelowPurged`] if `first` is below the first index.
+    /// with [`Error::BelowFirstIndex`] if `first` is below the first index.
     pub fn reset_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
         self.check_writable()?;
         check_first_index(first)?;
         if first < self.state.first {
-            return Err(Error::TruncateBelowPurged {
+            return Err(Error::BelowFirstIndex {
                 from: first,
                 first: self.state.first,
             });

@@ -168,7 +168,7 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op]) -> Run {
 }
 
 fn observe(store: &Store) -> Model {
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     Model {
         first: snap.first_index(),
         next: snap.next_index(),

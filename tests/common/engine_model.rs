@@ -140,7 +140,7 @@ impl Model {
 /// Reads the whole log back, checking every payload against its own index and epoch, and
 /// returns it as a model. Panics on a gap or a payload that is not exactly what was written.
 pub fn observe(store: &Store) -> Model {
-    let snap = store.reader().snapshot();
+    let snap = store.reader().view();
     let (first, next) = (store.first_index(), store.next_index());
     assert_eq!(
         (snap.first_index(), snap.next_index()),

@@ -156,7 +156,7 @@ impl RModel {
 /// Reads the whole Raft log back, checking every payload against its log id.
 pub fn raft_observe(log: &RaftLog<RaftTypes>) -> RModel {
     let st = log.state().clone();
-    let snap = log.reader().snapshot();
+    let snap = log.reader().view();
     assert_eq!(
         snap.state().expect("reader state"),
         st,

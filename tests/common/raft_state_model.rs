@@ -117,7 +117,7 @@ impl Model {
 /// agree, and the engine's first/next index match the Raft state).
 pub fn observe(log: &Log) -> Model {
     let state = log.state().clone();
-    let snap = log.reader().snapshot();
+    let snap = log.reader().view();
     assert_eq!(
         snap.state().expect("reader state"),
         state,

@@ -33,7 +33,7 @@ impl Engine for OursEngine {
 
     /// Reads through the public reader API: a snapshot and a zero-copy range.
     fn read_range(&mut self, from: u64, to: u64, f: &mut dyn FnMut(u64, &[u8])) -> R<()> {
-        let snap = self.store.reader().snapshot();
+        let snap = self.store.reader().view();
         for e in snap.range(from..to) {
             f(e.index, e.payload);
         }
