@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use raft_mmap_log::raft::{LogId, RaftError, StateError, Vote};
+use raft_mmap_log::raft::{LogId, RaftError, RaftTypes, StateError, Vote};
 use raft_mmap_log::Config;
 
 mod common;
@@ -126,7 +126,11 @@ struct Stats {
     recovered_latest: u64,
 }
 
-fn expect_state_err(r: Result<(), RaftError>, ok: impl Fn(&StateError) -> bool, what: &str) {
+fn expect_state_err(
+    r: Result<(), RaftError<RaftTypes>>,
+    ok: impl Fn(&StateError<RaftTypes>) -> bool,
+    what: &str,
+) {
     match r {
         Err(RaftError::State(e)) if ok(&e) => {}
         other => panic!("{what}: expected a state error, got {other:?}"),

@@ -55,7 +55,7 @@ fn reopen_same(dir: &Path, log: Log) -> Log {
     log
 }
 
-fn state_err(e: RaftError) -> StateError {
+fn state_err(e: RaftError<RaftTypes>) -> StateError<RaftTypes> {
     match e {
         RaftError::State(s) => s,
         other => panic!("expected a state error, got {other}"),
@@ -69,7 +69,7 @@ fn refused(
     mut log: Log,
     a: &str,
     b: &str,
-    op: impl FnOnce(&mut Log) -> RaftError,
+    op: impl FnOnce(&mut Log) -> RaftError<RaftTypes>,
 ) -> Log {
     log.sync().unwrap();
     let before: RaftState<RaftTypes> = log.state().clone();

@@ -20,7 +20,7 @@ fn open(dir: &Path) -> Log {
     Log::open(dir, cfg()).unwrap()
 }
 
-fn state_err(e: RaftError) -> StateError {
+fn state_err(e: RaftError<RaftTypes>) -> StateError<RaftTypes> {
     match e {
         RaftError::State(s) => s,
         other => panic!("expected a state error, got {other}"),
@@ -34,7 +34,12 @@ fn append_ids(log: &mut Log, ids: &[LogId]) {
 
 /// Runs `op`, expects an error whose text contains every string in `has` and no `Debug`
 /// output, then checks that nothing was written (also after a reopen).
-fn refused(dir: &Path, mut log: Log, has: &[&str], op: impl FnOnce(&mut Log) -> RaftError) -> Log {
+fn refused(
+    dir: &Path,
+    mut log: Log,
+    has: &[&str],
+    op: impl FnOnce(&mut Log) -> RaftError<RaftTypes>,
+) -> Log {
     log.sync().unwrap();
     let before = log.state().clone();
     let pos = log.store().position();
@@ -270,4 +275,30 @@ fn errors_print_values_with_display() {
         l.save_vote(Vote::new(4, 1, true)).unwrap_err()
     });
     drop(log);
+}
+
+#[test]
+fn state_errors_carry_typed_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = RaftLog::<RaftTypes>::open(dir.path(), Config::default()).unwrap();
+    log.save_vote(Vote::new(5, 1, false)).unwrap();
+    match log.save_vote(Vote::new(5, 2, false)) {
+        Err(RaftError::State(StateError::VoteConflict { saved, given })) => {
+            assert_eq!(
+                (saved, given),
+                (Vote::new(5, 1, false), Vote::new(5, 2, false))
+            );
+        }
+        other => panic!("expected VoteConflict, got {other:?}"),
+    }
+    log.append([(LogId::new(2, 0, 0), &b"a"[..])]).unwrap();
+    match log.commit(LogId::new(1, 0, 7)) {
+        Err(RaftError::State(StateError::LogIdMismatch {
+            index,
+            stored,
+            given,
+            ..
+        })) => assert_eq!((index, stored, given), (7, None, LogId::new(1, 0, 7))),
+        other => panic!("expected LogIdMismatch, got {other:?}"),
+    }
 }

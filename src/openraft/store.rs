@@ -91,7 +91,7 @@ where
     C::Entry: Serialize + DeserializeOwned,
 {
     /// Opens (or creates) the log in `dir` with [`OPENRAFT_RULES`].
-    pub fn open(dir: impl AsRef<Path>, config: Config) -> RaftResult<Self> {
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> RaftResult<Self, OpenraftTypes> {
         Ok(Self::from_log(RaftLog::open_with_rules(
             dir,
             config,
@@ -152,7 +152,10 @@ where
     /// completes when it is durable. The lock is released before the caller awaits.
     fn request_flush(
         log: &mut RaftLog<OpenraftTypes>,
-    ) -> RaftResult<<C::AsyncRuntime as AsyncRuntime>::OneshotReceiver<crate::Result<()>>> {
+    ) -> RaftResult<
+        <C::AsyncRuntime as AsyncRuntime>::OneshotReceiver<crate::Result<()>>,
+        OpenraftTypes,
+    > {
         let (tx, rx) = C::AsyncRuntime::oneshot();
         log.flush(move |r| {
             let _ = tx.send(r);
@@ -366,7 +369,7 @@ where
         }
 
         let mut log = self.lock(ErrorSubject::Logs)?;
-        let write = |log: &mut RaftLog<OpenraftTypes>| -> RaftResult<()> {
+        let write = |log: &mut RaftLog<OpenraftTypes>| -> RaftResult<(), OpenraftTypes> {
             // Entries at or below the purge point are already covered by the snapshot (Raft
             // only purges committed entries): skip them, provided they do not contradict it.
             let mut spans = &spans[..];

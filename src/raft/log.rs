@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::path::Path;
 
 use super::codec::Codec;
-use super::errors::{show, show_opt, RaftError, RaftResult, StateError};
+use super::errors::{RaftError, RaftResult, StateError};
 use super::reader::RaftReader;
 use super::room;
 use super::state::{
@@ -86,13 +86,13 @@ impl<T: Types> std::fmt::Debug for RaftLog<T> {
     }
 }
 
-fn state_err(e: StateError) -> RaftError {
+fn state_err<T: Types>(e: StateError<T>) -> RaftError<T> {
     RaftError::State(e)
 }
 
 impl<T: Types> RaftLog<T> {
     /// Opens (or creates) the log in `dir` with the default [`Rules`].
-    pub fn open(dir: impl AsRef<Path>, config: Config) -> RaftResult<Self> {
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> RaftResult<Self, T> {
         Self::open_with_rules(dir, config, Rules::default())
     }
 
@@ -101,7 +101,7 @@ impl<T: Types> RaftLog<T> {
         dir: impl AsRef<Path>,
         config: Config,
         rules: Rules,
-    ) -> RaftResult<Self> {
+    ) -> RaftResult<Self, T> {
         Self::from_store(Store::open(dir, config)?, rules)
     }
 
@@ -112,11 +112,11 @@ impl<T: Types> RaftLog<T> {
         dir: impl AsRef<Path>,
         config: Config,
         fs: std::sync::Arc<dyn crate::io::Fs>,
-    ) -> RaftResult<Self> {
+    ) -> RaftResult<Self, T> {
         Self::from_store(Store::open_with_fs(dir, config, fs)?, Rules::default())
     }
 
-    fn from_store(store: Store, rules: Rules) -> RaftResult<Self> {
+    fn from_store(store: Store, rules: Rules) -> RaftResult<Self, T> {
         let snap = store.reader().view();
         let last_entry = snap
             .last_index()
@@ -160,7 +160,7 @@ impl<T: Types> RaftLog<T> {
     }
 
     /// Log id of the entry at `index`, if it is in the log.
-    pub fn log_id(&self, index: u64) -> RaftResult<Option<T::LogId>> {
+    pub fn log_id(&self, index: u64) -> RaftResult<Option<T::LogId>, T> {
         let snap = self.store.reader().view();
         match snap.get(index) {
             Some(body) => Ok(Some(split_entry::<T>(index, body)?.0)),
@@ -172,20 +172,20 @@ impl<T: Types> RaftLog<T> {
     /// lower vote ([`StateError::VoteReversal`]) and an incomparable one, such as a vote for
     /// another node in the same term ([`StateError::VoteConflict`]). Make it durable (`sync`
     /// or `flush`) before answering the vote request.
-    pub fn save_vote(&mut self, vote: T::Vote) -> RaftResult<()> {
+    pub fn save_vote(&mut self, vote: T::Vote) -> RaftResult<(), T> {
         if let Some(saved) = &self.state.vote {
             match vote.partial_cmp(saved) {
                 Some(Ordering::Greater | Ordering::Equal) => {}
                 Some(Ordering::Less) => {
                     return Err(state_err(StateError::VoteReversal {
-                        saved: show(saved),
-                        given: show(&vote),
+                        saved: saved.clone(),
+                        given: vote.clone(),
                     }))
                 }
                 None => {
                     return Err(state_err(StateError::VoteConflict {
-                        saved: show(saved),
-                        given: show(&vote),
+                        saved: saved.clone(),
+                        given: vote.clone(),
                     }))
                 }
             }
@@ -200,7 +200,7 @@ impl<T: Types> RaftLog<T> {
     /// log with no entries and nothing purged may have any index (at or after the index where
     /// entries removed by `truncate_after(None)` began); after a purge or snapshot the next
     /// index is the purged index + 1.
-    pub fn append<'a, I>(&mut self, entries: I) -> RaftResult<()>
+    pub fn append<'a, I>(&mut self, entries: I) -> RaftResult<(), T>
     where
         I: IntoIterator<Item = (T::LogId, &'a [u8])>,
     {
@@ -214,8 +214,8 @@ impl<T: Types> RaftLog<T> {
                 Some(l) => {
                     if id <= *l {
                         return Err(state_err(StateError::LogIdReversal {
-                            last: show(l),
-                            given: show(&id),
+                            last: l.clone(),
+                            given: id.clone(),
                         }));
                     }
                     successor::<T>(l)?
@@ -252,18 +252,18 @@ impl<T: Types> RaftLog<T> {
     /// Records the committed log id. It must not pass the last log id nor go backwards, and it
     /// must be a log id the log holds (the entry at its index has it) or has purged (at or
     /// below the purged log id); otherwise [`StateError::LogIdMismatch`].
-    pub fn commit(&mut self, log_id: T::LogId) -> RaftResult<()> {
+    pub fn commit(&mut self, log_id: T::LogId) -> RaftResult<(), T> {
         if self.state.last.as_ref().is_none_or(|l| log_id > *l) {
             return Err(state_err(StateError::CommitBeyondLast {
-                last: show_opt(&self.state.last),
-                given: show(&log_id),
+                last: self.state.last.clone(),
+                given: log_id.clone(),
             }));
         }
         if let Some(c) = &self.state.committed {
             if log_id < *c {
                 return Err(state_err(StateError::CommitReversal {
-                    committed: show(c),
-                    given: show(&log_id),
+                    committed: c.clone(),
+                    given: log_id.clone(),
                 }));
             }
             if log_id == *c {
@@ -287,11 +287,11 @@ impl<T: Types> RaftLog<T> {
     /// entries. `log_id` must be in the log (its stored log id must match; past the last entry
     /// is a [`StateError::LogIdMismatch`] too), not below the purged log id, and (with the
     /// default rules) not below the committed one.
-    pub fn truncate_after(&mut self, log_id: Option<T::LogId>) -> RaftResult<()> {
+    pub fn truncate_after(&mut self, log_id: Option<T::LogId>) -> RaftResult<(), T> {
         if log_id < self.state.purged {
             return Err(state_err(StateError::TruncateBelowPurged {
-                purged: show_opt(&self.state.purged),
-                given: show_opt(&log_id),
+                purged: self.state.purged.clone(),
+                given: log_id.clone(),
             }));
         }
         let last_index = self.state.last.as_ref().map(|l| T::log_index(l));
@@ -307,8 +307,8 @@ impl<T: Types> RaftLog<T> {
         }
         if self.rules.truncate_keeps_committed && log_id < self.state.committed {
             return Err(state_err(StateError::TruncateBelowCommitted {
-                committed: show_opt(&self.state.committed),
-                given: show_opt(&log_id),
+                committed: self.state.committed.clone(),
+                given: log_id.clone(),
             }));
         }
         let from = match &log_id {
@@ -326,20 +326,20 @@ impl<T: Types> RaftLog<T> {
     /// Removes entries up to and including `log_id` (compaction). Whole segments are deleted
     /// once the purge is durable. `log_id` must be in the log and (with the default rules)
     /// committed; purging at or below the purged log id does nothing.
-    pub fn purge_upto(&mut self, log_id: T::LogId) -> RaftResult<()> {
+    pub fn purge_upto(&mut self, log_id: T::LogId) -> RaftResult<(), T> {
         if Some(&log_id) <= self.state.purged.as_ref() {
             return Ok(());
         }
         if Some(&log_id) > self.state.last.as_ref() {
             return Err(state_err(StateError::PurgeBeyondLast {
-                last: show_opt(&self.state.last),
-                given: show(&log_id),
+                last: self.state.last.clone(),
+                given: log_id.clone(),
             }));
         }
         if self.rules.purge_requires_commit && Some(&log_id) > self.state.committed.as_ref() {
             return Err(state_err(StateError::PurgeBeyondCommitted {
-                committed: show_opt(&self.state.committed),
-                given: show(&log_id),
+                committed: self.state.committed.clone(),
+                given: log_id.clone(),
             }));
         }
         self.check_stored(&log_id)?;
@@ -358,15 +358,15 @@ impl<T: Types> RaftLog<T> {
     /// continues after the snapshot. The committed log id moves up to the snapshot. The meta
     /// (log id and `data`) must fit in the meta room the user data leaves
     /// ([`StateError::MetaNoRoom`]).
-    pub fn install_snapshot(&mut self, last_log_id: T::LogId, data: Vec<u8>) -> RaftResult<()> {
+    pub fn install_snapshot(&mut self, last_log_id: T::LogId, data: Vec<u8>) -> RaftResult<(), T> {
         let below_purged =
             self.state.purged.as_ref().is_some_and(|p| {
                 last_log_id <= *p || T::log_index(&last_log_id) <= T::log_index(p)
             });
         if below_purged {
             return Err(state_err(StateError::SnapshotReversal {
-                purged: show_opt(&self.state.purged),
-                given: show(&last_log_id),
+                purged: self.state.purged.clone(),
+                given: last_log_id.clone(),
             }));
         }
         let index = T::log_index(&last_log_id);
@@ -412,7 +412,7 @@ impl<T: Types> RaftLog<T> {
     /// whose largest sizes stay reserved (see [`Types::MAX_LOG_ID_LEN`]); data that would not
     /// leave that room is refused with [`StateError::MetaNoRoom`], which says how much there
     /// is. Shrinking the data is always allowed.
-    pub fn save_user_data(&mut self, data: Option<T::UserData>) -> RaftResult<()> {
+    pub fn save_user_data(&mut self, data: Option<T::UserData>) -> RaftResult<(), T> {
         let bytes = data.to_bytes();
         if let Err(room) = room::fits::<T>(&self.store, META_USER_DATA, bytes.len()) {
             return Err(state_err(StateError::MetaNoRoom {
@@ -428,38 +428,42 @@ impl<T: Types> RaftLog<T> {
 
     /// Calls `callback` on the flush thread once everything written before this call is
     /// durable (or with the error that prevented it). Returns at once.
-    pub fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> RaftResult<()> {
+    pub fn flush(
+        &mut self,
+        callback: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> RaftResult<(), T> {
         Ok(self.store.flush(callback)?)
     }
 
     /// Makes everything written so far durable, blocking until it is.
-    pub fn sync(&mut self) -> RaftResult<()> {
+    pub fn sync(&mut self) -> RaftResult<(), T> {
         Ok(self.store.sync()?)
     }
 
     /// Checks that the log holds `id`: the entry at its index has it, or it is the purged id.
-    fn check_stored(&self, id: &T::LogId) -> RaftResult<()> {
+    fn check_stored(&self, id: &T::LogId) -> RaftResult<(), T> {
         let index = T::log_index(id);
-        let stored = match self.log_id(index)? {
+        let (stored, purged) = match self.log_id(index)? {
             Some(stored) if stored == *id => return Ok(()),
-            Some(stored) => show(&stored),
+            Some(stored) => (Some(stored), None),
             None => match &self.state.purged {
                 Some(p) if p == id => return Ok(()),
-                Some(p) if index <= T::log_index(p) => format!("nothing (purged up to {p})"),
-                _ => "nothing".into(),
+                Some(p) if index <= T::log_index(p) => (None, Some(p.clone())),
+                _ => (None, None),
             },
         };
         Err(state_err(StateError::LogIdMismatch {
             index,
             stored,
-            given: show(id),
+            purged,
+            given: id.clone(),
         }))
     }
 }
 
 /// The index after `id`'s.
-fn successor<T: Types>(id: &T::LogId) -> RaftResult<u64> {
+fn successor<T: Types>(id: &T::LogId) -> RaftResult<u64, T> {
     T::log_index(id)
         .checked_add(1)
-        .ok_or_else(|| state_err(StateError::NoSuccessor { given: show(id) }))
+        .ok_or_else(|| state_err(StateError::NoSuccessor { given: id.clone() }))
 }

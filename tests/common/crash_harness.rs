@@ -27,18 +27,18 @@ use super::{copy_segments, derive, Rng};
 /// What a crash model opens: `Store` or `RaftLog` (implemented below).
 /// Errors are the Raft layer's, which wraps the engine's.
 pub trait Opener: Sized {
-    fn open(dir: &Path, config: Config) -> Result<Self, RaftError>;
+    fn open(dir: &Path, config: Config) -> Result<Self, RaftError<RaftTypes>>;
     /// The engine under it (position, directory, recovery report).
     fn store(&self) -> &Store;
     fn flush(
         &mut self,
         done: impl FnOnce(Result<(), Error>) + Send + 'static,
-    ) -> Result<(), RaftError>;
-    fn sync(&mut self) -> Result<(), RaftError>;
+    ) -> Result<(), RaftError<RaftTypes>>;
+    fn sync(&mut self) -> Result<(), RaftError<RaftTypes>>;
 }
 
 impl Opener for Store {
-    fn open(dir: &Path, config: Config) -> Result<Self, RaftError> {
+    fn open(dir: &Path, config: Config) -> Result<Self, RaftError<RaftTypes>> {
         Ok(Store::open(dir, config)?)
     }
     fn store(&self) -> &Store {
@@ -47,16 +47,16 @@ impl Opener for Store {
     fn flush(
         &mut self,
         done: impl FnOnce(Result<(), Error>) + Send + 'static,
-    ) -> Result<(), RaftError> {
+    ) -> Result<(), RaftError<RaftTypes>> {
         Ok(Store::flush(self, done)?)
     }
-    fn sync(&mut self) -> Result<(), RaftError> {
+    fn sync(&mut self) -> Result<(), RaftError<RaftTypes>> {
         Ok(Store::sync(self)?)
     }
 }
 
 impl Opener for RaftLog<RaftTypes> {
-    fn open(dir: &Path, config: Config) -> Result<Self, RaftError> {
+    fn open(dir: &Path, config: Config) -> Result<Self, RaftError<RaftTypes>> {
         RaftLog::open(dir, config)
     }
     fn store(&self) -> &Store {
@@ -65,10 +65,10 @@ impl Opener for RaftLog<RaftTypes> {
     fn flush(
         &mut self,
         done: impl FnOnce(Result<(), Error>) + Send + 'static,
-    ) -> Result<(), RaftError> {
+    ) -> Result<(), RaftError<RaftTypes>> {
         RaftLog::flush(self, done)
     }
-    fn sync(&mut self) -> Result<(), RaftError> {
+    fn sync(&mut self) -> Result<(), RaftError<RaftTypes>> {
         RaftLog::sync(self)
     }
 }
