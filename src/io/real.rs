@@ -60,6 +60,9 @@ impl Fs for RealFs {
         file.sync_all()
     }
 
+    /// # Safety
+    /// As [`Fs::map`]: the caller keeps the file long enough and never makes a reference
+    /// over bytes written while it lives.
     unsafe fn map(
         &self,
         file: &File,
@@ -69,6 +72,8 @@ impl Fs for RealFs {
     ) -> io::Result<MmapRaw> {
         let mut opts = MmapOptions::new();
         opts.len(len);
+        // SAFETY: `map_raw` only promises raw pointers; the caller upholds `Fs::map`'s
+        // contract for every access through them.
         if writable {
             opts.map_raw(file)
         } else {

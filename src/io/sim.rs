@@ -323,6 +323,8 @@ impl Fs for SimFs {
         )
     }
 
+    /// # Safety
+    /// As [`Fs::map`].
     unsafe fn map(
         &self,
         file: &File,
@@ -395,4 +397,23 @@ impl Fs for SimFs {
             },
         )
     }
+}
+
+/// A scratch directory for the seam's crash models, on `/dev/shm` when it exists.
+pub(crate) fn scratch(prefix: &str) -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::Builder::new().prefix(prefix).tempdir_in(shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Number of workloads of the seam's crash models: `RML_SIM_WORKLOADS`, default 10.
+pub(crate) fn workloads() -> u64 {
+    std::env::var("RML_SIM_WORKLOADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
 }

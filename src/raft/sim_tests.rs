@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::{LogId, RaftLog, RaftTypes, Vote};
-use crate::io::sim::{Rng, SimFs};
+use crate::io::sim::{scratch, workloads, Rng, SimFs};
 use crate::Config;
 
 /// A run records the model after every change it issued, including the one in flight when
@@ -199,30 +199,17 @@ fn observe(log: &RaftLog<RaftTypes>) -> Model {
     }
 }
 
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("rml-rsim").tempdir_in(shm) {
-            return d;
-        }
-    }
-    tempfile::tempdir().expect("tempdir")
-}
-
 #[test]
 fn raft_log_survives_a_power_cut_after_every_effect() {
-    let workloads = std::env::var("RML_SIM_WORKLOADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10u64);
+    let workloads = workloads();
     let mut cuts = 0u64;
     for seed in 0..workloads {
-        let dry = scratch();
+        let dry = scratch("rml-rsim");
         let fs = Arc::new(SimFs::new(dry.path()));
         run(dry.path(), fs.clone(), seed);
         for k in 1..=fs.effects() {
-            let dir = scratch();
-            let image = scratch();
+            let dir = scratch("rml-rsim");
+            let image = scratch("rml-rsim");
             let fs = Arc::new(SimFs::new(dir.path()));
             fs.cut_after(k, image.path(), seed * 7_919 + k);
             let r = run(dir.path(), fs.clone(), seed);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::io::sim::{Kind, Rng, SimFs};
+use crate::io::sim::{scratch, workloads, Kind, Rng, SimFs};
 use crate::{Config, Error, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -183,37 +183,20 @@ fn observe(store: &Store) -> Model {
     }
 }
 
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("rml-sim").tempdir_in(shm) {
-            return d;
-        }
-    }
-    tempfile::tempdir().expect("tempdir")
-}
-
-fn workloads() -> u64 {
-    std::env::var("RML_SIM_WORKLOADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
-}
-
 #[test]
 fn power_cut_after_every_effect_recovers_an_acknowledged_state() {
     let mut cuts = 0u64;
     let mut effects_by_workload = Vec::new();
     for seed in 0..workloads() {
         let ops = workload(seed);
-        let dry = scratch();
+        let dry = scratch("rml-sim");
         let fs = Arc::new(SimFs::new(dry.path()));
         run(dry.path(), fs.clone(), &ops);
         let total = fs.effects();
         effects_by_workload.push(total);
         for k in 1..=total {
-            let dir = scratch();
-            let image = scratch();
+            let dir = scratch("rml-sim");
+            let image = scratch("rml-sim");
             let fs = Arc::new(SimFs::new(dir.path()));
             fs.cut_after(k, image.path(), seed * 100_003 + k);
             let r = run(dir.path(), fs.clone(), &ops);
@@ -246,7 +229,7 @@ fn power_cut_after_every_effect_recovers_an_acknowledged_state() {
 
 #[test]
 fn a_failed_msync_poisons_and_nothing_later_is_acknowledged() {
-    let dir = scratch();
+    let dir = scratch("rml-sim");
     let fs = Arc::new(SimFs::new(dir.path()));
     let mut store = Store::open_with_fs(dir.path(), config(), fs.clone()).unwrap();
     store.append(0, b"zero").unwrap();
