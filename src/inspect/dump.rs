@@ -94,10 +94,11 @@ pub fn dump<E: From<Error>>(
     mut on_end: impl FnMut(&DumpEnd<'_>) -> std::result::Result<(), E>,
 ) -> std::result::Result<(), E> {
     let _lock = ReadLock::acquire(dir)?;
-    let (listed, _) = recovery::list_dir(dir)?;
+    let opts = FileOptions::read_only();
+    let (listed, _) = recovery::list_dir(&*opts.fs, dir)?;
     for (i, (seq, path)) in listed.iter().enumerate() {
-        let may_be_short = files::may_be_short(&listed, i);
-        let seg = match Segment::open(path, *seq, false, &FileOptions::read_only(), may_be_short) {
+        let may_be_short = files::may_be_short(&*opts.fs, &listed, i);
+        let seg = match Segment::open(path, *seq, false, &opts, may_be_short) {
             Ok(s) => s,
             Err(e @ Error::Corrupt { .. }) => {
                 on_end(&DumpEnd {

@@ -7,7 +7,7 @@
 //!
 //! Stores into the shared map are not effects: they change the live bytes (as `pwrite` does)
 //! and become durable only through [`Fs::msync`] or [`Fs::fsync`]. Reads go through the file
-//! handles [`Fs::open`] returns; listing a directory reads it directly.
+//! handles [`Fs::open`] returns and [`Fs::read_dir`].
 
 use std::fmt;
 use std::fs::File;
@@ -60,6 +60,8 @@ pub(crate) trait Fs: Send + Sync + fmt::Debug {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's names durable (`fsync` of the directory).
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// The entries of `dir` (full paths).
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<std::path::PathBuf>>;
 }
 
 /// The operating system's file system, shared.

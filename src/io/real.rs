@@ -96,6 +96,12 @@ impl Fs for RealFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+        std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect()
+    }
 }
 
 /// The copy-on-write file system `dir` is on, if it is one where a store into a shared

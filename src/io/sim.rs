@@ -41,6 +41,7 @@ pub(crate) enum Kind {
     Rename,
     Remove,
     SyncDir,
+    ReadDir,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +195,25 @@ impl SimFs {
         Ok(r)
     }
 
+    /// A call that changes nothing (a read) but can fail like an effect.
+    fn read_call(&self, kind: Kind) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.cut_taken {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        let n = {
+            let c = st.calls.entry(kind).or_insert(0);
+            *c += 1;
+            *c
+        };
+        match st.fail {
+            Some((k, nth, errno)) if k == kind && nth == n => {
+                Err(io::Error::from_raw_os_error(errno))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn id_of(st: &State, path: &Path) -> Option<u64> {
         st.live.get(path).copied()
     }
@@ -266,21 +286,7 @@ impl Fs for SimFs {
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<File> {
-        // Not an effect (nothing changes), but it can fail like one.
-        let mut st = self.lock();
-        if st.cut_taken {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        }
-        let n = {
-            let c = st.calls.entry(Kind::Open).or_insert(0);
-            *c += 1;
-            *c
-        };
-        if let Some((k, nth, errno)) = st.fail {
-            if k == Kind::Open && nth == n {
-                return Err(io::Error::from_raw_os_error(errno));
-            }
-        }
+        self.read_call(Kind::Open)?;
         RealFs.open(path, writable)
     }
 
@@ -385,6 +391,11 @@ impl Fs for SimFs {
                 st.pending.push(NameOp::Remove(path.to_path_buf()));
             },
         )
+    }
+
+    fn read_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.read_call(Kind::ReadDir)?;
+        RealFs.read_dir(dir)
     }
 
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use super::scan::{scan_segment, Scan};
 use crate::error::{Error, Result};
 use crate::format::{parse_segment_file_name, PREPARED_SUFFIX, SEGMENT_HEADER_SIZE};
+use crate::io::Fs;
 use crate::segment::{FileOptions, Segment};
 
 /// One listed segment file as found: opened and scanned, or why it did not open.
@@ -45,13 +46,20 @@ pub fn examine(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Directory> {
     let started = std::time::Instant::now();
-    let (listed, prepared) = list_dir(dir)?;
+    let (listed, prepared) = list_dir(&*opts.fs, dir)?;
     let mut segments = Vec::with_capacity(listed.len());
     for (i, (seq, path)) in listed.iter().enumerate() {
         // Only the last written segment may be short (a power cut before its size was
         // durable): its valid prefix is kept, and the file is extended before it is written.
         segments.push(
-            Segment::open(path, *seq, writable, opts, may_be_short(&listed, i)).map(Arc::new),
+            Segment::open(
+                path,
+                *seq,
+                writable,
+                opts,
+                may_be_short(&*opts.fs, &listed, i),
+            )
+            .map(Arc::new),
         );
     }
     let scans: Vec<Option<Scan>> = segments
@@ -73,7 +81,7 @@ pub fn examine(
                 (Err(e), _) => Err(e),
                 (Ok(_), None) => Err(Error::corrupt(path, 0, "segment was not scanned")),
             };
-            let never_written = opened.is_err() && never_written(&listed, i);
+            let never_written = opened.is_err() && never_written(&*opts.fs, &listed, i);
             Examined {
                 seq: *seq,
                 path: path.clone(),
@@ -93,18 +101,20 @@ pub fn examine(
 pub type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>);
 
 /// Lists segment files (seq, path) in `dir`, oldest first, and leftover prepared files.
-pub fn list_dir(dir: &Path) -> Result<Listing> {
+pub fn list_dir(fs: &dyn Fs, dir: &Path) -> Result<Listing> {
     let mut segs = Vec::new();
     let mut prepared = Vec::new();
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
-    for ent in rd {
-        let ent = ent.map_err(|e| Error::io("read directory", dir, e))?;
-        let name = ent.file_name();
-        let Some(name) = name.to_str() else { continue };
+    let entries = fs
+        .read_dir(dir)
+        .map_err(|e| Error::io("read directory", dir, e))?;
+    for path in entries {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
         if let Some(seq) = parse_segment_file_name(name) {
-            segs.push((seq, ent.path()));
+            segs.push((seq, path));
         } else if name.ends_with(PREPARED_SUFFIX) {
-            prepared.push(ent.path());
+            prepared.push(path);
         }
     }
     segs.sort();
@@ -121,39 +131,41 @@ pub fn list_dir(dir: &Path) -> Result<Listing> {
 /// named, so a short file in the middle is damage, not a crash). The oldest file's header was
 /// synced before any later file could matter (at creation, or before older files were
 /// purged), so a blank oldest file followed by written ones is damage too.
-pub(crate) fn never_written(listed: &[(u64, PathBuf)], i: usize) -> bool {
+pub(crate) fn never_written(fs: &dyn Fs, listed: &[(u64, PathBuf)], i: usize) -> bool {
     let Some((_, path)) = listed.get(i) else {
         return false;
     };
-    header_is_blank(path) && (blank_after(listed, i) || (i > 0 && is_full_size(path)))
+    header_is_blank(fs, path) && (blank_after(fs, listed, i) || (i > 0 && is_full_size(fs, path)))
 }
 
 /// Whether file `i` may be shorter than its header says: only the last written segment,
 /// which a power cut can leave short (every later file is blank).
-pub(crate) fn may_be_short(listed: &[(u64, PathBuf)], i: usize) -> bool {
-    blank_after(listed, i)
+pub(crate) fn may_be_short(fs: &dyn Fs, listed: &[(u64, PathBuf)], i: usize) -> bool {
+    blank_after(fs, listed, i)
 }
 
 /// Whether every file after `i` is blank (trivially true for the newest).
-fn blank_after(listed: &[(u64, PathBuf)], i: usize) -> bool {
+fn blank_after(fs: &dyn Fs, listed: &[(u64, PathBuf)], i: usize) -> bool {
     listed
         .get(i + 1..)
         .unwrap_or(&[])
         .iter()
-        .all(|(_, p)| header_is_blank(p))
+        .all(|(_, p)| header_is_blank(fs, p))
 }
 
 /// Whether the file is at least as long as a segment header.
-fn is_full_size(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.len() >= crate::format::MIN_SEGMENT_SIZE)
+fn is_full_size(fs: &dyn Fs, path: &Path) -> bool {
+    fs.open(path, false)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.len() >= crate::format::MIN_SEGMENT_SIZE)
 }
 
 /// Whether the header bytes the file has (up to `SEGMENT_HEADER_SIZE`) are all zero: a file
 /// whose header never reached the disk. A short file with any non-zero byte is not blank.
-fn header_is_blank(path: &Path) -> bool {
+fn header_is_blank(fs: &dyn Fs, path: &Path) -> bool {
     use std::io::Read;
     let mut raw = Vec::with_capacity(SEGMENT_HEADER_SIZE);
-    match std::fs::File::open(path) {
+    match fs.open(path, false) {
         Ok(f) => match f.take(SEGMENT_HEADER_SIZE as u64).read_to_end(&mut raw) {
             Ok(_) => raw.iter().all(|&b| b == 0),
             Err(_) => false,

@@ -270,3 +270,19 @@ fn a_failed_msync_poisons_and_nothing_later_is_acknowledged() {
 fn count_msyncs(fs: &SimFs) -> u64 {
     fs.calls(Kind::Msync)
 }
+
+#[test]
+fn a_failed_read_at_open_is_an_error_naming_the_directory() {
+    let dir = scratch("rml-sim");
+    drop(Store::open(dir.path(), config()).unwrap());
+    for (kind, errno) in [(Kind::ReadDir, libc::EIO), (Kind::Open, libc::EIO)] {
+        let fs = Arc::new(SimFs::new(dir.path()));
+        fs.fail_nth(kind, 1, errno);
+        match Store::open_with_fs(dir.path(), config(), fs) {
+            Err(Error::Io { path, .. }) => assert!(path.starts_with(dir.path()), "{kind:?}"),
+            other => panic!("{kind:?}: expected an I/O error, got {other:?}"),
+        }
+    }
+    // Nothing was changed: the log opens.
+    Store::open(dir.path(), config()).unwrap();
+}
