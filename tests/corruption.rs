@@ -329,24 +329,7 @@ fn last(o: &Original) -> usize {
     o.files.len() - 1
 }
 
-fn set_len(path: &Path, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
-}
-
-fn patch(path: &Path, at: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .write_all_at(bytes, at)
-        .unwrap();
-}
+use common::{patch, set_len};
 
 fn no_after(_: &Original, _: &Path) {}
 

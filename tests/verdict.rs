@@ -151,24 +151,7 @@ impl Original {
     }
 }
 
-fn set_len(path: &Path, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
-}
-
-fn patch(path: &Path, at: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .write_all_at(bytes, at)
-        .unwrap();
-}
+use common::{patch, set_len};
 
 /// What opening must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -144,6 +144,29 @@ pub fn scratch(prefix: &str) -> tempfile::TempDir {
 // ---------------------------------------------------------------------------------------------
 // Segment files: listing, headers, sealed marks, copies
 
+/// Sets the length of the file at `path` (damage done behind the log's back).
+#[allow(dead_code)]
+pub fn set_len(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Overwrites `bytes` at offset `at` of the file at `path` (damage done behind the log's back).
+#[allow(dead_code)]
+pub fn patch(path: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(bytes, at)
+        .unwrap();
+}
+
 /// The `*.seg` files of `dir`, sorted (oldest first).
 #[allow(dead_code)]
 pub fn seg_files(dir: &Path) -> Vec<PathBuf> {
