@@ -48,6 +48,19 @@ fn tmp_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Flips the bits `mask` of the byte at `at` in the file at `path` (behind the log's back).
+fn flip(path: &Path, at: u64, mask: u8) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= mask;
+    f.write_all_at(&b, at).unwrap();
+}
+
 /// Offset of the last valid record of each segment file.
 fn last_records(dir: &Path) -> Vec<(PathBuf, u64, RecordKind)> {
     let mut last: Vec<(PathBuf, u64, RecordKind)> = Vec::new();
@@ -492,15 +505,7 @@ fn a_checked_read_refuses_a_flipped_bit() {
         .position(|w| w == &want[..])
         .unwrap() as u64;
     let at = body_at - 24; // the record header
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, at + 30).unwrap();
-    b[0] ^= 0x10;
-    f.write_all_at(&b, at + 30).unwrap();
+    flip(&path, at + 30, 0x10);
     let snap = store.reader().view();
     assert_ne!(
         snap.get(3),
@@ -536,15 +541,7 @@ fn a_damaged_durable_purge_is_named_by_file_and_offset() {
     drop(store);
     let (path, at, kind) = last_records(dir.path()).pop().unwrap();
     assert_eq!(kind, RecordKind::Purge);
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, at + 20).unwrap();
-    b[0] ^= 1;
-    f.write_all_at(&b, at + 20).unwrap();
+    flip(&path, at + 20, 1);
     match Store::open(dir.path(), config(4096)) {
         Err(Error::Corrupt {
             path: p,
