@@ -428,3 +428,30 @@ pub(crate) fn workloads() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10)
 }
+
+/// The last model state a crash model's flushes acknowledged, shared with flush callbacks.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Acked(std::sync::Arc<Mutex<usize>>);
+
+impl Acked {
+    /// Records that everything up to state `upto` is durable (never moves back).
+    pub(crate) fn raise(&self, upto: usize) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *g = (*g).max(upto);
+    }
+
+    /// A flush callback that raises the mark to `upto` if the flush succeeded.
+    pub(crate) fn on_flush(&self, upto: usize) -> impl FnOnce(crate::Result<()>) + Send + 'static {
+        let a = self.clone();
+        move |r| {
+            if r.is_ok() {
+                a.raise(upto)
+            }
+        }
+    }
+
+    /// The mark.
+    pub(crate) fn get(&self) -> usize {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

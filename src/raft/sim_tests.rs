@@ -6,10 +6,10 @@
 //! `RML_SIM_WORKLOADS` (default 10) sets the number of workloads.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::{LogId, RaftLog, RaftTypes, Vote};
-use crate::io::sim::{scratch, workloads, Rng, SimFs};
+use crate::io::sim::{scratch, workloads, Acked, Rng, SimFs};
 use crate::Config;
 
 /// A run records the model after every change it issued, including the one in flight when
@@ -55,7 +55,7 @@ struct Run {
 
 fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
     let mut states = vec![Model::default()];
-    let acked = Arc::new(Mutex::new(0usize));
+    let acked = Acked::default();
     let mut vote_acked = None;
     let Ok(mut log) = RaftLog::<RaftTypes>::open_with_fs(dir, config(), fs.clone()) else {
         return Run {
@@ -85,7 +85,7 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
                         states.push(m.clone());
                         // Durable before it counts: the vote call succeeded and is synced.
                         if ok && log.sync().is_ok() {
-                            *acked.lock().unwrap_or_else(|e| e.into_inner()) = states.len() - 1;
+                            acked.raise(states.len() - 1);
                             vote_acked = Some(v);
                         }
                         ok
@@ -150,32 +150,19 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
                 }
                 _ => true,
             },
-            _ => {
-                let upto = applied;
-                let a = acked.clone();
-                log.flush(move |res| {
-                    if res.is_ok() {
-                        let mut g = a.lock().unwrap_or_else(|e| e.into_inner());
-                        *g = (*g).max(upto);
-                    }
-                })
-                .is_ok()
-            }
+            _ => log.flush(acked.on_flush(applied)).is_ok(),
         };
         if ok {
             applied = states.len() - 1;
-        }
-        if !ok {
+        } else {
             break;
         }
     }
-    let upto = applied;
     if log.sync().is_ok() {
-        let mut g = acked.lock().unwrap_or_else(|e| e.into_inner());
-        *g = (*g).max(upto);
+        acked.raise(applied);
     }
     drop(log);
-    let acked = *acked.lock().unwrap_or_else(|e| e.into_inner());
+    let acked = acked.get();
     Run {
         states,
         acked,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::io::sim::{scratch, workloads, Kind, Rng, SimFs};
+use crate::io::sim::{scratch, workloads, Acked, Kind, Rng, SimFs};
 use crate::{Config, Error, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,7 +66,7 @@ struct Run {
 
 fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op]) -> Run {
     let mut states = vec![Model::default()];
-    let acked = Arc::new(Mutex::new(0usize));
+    let acked = Acked::default();
     let Ok(mut store) = Store::open_with_fs(dir, config(), fs.clone()) else {
         return Run { states, acked: 0 };
     };
@@ -134,36 +134,22 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op]) -> Run {
                 states.push(m.clone());
                 note(r)
             }
-            Op::Flush => {
-                let upto = applied;
-                let a = acked.clone();
-                store
-                    .flush(move |r| {
-                        if r.is_ok() {
-                            let mut g = a.lock().unwrap_or_else(|e| e.into_inner());
-                            *g = (*g).max(upto);
-                        }
-                    })
-                    .is_ok()
-            }
+            Op::Flush => store.flush(acked.on_flush(applied)).is_ok(),
         };
         if ok {
             applied = states.len() - 1;
-        }
-        if !ok {
+        } else {
             if std::env::var("RML_SIM_DEBUG").is_ok() {
                 eprintln!("op {op:?} failed after {} effects: {err:?}", fs.effects());
             }
             break;
         }
     }
-    let upto = applied;
     if store.sync().is_ok() {
-        let mut g = acked.lock().unwrap_or_else(|e| e.into_inner());
-        *g = (*g).max(upto);
+        acked.raise(applied);
     }
     drop(store);
-    let acked = *acked.lock().unwrap_or_else(|e| e.into_inner());
+    let acked = acked.get();
     Run { states, acked }
 }
 
