@@ -96,8 +96,9 @@ pub fn dump<E: From<Error>>(
     let _lock = ReadLock::acquire(dir)?;
     let opts = FileOptions::read_only();
     let (listed, _) = recovery::list_dir(&*opts.fs, dir)?;
+    let blank = files::blank_from(&*opts.fs, &listed)?;
     for (i, (seq, path)) in listed.iter().enumerate() {
-        let may_be_short = files::may_be_short(&*opts.fs, &listed, i);
+        let may_be_short = files::may_be_short(blank, i);
         let seg = match Segment::open(path, *seq, false, &opts, may_be_short) {
             Ok(s) => s,
             Err(e @ Error::Corrupt { .. }) => {

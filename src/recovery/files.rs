@@ -47,20 +47,13 @@ pub fn examine(
 ) -> Result<Directory> {
     let started = std::time::Instant::now();
     let (listed, prepared) = list_dir(&*opts.fs, dir)?;
+    let blank = blank_from(&*opts.fs, &listed)?;
     let mut segments = Vec::with_capacity(listed.len());
     for (i, (seq, path)) in listed.iter().enumerate() {
         // Only the last written segment may be short (a power cut before its size was
         // durable): its valid prefix is kept, and the file is extended before it is written.
-        segments.push(
-            Segment::open(
-                path,
-                *seq,
-                writable,
-                opts,
-                may_be_short(&*opts.fs, &listed, i),
-            )
-            .map(Arc::new),
-        );
+        segments
+            .push(Segment::open(path, *seq, writable, opts, may_be_short(blank, i)).map(Arc::new));
     }
     let scans: Vec<Option<Scan>> = segments
         .par_iter()
@@ -81,7 +74,7 @@ pub fn examine(
                 (Err(e), _) => Err(e),
                 (Ok(_), None) => Err(Error::corrupt(path, 0, "segment was not scanned")),
             };
-            let never_written = opened.is_err() && never_written(&*opts.fs, &listed, i);
+            let never_written = opened.is_err() && never_written(&*opts.fs, &listed, blank, i);
             Examined {
                 seq: *seq,
                 path: path.clone(),
@@ -131,26 +124,35 @@ pub fn list_dir(fs: &dyn Fs, dir: &Path) -> Result<Listing> {
 /// named, so a short file in the middle is damage, not a crash). The oldest file's header was
 /// synced before any later file could matter (at creation, or before older files were
 /// purged), so a blank oldest file followed by written ones is damage too.
-pub(crate) fn never_written(fs: &dyn Fs, listed: &[(u64, PathBuf)], i: usize) -> bool {
+///
+/// `blank` is [`blank_from`] of the listing.
+pub(crate) fn never_written(
+    fs: &dyn Fs,
+    listed: &[(u64, PathBuf)],
+    blank: usize,
+    i: usize,
+) -> bool {
     let Some((_, path)) = listed.get(i) else {
         return false;
     };
-    header_is_blank(fs, path) && (blank_after(fs, listed, i) || (i > 0 && is_full_size(fs, path)))
+    header_is_blank(fs, path).unwrap_or(false)
+        && (i + 1 >= blank || (i > 0 && is_full_size(fs, path)))
+}
+
+/// The position from which every listed file is blank (the listing's length if the newest
+/// is not). Headers are read from the newest back to the first written one: usually one read.
+pub(crate) fn blank_from(fs: &dyn Fs, listed: &[(u64, PathBuf)]) -> Result<usize> {
+    let mut k = listed.len();
+    while k > 0 && header_is_blank(fs, &listed[k - 1].1)? {
+        k -= 1;
+    }
+    Ok(k)
 }
 
 /// Whether file `i` may be shorter than its header says: only the last written segment,
-/// which a power cut can leave short (every later file is blank).
-pub(crate) fn may_be_short(fs: &dyn Fs, listed: &[(u64, PathBuf)], i: usize) -> bool {
-    blank_after(fs, listed, i)
-}
-
-/// Whether every file after `i` is blank (trivially true for the newest).
-fn blank_after(fs: &dyn Fs, listed: &[(u64, PathBuf)], i: usize) -> bool {
-    listed
-        .get(i + 1..)
-        .unwrap_or(&[])
-        .iter()
-        .all(|(_, p)| header_is_blank(fs, p))
+/// which a power cut can leave short (every later file is blank). `blank` is [`blank_from`].
+pub(crate) fn may_be_short(blank: usize, i: usize) -> bool {
+    i + 1 >= blank
 }
 
 /// Whether the file is at least as long as a segment header.
@@ -162,14 +164,12 @@ fn is_full_size(fs: &dyn Fs, path: &Path) -> bool {
 
 /// Whether the header bytes the file has (up to `SEGMENT_HEADER_SIZE`) are all zero: a file
 /// whose header never reached the disk. A short file with any non-zero byte is not blank.
-fn header_is_blank(fs: &dyn Fs, path: &Path) -> bool {
+/// An I/O error reading it is an error, not a guess.
+fn header_is_blank(fs: &dyn Fs, path: &Path) -> Result<bool> {
     use std::io::Read;
     let mut raw = Vec::with_capacity(SEGMENT_HEADER_SIZE);
-    match fs.open(path, false) {
-        Ok(f) => match f.take(SEGMENT_HEADER_SIZE as u64).read_to_end(&mut raw) {
-            Ok(_) => raw.iter().all(|&b| b == 0),
-            Err(_) => false,
-        },
-        Err(_) => false,
-    }
+    fs.open(path, false)
+        .and_then(|f| f.take(SEGMENT_HEADER_SIZE as u64).read_to_end(&mut raw))
+        .map_err(|e| Error::io("read header", path, e))?;
+    Ok(raw.iter().all(|&b| b == 0))
 }
