@@ -13,19 +13,22 @@
 //! # let _ = raft; Ok(()) }
 //! ```
 //!
-//! * [`MmapLogStore`] works for any `C: RaftTypeConfig` whose node id converts to and from
-//!   `u64` and whose entries are serde-serializable (openraft's `serde` feature), in
-//!   openraft's default leader-id mode.
+//! * [`MmapLogStore`] works for any `C: RaftTypeConfig` whose entries are openraft's own
+//!   `Entry<C>` and whose node id converts to and from `u64`, in openraft's default leader-id
+//!   mode. Application data and membership are stored in postcard (see [`EntryCodecError`]
+//!   and `docs/openraft.md` for what that asks of their serde impls).
 //! * [`OpenraftTypes`] fixes how log ids and votes are stored (see there).
 //! * [`KvConfig`] / [`KvStateMachine`] are a small in-memory key-value state machine used by
 //!   the tests and the `cluster` example; useful as a template, not durable by itself.
 //!
 //! See `docs/openraft.md` for the guarantees and trade-offs.
 
+mod entry_codec;
 mod kv;
 mod store;
 mod types;
 
+pub use entry_codec::{EntryCodecError, ENTRY_CODEC_POSTCARD};
 pub use kv::{KvConfig, KvData, KvRequest, KvResponse, KvSnapshotBuilder, KvStateMachine};
 pub use store::{MmapLogReader, MmapLogStore, OPENRAFT_RULES};
 pub use types::{

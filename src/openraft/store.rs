@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ::openraft::async_runtime::AsyncOneshotSendExt;
 use ::openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use ::openraft::Entry;
 use ::openraft::{
-    AnyError, AsyncRuntime, ErrorSubject, ErrorVerb, OptionalSend, RaftLogId, RaftTypeConfig,
-    StorageError, StorageIOError,
+    AnyError, AsyncRuntime, ErrorSubject, ErrorVerb, OptionalSend, RaftTypeConfig, StorageError,
+    StorageIOError,
 };
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
+use super::entry_codec::{decode_entry, encode_entry};
 use super::types::{
     log_id_from_stored, log_id_to_stored, vote_from_stored, vote_to_stored, OpenraftTypes,
 };
@@ -58,12 +58,15 @@ fn storage_err<C: RaftTypeConfig>(
 /// * Readers ([`MmapLogReader`], from `get_log_reader`) never take the writer's lock: they
 ///   decode entries straight from the mapped pages.
 ///
-/// Entries are stored as `serde_json` of `C::Entry` (payload) under the crate's
-/// [`LogId`] `(term, node id, index)`. A payload that does not decode, or whose log id does not
-/// match the stored one, is a `StorageError` naming its index; an entry is never skipped.
+/// Each entry is one record: its log id is the record's [`LogId`] `(term, node id, index)`,
+/// its body a codec id, the entry kind and the application data (or membership) in postcard
+/// (layout in `docs/openraft.md`); bodies in the serde_json of earlier versions are still
+/// read. A body that does not decode (unknown codec id included) is a `StorageError` naming
+/// its index; an entry is never skipped. Application data that postcard cannot read back
+/// fails the `append`, which then writes nothing.
 ///
-/// Requires openraft's default leader-id mode (the `single-term-leader` feature off) and node
-/// ids convertible to and from `u64`.
+/// Requires openraft's own `Entry<C>` as the entry type, openraft's default leader-id mode
+/// (the `single-term-leader` feature off) and node ids convertible to and from `u64`.
 pub struct MmapLogStore<C: RaftTypeConfig> {
     log: Arc<Mutex<RaftLog<OpenraftTypes>>>,
     reader: MmapLogReader<C>,
@@ -86,9 +89,8 @@ impl<C: RaftTypeConfig> Debug for MmapLogStore<C> {
 
 impl<C> MmapLogStore<C>
 where
-    C: RaftTypeConfig,
+    C: RaftTypeConfig<Entry = Entry<C>>,
     C::NodeId: Into<u64> + From<u64>,
-    C::Entry: Serialize + DeserializeOwned,
 {
     /// Opens (or creates) the log in `dir` with [`OPENRAFT_RULES`].
     pub fn open(dir: impl AsRef<Path>, config: Config) -> RaftResult<Self, OpenraftTypes> {
@@ -200,72 +202,48 @@ impl<C: RaftTypeConfig> Debug for MmapLogReader<C> {
 
 impl<C> MmapLogReader<C>
 where
-    C: RaftTypeConfig,
+    C: RaftTypeConfig<Entry = Entry<C>>,
     C::NodeId: Into<u64> + From<u64>,
-    C::Entry: Serialize + DeserializeOwned,
 {
     /// Decodes the entries in `range` (clamped to the live log) from one consistent snapshot
     /// of the log.
-    pub fn read<RB: RangeBounds<u64>>(&self, range: RB) -> SResult<Vec<C::Entry>, C> {
+    pub fn read<RB: RangeBounds<u64>>(&self, range: RB) -> SResult<Vec<Entry<C>>, C> {
         let snap = self.reader.view();
         decode_range::<C, _>(&snap, range)
     }
 
-    /// The untyped-payload reader underneath (zero-copy access to the stored JSON bytes).
+    /// The untyped-payload reader underneath (zero-copy access to the stored entry bodies).
     pub fn raw(&self) -> &RaftReader<OpenraftTypes> {
         &self.reader
     }
 }
 
-fn decode_range<C, RB>(snap: &RaftView<OpenraftTypes>, range: RB) -> SResult<Vec<C::Entry>, C>
+fn decode_range<C, RB>(snap: &RaftView<OpenraftTypes>, range: RB) -> SResult<Vec<Entry<C>>, C>
 where
-    C: RaftTypeConfig,
+    C: RaftTypeConfig<Entry = Entry<C>>,
     C::NodeId: Into<u64> + From<u64>,
-    C::Entry: DeserializeOwned,
     RB: RangeBounds<u64>,
 {
     let iter = snap.read(range);
     let mut out = Vec::with_capacity(iter.size_hint().0);
     for item in iter {
-        let (id, payload) =
+        let (id, body) =
             item.map_err(|e| storage_err::<C>(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
-        out.push(decode_entry::<C>(&id, payload)?);
+        let entry = decode_entry::<C>(&id, body).map_err(|e| {
+            StorageError::from(StorageIOError::read_log_at_index(
+                id.index,
+                AnyError::new(&e),
+            ))
+        })?;
+        out.push(entry);
     }
     Ok(out)
 }
 
-fn decode_entry<C>(id: &LogId, payload: &[u8]) -> SResult<C::Entry, C>
-where
-    C: RaftTypeConfig,
-    C::NodeId: Into<u64> + From<u64>,
-    C::Entry: DeserializeOwned,
-{
-    let entry: C::Entry = serde_json::from_slice(payload).map_err(|e| {
-        StorageError::from(StorageIOError::read_log_at_index(
-            id.index,
-            AnyError::new(&e).add_context(|| format!("decoding entry {} ({id})", id.index)),
-        ))
-    })?;
-    let want: ::openraft::LogId<C::NodeId> = log_id_from_stored(id);
-    if entry.get_log_id() != &want {
-        return Err(StorageIOError::read_log_at_index(
-            id.index,
-            AnyError::error(format!(
-                "entry {} is stored under log id {want} but its payload names {}",
-                id.index,
-                entry.get_log_id()
-            )),
-        )
-        .into());
-    }
-    Ok(entry)
-}
-
 impl<C> RaftLogReader<C> for MmapLogReader<C>
 where
-    C: RaftTypeConfig,
+    C: RaftTypeConfig<Entry = Entry<C>>,
     C::NodeId: Into<u64> + From<u64>,
-    C::Entry: Serialize + DeserializeOwned,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -277,9 +255,8 @@ where
 
 impl<C> RaftLogReader<C> for MmapLogStore<C>
 where
-    C: RaftTypeConfig,
+    C: RaftTypeConfig<Entry = Entry<C>>,
     C::NodeId: Into<u64> + From<u64>,
-    C::Entry: Serialize + DeserializeOwned,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -291,9 +268,8 @@ where
 
 impl<C> RaftLogStorage<C> for MmapLogStore<C>
 where
-    C: RaftTypeConfig,
+    C: RaftTypeConfig<Entry = Entry<C>>,
     C::NodeId: Into<u64> + From<u64>,
-    C::Entry: Serialize + DeserializeOwned,
 {
     type LogReader = MmapLogReader<C>;
 
@@ -353,19 +329,20 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Encode outside the lock: one buffer, one span per entry.
+        // Encode outside the lock: one buffer, one span per entry (the log id goes into the
+        // record, the rest of the entry into its body).
         let mut buf = Vec::new();
         let mut spans: Vec<(LogId, usize, usize)> = Vec::new();
         for entry in entries {
             let start = buf.len();
-            serde_json::to_writer(&mut buf, &entry).map_err(|e| {
+            encode_entry(&entry, &mut buf).map_err(|e| {
                 storage_err::<C>(
-                    ErrorSubject::Log(entry.get_log_id().clone()),
+                    ErrorSubject::Log(entry.log_id.clone()),
                     ErrorVerb::Write,
                     &e,
                 )
             })?;
-            spans.push((log_id_to_stored(entry.get_log_id()), start, buf.len()));
+            spans.push((log_id_to_stored(&entry.log_id), start, buf.len()));
         }
 
         let mut log = self.lock(ErrorSubject::Logs)?;
