@@ -52,30 +52,28 @@ pub enum EntryCodecError {
         /// What is wrong.
         reason: CodecError,
     },
-    /// postcard could not encode or decode the application data or membership.
-    #[error("entry {index}: {what} does not {verb} through postcard: {source}{hint}",
-        verb = if *.encoding { "encode" } else { "decode" },
-        hint = if *.encoding { NOT_SELF_DESCRIBING } else { "" })]
+    /// postcard could not encode, read back or decode the application data or membership.
+    #[error("entry {index}: {what} does not {step} through postcard: {source}{hint}",
+        hint = step.hint())]
     Postcard {
         /// Log index of the entry.
         index: u64,
         /// `"application data"` or `"membership"`.
         what: &'static str,
-        /// Whether this happened while encoding (an append, which then writes nothing).
-        encoding: bool,
+        /// Which step failed.
+        step: Step,
         /// postcard's error.
         source: postcard::Error,
     },
     /// The data decoded but did not use the whole body.
-    #[error("entry {index}: {trailing} trailing bytes after the {what}{hint}",
-        hint = if *.encoding { NOT_SELF_DESCRIBING } else { "" })]
+    #[error("entry {index}: {trailing} trailing bytes after the {what}{hint}", hint = step.hint())]
     Trailing {
         /// Log index of the entry.
         index: u64,
         /// `"application data"` or `"membership"`.
         what: &'static str,
-        /// Whether this happened while encoding (the read-back check of an append).
-        encoding: bool,
+        /// Which step failed.
+        step: Step,
         /// Bytes left over.
         trailing: usize,
     },
@@ -99,6 +97,36 @@ pub enum EntryCodecError {
         /// The log id inside the JSON.
         named: String,
     },
+}
+
+/// The step of [`EntryCodecError::Postcard`] / [`EntryCodecError::Trailing`] that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Encoding in an `append` (which then writes nothing).
+    Encode,
+    /// Decoding back what an `append` just encoded (which then writes nothing).
+    ReadBack,
+    /// Decoding a stored entry.
+    Decode,
+}
+
+impl Step {
+    fn hint(self) -> &'static str {
+        match self {
+            Step::Encode | Step::ReadBack => NOT_SELF_DESCRIBING,
+            Step::Decode => "",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::Encode => "encode",
+            Step::ReadBack => "read back",
+            Step::Decode => "decode",
+        })
+    }
 }
 
 const NOT_SELF_DESCRIBING: &str = " (postcard is not self-describing: data types with \
@@ -165,31 +193,31 @@ fn encode_checked<T: Serialize + DeserializeOwned>(
         EntryCodecError::Postcard {
             index,
             what,
-            encoding: true,
+            step: Step::Encode,
             source,
         }
     })?;
-    decode_all::<T>(&buf[start..], index, what, true).map(drop)
+    decode_all::<T>(&buf[start..], index, what, Step::ReadBack).map(drop)
 }
 
 fn decode_all<T: DeserializeOwned>(
     bytes: &[u8],
     index: u64,
     what: &'static str,
-    encoding: bool,
+    step: Step,
 ) -> Result<T, EntryCodecError> {
     let (value, rest) =
         postcard::take_from_bytes::<T>(bytes).map_err(|source| EntryCodecError::Postcard {
             index,
             what,
-            encoding,
+            step,
             source,
         })?;
     if !rest.is_empty() {
         return Err(EntryCodecError::Trailing {
             index,
             what,
-            encoding,
+            step,
             trailing: rest.len(),
         });
     }
@@ -219,18 +247,21 @@ where
             return Err(EntryCodecError::Trailing {
                 index,
                 what: "blank entry's kind",
-                encoding: false,
+                step: Step::Decode,
                 trailing: data.len(),
             })
         }
-        Kind::Normal => {
-            EntryPayload::Normal(decode_all::<C::D>(data, index, "application data", false)?)
-        }
+        Kind::Normal => EntryPayload::Normal(decode_all::<C::D>(
+            data,
+            index,
+            "application data",
+            Step::Decode,
+        )?),
         Kind::Membership => EntryPayload::Membership(decode_all::<Membership<C::NodeId, C::Node>>(
             data,
             index,
             "membership",
-            false,
+            Step::Decode,
         )?),
     };
     Ok(Entry {
