@@ -7,6 +7,7 @@
 
 mod engines;
 mod harness;
+mod openraft_read;
 mod sys;
 
 use std::io::{BufRead, BufReader, Read};
@@ -23,6 +24,7 @@ const USAGE: &str = "\
 compare: run the same workloads against raft-mmap-log and the crates a user would pick instead
 
 USAGE: cargo run --release -p compare -- [OPTIONS]
+       cargo run --release -p compare -- openraft-read [--help]   (openraft's read path)
 
 OPTIONS:
   --entries N        entries in the append / bulk / read / recovery log (default 1000000; quick 100000)
@@ -402,6 +404,11 @@ fn machine() -> Value {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("openraft-read") {
+        openraft_read::main(&args[1..]);
+        return;
+    }
     let cli = parse_cli();
     if let Some(name) = &cli.child {
         run_child(name, &cli);
