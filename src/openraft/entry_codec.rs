@@ -399,7 +399,34 @@ mod tests {
         );
     }
 
+    fn arb_entry() -> impl Strategy<Value = Entry<KvConfig>> {
+        let payload = prop_oneof![
+            Just(EntryPayload::Blank),
+            (".{0,40}", ".{0,200}")
+                .prop_map(|(key, value)| EntryPayload::Normal(KvRequest::Set { key, value })),
+            ".{0,40}".prop_map(|key| EntryPayload::Normal(KvRequest::Delete { key })),
+            proptest::collection::btree_set(any::<u64>(), 0..5)
+                .prop_map(|s| EntryPayload::Membership(Membership::new(vec![s], None))),
+        ];
+        (any::<u64>(), any::<u64>(), any::<u64>(), payload).prop_map(|(t, n, i, payload)| Entry {
+            log_id: ::openraft::LogId::new(CommittedLeaderId::new(t, n), i),
+            payload,
+        })
+    }
+
     proptest! {
+        #[test]
+        fn any_entry_round_trips(e in arb_entry()) {
+            let id = LogId::new(e.log_id.leader_id.term, e.log_id.leader_id.node_id, e.log_id.index);
+            let b = body(&e);
+            let back = decode_entry::<KvConfig>(&id, &b).unwrap();
+            prop_assert_eq!(json(&back), json(&e));
+            // Every strict prefix is an error, never a panic or a different entry.
+            for cut in 0..b.len() {
+                prop_assert!(decode_entry::<KvConfig>(&id, &b[..cut]).is_err());
+            }
+        }
+
         #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..48)) {
             let mut with_codec = vec![ENTRY_CODEC_POSTCARD];
