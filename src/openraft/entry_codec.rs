@@ -61,7 +61,7 @@ pub enum EntryCodecError {
         /// `"application data"` or `"membership"`.
         what: &'static str,
         /// Which step failed.
-        step: Step,
+        step: CodecStep,
         /// postcard's error.
         source: postcard::Error,
     },
@@ -73,7 +73,7 @@ pub enum EntryCodecError {
         /// `"application data"` or `"membership"`.
         what: &'static str,
         /// Which step failed.
-        step: Step,
+        step: CodecStep,
         /// Bytes left over.
         trailing: usize,
     },
@@ -101,7 +101,7 @@ pub enum EntryCodecError {
 
 /// The step of [`EntryCodecError::Postcard`] / [`EntryCodecError::Trailing`] that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub enum CodecStep {
     /// Encoding in an `append` (which then writes nothing).
     Encode,
     /// Decoding back what an `append` just encoded (which then writes nothing).
@@ -110,21 +110,21 @@ pub enum Step {
     Decode,
 }
 
-impl Step {
+impl CodecStep {
     fn hint(self) -> &'static str {
         match self {
-            Step::Encode | Step::ReadBack => NOT_SELF_DESCRIBING,
-            Step::Decode => "",
+            CodecStep::Encode | CodecStep::ReadBack => NOT_SELF_DESCRIBING,
+            CodecStep::Decode => "",
         }
     }
 }
 
-impl std::fmt::Display for Step {
+impl std::fmt::Display for CodecStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Step::Encode => "encode",
-            Step::ReadBack => "read back",
-            Step::Decode => "decode",
+            CodecStep::Encode => "encode",
+            CodecStep::ReadBack => "read back",
+            CodecStep::Decode => "decode",
         })
     }
 }
@@ -193,18 +193,18 @@ fn encode_checked<T: Serialize + DeserializeOwned>(
         EntryCodecError::Postcard {
             index,
             what,
-            step: Step::Encode,
+            step: CodecStep::Encode,
             source,
         }
     })?;
-    decode_all::<T>(&buf[start..], index, what, Step::ReadBack).map(drop)
+    decode_all::<T>(&buf[start..], index, what, CodecStep::ReadBack).map(drop)
 }
 
 fn decode_all<T: DeserializeOwned>(
     bytes: &[u8],
     index: u64,
     what: &'static str,
-    step: Step,
+    step: CodecStep,
 ) -> Result<T, EntryCodecError> {
     let (value, rest) =
         postcard::take_from_bytes::<T>(bytes).map_err(|source| EntryCodecError::Postcard {
@@ -247,7 +247,7 @@ where
             return Err(EntryCodecError::Trailing {
                 index,
                 what: "blank entry's kind",
-                step: Step::Decode,
+                step: CodecStep::Decode,
                 trailing: data.len(),
             })
         }
@@ -255,13 +255,13 @@ where
             data,
             index,
             "application data",
-            Step::Decode,
+            CodecStep::Decode,
         )?),
         Kind::Membership => EntryPayload::Membership(decode_all::<Membership<C::NodeId, C::Node>>(
             data,
             index,
             "membership",
-            Step::Decode,
+            CodecStep::Decode,
         )?),
     };
     Ok(Entry {

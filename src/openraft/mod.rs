@@ -28,7 +28,7 @@ mod kv;
 mod store;
 mod types;
 
-pub use entry_codec::{EntryCodecError, Step, ENTRY_CODEC_POSTCARD};
+pub use entry_codec::{CodecStep, EntryCodecError, ENTRY_CODEC_POSTCARD};
 pub use kv::{KvConfig, KvData, KvRequest, KvResponse, KvSnapshotBuilder, KvStateMachine};
 pub use store::{MmapLogReader, MmapLogStore, OPENRAFT_RULES};
 pub use types::{
