@@ -208,7 +208,7 @@ impl View {
         let (h, body) = self
             .record_at(pos, slot)
             .ok_or_else(|| corrupt("record length runs past the end of the segment"))?;
-        match check(seg.salt(), h, body) {
+        match check(seg.seed(), h, body) {
             Ok(()) if h.arg.get() == index => Ok(Some(body)),
             Ok(()) => Err(corrupt(&format!("the record names index {}", h.arg.get()))),
             Err(why) => Err(corrupt(why)),

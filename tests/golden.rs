@@ -269,6 +269,47 @@ fn store_case_opens_with_every_entry_and_meta() {
     );
 }
 
+/// A version 1 log appended to after the upgrade: its active segment takes version 1 records
+/// until it is full, every later segment is version 2, and the mixed log reopens with every
+/// entry checked by its own segment's version.
+#[test]
+fn a_version_1_log_goes_on_in_version_2_segments() {
+    let tmp = copy_case("store");
+    let dir = tmp.path();
+    let mut store = open_store(dir);
+    let more: Vec<(u64, Vec<u8>)> = (STORE_NEXT..STORE_NEXT + 40)
+        .map(|i| (i, payload(i, 3)))
+        .collect();
+    for (i, p) in &more {
+        store.append(*i, p).unwrap();
+    }
+    store.sync().unwrap();
+    drop(store);
+    let versions: Vec<(String, u32)> = seg_names(dir)
+        .into_iter()
+        .map(|f| {
+            let b = std::fs::read(dir.join(&f)).unwrap();
+            (f, u32::from_le_bytes(b[8..12].try_into().unwrap()))
+        })
+        .collect();
+    let old = STORE_FILES.len();
+    assert!(versions.len() > old + 1, "{versions:?}");
+    assert!(versions[..old].iter().all(|(_, v)| *v == VERSION), "{versions:?}");
+    assert!(
+        versions[old..].iter().all(|(_, v)| *v == FORMAT_VERSION),
+        "{versions:?}"
+    );
+    assert!(inspect::verify(dir, &|_| {}).unwrap().findings.is_empty());
+    let store = open_store(dir);
+    let snap = store.reader().view();
+    for i in STORE_FIRST..STORE_NEXT {
+        assert_eq!(snap.get_checked(i).unwrap(), Some(&store_expected(i)[..]));
+    }
+    for (i, p) in &more {
+        assert_eq!(snap.get_checked(*i).unwrap(), Some(&p[..]), "entry {i}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Case `raft`: the Raft layer with vote, commit, truncate, purge, snapshot meta, user data.
 
@@ -442,21 +483,21 @@ fn raft_reset_case_opens_with_every_entry_and_state() {
 
 // ---------------------------------------------------------------------------------------------
 
-/// A segment whose header names another format version is refused, and the error names the
-/// version: what a build that does not read a format must do.
+/// A segment whose header names a format version newer than this build's is refused, and the
+/// error names the version: what a build that does not read a format must do.
 #[test]
 fn another_version_is_refused_by_name() {
     let tmp = copy_case("store");
     let path = tmp.path().join(name(STORE_FILES[0]));
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+    bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let crc = crc32c::crc32c(&bytes[SEGMENT_HEADER_CRC_RANGE]);
     bytes[36..40].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     let err = Store::open(tmp.path(), config()).unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains(&format!("format version {}", VERSION + 1)),
+        msg.contains(&format!("format version {}", FORMAT_VERSION + 1)),
         "{msg}"
     );
     assert!(msg.contains(&name(STORE_FILES[0])), "{msg}");

@@ -122,8 +122,8 @@ impl Store {
             if self.write_pos + rs > self.active.size() {
                 self.rollover(p)?;
             }
-            let h = record::header(
-                self.active.salt(),
+            let h = record::header_with(
+                self.active.seed(),
                 RecordKind::Entry,
                 index,
                 &[prefix, payload],
@@ -241,7 +241,7 @@ impl Store {
                 self.active.size()
             )));
         }
-        let h = record::header(self.active.salt(), kind, arg, &[body]);
+        let h = record::header_with(self.active.seed(), kind, arg, &[body]);
         let pos = self.write_pos as usize;
         // SAFETY: unpublished space of the active segment, inside the map (checked above);
         // only the writer thread writes (I1).
