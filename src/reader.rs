@@ -17,6 +17,9 @@ use crate::format::{RecordHeader, RECORD_HEADER_SIZE};
 use crate::record::check;
 use crate::version::Version;
 
+mod spans;
+pub use spans::{FileRange, FrameBatch, FrameSpan};
+
 /// A handle for reading the log from any thread while the writer appends.
 #[derive(Debug, Clone)]
 pub struct Reader {
