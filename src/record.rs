@@ -232,7 +232,10 @@ mod tests {
 
     #[test]
     fn version_1_records_round_trip_and_are_not_version_2() {
-        let v1 = Seed { salt: 9, version: 1 };
+        let v1 = Seed {
+            salt: 9,
+            version: 1,
+        };
         let h = header_with(v1, RecordKind::Entry, 42, &[b"hello"]);
         assert_eq!(h.body_crc.get(), 0);
         let mut v = h.as_bytes().to_vec();
@@ -250,8 +253,14 @@ mod tests {
         let b = header(2, RecordKind::Entry, 7, &[b"abcd"]);
         assert_eq!(a.body_crc, b.body_crc);
         assert_ne!(a.crc, b.crc);
-        assert_eq!(reseal(Seed::current(2), &a, b"abcd").as_bytes(), b.as_bytes());
-        let v1 = Seed { salt: 2, version: 1 };
+        assert_eq!(
+            reseal(Seed::current(2), &a, b"abcd").as_bytes(),
+            b.as_bytes()
+        );
+        let v1 = Seed {
+            salt: 2,
+            version: 1,
+        };
         assert_eq!(
             reseal(v1, &a, b"abcd").as_bytes(),
             header_with(v1, RecordKind::Entry, 7, &[b"abcd"]).as_bytes()
@@ -276,7 +285,10 @@ mod tests {
     #[test]
     fn every_single_bit_flip_is_detected() {
         let v = encode(3, RecordKind::Meta, 7, b"some meta bytes");
-        let v1 = Seed { salt: 3, version: 1 };
+        let v1 = Seed {
+            salt: 3,
+            version: 1,
+        };
         let h = header_with(v1, RecordKind::Meta, 7, &[b"some meta bytes"]);
         let mut old = h.as_bytes().to_vec();
         old.extend_from_slice(b"some meta bytes\0");

@@ -145,13 +145,18 @@ fn the_engine_refuses_a_batch_that_does_not_follow() {
     let leader = busy_leader(a.path());
     let mut follower = Store::open(b.path(), config(4096)).unwrap();
     let view = leader.reader().view();
-    follower.append_frames(&view.frames(30..40).unwrap().to_vec()).unwrap();
+    follower
+        .append_frames(&view.frames(30..40).unwrap().to_vec())
+        .unwrap();
     for range in [35..45, 41..45, 30..31] {
         let before = dir_bytes(b.path());
         let err = follower
             .append_frames(&view.frames(range.clone()).unwrap().to_vec())
             .unwrap_err();
-        assert!(matches!(err, Error::NonConsecutive { expected: 40, .. }), "{err}");
+        assert!(
+            matches!(err, Error::NonConsecutive { expected: 40, .. }),
+            "{err}"
+        );
         assert_eq!(dir_bytes(b.path()), before, "{range:?}: nothing written");
     }
     assert_eq!(follower.next_index(), 40);
@@ -161,7 +166,9 @@ fn the_engine_refuses_a_batch_that_does_not_follow() {
 fn every_damaged_byte_is_refused_with_nothing_written() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut leader = Store::open(a.path(), config(4096)).unwrap();
-    let payloads: Vec<Vec<u8>> = (0..4u64).map(|i| derive(i, 0, 5 + i as usize * 6).to_vec()).collect();
+    let payloads: Vec<Vec<u8>> = (0..4u64)
+        .map(|i| derive(i, 0, 5 + i as usize * 6).to_vec())
+        .collect();
     leader
         .append_batch(payloads.iter().enumerate().map(|(i, p)| (i as u64, &p[..])))
         .unwrap();
@@ -222,7 +229,10 @@ fn a_frame_too_large_for_the_follower_is_refused_before_writing() {
     let mut follower = Store::open(b.path(), config(4096)).unwrap();
     let before = dir_bytes(b.path());
     let err = follower.append_frames(&wire).unwrap_err();
-    assert!(matches!(err, Error::EntryTooLarge { index: 2, .. }), "{err}");
+    assert!(
+        matches!(err, Error::EntryTooLarge { index: 2, .. }),
+        "{err}"
+    );
     assert_eq!(dir_bytes(b.path()), before);
     assert_eq!(follower.last_index(), None);
 }
@@ -241,10 +251,15 @@ fn frames_checked_refuses_a_record_damaged_in_the_leaders_file() {
     assert!(view.frames_checked(..).is_ok());
     // A flipped payload byte of entry 3, seen through the shared map.
     let mut b = [0u8; 1];
-    std::fs::File::open(&path).unwrap().read_exact_at(&mut b, at + 30).unwrap();
+    std::fs::File::open(&path)
+        .unwrap()
+        .read_exact_at(&mut b, at + 30)
+        .unwrap();
     patch(&path, at + 30, &[b[0] ^ 4]);
     match view.frames_checked(..) {
-        Err(Error::Corrupt { path: p, offset, .. }) => assert_eq!((p, offset), (path, at)),
+        Err(Error::Corrupt {
+            path: p, offset, ..
+        }) => assert_eq!((p, offset), (path, at)),
         other => panic!("{other:?}"),
     }
     assert!(view.frames_checked(..3).is_ok());
@@ -304,8 +319,14 @@ fn frames_from_a_version_1_log() {
     }
     let view = leader.reader().view();
     let frames = view.frames_checked(..).unwrap();
-    assert!(frames.spans().iter().any(|s| s.file().is_none()), "v1 spans are copies");
-    assert!(frames.spans().iter().any(|s| s.file().is_some()), "v2 spans are borrowed");
+    assert!(
+        frames.spans().iter().any(|s| s.file().is_none()),
+        "v1 spans are copies"
+    );
+    assert!(
+        frames.spans().iter().any(|s| s.file().is_some()),
+        "v2 spans are borrowed"
+    );
     let b = tempfile::tempdir().unwrap();
     let mut follower = Store::open(b.path(), cfg).unwrap();
     follower.append_frames(&frames.to_vec()).unwrap();

@@ -29,12 +29,19 @@ fn id(term: u64, index: u64) -> LogId {
 }
 
 fn payload(id: &LogId) -> Vec<u8> {
-    derive(id.index, id.term, (id.index as usize * 41 + id.term as usize) % 150).to_vec()
+    derive(
+        id.index,
+        id.term,
+        (id.index as usize * 41 + id.term as usize) % 150,
+    )
+    .to_vec()
 }
 
 /// Appends entries `range` of term `term`.
 fn fill(log: &mut Log, term: u64, range: std::ops::Range<u64>) {
-    let es: Vec<(LogId, Vec<u8>)> = range.map(|i| (id(term, i), payload(&id(term, i)))).collect();
+    let es: Vec<(LogId, Vec<u8>)> = range
+        .map(|i| (id(term, i), payload(&id(term, i))))
+        .collect();
     log.append(es.iter().map(|(i, p)| (*i, &p[..]))).unwrap();
 }
 
@@ -47,7 +54,10 @@ fn entries(log: &Log) -> Vec<(LogId, Vec<u8>)> {
 }
 
 fn dir_bytes(dir: &Path) -> Vec<Vec<u8>> {
-    seg_files(dir).iter().map(|p| std::fs::read(p).unwrap()).collect()
+    seg_files(dir)
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
 }
 
 /// Frames made by hand: entry bodies are the encoded log id, then the payload.
@@ -83,10 +93,18 @@ fn an_identical_prefix_is_a_no_op_and_new_entries_after_it_are_appended() {
     fill(&mut follower, 1, 1..20);
     let view = leader.reader().view();
     let before = dir_bytes(b.path());
-    follower.append_frames(&view.frames(3..15).unwrap().to_vec()).unwrap();
-    assert_eq!(dir_bytes(b.path()), before, "an identical prefix writes nothing");
+    follower
+        .append_frames(&view.frames(3..15).unwrap().to_vec())
+        .unwrap();
+    assert_eq!(
+        dir_bytes(b.path()),
+        before,
+        "an identical prefix writes nothing"
+    );
     assert_eq!(follower.state().last, Some(id(1, 19)));
-    follower.append_frames(&view.frames(10..30).unwrap().to_vec()).unwrap();
+    follower
+        .append_frames(&view.frames(10..30).unwrap().to_vec())
+        .unwrap();
     assert_eq!(entries(&follower), entries(&leader));
     assert_eq!(follower.state().last, Some(id(1, 29)));
 }
@@ -127,7 +145,10 @@ fn a_conflict_below_the_committed_log_id_is_refused() {
     follower.commit(id(1, 7)).unwrap();
     let wire = leader.reader().view().frames(4..9).unwrap().to_vec();
     refused(&mut follower, b.path(), &wire, |e| {
-        matches!(e, RaftError::State(StateError::TruncateBelowCommitted { .. }))
+        matches!(
+            e,
+            RaftError::State(StateError::TruncateBelowCommitted { .. })
+        )
     });
 }
 
@@ -146,7 +167,10 @@ fn purged_frames_are_skipped_and_a_purged_index_must_match() {
     // A frame at the purged index with another log id contradicts the snapshot.
     let wire = craft(&[id(3, 15), id(3, 16)]);
     refused(&mut follower, b.path(), &wire, |e| {
-        matches!(e, RaftError::State(StateError::LogIdMismatch { index: 15, .. }))
+        matches!(
+            e,
+            RaftError::State(StateError::LogIdMismatch { index: 15, .. })
+        )
     });
 }
 
@@ -156,32 +180,56 @@ fn gaps_reversals_and_bad_log_ids_are_refused_with_nothing_written() {
     let mut follower = open(b.path(), 4096);
     fill(&mut follower, 2, 1..10);
     // A gap after the last entry.
-    refused(&mut follower, b.path(), &craft(&[id(2, 11), id(2, 12)]), |e| {
-        matches!(e, RaftError::Engine(Error::NonConsecutive { expected: 10, got: 11 }))
-    });
+    refused(
+        &mut follower,
+        b.path(),
+        &craft(&[id(2, 11), id(2, 12)]),
+        |e| {
+            matches!(
+                e,
+                RaftError::Engine(Error::NonConsecutive {
+                    expected: 10,
+                    got: 11
+                })
+            )
+        },
+    );
     // A lower term after the last entry.
     refused(&mut follower, b.path(), &craft(&[id(1, 10)]), |e| {
         matches!(e, RaftError::State(StateError::LogIdReversal { .. }))
     });
     // Log ids that go down inside the batch (a conflict at 10 would otherwise truncate).
-    refused(&mut follower, b.path(), &craft(&[id(3, 10), id(2, 11)]), |e| {
-        matches!(e, RaftError::State(StateError::LogIdReversal { .. }))
-    });
+    refused(
+        &mut follower,
+        b.path(),
+        &craft(&[id(3, 10), id(2, 11)]),
+        |e| matches!(e, RaftError::State(StateError::LogIdReversal { .. })),
+    );
     // A log id that names another index than its frame.
     let mut body = Vec::new();
     id(2, 77).encode(&mut body);
     let wire = frames::encode([(10, &body[..])]);
     refused(&mut follower, b.path(), &wire, |e| {
-        matches!(e, RaftError::Engine(Error::BadFrame { index: 10, offset: 0, .. }))
+        matches!(
+            e,
+            RaftError::Engine(Error::BadFrame {
+                index: 10,
+                offset: 0,
+                ..
+            })
+        )
     });
     // A damaged second frame: nothing of the first one is written either.
     let mut wire = craft(&[id(2, 10), id(2, 11)]);
     let second = craft(&[id(2, 10)]).len() as u64;
     let last = wire.len() - 1;
     wire[last - 8] ^= 1;
-    refused(&mut follower, b.path(), &wire, |e| {
-        matches!(e, RaftError::Engine(Error::BadFrame { index: 11, offset, .. }) if *offset == second)
-    });
+    refused(
+        &mut follower,
+        b.path(),
+        &wire,
+        |e| matches!(e, RaftError::Engine(Error::BadFrame { index: 11, offset, .. }) if *offset == second),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -242,7 +290,8 @@ fn plain_apply(f: &mut Log, batch: &[(LogId, Vec<u8>)]) {
     if let Some(before) = before {
         f.truncate_after(before).unwrap();
     }
-    f.append(batch[skip..].iter().map(|(i, p)| (*i, &p[..]))).unwrap();
+    f.append(batch[skip..].iter().map(|(i, p)| (*i, &p[..])))
+        .unwrap();
 }
 
 /// First index where `f`'s log id differs from the leader's (or where one of them ends).
@@ -269,7 +318,10 @@ impl Cluster {
     fn ship(&mut self, frac: u8, batch: u64) {
         let lv = self.leader.reader().view();
         let hi = divergence(&self.leader, &self.follower).min(lv.next_index());
-        let lo = lv.first_index().max(self.follower.reader().view().first_index()).min(hi);
+        let lo = lv
+            .first_index()
+            .max(self.follower.reader().view().first_index())
+            .min(hi);
         let mut at = pick(lo, hi, frac);
         while at < lv.next_index() {
             let frames = lv.frames(at..at + batch).unwrap();
@@ -294,7 +346,11 @@ impl Cluster {
                 self.term += 1;
                 let floor = self.leader.state().committed.map_or(0, |c| c.index);
                 let keep = pick(floor, last, frac);
-                let keep_id = self.leader.log_id(keep).unwrap().or(self.leader.state().purged);
+                let keep_id = self
+                    .leader
+                    .log_id(keep)
+                    .unwrap()
+                    .or(self.leader.state().purged);
                 self.leader.truncate_after(keep_id).unwrap();
                 let next = self.leader.state().next_index().max(1);
                 fill(&mut self.leader, self.term, next..next + 1);
@@ -303,8 +359,12 @@ impl Cluster {
             Op::CommitAndPurge(frac) => {
                 // Commit what both hold with the leader's log ids.
                 let matched = divergence(&self.leader, &self.follower);
-                let Some(c) = matched.checked_sub(1) else { return };
-                let Some(cid) = self.leader.log_id(c).unwrap() else { return };
+                let Some(c) = matched.checked_sub(1) else {
+                    return;
+                };
+                let Some(cid) = self.leader.log_id(c).unwrap() else {
+                    return;
+                };
                 if Some(cid) <= self.leader.state().committed {
                     return;
                 }

@@ -294,7 +294,10 @@ fn a_version_1_log_goes_on_in_version_2_segments() {
         .collect();
     let old = STORE_FILES.len();
     assert!(versions.len() > old + 1, "{versions:?}");
-    assert!(versions[..old].iter().all(|(_, v)| *v == VERSION), "{versions:?}");
+    assert!(
+        versions[..old].iter().all(|(_, v)| *v == VERSION),
+        "{versions:?}"
+    );
     assert!(
         versions[old..].iter().all(|(_, v)| *v == FORMAT_VERSION),
         "{versions:?}"

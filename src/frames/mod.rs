@@ -202,10 +202,23 @@ mod tests {
     #[test]
     fn gaps_short_input_and_other_kinds_are_refused() {
         let b = encode([(5, &b"abc"[..]), (7, b"x")]);
-        assert!(matches!(all(&b), Err(Error::BadFrame { offset: 32, index: 6, .. })));
+        assert!(matches!(
+            all(&b),
+            Err(Error::BadFrame {
+                offset: 32,
+                index: 6,
+                ..
+            })
+        ));
         let b = encode([(5, &b"abc"[..])]);
-        assert!(matches!(all(&b[..31]), Err(Error::BadFrame { offset: 0, .. })));
-        assert!(matches!(all(&b[..20]), Err(Error::BadFrame { offset: 0, .. })));
+        assert!(matches!(
+            all(&b[..31]),
+            Err(Error::BadFrame { offset: 0, .. })
+        ));
+        assert!(matches!(
+            all(&b[..20]),
+            Err(Error::BadFrame { offset: 0, .. })
+        ));
         let mut two = b.clone();
         two.extend_from_slice(&[0; 8]);
         assert!(matches!(all(&two), Err(Error::BadFrame { offset: 32, .. })));

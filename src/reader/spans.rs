@@ -224,7 +224,9 @@ impl View {
         for k in 0..count {
             let index = first + k;
             let offset = run.offset(slot + k).ok_or_else(|| missing(index))? as usize;
-            let (h, body) = self.record_at(pos, slot + k).ok_or_else(|| missing(index))?;
+            let (h, body) = self
+                .record_at(pos, slot + k)
+                .ok_or_else(|| missing(index))?;
             let corrupt = |why: &str| {
                 Error::corrupt(
                     seg.path(),

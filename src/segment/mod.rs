@@ -26,8 +26,8 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    segment_file_name, SegmentHeader, FORMAT_VERSION, MIN_FORMAT_VERSION, SEALED_MAGIC, SEGMENT_HEADER_CRC_RANGE,
-    SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
+    segment_file_name, SegmentHeader, FORMAT_VERSION, MIN_FORMAT_VERSION, SEALED_MAGIC,
+    SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
 };
 use crate::io::{allocate, Fs};
 

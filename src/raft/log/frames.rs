@@ -82,7 +82,10 @@ impl<T: Types> RaftLog<T> {
         let mut engine_next = self.store.next_index();
         if let Some(from) = conflict {
             // The log id before the conflict: the stored entry's, or the purged one.
-            let before = match from.checked_sub(1).and_then(|i| view.get(i).map(|b| (i, b))) {
+            let before = match from
+                .checked_sub(1)
+                .and_then(|i| view.get(i).map(|b| (i, b)))
+            {
                 Some((i, body)) => Some(split_entry::<T>(i, body)?.0),
                 None => self.state.purged.clone(),
             };
