@@ -163,21 +163,19 @@ impl Store {
         if self.state.is_empty() {
             p.layout_changed = true;
         }
-        let tail = match &self.tail {
-            Some(t) => t.clone(),
-            None => {
-                let run = Arc::new(Run::new(self.active.clone(), index));
-                self.version.runs.push(RunRef {
-                    run: run.clone(),
-                    limit: u64::MAX,
-                });
-                self.tail = Some(run.clone());
-                self.tail_len = 0;
-                p.layout_changed = true;
-                run
-            }
-        };
-        tail.set(self.tail_len as usize, pos as u32);
+        if self.tail.is_none() {
+            let run = Arc::new(Run::new(self.active.clone(), index));
+            self.version.runs.push(RunRef {
+                run: run.clone(),
+                limit: u64::MAX,
+            });
+            self.tail = Some(run);
+            self.tail_len = 0;
+            p.layout_changed = true;
+        }
+        if let Some(tail) = &self.tail {
+            tail.set(self.tail_len as usize, pos as u32);
+        }
         self.tail_len += 1;
         self.write_pos += rs;
         self.state.apply_append(index);
