@@ -332,3 +332,48 @@ fn frames_from_a_version_1_log() {
     follower.append_frames(&frames.to_vec()).unwrap();
     assert_eq!(entries(&follower), entries(&leader));
 }
+
+/// A version 1 log as the follower: frames go into its version 1 active segment (with a
+/// version 1 CRC and no body checksum) until it is full, then into version 2 segments; the
+/// mixed log reopens with every entry checked.
+#[test]
+fn frames_into_a_version_1_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1/store");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, tmp.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let cfg = Config {
+        segment_size: 4096,
+        prepare_ahead: false,
+        ..Config::default()
+    };
+    let mut follower = Store::open(tmp.path(), cfg.clone()).unwrap();
+    let next = follower.next_index();
+    let a = tempfile::tempdir().unwrap();
+    let mut leader = Store::open(a.path(), config(4096)).unwrap();
+    for i in next..next + 40 {
+        leader.append(i, &derive(i, 0, 100)).unwrap();
+    }
+    ship(&leader, &mut follower, 3);
+    follower.sync().unwrap();
+    let versions = |dir: &Path| -> Vec<u32> {
+        seg_files(dir)
+            .iter()
+            .map(|p| u32::from_le_bytes(std::fs::read(p).unwrap()[8..12].try_into().unwrap()))
+            .collect()
+    };
+    drop(follower);
+    let v = versions(tmp.path());
+    assert!(v.contains(&1) && v.contains(&2), "{v:?}");
+    let follower = Store::open(tmp.path(), cfg).unwrap();
+    let view = follower.reader().view();
+    for i in next..next + 40 {
+        assert_eq!(
+            view.get_checked(i).unwrap(),
+            Some(&derive(i, 0, 100)[..]),
+            "entry {i}"
+        );
+    }
+}

@@ -47,7 +47,7 @@ impl Frame<'_> {
 
 /// Iterator of [`parse`].
 #[derive(Debug, Clone)]
-pub struct Frames<'a> {
+pub struct FrameIter<'a> {
     bytes: &'a [u8],
     pos: usize,
     next_index: Option<u64>,
@@ -58,8 +58,8 @@ pub struct Frames<'a> {
 /// [`Error::BadFrame`] naming the byte offset in `bytes` and the index the frame should have
 /// (the previous frame's + 1; for the first frame, the index its header names, which may be
 /// the damaged bytes themselves); the iterator ends after it.
-pub fn parse(bytes: &[u8]) -> Frames<'_> {
-    Frames {
+pub fn parse(bytes: &[u8]) -> FrameIter<'_> {
+    FrameIter {
         bytes,
         pos: 0,
         next_index: None,
@@ -67,7 +67,7 @@ pub fn parse(bytes: &[u8]) -> Frames<'_> {
     }
 }
 
-impl<'a> Frames<'a> {
+impl<'a> FrameIter<'a> {
     fn bad(&mut self, index: u64, reason: impl Into<String>) -> Option<Result<Frame<'a>>> {
         self.failed = true;
         Some(Err(Error::BadFrame {
@@ -78,7 +78,7 @@ impl<'a> Frames<'a> {
     }
 }
 
-impl<'a> Iterator for Frames<'a> {
+impl<'a> Iterator for FrameIter<'a> {
     type Item = Result<Frame<'a>>;
 
     fn next(&mut self) -> Option<Result<Frame<'a>>> {
