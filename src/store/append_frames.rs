@@ -133,3 +133,70 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::frames::{encode, parse};
+    use crate::io::sim::{scratch, Kind, SimFs};
+    use crate::{Config, Store};
+
+    fn config() -> Config {
+        Config {
+            segment_size: 4096,
+            prepare_ahead: false,
+            ..Config::default()
+        }
+    }
+
+    fn entries(store: &Store) -> Vec<(u64, Vec<u8>)> {
+        let view = store.reader().view();
+        view.range(..)
+            .map(|e| (e.index, e.payload.to_vec()))
+            .collect()
+    }
+
+    /// A truncate and the frames after it are one call: when the rollover in the middle
+    /// fails (the new segment's rename), the truncate is undone with the frames, and readers
+    /// still see every entry.
+    #[test]
+    fn a_failed_write_after_the_truncate_undoes_the_truncate_too() {
+        let dir = scratch("rml-frames");
+        let fs = Arc::new(SimFs::new(dir.path()));
+        let mut store = Store::open_with_fs(dir.path(), config(), fs.clone()).unwrap();
+        // Entries in several segments: the truncate drops whole runs, not only the tail.
+        let old: Vec<Vec<u8>> = (0..40u64).map(|i| vec![i as u8; 150]).collect();
+        store
+            .append_batch(old.iter().enumerate().map(|(i, p)| (i as u64, &p[..])))
+            .unwrap();
+        let before = entries(&store);
+        assert!(store.reader().view().segment_count() > 1);
+        let reader = store.reader();
+        let bodies: Vec<Vec<u8>> = (5..40u64).map(|i| vec![0x80 | i as u8; 200]).collect();
+        let wire = encode(bodies.iter().zip(5u64..).map(|(b, i)| (i, &b[..])));
+        let frames = parse(&wire).collect::<crate::Result<Vec<_>>>().unwrap();
+        fs.fail_nth(Kind::Rename, fs.calls(Kind::Rename) + 1, libc::EIO);
+        let err = store.write_frames(Some(5), &frames).unwrap_err();
+        assert!(matches!(err, crate::Error::Io { .. }), "{err}");
+        assert_eq!(entries(&store), before);
+        assert_eq!(reader.view().next_index(), 40);
+        assert_eq!((store.first_index(), store.next_index()), (0, 40));
+        // The writer's own layout was restored too: the next layout change publishes it.
+        store.put_meta(1, b"a new version").unwrap();
+        assert_eq!(entries(&store), before);
+        store.append(40, b"forty").unwrap();
+        let mut with_40 = before.clone();
+        with_40.push((40, b"forty".to_vec()));
+        assert_eq!(entries(&store), with_40);
+        // The same frames succeed now, and the log reopens with their result.
+        store.write_frames(Some(5), &frames).unwrap();
+        let mut want: Vec<(u64, Vec<u8>)> = before[..5].to_vec();
+        want.extend((5..40u64).zip(bodies));
+        assert_eq!(entries(&store), want);
+        store.sync().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), config()).unwrap();
+        assert_eq!(entries(&store), want);
+    }
+}
