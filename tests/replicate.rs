@@ -58,3 +58,36 @@ fn catch_up_ships_a_full_log_without_copying_on_the_leader() {
     assert!(r.prefill.is_some());
     assert_eq!(r.leader.copies_per_entry(), (0.0, 1.0));
 }
+
+/// The final check finds a follower log that differs from the leader's in one payload byte,
+/// or in its length (what makes the example exit non-zero).
+#[test]
+fn the_comparison_finds_a_differing_log() {
+    use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes};
+    let o = options(100);
+    let cfg = || raft_mmap_log::Config {
+        segment_size: o.segment_size,
+        ..raft_mmap_log::Config::default()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |dir: &std::path::Path, flip: Option<u64>, n: u64| {
+        let mut log = RaftLog::<RaftTypes>::open(dir, cfg()).unwrap();
+        for i in 0..n {
+            let mut p = vec![i as u8; 100];
+            if flip == Some(i) {
+                p[50] ^= 1;
+            }
+            log.append([(LogId::new(1, 1, i), &p[..])]).unwrap();
+        }
+        log.sync().unwrap();
+        log
+    };
+    let leader = write(&tmp.path().join("l"), None, 100);
+    drop(write(&tmp.path().join("same"), None, 100));
+    drop(write(&tmp.path().join("flipped"), Some(42), 100));
+    drop(write(&tmp.path().join("short"), None, 99));
+    loops::compare(&leader, &tmp.path().join("same"), &o).unwrap();
+    let e = loops::compare(&leader, &tmp.path().join("flipped"), &o).unwrap_err();
+    assert!(e.to_string().contains("entry 42"), "{e}");
+    assert!(loops::compare(&leader, &tmp.path().join("short"), &o).is_err());
+}

@@ -421,7 +421,7 @@ fn follow(
 
 /// Checks that the follower's log in `dir` equals the leader's: every frame byte but the
 /// salted CRC, and the Raft state's last log id.
-fn compare(leader: &RaftLog<RaftTypes>, dir: &Path, o: &Options) -> Result<(), BoxError> {
+pub fn compare(leader: &RaftLog<RaftTypes>, dir: &Path, o: &Options) -> Result<(), BoxError> {
     let follower = RaftLog::<RaftTypes>::open(dir, config(o.segment_size))?;
     let (lv, fv) = (leader.reader().view(), follower.reader().view());
     if (lv.first_index(), lv.next_index()) != (fv.first_index(), fv.next_index()) {
