@@ -73,7 +73,7 @@ fn the_comparison_finds_a_differing_log() {
     let write = |dir: &std::path::Path, flip: Option<u64>, n: u64| {
         let mut log = RaftLog::<RaftTypes>::open(dir, cfg()).unwrap();
         for i in 0..n {
-            let mut p = vec![i as u8; 100];
+            let mut p = [i as u8; 100];
             if flip == Some(i) {
                 p[50] ^= 1;
             }
