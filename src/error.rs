@@ -101,6 +101,19 @@ pub enum Error {
         first: u64,
     },
 
+    /// A replication frame that fails its checks (framing, checksum, kind, index order). Nothing
+    /// was written.
+    #[error("bad frame for entry {index} at byte {offset} of the batch: {reason}")]
+    BadFrame {
+        /// The index the frame should carry (for the first frame of a batch: the index its
+        /// header names).
+        index: u64,
+        /// Byte offset of the frame in the input.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A value could not be decoded.
     #[error("decode {what}: {reason}")]
     Decode {

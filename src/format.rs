@@ -9,8 +9,12 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// Magic bytes at offset 0 of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RMLOGSEG";
-/// Format version written in every segment header. See "Format version history" in the docs.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written in every new segment header. See "Format version history" in the
+/// docs: version 1 segments (no body checksum) are still read, and appended to while they are
+/// the active segment; every new segment is version 2.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Size of the segment header; records start at this offset.
 pub const SEGMENT_HEADER_SIZE: usize = 64;
 /// Size of a record header.
@@ -71,7 +75,9 @@ pub struct SegmentHeader {
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct RecordHeader {
-    /// CRC32C seeded with the segment's salt, over header bytes `4..24` and the body.
+    /// CRC32C seeded with the segment's salt. Version 2: over header bytes `4..24` (which
+    /// include `body_crc`, which covers the body). Version 1: over header bytes `4..24` and
+    /// then the body.
     pub crc: U32,
     /// A [`RecordKind`] value; zero means "never written" (end of the log in this segment).
     pub kind: u8,
@@ -79,8 +85,11 @@ pub struct RecordHeader {
     pub reserved: [u8; 3],
     /// Body length in bytes.
     pub len: U32,
-    /// Reserved, zero.
-    pub reserved2: U32,
+    /// Version 2: CRC32C (unsalted, seed 0) over header bytes `4..12`, then `16..24`, then the
+    /// body: every byte of the record but the salted `crc` and this field. It does not depend
+    /// on the file, so a record can travel to another log and be checked there (replication
+    /// frames). Version 1: zero.
+    pub body_crc: U32,
     /// Kind-specific: the log index of an entry, the `from` index of a truncate, the new first
     /// index of a purge, the meta key of a meta record; zero for a checkpoint.
     pub arg: U64,

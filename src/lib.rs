@@ -36,6 +36,7 @@
 mod error;
 mod flusher;
 pub mod format;
+pub mod frames;
 mod index;
 pub mod inspect;
 mod io;

@@ -17,6 +17,9 @@ use crate::format::{RecordHeader, RECORD_HEADER_SIZE};
 use crate::record::check;
 use crate::version::Version;
 
+mod spans;
+pub use spans::{FileRange, FrameBatch, FrameSpan};
+
 /// A handle for reading the log from any thread while the writer appends.
 #[derive(Debug, Clone)]
 pub struct Reader {
@@ -208,7 +211,7 @@ impl View {
         let (h, body) = self
             .record_at(pos, slot)
             .ok_or_else(|| corrupt("record length runs past the end of the segment"))?;
-        match check(seg.salt(), h, body) {
+        match check(seg.seed(), h, body) {
             Ok(()) if h.arg.get() == index => Ok(Some(body)),
             Ok(()) => Err(corrupt(&format!("the record names index {}", h.arg.get()))),
             Err(why) => Err(corrupt(why)),

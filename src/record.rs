@@ -1,29 +1,101 @@
 //! Encoding and decoding of single records.
 //!
-//! A record is a [`RecordHeader`] followed by its body, padded with zeros to 8 bytes. The CRC is
-//! CRC32C seeded with the segment's salt, over header bytes `4..24` and then the body.
+//! A record is a [`RecordHeader`] followed by its body, padded with zeros to 8 bytes. How it is
+//! checksummed depends on its segment's format version ([`Seed`]):
+//!
+//! - version 2: `body_crc` is CRC32C (seed 0) over header bytes `4..12`, `16..24` and the body:
+//!   it does not depend on the file, so the record can be checked anywhere (replication
+//!   frames); `crc` is CRC32C seeded with the segment's salt over header bytes `4..24`, which
+//!   include `body_crc`. The body is read once per check.
+//! - version 1: `body_crc` is zero; `crc` is CRC32C seeded with the salt over header bytes
+//!   `4..24` and then the body.
 
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::format::{align_up, RecordHeader, RecordKind, RECORD_HEADER_SIZE};
+use crate::format::{align_up, RecordHeader, RecordKind, FORMAT_VERSION, RECORD_HEADER_SIZE};
 
-/// Builds the header of a record whose body is the concatenation of `parts`.
+/// How the records of one segment are checksummed: the segment's salt and format version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seed {
+    /// The segment's random salt.
+    pub salt: u32,
+    /// The segment's format version (1 or 2).
+    pub version: u32,
+}
+
+impl Seed {
+    /// The seed of a segment written by this build ([`FORMAT_VERSION`]).
+    pub fn current(salt: u32) -> Self {
+        Seed {
+            salt,
+            version: FORMAT_VERSION,
+        }
+    }
+
+    /// Whether records carry a body checksum (version 2 and later).
+    pub fn has_body_crc(self) -> bool {
+        self.version >= 2
+    }
+}
+
+/// The unsalted body checksum of a record: CRC32C over header bytes `4..12` (kind, reserved,
+/// len), `16..24` (arg) and the body given as `parts`.
+pub fn body_crc(h: &RecordHeader, parts: &[&[u8]]) -> u32 {
+    let b = h.as_bytes();
+    let mut crc = crc32c::crc32c_append(crc32c::crc32c(&b[4..12]), &b[16..24]);
+    for p in parts {
+        crc = crc32c::crc32c_append(crc, p);
+    }
+    crc
+}
+
+/// The salted CRC field of a record with header `h` (its `body_crc` already set) and body
+/// `parts`. Version 2 reads only the header; version 1 also the body.
+pub fn salted_crc(seed: Seed, h: &RecordHeader, parts: &[&[u8]]) -> u32 {
+    let crc = crc32c::crc32c_append(seed.salt, &h.as_bytes()[4..]);
+    if seed.has_body_crc() {
+        return crc;
+    }
+    parts
+        .iter()
+        .fold(crc, |crc, p| crc32c::crc32c_append(crc, p))
+}
+
+/// Builds the header of a record whose body is the concatenation of `parts`, for a segment
+/// written by this build ([`FORMAT_VERSION`]). See [`header_with`].
 pub fn header(salt: u32, kind: RecordKind, arg: u64, parts: &[&[u8]]) -> RecordHeader {
+    header_with(Seed::current(salt), kind, arg, parts)
+}
+
+/// Builds the header of a record whose body is the concatenation of `parts`, for a segment
+/// with seed `seed` (its format version decides the checksums).
+pub fn header_with(seed: Seed, kind: RecordKind, arg: u64, parts: &[&[u8]]) -> RecordHeader {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut h = RecordHeader {
         crc: 0.into(),
         kind: kind as u8,
         reserved: [0; 3],
         len: (len as u32).into(),
-        reserved2: 0.into(),
+        body_crc: 0.into(),
         arg: arg.into(),
     };
-    let mut crc = crc32c::crc32c_append(salt, &h.as_bytes()[4..]);
-    for p in parts {
-        crc = crc32c::crc32c_append(crc, p);
+    if seed.has_body_crc() {
+        h.body_crc = body_crc(&h, parts).into();
     }
-    h.crc = crc.into();
+    h.crc = salted_crc(seed, &h, parts).into();
     h
+}
+
+/// Gives a header whose `body_crc` is already right (a checked replication frame) the CRC
+/// field of a segment with seed `seed`: for version 2 only the header is read; a version 1
+/// segment gets `body_crc` zero and a CRC over the body too.
+pub fn reseal(seed: Seed, h: &RecordHeader, body: &[u8]) -> RecordHeader {
+    let mut out = *h;
+    if !seed.has_body_crc() {
+        out.body_crc = 0.into();
+    }
+    out.crc = salted_crc(seed, &out, &[body]).into();
+    out
 }
 
 /// A record read from a segment.
@@ -52,9 +124,15 @@ pub enum Decoded<'a> {
     Invalid(&'static str),
 }
 
-/// Decodes the record at the start of `bytes` (the rest of the segment from that offset).
-/// Never panics and never allocates, whatever the bytes are.
+/// Decodes the record at the start of `bytes` (the rest of the segment from that offset) of a
+/// segment written by this build. See [`decode_with`].
 pub fn decode(salt: u32, bytes: &[u8]) -> Decoded<'_> {
+    decode_with(Seed::current(salt), bytes)
+}
+
+/// Decodes the record at the start of `bytes` (the rest of the segment from that offset) of a
+/// segment with seed `seed`. Never panics and never allocates, whatever the bytes are.
+pub fn decode_with(seed: Seed, bytes: &[u8]) -> Decoded<'_> {
     let Ok((h, rest)) = RecordHeader::ref_from_prefix(bytes) else {
         return Decoded::End;
     };
@@ -73,11 +151,10 @@ pub fn decode(salt: u32, bytes: &[u8]) -> Decoded<'_> {
         return Decoded::Invalid("record length runs past the end of the segment");
     }
     let body = &rest[..len];
-    let crc = crc32c::crc32c_append(crc32c::crc32c_append(salt, &h.as_bytes()[4..]), body);
-    if crc != h.crc.get() {
-        return Decoded::Invalid("record checksum mismatch");
+    if let Err(why) = check_sums(seed, h, body) {
+        return Decoded::Invalid(why);
     }
-    if h.reserved != [0; 3] || h.reserved2.get() != 0 {
+    if h.reserved != [0; 3] {
         return Decoded::Invalid("reserved header bytes are not zero");
     }
     let size = (RECORD_HEADER_SIZE + align_up(len)).min(bytes.len());
@@ -86,17 +163,30 @@ pub fn decode(salt: u32, bytes: &[u8]) -> Decoded<'_> {
         arg: h.arg.get(),
         body,
         size,
-        crc,
+        crc: h.crc.get(),
     })
 }
 
-/// Checks a record given as its header and exactly its body (the read path's checked read):
-/// the CRC, seeded with the segment's `salt`, and that it is an entry.
-pub(crate) fn check(salt: u32, h: &RecordHeader, body: &[u8]) -> Result<(), &'static str> {
-    let crc = crc32c::crc32c_append(crc32c::crc32c_append(salt, &h.as_bytes()[4..]), body);
-    if crc != h.crc.get() {
+/// Checks both checksums of a record (version 2), or the CRC and a zero `body_crc` field
+/// (version 1).
+fn check_sums(seed: Seed, h: &RecordHeader, body: &[u8]) -> Result<(), &'static str> {
+    if salted_crc(seed, h, &[body]) != h.crc.get() {
         return Err("record checksum mismatch");
     }
+    if seed.has_body_crc() {
+        if body_crc(h, &[body]) != h.body_crc.get() {
+            return Err("record body checksum mismatch");
+        }
+    } else if h.body_crc.get() != 0 {
+        return Err("reserved header bytes are not zero");
+    }
+    Ok(())
+}
+
+/// Checks a record given as its header and exactly its body (the read path's checked read):
+/// the checksums for the segment's `seed`, and that it is an entry.
+pub(crate) fn check(seed: Seed, h: &RecordHeader, body: &[u8]) -> Result<(), &'static str> {
+    check_sums(seed, h, body)?;
     if h.kind != RecordKind::Entry as u8 {
         return Err("the record is not an entry");
     }
@@ -141,6 +231,43 @@ mod tests {
     }
 
     #[test]
+    fn version_1_records_round_trip_and_are_not_version_2() {
+        let v1 = Seed {
+            salt: 9,
+            version: 1,
+        };
+        let h = header_with(v1, RecordKind::Entry, 42, &[b"hello"]);
+        assert_eq!(h.body_crc.get(), 0);
+        let mut v = h.as_bytes().to_vec();
+        v.extend_from_slice(b"hello\0\0\0");
+        assert!(matches!(decode_with(v1, &v), Decoded::Record(r) if r.body == b"hello"));
+        assert!(!matches!(decode(9, &v), Decoded::Record(_)));
+        // A version 2 record has a non-zero body checksum, which version 1 refuses.
+        let v2 = encode(9, RecordKind::Entry, 42, b"hello");
+        assert!(!matches!(decode_with(v1, &v2), Decoded::Record(_)));
+    }
+
+    #[test]
+    fn the_body_crc_does_not_depend_on_the_salt_and_reseal_moves_a_record() {
+        let a = header(1, RecordKind::Entry, 7, &[b"ab", b"cd"]);
+        let b = header(2, RecordKind::Entry, 7, &[b"abcd"]);
+        assert_eq!(a.body_crc, b.body_crc);
+        assert_ne!(a.crc, b.crc);
+        assert_eq!(
+            reseal(Seed::current(2), &a, b"abcd").as_bytes(),
+            b.as_bytes()
+        );
+        let v1 = Seed {
+            salt: 2,
+            version: 1,
+        };
+        assert_eq!(
+            reseal(v1, &a, b"abcd").as_bytes(),
+            header_with(v1, RecordKind::Entry, 7, &[b"abcd"]).as_bytes()
+        );
+    }
+
+    #[test]
     fn other_salt_is_rejected() {
         let v = encode(9, RecordKind::Entry, 42, b"hello");
         assert_eq!(decode(10, &v), Decoded::Invalid("record checksum mismatch"));
@@ -158,6 +285,13 @@ mod tests {
     #[test]
     fn every_single_bit_flip_is_detected() {
         let v = encode(3, RecordKind::Meta, 7, b"some meta bytes");
+        let v1 = Seed {
+            salt: 3,
+            version: 1,
+        };
+        let h = header_with(v1, RecordKind::Meta, 7, &[b"some meta bytes"]);
+        let mut old = h.as_bytes().to_vec();
+        old.extend_from_slice(b"some meta bytes\0");
         for i in 0..(RECORD_HEADER_SIZE + 15) {
             for bit in 0..8 {
                 let mut w = v.clone();
@@ -165,6 +299,12 @@ mod tests {
                 assert!(
                     !matches!(decode(3, &w), Decoded::Record(_)),
                     "flip at byte {i} bit {bit} accepted"
+                );
+                let mut w = old.clone();
+                w[i] ^= 1 << bit;
+                assert!(
+                    !matches!(decode_with(v1, &w), Decoded::Record(_)),
+                    "version 1: flip at byte {i} bit {bit} accepted"
                 );
             }
         }

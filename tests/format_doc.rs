@@ -11,9 +11,9 @@ use std::mem::{offset_of, size_of};
 
 use raft_mmap_log::format::{
     CheckpointHead, MetaItemHead, RecordHeader, RecordKind, SegmentHeader, FORMAT_VERSION,
-    LOCK_FILE, MAX_INDEX, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, PREPARED_SUFFIX, RECORD_ALIGN,
-    RECORD_HEADER_SIZE, SEALED_MAGIC, SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
-    SEGMENT_SUFFIX,
+    LOCK_FILE, MAX_INDEX, MAX_SEGMENT_SIZE, MIN_FORMAT_VERSION, MIN_SEGMENT_SIZE, PREPARED_SUFFIX,
+    RECORD_ALIGN, RECORD_HEADER_SIZE, SEALED_MAGIC, SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE,
+    SEGMENT_MAGIC, SEGMENT_SUFFIX,
 };
 use raft_mmap_log::raft::{META_COMMITTED, META_PURGED, META_SNAPSHOT, META_USER_DATA, META_VOTE};
 
@@ -187,7 +187,7 @@ fn struct_tables_match_the_code() {
         &doc,
         "Record: RecordHeader",
         size_of::<RecordHeader>(),
-        layout!(RecordHeader; crc, kind, reserved, len, reserved2, arg),
+        layout!(RecordHeader; crc, kind, reserved, len, body_crc, arg),
     );
     assert_eq!(size_of::<RecordHeader>(), RECORD_HEADER_SIZE);
     check_struct(
@@ -218,6 +218,7 @@ fn constants_table_matches_the_code() {
     let t = table(&doc(), "Constants");
     let numbers: BTreeMap<&str, u128> = [
         ("FORMAT_VERSION", u128::from(FORMAT_VERSION)),
+        ("MIN_FORMAT_VERSION", u128::from(MIN_FORMAT_VERSION)),
         ("SEGMENT_HEADER_SIZE", SEGMENT_HEADER_SIZE as u128),
         ("RECORD_HEADER_SIZE", RECORD_HEADER_SIZE as u128),
         ("RECORD_ALIGN", RECORD_ALIGN as u128),

@@ -1,5 +1,5 @@
-//! Golden files: logs written by format version 1, committed under `tests/data/v1/`, must keep
-//! opening with exactly the same entries and state (see `tests/data/README.md`).
+//! Golden files: logs written by each format version, committed under `tests/data/vN/`, must
+//! keep opening with exactly the same entries and state (see `tests/data/README.md`).
 //!
 //! Every case is copied to a temporary directory first (opening a log may repair or write),
 //! checked read-only with `inspect::verify`, `inspect::stat` and `inspect::dump` (the dump is
@@ -27,9 +27,11 @@ use raft_mmap_log::{Config, Error, Store};
 /// Segment size of every golden log: the smallest allowed, so the files stay small.
 const SEGMENT_SIZE: u64 = 4096;
 
-/// The format version these cases were written with (not `FORMAT_VERSION`: when the format
-/// moves on, these files stay version 1).
-const VERSION: u32 = 1;
+/// The format versions with committed cases (`tests/data/vN`), oldest first; the last one is
+/// `FORMAT_VERSION`. When the format moves on, the files of older versions stay as they are.
+const VERSIONS: [u32; 2] = [1, 2];
+/// The oldest version (the mixed-version and refusal tests start from its files).
+const V1: u32 = VERSIONS[0];
 
 fn config() -> Config {
     Config {
@@ -54,25 +56,29 @@ fn payload(index: u64, gen: u64) -> Vec<u8> {
         .collect()
 }
 
-fn data_dir(case: &str) -> PathBuf {
+fn data_dir(version: u32, case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
-        .join(format!("v{VERSION}"))
+        .join(format!("v{version}"))
         .join(case)
 }
 
 /// Copies the segment files of a case into a fresh temporary directory.
-fn copy_case(case: &str) -> tempfile::TempDir {
+fn copy_case(version: u32, case: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let mut n = 0;
-    for e in std::fs::read_dir(data_dir(case)).unwrap() {
+    for e in std::fs::read_dir(data_dir(version, case)).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "seg") {
             std::fs::copy(&p, tmp.path().join(p.file_name().unwrap())).unwrap();
             n += 1;
         }
     }
-    assert!(n > 0, "no segment files in {}", data_dir(case).display());
+    assert!(
+        n > 0,
+        "no segment files in {}",
+        data_dir(version, case).display()
+    );
     tmp
 }
 
@@ -130,14 +136,15 @@ fn listing(dir: &Path) -> String {
 }
 
 /// Checks what every golden case must satisfy without opening it for writing: headers of
-/// version 1 and 4096 bytes, a sound `verify` with no finding at all, the saved record listing.
-fn check_read_only(case: &str, dir: &Path, files: &[String]) {
+/// its version and 4096 bytes, a sound `verify` with no finding at all, the saved record
+/// listing.
+fn check_read_only(version: u32, case: &str, dir: &Path, files: &[String]) {
     assert_eq!(seg_names(dir), files, "{case}: segment files");
     for f in files {
         let bytes = std::fs::read(dir.join(f)).unwrap();
         assert_eq!(bytes.len() as u64, SEGMENT_SIZE, "{case}/{f}: file size");
         assert_eq!(bytes[0..8], SEGMENT_MAGIC, "{case}/{f}: magic");
-        assert_eq!(bytes[8..12], VERSION.to_le_bytes(), "{case}/{f}: version");
+        assert_eq!(bytes[8..12], version.to_le_bytes(), "{case}/{f}: version");
         assert_eq!(
             bytes[24..32],
             SEGMENT_SIZE.to_le_bytes(),
@@ -150,7 +157,7 @@ fn check_read_only(case: &str, dir: &Path, files: &[String]) {
     assert!(report.is_sound(), "{case}: {:?}", report.findings);
     assert!(report.findings.is_empty(), "{case}: {:?}", report.findings);
     assert_eq!(report.segments, files.len(), "{case}: segments verified");
-    let saved = std::fs::read_to_string(data_dir(case).with_extension("records")).unwrap();
+    let saved = std::fs::read_to_string(data_dir(version, case).with_extension("records")).unwrap();
     assert_eq!(listing(dir), saved, "{case}: record listing");
 }
 
@@ -215,10 +222,16 @@ fn write_store(dir: &Path) {
 
 #[test]
 fn store_case_opens_with_every_entry_and_meta() {
-    let tmp = copy_case("store");
+    for v in VERSIONS {
+        store_case(v);
+    }
+}
+
+fn store_case(version: u32) {
+    let tmp = copy_case(version, "store");
     let dir = tmp.path();
     let files: Vec<String> = STORE_FILES.iter().map(|&s| name(s)).collect();
-    check_read_only("store", dir, &files);
+    check_read_only(version, "store", dir, &files);
 
     let stat = raft_inspect::stat(dir).unwrap();
     assert_eq!(
@@ -254,9 +267,15 @@ fn store_case_opens_with_every_entry_and_meta() {
         .map(|i| (i, store_expected(i)))
         .collect();
     assert_eq!(read, want);
+    // Replication frames: borrowed from a version 2 file (its records carry `body_crc`),
+    // copied with the checksum filled in from a version 1 file.
+    let frames = snap.frames_checked(..).unwrap();
+    assert_eq!(frames.indexes(), STORE_FIRST..STORE_NEXT);
+    let borrowed = frames.spans().iter().all(|s| s.file().is_some());
+    assert_eq!(borrowed, version >= 2, "version {version}");
     drop(snap);
 
-    // The log goes on: a version-1 log takes new entries, which survive a reopen.
+    // The log goes on: it takes new entries, which survive a reopen.
     store.append(STORE_NEXT, b"after the golden files").unwrap();
     store.sync().unwrap();
     drop(store);
@@ -267,6 +286,50 @@ fn store_case_opens_with_every_entry_and_meta() {
         snap.get(STORE_NEXT - 1),
         Some(&store_expected(STORE_NEXT - 1)[..])
     );
+}
+
+/// A version 1 log appended to after the upgrade: its active segment takes version 1 records
+/// until it is full, every later segment is version 2, and the mixed log reopens with every
+/// entry checked by its own segment's version.
+#[test]
+fn a_version_1_log_goes_on_in_version_2_segments() {
+    let tmp = copy_case(V1, "store");
+    let dir = tmp.path();
+    let mut store = open_store(dir);
+    let more: Vec<(u64, Vec<u8>)> = (STORE_NEXT..STORE_NEXT + 40)
+        .map(|i| (i, payload(i, 3)))
+        .collect();
+    for (i, p) in &more {
+        store.append(*i, p).unwrap();
+    }
+    store.sync().unwrap();
+    drop(store);
+    let versions: Vec<(String, u32)> = seg_names(dir)
+        .into_iter()
+        .map(|f| {
+            let b = std::fs::read(dir.join(&f)).unwrap();
+            (f, u32::from_le_bytes(b[8..12].try_into().unwrap()))
+        })
+        .collect();
+    let old = STORE_FILES.len();
+    assert!(versions.len() > old + 1, "{versions:?}");
+    assert!(
+        versions[..old].iter().all(|(_, v)| *v == V1),
+        "{versions:?}"
+    );
+    assert!(
+        versions[old..].iter().all(|(_, v)| *v == FORMAT_VERSION),
+        "{versions:?}"
+    );
+    assert!(inspect::verify(dir, &|_| {}).unwrap().findings.is_empty());
+    let store = open_store(dir);
+    let snap = store.reader().view();
+    for i in STORE_FIRST..STORE_NEXT {
+        assert_eq!(snap.get_checked(i).unwrap(), Some(&store_expected(i)[..]));
+    }
+    for (i, p) in &more {
+        assert_eq!(snap.get_checked(*i).unwrap(), Some(&p[..]), "entry {i}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -318,10 +381,16 @@ fn write_raft(dir: &Path) {
 
 #[test]
 fn raft_case_opens_with_every_entry_and_state() {
-    let tmp = copy_case("raft");
+    for v in VERSIONS {
+        raft_case(v);
+    }
+}
+
+fn raft_case(version: u32) {
+    let tmp = copy_case(version, "raft");
     let dir = tmp.path();
     let files: Vec<String> = RAFT_FILES.iter().map(|&s| name(s)).collect();
-    check_read_only("raft", dir, &files);
+    check_read_only(version, "raft", dir, &files);
     let snapshot_id = LogId::new(2, 3, 30);
 
     let stat = raft_inspect::stat(dir).unwrap();
@@ -401,10 +470,16 @@ fn write_raft_reset(dir: &Path) {
 
 #[test]
 fn raft_reset_case_opens_with_every_entry_and_state() {
-    let tmp = copy_case("raft-reset");
+    for v in VERSIONS {
+        raft_reset_case(v);
+    }
+}
+
+fn raft_reset_case(version: u32) {
+    let tmp = copy_case(version, "raft-reset");
     let dir = tmp.path();
     let files: Vec<String> = RESET_FILES.iter().map(|&s| name(s)).collect();
-    check_read_only("raft-reset", dir, &files);
+    check_read_only(version, "raft-reset", dir, &files);
     let snapshot_id = LogId::new(6, 1, 100);
 
     let stat = raft_inspect::stat(dir).unwrap();
@@ -442,21 +517,21 @@ fn raft_reset_case_opens_with_every_entry_and_state() {
 
 // ---------------------------------------------------------------------------------------------
 
-/// A segment whose header names another format version is refused, and the error names the
-/// version: what a build that does not read a format must do.
+/// A segment whose header names a format version newer than this build's is refused, and the
+/// error names the version: what a build that does not read a format must do.
 #[test]
 fn another_version_is_refused_by_name() {
-    let tmp = copy_case("store");
+    let tmp = copy_case(V1, "store");
     let path = tmp.path().join(name(STORE_FILES[0]));
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+    bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let crc = crc32c::crc32c(&bytes[SEGMENT_HEADER_CRC_RANGE]);
     bytes[36..40].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     let err = Store::open(tmp.path(), config()).unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains(&format!("format version {}", VERSION + 1)),
+        msg.contains(&format!("format version {}", FORMAT_VERSION + 1)),
         "{msg}"
     );
     assert!(msg.contains(&name(STORE_FILES[0])), "{msg}");
@@ -472,8 +547,9 @@ fn write_golden_files() {
         return;
     }
     assert_eq!(
-        FORMAT_VERSION, VERSION,
-        "add the cases of a new version in a new file"
+        VERSIONS.last(),
+        Some(&FORMAT_VERSION),
+        "add the new version to VERSIONS"
     );
     type Writer = fn(&Path);
     let writers: [(&str, Writer); 3] = [
@@ -481,7 +557,10 @@ fn write_golden_files() {
         ("raft", write_raft),
         ("raft-reset", write_raft_reset),
     ];
-    let root = data_dir("x").parent().unwrap().to_path_buf();
+    let root = data_dir(FORMAT_VERSION, "x")
+        .parent()
+        .unwrap()
+        .to_path_buf();
     assert!(
         !root.exists(),
         "{} exists: golden files are never rewritten",
@@ -490,7 +569,7 @@ fn write_golden_files() {
     for (case, write) in writers {
         let tmp = tempfile::tempdir().unwrap();
         write(tmp.path());
-        let out = data_dir(case);
+        let out = data_dir(FORMAT_VERSION, case);
         std::fs::create_dir_all(&out).unwrap();
         for f in seg_names(tmp.path()) {
             std::fs::copy(tmp.path().join(&f), out.join(&f)).unwrap();

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! raft-mmap-log bench [--entries N] [--entry-size B] [--batch K] [--sync none|batch|each] ...
+//! raft-mmap-log replicate [--entries N] [--entry-size B] [--restart-at N] [--dir D] [--json]
 //! raft-mmap-log stat DIR [--json]
 //! raft-mmap-log verify DIR [--repair [--truncate-at-corruption]]
 //! raft-mmap-log dump DIR [--from I] [--to J] [--format text|json|hex]
@@ -14,6 +15,7 @@
 
 mod bench;
 mod progress;
+mod replicate;
 mod show;
 mod workdir;
 
@@ -36,6 +38,9 @@ enum Command {
     /// Run a workload (appends, durable appends, tail and range reads, reopen) and print
     /// throughput, latency and memory.
     Bench(bench::BenchArgs),
+    /// Replicate a log to a follower over loopback TCP with frames (live and catch-up), and
+    /// compare the throughput with a bare TCP stream of the same bytes.
+    Replicate(replicate::ReplicateArgs),
     /// Show a log directory's segments, indexes and Raft state. Never writes.
     Stat {
         /// The log directory.
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Replicate(args) => replicate::run(args),
         Command::Stat { dir, json } => show::stat(&dir, json),
         Command::Verify {
             dir,

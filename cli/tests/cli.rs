@@ -134,6 +134,38 @@ fn bench_runs_small_and_json_parses() {
 }
 
 #[test]
+fn replicate_runs_small_with_a_restart_and_reports_ratios() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("r");
+    let out = run(&[
+        "replicate",
+        "--dir",
+        d.to_str().unwrap(),
+        "--entries",
+        "5000",
+        "--entry-size",
+        "64",
+        "--restart-at",
+        "2000",
+        "--segment-size",
+        "1048576",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(v["bare_tcp"]["mb_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+    let phases = v["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2, "{v}");
+    assert!(
+        phases
+            .iter()
+            .all(|p| p["ratio_to_bare_tcp"].as_f64().unwrap() > 0.0),
+        "{v}"
+    );
+    assert_eq!(phases[0]["follower_restarts"], 1, "{v}");
+}
+
+#[test]
 fn bench_refuses_non_empty_dir() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("x"), b"x").unwrap();

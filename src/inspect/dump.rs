@@ -113,7 +113,7 @@ pub fn dump<E: From<Error>>(
             Err(e) => return Err(e.into()),
         };
         let sealed = seg.sealed_end().is_some();
-        let mut records = Records::new(seg_bytes(&seg), seg.salt(), sealed);
+        let mut records = Records::new(seg_bytes(&seg), seg.seed(), sealed);
         for found in records.by_ref() {
             let r = &found.record;
             let rec = DumpRecord {

@@ -16,6 +16,8 @@ use super::types::Types;
 use crate::error::{Error, Result};
 use crate::store::{Config, Store};
 
+mod frames;
+
 /// Which optional Raft rules a [`RaftLog`] enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
@@ -210,25 +212,7 @@ impl<T: Types> RaftLog<T> {
         let mut last = self.state.last.clone();
         for (id, payload) in entries {
             let index = T::log_index(&id);
-            let expected = match &last {
-                Some(l) => {
-                    if id <= *l {
-                        return Err(state_err(StateError::LogIdReversal {
-                            last: l.clone(),
-                            given: id.clone(),
-                        }));
-                    }
-                    successor::<T>(l)?
-                }
-                // A new log: any first index the engine can still take.
-                None => index.max(self.store.next_index()),
-            };
-            if index != expected {
-                return Err(RaftError::Engine(Error::NonConsecutive {
-                    expected,
-                    got: index,
-                }));
-            }
+            check_follows::<T>(last.as_ref(), self.store.next_index(), &id)?;
             let start = self.buf.len();
             id.encode(&mut self.buf);
             self.spans.push((index, start, self.buf.len()));
@@ -459,6 +443,37 @@ impl<T: Types> RaftLog<T> {
             given: id.clone(),
         }))
     }
+}
+
+/// Checks that `id` may follow `last` (the last log id; `None`: a log with no entries and
+/// nothing purged, whose engine takes its first entry at `engine_next` or later): a greater
+/// log id, at the next index.
+fn check_follows<T: Types>(
+    last: Option<&T::LogId>,
+    engine_next: u64,
+    id: &T::LogId,
+) -> RaftResult<(), T> {
+    let index = T::log_index(id);
+    let expected = match last {
+        Some(l) => {
+            if id <= l {
+                return Err(state_err(StateError::LogIdReversal {
+                    last: l.clone(),
+                    given: id.clone(),
+                }));
+            }
+            successor::<T>(l)?
+        }
+        // A new log: any first index the engine can still take.
+        None => index.max(engine_next),
+    };
+    if index != expected {
+        return Err(RaftError::Engine(Error::NonConsecutive {
+            expected,
+            got: index,
+        }));
+    }
+    Ok(())
 }
 
 /// The index after `id`'s.

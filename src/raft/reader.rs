@@ -6,7 +6,7 @@ use std::ops::RangeBounds;
 use super::state::{decode_state, split_entry, RaftState};
 use super::types::Types;
 use crate::error::Result;
-use crate::reader::{Entries, Reader, View};
+use crate::reader::{Entries, FrameBatch, Reader, View};
 
 /// A `Clone + Send + Sync` handle that reads the log from any thread without blocking the
 /// writer.
@@ -103,6 +103,20 @@ impl<T: Types> RaftView<T> {
             inner: self.snap.range(range),
             _t: PhantomData,
         }
+    }
+
+    /// The entries of `range` (clamped to the log) as replication frames, borrowed from the
+    /// map: see [`View::frames`]. The follower stores them with
+    /// [`RaftLog::append_frames`](crate::raft::RaftLog::append_frames); the log ids travel
+    /// inside the entry bodies, so nothing is encoded here.
+    pub fn frames(&self, range: impl RangeBounds<u64>) -> Result<FrameBatch<'_>> {
+        self.snap.frames(range)
+    }
+
+    /// [`RaftView::frames`] that verifies every record it sends first
+    /// ([`View::frames_checked`]).
+    pub fn frames_checked(&self, range: impl RangeBounds<u64>) -> Result<FrameBatch<'_>> {
+        self.snap.frames_checked(range)
     }
 
     /// The Raft state as of this snapshot.

@@ -1,6 +1,6 @@
 //! The typed crash model on the simulated file system: `RaftLog` workloads (votes synced
 //! before they count, appends, commits, conflicting truncates followed by appends in a higher
-//! term, purges), a power cut after every file-system effect, and recovery checked against the
+//! term, the same conflicts as one `append_frames` batch, purges), a power cut after every file-system effect, and recovery checked against the
 //! states the log went through since the last acknowledged flush. The vote never goes back.
 //!
 //! `RML_SIM_WORKLOADS` (default 10) sets the number of workloads.
@@ -125,6 +125,39 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
                     .position(|e| Some(e.0) > m.committed)
                     .map(|p| p + r.below((m.entries.len() - p) as u64) as usize);
                 match keep {
+                    Some(k) if k < m.entries.len() && r.below(2) == 0 => {
+                        // The same conflict through replication frames: one identical entry
+                        // (if any), then entries of a higher term from the first removed index;
+                        // truncate and appends are one call.
+                        term += 1;
+                        let from = m.entries[k].0.index;
+                        let mut ids: Vec<LogId> = m.entries[k.saturating_sub(1)..k]
+                            .iter()
+                            .map(|e| e.0)
+                            .collect();
+                        let fresh: Vec<LogId> = (0..1 + r.below(4))
+                            .map(|j| LogId::new(term, 1, from + j))
+                            .collect();
+                        ids.extend(&fresh);
+                        let bodies: Vec<(u64, Vec<u8>)> = ids
+                            .iter()
+                            .map(|id| {
+                                let mut b = Vec::new();
+                                super::Codec::encode(id, &mut b);
+                                b.extend_from_slice(&payload(id));
+                                (id.index, b)
+                            })
+                            .collect();
+                        let wire = crate::frames::encode(bodies.iter().map(|(i, b)| (*i, &b[..])));
+                        let ok = log.append_frames(&wire).is_ok();
+                        m.entries.truncate(k);
+                        states.push(m.clone());
+                        for id in fresh {
+                            m.entries.push((id, payload(&id)));
+                            states.push(m.clone());
+                        }
+                        ok
+                    }
                     Some(k) if k < m.entries.len() => {
                         let after = if k == 0 {
                             m.purged

@@ -9,7 +9,7 @@ use zerocopy::FromBytes;
 
 use super::codec::{decode_checkpoint, decode_meta_items, Checkpoint, MetaItems};
 use crate::format::{RecordKind, SEGMENT_HEADER_SIZE};
-use crate::record::{decode, Decoded, Record};
+use crate::record::{decode_with, Decoded, Record, Seed};
 use crate::segment::Segment;
 
 /// One thing found in a segment.
@@ -117,7 +117,7 @@ pub struct Found<'a> {
 /// follows the last record. Never panics on any byte pattern.
 pub struct Records<'a> {
     bytes: &'a [u8],
-    salt: u32,
+    seed: Seed,
     sealed: bool,
     pos: usize,
     stop: Option<(u64, String)>,
@@ -125,13 +125,14 @@ pub struct Records<'a> {
 }
 
 impl<'a> Records<'a> {
-    /// Walks `bytes` (a whole segment, header included) with the segment's `salt`. A sealed
+    /// Walks `bytes` (a whole segment, header included) with the segment's `seed` (salt and
+    /// format version). A sealed
     /// segment's mark says where its records end, so its unused rest is not read (reading it
     /// would fault in every page of a large file).
-    pub fn new(bytes: &'a [u8], salt: u32, sealed: bool) -> Self {
+    pub fn new(bytes: &'a [u8], seed: Seed, sealed: bool) -> Self {
         Records {
             bytes,
-            salt,
+            seed,
             sealed,
             pos: SEGMENT_HEADER_SIZE,
             stop: None,
@@ -165,7 +166,7 @@ impl<'a> Iterator for Records<'a> {
         }
         let pos = self.pos;
         let rest = self.bytes.get(pos..).unwrap_or(&[]);
-        let r = match decode(self.salt, rest) {
+        let r = match decode_with(self.seed, rest) {
             Decoded::End => {
                 self.done = true;
                 if self.sealed {
@@ -226,7 +227,7 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     // slice is dropped before `repair` writes to it; the tools scan under the directory's
     // read lock, which keeps every `Store` (the only writer) out.
     let bytes = unsafe { segment_bytes(seg) };
-    let mut records = Records::new(bytes, seg.salt(), seg.sealed_end().is_some());
+    let mut records = Records::new(bytes, seg.seed(), seg.sealed_end().is_some());
     let mut scan = Scan {
         items: Vec::new(),
         end: SEGMENT_HEADER_SIZE as u64,

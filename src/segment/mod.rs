@@ -26,8 +26,8 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    segment_file_name, SegmentHeader, FORMAT_VERSION, SEALED_MAGIC, SEGMENT_HEADER_CRC_RANGE,
-    SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
+    segment_file_name, SegmentHeader, FORMAT_VERSION, MIN_FORMAT_VERSION, SEALED_MAGIC,
+    SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
 };
 use crate::io::{allocate, Fs};
 
@@ -75,6 +75,8 @@ pub struct Segment {
     path: PathBuf,
     seq: u64,
     salt: u32,
+    /// Format version from the header (records are checksummed by it).
+    version: u32,
     /// Size the header gives (the size of every offset computation).
     size: u64,
     /// Bytes mapped: `size`, or less for a newest segment that a crash left short (then the
@@ -148,6 +150,7 @@ impl Segment {
             path,
             seq,
             salt,
+            version: FORMAT_VERSION,
             size: prepared.size,
             map: prepared.map,
             via: prepared.via,
@@ -229,6 +232,7 @@ impl Segment {
             path: path.to_path_buf(),
             seq,
             salt: header.salt.get(),
+            version: header.version.get(),
             size,
             map,
             via: opts.via,
@@ -287,9 +291,12 @@ impl Segment {
         self.seq
     }
 
-    /// CRC seed of this segment's records.
-    pub fn salt(&self) -> u32 {
-        self.salt
+    /// The salt and format version its records are checksummed with.
+    pub fn seed(&self) -> crate::record::Seed {
+        crate::record::Seed {
+            salt: self.salt,
+            version: self.version,
+        }
     }
 
     /// File size.
@@ -490,12 +497,13 @@ pub fn parse_header(path: &Path, raw: &[u8]) -> Result<SegmentHeader> {
     if crc != header.header_crc.get() {
         return Err(Error::corrupt(path, 32, "segment header checksum mismatch"));
     }
-    if header.version.get() != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&header.version.get()) {
         return Err(Error::corrupt(
             path,
             8,
             format!(
-                "format version {} is not supported (this build reads {FORMAT_VERSION})",
+                "format version {} is not supported (this build reads versions \
+                 {MIN_FORMAT_VERSION} to {FORMAT_VERSION})",
                 header.version
             ),
         ));
@@ -518,13 +526,13 @@ mod tests {
         let p = PreparedFile::create(dir.path(), 1, 8192, &test_opts()).unwrap();
         let seg = Segment::install(p, dir.path(), 3).unwrap();
         assert_eq!(seg.size(), 8192);
-        let salt = seg.salt();
+        let salt = seg.seed().salt;
         seg.sync_range(0, 8192).unwrap();
         drop(seg);
         let path = dir.path().join(segment_file_name(3));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
         let seg = Segment::open(&path, 3, true, &test_opts(), false).unwrap();
-        assert_eq!(seg.salt(), salt);
+        assert_eq!(seg.seed().salt, salt);
         assert_eq!(seg.sealed_end(), None);
         seg.mark_sealed(128).unwrap();
         drop(seg);

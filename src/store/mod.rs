@@ -19,6 +19,7 @@ use crate::segment::{FileOptions, PreparedFile, Segment, WriteVia};
 use crate::state::LogState;
 use crate::version::{RunRef, Version};
 
+mod append_frames;
 mod config;
 #[cfg(test)]
 mod sim_tests;
@@ -358,6 +359,13 @@ impl Store {
             return Ok(());
         }
         self.write_record(RecordKind::Truncate, from, &[])?;
+        self.apply_truncate(from);
+        self.publish();
+        Ok(())
+    }
+
+    /// The writer's side of a truncate record just written: state and runs (not published).
+    fn apply_truncate(&mut self, from: u64) {
         self.state.apply_truncate(from);
         if let Some(t) = self.tail.take() {
             t.publish(self.tail_len);
@@ -369,8 +377,6 @@ impl Store {
             last.limit = last.len().min(from - last.run.first());
         }
         self.normalize_runs();
-        self.publish();
-        Ok(())
     }
 
     /// Removes every entry with index `< first`; `first` becomes the first index. Whole

@@ -3,6 +3,9 @@
 //! the image the cut leaves, checked against the model of acknowledged operations. Also: a
 //! failed `msync` poisons the log and no later callback acknowledges anything.
 //!
+//! Half the appends go through `append_frames` (replication frames), the rest through
+//! `append_batch`.
+//!
 //! `RML_SIM_WORKLOADS` (default 10) sets the number of workloads; each is cut at every effect.
 
 use std::collections::BTreeMap;
@@ -22,7 +25,8 @@ struct Model {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append(Vec<usize>),
+    /// Payload sizes; appended as replication frames (`append_frames`) when the flag is set.
+    Append(Vec<usize>, bool),
     TruncateBack(u64),
     PurgeForward(u64),
     Meta(u64, usize),
@@ -39,7 +43,10 @@ fn workload(seed: u64) -> Vec<Op> {
     let n = 30 + r.below(40);
     (0..n)
         .map(|_| match r.below(10) {
-            0..=4 => Op::Append((0..1 + r.below(6)).map(|_| r.below(400) as usize).collect()),
+            0..=4 => Op::Append(
+                (0..1 + r.below(6)).map(|_| r.below(400) as usize).collect(),
+                r.below(2) == 0,
+            ),
             5 => Op::TruncateBack(r.below(4)),
             6 => Op::PurgeForward(r.below(6)),
             7 => Op::Meta(r.below(3), r.below(60) as usize),
@@ -87,7 +94,7 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op]) -> Run {
             }
         };
         let ok = match op {
-            Op::Append(sizes) => {
+            Op::Append(sizes, as_frames) => {
                 let batch: Vec<(u64, Vec<u8>)> = sizes
                     .iter()
                     .enumerate()
@@ -96,7 +103,12 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op]) -> Run {
                         (i, payload(i, gen, len))
                     })
                     .collect();
-                let r = store.append_batch(batch.iter().map(|(i, p)| (*i, &p[..])));
+                let entries = batch.iter().map(|(i, p)| (*i, &p[..]));
+                let r = if *as_frames {
+                    store.append_frames(&crate::frames::encode(entries))
+                } else {
+                    store.append_batch(entries)
+                };
                 // Applied, or in flight when the power went off (then any prefix of the batch
                 // may be on disk, and the run stops here).
                 for (i, p) in batch {

@@ -41,6 +41,14 @@ pub(super) struct Undo {
     state: LogState,
 }
 
+impl Undo {
+    /// Keeps a copy of every run, for a call that changes runs other than the tail (a
+    /// truncate inside the call): undoing it restores them all.
+    pub(super) fn keep_runs(&mut self, runs: Vec<RunRef>) {
+        self.runs = Some(runs);
+    }
+}
+
 /// Effects of a call that wait until it cannot fail any more.
 #[derive(Default)]
 pub(super) struct Pending {
@@ -54,7 +62,7 @@ pub(super) struct Pending {
     /// rolled over (until then, `Store::write_pos`).
     first_end: Option<u64>,
     /// The layout changed: a new version must be published.
-    layout_changed: bool,
+    pub(super) layout_changed: bool,
 }
 
 impl Store {
@@ -122,8 +130,8 @@ impl Store {
             if self.write_pos + rs > self.active.size() {
                 self.rollover(p)?;
             }
-            let h = record::header(
-                self.active.salt(),
+            let h = record::header_with(
+                self.active.seed(),
                 RecordKind::Entry,
                 index,
                 &[prefix, payload],
@@ -139,39 +147,43 @@ impl Store {
                     .write_at(pos + RECORD_HEADER_SIZE + prefix.len(), payload)?;
             }
             self.last_crc = h.crc.get();
-            if self.state.is_empty() && index != self.state.next {
-                // An empty log jumping ahead: older runs are all below the new first index.
-                self.tail = None;
-                self.version.runs.clear();
-            }
-            if self.state.is_empty() {
-                p.layout_changed = true;
-            }
-            let tail = match &self.tail {
-                Some(t) => t.clone(),
-                None => {
-                    let run = Arc::new(Run::new(self.active.clone(), index));
-                    self.version.runs.push(RunRef {
-                        run: run.clone(),
-                        limit: u64::MAX,
-                    });
-                    self.tail = Some(run.clone());
-                    self.tail_len = 0;
-                    p.layout_changed = true;
-                    run
-                }
-            };
-            tail.set(self.tail_len as usize, pos as u32);
-            self.tail_len += 1;
-            self.write_pos += rs;
-            self.state.apply_append(index);
+            self.index_entry(index, pos, rs, p);
         }
         Ok(())
     }
 
+    /// Records an entry just written at `pos` (`rs` bytes) of the active segment: its slot
+    /// in the tail run (a new run if there is none), the write position and the state.
+    pub(super) fn index_entry(&mut self, index: u64, pos: usize, rs: u64, p: &mut Pending) {
+        if self.state.is_empty() && index != self.state.next {
+            // An empty log jumping ahead: older runs are all below the new first index.
+            self.tail = None;
+            self.version.runs.clear();
+        }
+        if self.state.is_empty() {
+            p.layout_changed = true;
+        }
+        if self.tail.is_none() {
+            let run = Arc::new(Run::new(self.active.clone(), index));
+            self.version.runs.push(RunRef {
+                run: run.clone(),
+                limit: u64::MAX,
+            });
+            self.tail = Some(run);
+            self.tail_len = 0;
+            p.layout_changed = true;
+        }
+        if let Some(tail) = &self.tail {
+            tail.set(self.tail_len as usize, pos as u32);
+        }
+        self.tail_len += 1;
+        self.write_pos += rs;
+        self.state.apply_append(index);
+    }
+
     /// Every few MiB of new data, asks the flush thread to start write-back of the completed
     /// pages (not waiting for it), so that write-back overlaps appending.
-    fn hint_writeback(&mut self) {
+    pub(super) fn hint_writeback(&mut self) {
         const STEP: u64 = 4 << 20;
         const PAGE: u64 = 4096;
         let done = self.write_pos / PAGE * PAGE;
@@ -201,7 +213,7 @@ impl Store {
         }
     }
 
-    fn roll_and_write(
+    pub(super) fn roll_and_write(
         &mut self,
         kind: RecordKind,
         arg: u64,
@@ -241,7 +253,7 @@ impl Store {
                 self.active.size()
             )));
         }
-        let h = record::header(self.active.salt(), kind, arg, &[body]);
+        let h = record::header_with(self.active.seed(), kind, arg, &[body]);
         let pos = self.write_pos as usize;
         // SAFETY: unpublished space of the active segment, inside the map (checked above);
         // only the writer thread writes (I1).
@@ -264,7 +276,7 @@ impl Store {
 
     /// Seals the active segment and starts the next one. Its effects on readers and the
     /// flusher wait in `p`.
-    fn rollover(&mut self, p: &mut Pending) -> Result<()> {
+    pub(super) fn rollover(&mut self, p: &mut Pending) -> Result<()> {
         let prepared = match self.spares.pop() {
             Some(f) => f,
             None => self.preparer.take()?,
@@ -298,7 +310,7 @@ impl Store {
     }
 
     /// Saves what a call may change.
-    fn begin(&self) -> Undo {
+    pub(super) fn begin(&self) -> Undo {
         Undo {
             active: self.active.clone(),
             write_pos: self.write_pos,
@@ -319,7 +331,7 @@ impl Store {
     /// Makes a successful call visible: the version readers hold is superseded first, then
     /// run lengths are published, sealed segments go to the flusher, and the new version is
     /// stored.
-    fn finish(&mut self, p: Pending) {
+    pub(super) fn finish(&mut self, p: Pending) {
         if p.layout_changed {
             self.current.load().supersede();
         }
@@ -345,7 +357,7 @@ impl Store {
 
     /// Undoes a call that failed with `err`, and returns the error to report: `err` itself,
     /// or [`Error::Poisoned`] if the undo failed too.
-    fn rollback(&mut self, u: Undo, p: Pending, err: Error) -> Error {
+    pub(super) fn rollback(&mut self, u: Undo, p: Pending, err: Error) -> Error {
         let mut failures: Vec<String> = Vec::new();
         let end = p.first_end.unwrap_or(self.write_pos);
         if end > u.write_pos {
