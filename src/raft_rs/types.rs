@@ -1,0 +1,176 @@
+//! How raft-rs's log ids, hard state and configuration are stored: [`RaftRsTypes`].
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use crate::raft::{Codec, CodecError, Types};
+
+/// The [`Types`] of a log that serves raft-rs.
+///
+/// * Log ids are [`EntryId`] `(term, index)`: an entry's term and index are stored once, in the
+///   log id, and not again in the entry's body.
+/// * Votes are [`HardVote`] `(term, voted for)`: the term and vote of raft-rs's `HardState`
+///   (its `commit` is the log's committed log id).
+/// * User data is [`StoredConf`]: the `ConfState` the application last set, with the committed
+///   index at that moment, so that a later snapshot's configuration wins over an older one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RaftRsTypes;
+
+impl Types for RaftRsTypes {
+    type LogId = EntryId;
+    type Vote = HardVote;
+    type UserData = StoredConf;
+
+    /// Two `u64`.
+    const MAX_LOG_ID_LEN: usize = 16;
+    /// Two `u64`.
+    const MAX_VOTE_LEN: usize = 16;
+
+    fn log_index(log_id: &EntryId) -> u64 {
+        log_id.index
+    }
+}
+
+/// A raft-rs log position: term, then index. Ordered by term, then index (along a Raft log
+/// both never decrease). Displayed as `term/index` (`3/17`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryId {
+    /// The entry's term.
+    pub term: u64,
+    /// The entry's index.
+    pub index: u64,
+}
+
+impl EntryId {
+    /// A log id.
+    pub fn new(term: u64, index: u64) -> Self {
+        EntryId { term, index }
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.term, self.index)
+    }
+}
+
+impl Codec for EntryId {
+    fn encode(&self, buf: &mut Vec<u8>) {
+        (self.term, self.index).encode(buf)
+    }
+    fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
+        let ((term, index), n) = <(u64, u64)>::decode(bytes)?;
+        Ok((EntryId { term, index }, n))
+    }
+}
+
+/// The vote part of raft-rs's `HardState`: the term and the node voted for in it (0: none).
+///
+/// Ordered as Raft allows a vote to change: a higher term is greater; in the same term, a vote
+/// for a node is greater than no vote; votes for two different nodes in the same term are
+/// incomparable (so the log refuses to change a vote within a term). Displayed as `T5-N2`
+/// (`T5-N0`: no vote in term 5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct HardVote {
+    /// `HardState::term`.
+    pub term: u64,
+    /// `HardState::vote`: the node voted for in `term`, 0 if none.
+    pub vote: u64,
+}
+
+impl HardVote {
+    /// A vote.
+    pub fn new(term: u64, vote: u64) -> Self {
+        HardVote { term, vote }
+    }
+}
+
+impl PartialOrd for HardVote {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        match self.term.cmp(&other.term) {
+            Ordering::Equal => {}
+            o => return Some(o),
+        }
+        match (self.vote, other.vote) {
+            (a, b) if a == b => Some(Ordering::Equal),
+            (0, _) => Some(Ordering::Less),
+            (_, 0) => Some(Ordering::Greater),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for HardVote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "T{}-N{}", self.term, self.vote)
+    }
+}
+
+impl Codec for HardVote {
+    fn encode(&self, buf: &mut Vec<u8>) {
+        (self.term, self.vote).encode(buf)
+    }
+    fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
+        let ((term, vote), n) = <(u64, u64)>::decode(bytes)?;
+        Ok((HardVote { term, vote }, n))
+    }
+}
+
+/// The configuration the application set last (`ConfState`, protobuf-encoded), and the
+/// committed index when it was set.
+///
+/// A snapshot carries its own `ConfState` in its meta; the effective configuration is the
+/// stored one unless a snapshot at a higher index replaced it (see
+/// [`super::MmapRaftStorage::conf_state`]). The index makes installing a snapshot and saving
+/// its configuration safe to do as two writes: a crash between them leaves the snapshot's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredConf {
+    /// The committed index when the configuration was set (a snapshot's index for the
+    /// configuration a snapshot brought).
+    pub index: u64,
+    /// The protobuf encoding of the `ConfState`.
+    pub conf_state: Vec<u8>,
+}
+
+impl Codec for StoredConf {
+    fn encode(&self, buf: &mut Vec<u8>) {
+        self.index.encode(buf);
+        self.conf_state.encode(buf);
+    }
+    fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
+        let ((index, conf_state), n) = <(u64, Vec<u8>)>::decode(bytes)?;
+        Ok((StoredConf { index, conf_state }, n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vote_order_is_raft_s() {
+        let v = HardVote::new;
+        assert!(v(2, 0) > v(1, 3));
+        assert!(v(2, 1) > v(2, 0));
+        assert_eq!(v(2, 1).partial_cmp(&v(2, 1)), Some(Ordering::Equal));
+        assert_eq!(v(2, 1).partial_cmp(&v(2, 3)), None);
+        assert!(v(1, 3) < v(2, 0));
+    }
+
+    #[test]
+    fn codecs_round_trip_at_the_declared_sizes() {
+        let id = EntryId::new(u64::MAX, u64::MAX);
+        assert_eq!(id.to_bytes().len(), RaftRsTypes::MAX_LOG_ID_LEN);
+        assert_eq!(EntryId::from_bytes(&id.to_bytes()).unwrap(), id);
+        let vote = HardVote::new(u64::MAX, 3);
+        assert_eq!(vote.to_bytes().len(), RaftRsTypes::MAX_VOTE_LEN);
+        assert_eq!(HardVote::from_bytes(&vote.to_bytes()).unwrap(), vote);
+        let conf = StoredConf {
+            index: 9,
+            conf_state: vec![1, 2, 3],
+        };
+        assert_eq!(StoredConf::from_bytes(&conf.to_bytes()).unwrap(), conf);
+        assert!(EntryId::new(1, 9) < EntryId::new(2, 3));
+        assert_eq!(EntryId::new(3, 17).to_string(), "3/17");
+    }
+}
