@@ -1,0 +1,34 @@
+//! A short run of the `raft_rs_cluster` example: 3 raft-rs nodes on `MmapRaftStorage`, 300
+//! puts, a follower stopped, 100 more, the follower restarted from its directory; all nodes
+//! converge.
+#![cfg(feature = "raft-rs")]
+
+#[path = "../examples/raft_rs_cluster/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use raft_mmap_log::Config;
+
+#[test]
+fn three_nodes_converge_after_a_follower_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_config = Config {
+        segment_size: 256 << 10,
+        ..Config::default()
+    };
+    let r = harness::run(tmp.path(), 300, 100, 64, log_config).expect("cluster run");
+    assert!(r.converged, "{r:#?}");
+    assert_eq!(r.nodes.len(), 3);
+    let leader = &r.nodes[&r.leader];
+    for (id, n) in &r.nodes {
+        assert_eq!(n.keys, 400, "node {id}: {r:#?}");
+        assert_eq!(n.applied, leader.applied, "node {id}: {r:#?}");
+        assert!(
+            n.commit <= n.last && n.applied <= n.last,
+            "node {id}: {r:#?}"
+        );
+    }
+    // The restarted node replayed its own log and took the rest from the leader's.
+    let s = &r.nodes[&r.stopped];
+    assert!(s.last >= leader.applied && s.first == 1, "{r:#?}");
+}
