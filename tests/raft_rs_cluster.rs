@@ -28,7 +28,10 @@ fn three_nodes_converge_after_a_follower_restart() {
             "node {id}: {r:#?}"
         );
     }
-    // The restarted node replayed its own log and took the rest from the leader's.
+    // The restarted node found the log it had when it stopped, replayed it, and took the rest
+    // from the leader's.
+    assert!(r.stopped_last > 0, "{r:#?}");
+    assert_eq!(r.reopened_last, r.stopped_last, "{r:#?}");
     let s = &r.nodes[&r.stopped];
     assert!(s.last >= leader.applied && s.first == 1, "{r:#?}");
 }

@@ -535,3 +535,39 @@ fn hard_state_follows_raft_s_vote_rules() {
         assert_eq!(storage.initial_state().unwrap().hard_state, hs(3, 0, 1));
     });
 }
+
+/// Ours: `apply_snapshot` installs the snapshot, then saves its configuration. A crash
+/// between the two leaves the older configuration stored, stamped below the snapshot's
+/// index: the snapshot's configuration wins at reopen.
+#[test]
+fn a_snapshot_s_configuration_wins_over_an_older_stored_one() {
+    use raft_mmap_log::raft::RaftLog;
+    use raft_mmap_log::raft_rs::{EntryId, RaftRsTypes, StoredConf};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = ConfState::default();
+    old.voters = vec![1];
+    let mut log = RaftLog::<RaftRsTypes>::open(dir.path(), config()).unwrap();
+    log.save_user_data(Some(StoredConf {
+        index: 0,
+        conf_state: old.write_to_bytes().unwrap(),
+    }))
+    .unwrap();
+    let snap = new_snapshot(5, 2, vec![1, 2, 3]);
+    let meta = snap.get_metadata().write_to_bytes().unwrap();
+    log.install_snapshot(EntryId::new(2, 5), meta).unwrap();
+    log.sync().unwrap();
+    let storage = MmapRaftStorage::from_log(log).unwrap();
+    let storage = twice(storage, dir.path(), |storage| {
+        assert_eq!(storage.conf_state().voters, vec![1, 2, 3]);
+        assert_eq!(storage.snapshot(0, 0).unwrap(), snap);
+    });
+    // A configuration set later (stamped with a higher committed index) wins over it.
+    let mut storage = storage;
+    storage.append(&[new_entry(6, 2)]).unwrap();
+    storage.set_commit(6).unwrap();
+    storage.set_conf_state(old.clone()).unwrap();
+    twice(storage, dir.path(), |storage| {
+        assert_eq!(storage.conf_state(), &old);
+    });
+}

@@ -78,6 +78,8 @@ struct Status {
     commit: AtomicU64,
     /// Time from the thread's start to a running `RawNode` (open of the log included).
     open_micros: AtomicU64,
+    /// The log's last index when the node opened it.
+    opened_last: AtomicU64,
 }
 
 /// The state machine: key -> value, and the last applied index.
@@ -207,6 +209,9 @@ fn run_node(
 ) -> Result<NodeEnd, Error> {
     let started = Instant::now();
     let mut storage = MmapRaftStorage::open(dir, log_config)?;
+    status
+        .opened_last
+        .store(storage.last_index()?, Ordering::Relaxed);
     if storage.conf_state().voters.is_empty() {
         // Every node starts from the same configuration (as `MemStorage::new_with_conf_state`).
         let mut cs = ConfState::default();
@@ -464,6 +469,10 @@ pub struct Report {
     pub reopen: Duration,
     /// Time from the restart until the node applied everything the leader had committed.
     pub catch_up: Duration,
+    /// The stopped node's last log index when it stopped.
+    pub stopped_last: u64,
+    /// Its last log index when it reopened its directory.
+    pub reopened_last: u64,
     /// Each node's end state.
     pub nodes: BTreeMap<u64, NodeReport>,
     /// Whether all state machines are equal and hold every key.
@@ -493,7 +502,7 @@ pub fn run(
         .iter()
         .find(|&&id| id != leader)
         .ok_or("no follower")?;
-    cluster.stop_node(stopped)?;
+    let stopped_last = cluster.stop_node(stopped)?.report.last;
 
     let t = Instant::now();
     cluster.put(keys..keys + more, window)?;
@@ -504,6 +513,10 @@ pub fn run(
     cluster.start_node(stopped);
     cluster.wait_applied(&[stopped], target)?;
     let catch_up = t.elapsed();
+    let reopened_last = cluster.nodes[&stopped]
+        .status
+        .opened_last
+        .load(Ordering::Relaxed);
     let reopen = Duration::from_micros(
         cluster.nodes[&stopped]
             .status
@@ -536,6 +549,8 @@ pub fn run(
         more_writes,
         reopen,
         catch_up,
+        stopped_last,
+        reopened_last,
         nodes,
         converged,
     })
