@@ -120,7 +120,7 @@ impl MmapRaftStorage {
     }
 
     /// The configuration: the one last set with [`set_conf_state`](Self::set_conf_state),
-    /// unless a snapshot at a later index brought another; the default (empty) if neither.
+    /// unless a snapshot installed since brought another; the default (empty) if neither.
     pub fn conf_state(&self) -> &ConfState {
         &self.conf
     }
@@ -195,24 +195,19 @@ impl MmapRaftStorage {
 /// The configuration a reopened log starts with (see [`MmapRaftStorage::conf_state`]).
 fn effective_conf(log: &RaftLog<RaftRsTypes>) -> crate::Result<ConfState> {
     let st = log.state();
-    let snap = match &st.snapshot {
-        Some(s) => Some((
-            s.last_log_id.index,
-            decode_pb::<SnapshotMetadata>("raft-rs snapshot meta", &s.data)?,
-        )),
-        None => None,
-    };
     let stored = match &st.user_data {
         Some(c) => Some((
-            c.index,
+            c.snapshot_index,
             decode_pb::<ConfState>("raft-rs conf state", &c.conf_state)?,
         )),
         None => None,
     };
-    Ok(match (stored, snap) {
-        (Some((si, cs)), Some((pi, _))) if si > pi => cs,
-        (_, Some((_, mut meta))) => meta.take_conf_state(),
-        (Some((_, cs)), None) => cs,
+    Ok(match (&st.snapshot, stored) {
+        (Some(s), Some((at, cs))) if at >= s.last_log_id.index => cs,
+        (Some(s), _) => {
+            decode_pb::<SnapshotMetadata>("raft-rs snapshot meta", &s.data)?.take_conf_state()
+        }
+        (None, Some((_, cs))) => cs,
         (None, None) => ConfState::default(),
     })
 }

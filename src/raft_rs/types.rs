@@ -11,8 +11,8 @@ use crate::raft::{Codec, CodecError, Types};
 ///   log id, and not again in the entry's body.
 /// * Votes are [`HardVote`] `(term, voted for)`: the term and vote of raft-rs's `HardState`
 ///   (its `commit` is the log's committed log id).
-/// * User data is [`StoredConf`]: the `ConfState` the application last set, with the committed
-///   index at that moment, so that a later snapshot's configuration wins over an older one.
+/// * User data is [`StoredConf`]: the `ConfState` the application last set, with the index of
+///   the log's snapshot at that moment, so that a later snapshot's configuration wins over it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RaftRsTypes;
 
@@ -116,30 +116,36 @@ impl Codec for HardVote {
     }
 }
 
-/// The configuration the application set last (`ConfState`, protobuf-encoded), and the
-/// committed index when it was set.
+/// The configuration the application set last (`ConfState`, protobuf-encoded), and the index
+/// of the log's snapshot at that moment.
 ///
 /// A snapshot carries its own `ConfState` in its meta; the effective configuration is the
-/// stored one unless a snapshot at a higher index replaced it (see
-/// [`super::MmapRaftStorage::conf_state`]). The index makes installing a snapshot and saving
-/// its configuration safe to do as two writes: a crash between them leaves the snapshot's.
+/// stored one if it was set after the log's current snapshot was installed
+/// (`snapshot_index` at least the snapshot's index), else the snapshot's (see
+/// [`super::MmapRaftStorage::conf_state`]). This makes installing a snapshot and saving its
+/// configuration safe to do as two writes: a crash between them leaves the snapshot's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredConf {
-    /// The committed index when the configuration was set (a snapshot's index for the
-    /// configuration a snapshot brought).
-    pub index: u64,
+    /// Index of the log's last installed snapshot when the configuration was set (0: none).
+    pub snapshot_index: u64,
     /// The protobuf encoding of the `ConfState`.
     pub conf_state: Vec<u8>,
 }
 
 impl Codec for StoredConf {
     fn encode(&self, buf: &mut Vec<u8>) {
-        self.index.encode(buf);
+        self.snapshot_index.encode(buf);
         self.conf_state.encode(buf);
     }
     fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
-        let ((index, conf_state), n) = <(u64, Vec<u8>)>::decode(bytes)?;
-        Ok((StoredConf { index, conf_state }, n))
+        let ((snapshot_index, conf_state), n) = <(u64, Vec<u8>)>::decode(bytes)?;
+        Ok((
+            StoredConf {
+                snapshot_index,
+                conf_state,
+            },
+            n,
+        ))
     }
 }
 
@@ -166,7 +172,7 @@ mod tests {
         assert_eq!(vote.to_bytes().len(), RaftRsTypes::MAX_VOTE_LEN);
         assert_eq!(HardVote::from_bytes(&vote.to_bytes()).unwrap(), vote);
         let conf = StoredConf {
-            index: 9,
+            snapshot_index: 9,
             conf_state: vec![1, 2, 3],
         };
         assert_eq!(StoredConf::from_bytes(&conf.to_bytes()).unwrap(), conf);

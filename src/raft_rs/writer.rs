@@ -144,20 +144,27 @@ impl MmapRaftStorage {
         Ok(())
     }
 
-    /// Saves the configuration (after applying a conf change), stamped with the committed
-    /// index so that a later snapshot's configuration replaces it.
+    /// Saves the configuration (after applying a conf change), stamped with the index of the
+    /// log's snapshot so that a snapshot installed later replaces it.
     pub fn set_conf_state(&mut self, cs: ConfState) -> RaftRsResult<()> {
-        let index = self.log.state().committed.map_or(0, |c| c.index);
-        self.save_conf(index, cs)
+        self.save_conf(cs)
     }
 
-    fn save_conf(&mut self, index: u64, cs: ConfState) -> RaftRsResult<()> {
+    fn save_conf(&mut self, cs: ConfState) -> RaftRsResult<()> {
+        let snapshot_index = self
+            .log
+            .state()
+            .snapshot
+            .as_ref()
+            .map_or(0, |s| s.last_log_id.index);
         let conf_state = cs.write_to_bytes().map_err(|e| Error::Decode {
             what: "raft-rs conf state (encoding)".into(),
             reason: e.to_string(),
         })?;
-        self.log
-            .save_user_data(Some(StoredConf { index, conf_state }))?;
+        self.log.save_user_data(Some(StoredConf {
+            snapshot_index,
+            conf_state,
+        }))?;
         self.conf = cs;
         Ok(())
     }
@@ -194,7 +201,7 @@ impl MmapRaftStorage {
         if self.log.state().vote.is_none_or(|v| v.term < meta.term) {
             self.log.save_vote(HardVote::new(meta.term, 0))?;
         }
-        self.save_conf(meta.index, meta.get_conf_state().clone())
+        self.save_conf(meta.get_conf_state().clone())
     }
 
     /// Drops the entries before `compact_index` (`MemStorage::compact`): nothing to do at or
