@@ -37,6 +37,8 @@
 
 mod codec;
 mod error;
+#[cfg(test)]
+mod sim_tests;
 mod storage;
 mod types;
 mod writer;
