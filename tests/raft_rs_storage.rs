@@ -569,3 +569,35 @@ fn a_snapshot_s_configuration_wins_over_an_older_stored_one() {
         assert_eq!(storage.conf_state(), &old);
     });
 }
+
+/// Ours: data of `DEFAULT_SHARE_MIN` bytes or more is handed out sharing the map (two reads
+/// give the same bytes, not two copies), and stays valid after the storage is dropped;
+/// shorter data, or any with sharing off, is copied.
+#[test]
+fn large_entry_data_shares_the_map() {
+    use raft_mmap_log::raft_rs::DEFAULT_SHARE_MIN;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = new_entry(1, 1);
+    big.data = vec![7u8; DEFAULT_SHARE_MIN].into();
+    let mut small = new_entry(2, 1);
+    small.data = vec![8u8; DEFAULT_SHARE_MIN - 1].into();
+    let mut storage = with_entries(dir.path(), &[big.clone(), small.clone()]);
+    let read = |s: &MmapRaftStorage| s.entries(1, 3, None, GetEntriesContext::empty(false));
+    let (a, b) = (read(&storage).unwrap(), read(&storage).unwrap());
+    assert_eq!(a, vec![big.clone(), small.clone()]);
+    assert_eq!(a[0].data.as_ptr(), b[0].data.as_ptr(), "shared, not copied");
+    assert_ne!(a[1].data.as_ptr(), b[1].data.as_ptr(), "copied");
+    storage.share_data_from(None);
+    let c = read(&storage).unwrap();
+    assert_ne!(
+        a[0].data.as_ptr(),
+        c[0].data.as_ptr(),
+        "copied when sharing is off"
+    );
+    storage.sync().unwrap();
+    drop(storage);
+    assert_eq!(a[0], big, "the shared bytes outlive the storage");
+    let storage = open(dir.path());
+    assert_eq!(read(&storage).unwrap(), vec![big, small]);
+}

@@ -13,6 +13,7 @@
 //! A normal entry without context costs one byte over its data, and decoding it reads one
 //! byte before slicing the data out of the mapped record.
 
+use bytes::Bytes;
 use raft::eraftpb::{Entry, EntryType};
 
 use super::types::EntryId;
@@ -94,9 +95,14 @@ pub(crate) fn parse_body(index: u64, body: &[u8]) -> Result<EntryBody<'_>, Error
     })
 }
 
-/// The owned raft-rs `Entry` of a stored one: copies the data and the context (raft-rs's
-/// `Entry` owns them as `Bytes`); nothing else is allocated.
-pub(crate) fn to_entry(id: EntryId, body: &[u8]) -> Result<Entry, Error> {
+/// The owned raft-rs `Entry` of a stored one: the context is copied, the data is whatever
+/// `data` makes of its bytes (a copy, or a `Bytes` sharing the map); nothing else is
+/// allocated.
+pub(crate) fn to_entry_with(
+    id: EntryId,
+    body: &[u8],
+    data: impl FnOnce(&[u8]) -> Bytes,
+) -> Result<Entry, Error> {
     let b = parse_body(id.index, body)?;
     let mut e = Entry {
         term: id.term,
@@ -106,12 +112,18 @@ pub(crate) fn to_entry(id: EntryId, body: &[u8]) -> Result<Entry, Error> {
         ..Entry::default()
     };
     if !b.context.is_empty() {
-        e.context = b.context.to_vec().into();
+        e.context = Bytes::copy_from_slice(b.context);
     }
     if !b.data.is_empty() {
-        e.data = b.data.to_vec().into();
+        e.data = data(b.data);
     }
     Ok(e)
+}
+
+/// [`to_entry_with`] copying the data.
+#[cfg(test)]
+pub(crate) fn to_entry(id: EntryId, body: &[u8]) -> Result<Entry, Error> {
+    to_entry_with(id, body, Bytes::copy_from_slice)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@
 
 mod codec;
 mod error;
+mod shared;
 #[cfg(test)]
 mod sim_tests;
 mod storage;
@@ -44,7 +45,7 @@ mod types;
 mod writer;
 
 pub use error::{RaftRsError, RaftRsResult};
-pub use storage::{MmapRaftStorage, SnapshotData};
+pub use storage::{MmapRaftStorage, SnapshotData, DEFAULT_SHARE_MIN};
 pub use types::{EntryId, HardVote, RaftRsTypes, StoredConf};
 
 /// A logger that drops every record, for `RawNode::new` (raft's `default-logger` feature,

@@ -3,19 +3,24 @@
 use std::fmt;
 use std::path::Path;
 
+use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError, NO_LIMIT};
 
-use super::codec;
 use super::error::{engine_err, RaftRsResult};
 use super::types::{EntryId, RaftRsTypes};
+use super::{codec, shared};
 use crate::raft::{RaftLog, RaftReader, RaftView};
 use crate::{Config, Error};
 
 /// Builds the data of a snapshot whose meta the storage chose (the committed index, its term
 /// and the current `ConfState`) for the peer `to`; see [`MmapRaftStorage::set_snapshot_data`].
 pub type SnapshotData = Box<dyn Fn(&SnapshotMetadata, u64) -> raft::Result<Vec<u8>> + Send + Sync>;
+
+/// Entry data of at least this many bytes is, by default, handed to raft-rs as `Bytes` that
+/// share the mapped segment instead of a copy (see [`MmapRaftStorage::share_data_from`]).
+pub const DEFAULT_SHARE_MIN: usize = 1024;
 
 /// raft-rs's `Storage` on a [`RaftLog`]: entries in memory-mapped segment files, the hard
 /// state and configuration in the log's meta values.
@@ -46,6 +51,8 @@ pub struct MmapRaftStorage {
     /// The effective configuration (see [`MmapRaftStorage::conf_state`]).
     pub(super) conf: ConfState,
     pub(super) snapshot_data: Option<SnapshotData>,
+    /// Entry data at least this long is shared with the map, not copied (`None`: never).
+    pub(super) share_min: Option<usize>,
     /// Scratch for encoding entry bodies on append.
     pub(super) buf: Vec<u8>,
 }
@@ -81,6 +88,7 @@ impl MmapRaftStorage {
             log,
             conf,
             snapshot_data: None,
+            share_min: Some(DEFAULT_SHARE_MIN),
             buf: Vec::new(),
         })
     }
@@ -92,6 +100,18 @@ impl MmapRaftStorage {
     /// has not applied that far yet; raft-rs asks again later.
     pub fn set_snapshot_data(&mut self, f: SnapshotData) {
         self.snapshot_data = Some(f);
+    }
+
+    /// Entry data of at least `min` bytes is handed to raft-rs as `Bytes` that share the
+    /// mapped segment (no copy; one small allocation for the owner), shorter data is copied;
+    /// `None` copies all. Default [`DEFAULT_SHARE_MIN`].
+    ///
+    /// A shared `Bytes` keeps the log's view, and so its segment files, mapped until its last
+    /// clone is dropped: a segment purged meanwhile is deleted from the directory but its
+    /// disk space is freed only then. raft-rs drops entries once sent, persisted or applied;
+    /// an application that keeps them long should copy them (or pass `None`).
+    pub fn share_data_from(&mut self, min: Option<usize>) {
+        self.share_min = min;
     }
 
     /// The log underneath (state, statistics, readers).
@@ -168,9 +188,15 @@ impl MmapRaftStorage {
         let count = usize::try_from(high - low).unwrap_or(usize::MAX);
         let mut out = Vec::with_capacity(count.min(1024));
         let mut size = 0u64;
+        let raw = view.raw();
+        let share_min = self.share_min;
         for item in view.read(low..high) {
             let (id, body) = item.map_err(engine_err)?;
-            let e = codec::to_entry(id, body).map_err(engine_err)?;
+            let e = codec::to_entry_with(id, body, |data| match share_min {
+                Some(min) if data.len() >= min => shared::share(raw, id.index, data),
+                _ => Bytes::copy_from_slice(data),
+            })
+            .map_err(engine_err)?;
             if let Some(limit) = limit {
                 // As raft-rs's `limit_size`: the first entry always, then while the total
                 // protobuf size stays within the limit.
