@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Options: `--keys N`, `--more N`, `--window N` (puts in flight, default 256),
-//! `--dir PATH` (keep the node directories there instead of a temporary directory).
+//! `--compact-keep N` (nodes compact their logs to the last N applied entries: the restarted
+//! follower then catches up from a snapshot), `--dir PATH` (keep the node directories there
+//! instead of a temporary directory).
 
 #[path = "raft_rs_cluster/harness.rs"]
 #[allow(dead_code)]
@@ -28,6 +30,7 @@ fn main() -> Result<(), harness::Error> {
     let mut keys = 10_000u64;
     let mut more = 2_000u64;
     let mut window = 256usize;
+    let mut compact_keep: Option<u64> = None;
     let mut dir: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -36,9 +39,10 @@ fn main() -> Result<(), harness::Error> {
             "--keys" => keys = val()?.parse()?,
             "--more" => more = val()?.parse()?,
             "--window" => window = val()?.parse::<usize>()?.max(1),
+            "--compact-keep" => compact_keep = Some(val()?.parse()?),
             "--dir" => dir = Some(val()?.into()),
             "-h" | "--help" => {
-                println!("raft_rs_cluster [--keys N] [--more N] [--window N] [--dir PATH]");
+                println!("raft_rs_cluster [--keys N] [--more N] [--window N] [--compact-keep N] [--dir PATH]");
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other}").into()),
@@ -50,7 +54,7 @@ fn main() -> Result<(), harness::Error> {
         segment_size: 8 << 20,
         ..Config::default()
     };
-    let r = harness::run(&base, keys, more, window, log_config)?;
+    let r = harness::run(&base, keys, more, window, log_config, compact_keep)?;
 
     println!("3 raft-rs nodes on MmapRaftStorage in {}", base.display());
     println!(
@@ -78,8 +82,8 @@ fn main() -> Result<(), harness::Error> {
     );
     for (id, n) in &r.nodes {
         println!(
-            "node {id}: applied {} commit {} log {}..={} term {} keys {} digest {:016x}",
-            n.applied, n.commit, n.first, n.last, n.term, n.keys, n.digest
+            "node {id}: applied {} commit {} log {}..={} term {} keys {} digest {:016x} snapshots {}",
+            n.applied, n.commit, n.first, n.last, n.term, n.keys, n.digest, n.snapshots
         );
     }
     if !r.converged {

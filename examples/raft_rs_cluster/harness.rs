@@ -3,328 +3,46 @@
 //! its own log directory. Shared by `examples/raft_rs_cluster.rs` and
 //! `tests/raft_rs_cluster.rs` through `#[path]`.
 
-// raft-rs's protobuf messages are built field by field, as in raft-rs's own examples.
-#![allow(clippy::field_reassign_with_default)]
+#[path = "node.rs"]
+mod node;
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, RwLock};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use raft::prelude::*;
-use raft::{RawNode, StateRole, Storage};
-use raft_mmap_log::raft_rs::{discard_logger, MmapRaftStorage};
 use raft_mmap_log::Config;
 
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+use node::{encode_put, start_node, Input, Network, Node, NodeConfig, NodeEnd};
+pub use node::{value_of, Error, NodeReport};
 
-/// One raft-rs tick.
-const TICK: Duration = Duration::from_millis(10);
 /// A proposal not acknowledged after this long is sent again (to the leader of the moment).
 const RESEND: Duration = Duration::from_millis(1000);
 /// How long a phase may wait for a leader or for the nodes to agree.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// What a node thread receives.
-enum Input {
-    Msg(Message),
-    /// Propose a put; `ack` gets `rid` once this node applies it.
-    Propose {
-        rid: u64,
-        data: Vec<u8>,
-        ack: Sender<u64>,
-    },
-    Stop,
-}
-
-/// The mailboxes of the running nodes.
-#[derive(Clone, Default)]
-struct Network {
-    boxes: Arc<RwLock<HashMap<u64, Sender<Input>>>>,
-}
-
-impl Network {
-    fn send(&self, to: u64, input: Input) -> bool {
-        let boxes = self.boxes.read().unwrap_or_else(|e| e.into_inner());
-        boxes.get(&to).is_some_and(|tx| tx.send(input).is_ok())
-    }
-
-    /// Sends raft messages; a message to a stopped node is dropped (raft-rs retries).
-    fn send_all(&self, msgs: Vec<Message>) {
-        for m in msgs {
-            self.send(m.to, Input::Msg(m));
-        }
-    }
-
-    fn set(&self, id: u64, tx: Option<Sender<Input>>) {
-        let mut boxes = self.boxes.write().unwrap_or_else(|e| e.into_inner());
-        match tx {
-            Some(tx) => boxes.insert(id, tx),
-            None => boxes.remove(&id),
-        };
-    }
-}
-
-/// What a node thread publishes while it runs.
-#[derive(Default)]
-struct Status {
-    leader: AtomicBool,
-    term: AtomicU64,
-    applied: AtomicU64,
-    commit: AtomicU64,
-    /// Time from the thread's start to a running `RawNode` (open of the log included).
-    open_micros: AtomicU64,
-    /// The log's last index when the node opened it.
-    opened_last: AtomicU64,
-}
-
-/// The state machine: key -> value, and the last applied index.
-#[derive(Default)]
-struct Kv {
-    map: BTreeMap<u64, Vec<u8>>,
-    applied: u64,
-}
-
-/// A put: request id, key, value.
-fn encode_put(rid: u64, key: u64, value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(16 + value.len());
-    v.extend_from_slice(&rid.to_le_bytes());
-    v.extend_from_slice(&key.to_le_bytes());
-    v.extend_from_slice(value);
-    v
-}
-
-fn decode_put(data: &[u8]) -> Option<(u64, u64, &[u8])> {
-    let (rid, rest) = data.split_first_chunk::<8>()?;
-    let (key, value) = rest.split_first_chunk::<8>()?;
-    Some((u64::from_le_bytes(*rid), u64::from_le_bytes(*key), value))
-}
-
-/// The value written for `key`.
-pub fn value_of(key: u64) -> Vec<u8> {
-    format!("value-{key:08}").into_bytes()
-}
-
-impl Kv {
-    fn apply(
-        &mut self,
-        entries: Vec<Entry>,
-        pending: &mut HashMap<u64, Sender<u64>>,
-    ) -> Result<(), Error> {
-        for e in entries {
-            if e.index <= self.applied {
-                continue;
-            }
-            if e.index != self.applied + 1 {
-                return Err(format!("applied {} then got entry {}", self.applied, e.index).into());
-            }
-            self.applied = e.index;
-            if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-                continue; // a new leader's empty entry
-            }
-            let (rid, key, value) =
-                decode_put(&e.data).ok_or_else(|| format!("entry {}: not a put", e.index))?;
-            self.map.insert(key, value.to_vec());
-            if let Some(ack) = pending.remove(&rid) {
-                let _ = ack.send(rid);
-            }
-        }
-        Ok(())
-    }
-
-    fn digest(&self) -> u64 {
-        let mut h = DefaultHasher::new();
-        self.map.hash(&mut h);
-        h.finish()
-    }
-}
-
-/// A node's end state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeReport {
-    /// Last applied index.
-    pub applied: u64,
-    /// Commit index (hard state) in the node's storage.
-    pub commit: u64,
-    /// First and last index of the node's log.
-    pub first: u64,
-    /// Last index of the node's log.
-    pub last: u64,
-    /// The node's term.
-    pub term: u64,
-    /// Keys in its state machine.
-    pub keys: usize,
-    /// Hash of its whole state machine.
-    pub digest: u64,
-}
-
-struct NodeEnd {
-    report: NodeReport,
-    map: BTreeMap<u64, Vec<u8>>,
-}
-
-struct Node {
-    status: Arc<Status>,
-    thread: JoinHandle<Result<NodeEnd, Error>>,
-}
-
-fn raft_config(id: u64) -> raft::Config {
-    raft::Config {
-        id,
-        election_tick: 10,
-        heartbeat_tick: 2,
-        max_size_per_msg: 1 << 20,
-        max_inflight_msgs: 256,
-        pre_vote: true,
-        ..Default::default()
-    }
-}
-
-/// Starts node `id` on `dir` (a new or an existing log).
-fn start_node(id: u64, dir: PathBuf, log_config: Config, peers: Vec<u64>, net: &Network) -> Node {
-    let (tx, rx) = mpsc::channel();
-    net.set(id, Some(tx));
-    let status = Arc::new(Status::default());
-    let st = status.clone();
-    let net = net.clone();
-    let thread = thread::Builder::new()
-        .name(format!("raft-node-{id}"))
-        .spawn(move || run_node(id, &dir, log_config, peers, rx, net, st))
-        .expect("spawn a node thread");
-    Node { status, thread }
-}
-
-fn run_node(
-    id: u64,
-    dir: &Path,
-    log_config: Config,
-    peers: Vec<u64>,
-    rx: Receiver<Input>,
-    net: Network,
-    status: Arc<Status>,
-) -> Result<NodeEnd, Error> {
-    let started = Instant::now();
-    let mut storage = MmapRaftStorage::open(dir, log_config)?;
-    status
-        .opened_last
-        .store(storage.last_index()?, Ordering::Relaxed);
-    if storage.conf_state().voters.is_empty() {
-        // Every node starts from the same configuration (as `MemStorage::new_with_conf_state`).
-        let mut cs = ConfState::default();
-        cs.voters = peers;
-        storage.set_conf_state(cs)?;
-        storage.sync()?;
-    }
-    let mut node = RawNode::new(&raft_config(id), storage, &discard_logger())?;
-    status
-        .open_micros
-        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    let mut kv = Kv::default();
-    let mut pending: HashMap<u64, Sender<u64>> = HashMap::new();
-    let mut next_tick = Instant::now() + TICK;
-    'run: loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
-        let first = match rx.recv_timeout(wait) {
-            Ok(input) => Some(input),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let more = std::iter::from_fn(|| rx.try_recv().ok()).take(4096);
-        for input in first.into_iter().chain(more) {
-            match input {
-                Input::Msg(m) => {
-                    let _ = node.step(m);
-                }
-                Input::Propose { rid, data, ack } => {
-                    if node.propose(vec![], data).is_ok() {
-                        pending.insert(rid, ack);
-                    }
-                }
-                Input::Stop => break 'run,
-            }
-        }
-        if Instant::now() >= next_tick {
-            node.tick();
-            next_tick = Instant::now() + TICK;
-        }
-        on_ready(&mut node, &net, &mut kv, &mut pending)?;
-        status
-            .leader
-            .store(node.raft.state == StateRole::Leader, Ordering::Relaxed);
-        status.term.store(node.raft.term, Ordering::Relaxed);
-        status
-            .commit
-            .store(node.raft.raft_log.committed, Ordering::Relaxed);
-        status.applied.store(kv.applied, Ordering::Relaxed);
-    }
-    status.leader.store(false, Ordering::Relaxed);
-    let store = node.store();
-    let report = NodeReport {
-        applied: kv.applied,
-        commit: store.initial_state()?.hard_state.commit,
-        first: store.first_index()?,
-        last: store.last_index()?,
-        term: node.raft.term,
-        keys: kv.map.len(),
-        digest: kv.digest(),
-    };
-    Ok(NodeEnd {
-        report,
-        map: kv.map,
-    })
-}
-
-/// One turn of the Ready loop: send, apply, persist (durable), send what needed persistence,
-/// advance.
-fn on_ready(
-    node: &mut RawNode<MmapRaftStorage>,
-    net: &Network,
-    kv: &mut Kv,
-    pending: &mut HashMap<u64, Sender<u64>>,
-) -> Result<(), Error> {
-    if !node.has_ready() {
-        return Ok(());
-    }
-    let mut rd = node.ready();
-    net.send_all(rd.take_messages());
-    if !rd.snapshot().is_empty() {
-        return Err("a snapshot arrived, but this cluster never compacts its logs".into());
-    }
-    kv.apply(rd.take_committed_entries(), pending)?;
-    node.mut_store().persist_ready(&rd)?;
-    net.send_all(rd.take_persisted_messages());
-    let mut light = node.advance(rd);
-    if let Some(commit) = light.commit_index() {
-        node.mut_store().set_commit(commit)?;
-    }
-    net.send_all(light.take_messages());
-    kv.apply(light.take_committed_entries(), pending)?;
-    node.advance_apply();
-    Ok(())
-}
-
 /// The running cluster.
 pub struct Cluster {
     base: PathBuf,
-    log_config: Config,
-    peers: Vec<u64>,
+    config: NodeConfig,
     net: Network,
     nodes: BTreeMap<u64, Node>,
 }
 
 impl Cluster {
     /// Starts nodes `1..=n`, node `i` on `base/node-i`.
-    pub fn start(base: &Path, n: u64, log_config: Config) -> Self {
+    pub fn start(base: &Path, n: u64, log: Config, compact_keep: Option<u64>) -> Self {
         let peers: Vec<u64> = (1..=n).collect();
         let net = Network::default();
         let mut c = Cluster {
             base: base.to_path_buf(),
-            log_config,
-            peers: peers.clone(),
+            config: NodeConfig {
+                log,
+                peers: peers.clone(),
+                compact_keep,
+            },
             net,
             nodes: BTreeMap::new(),
         };
@@ -336,18 +54,12 @@ impl Cluster {
 
     fn start_node(&mut self, id: u64) {
         let dir = self.base.join(format!("node-{id}"));
-        let node = start_node(
-            id,
-            dir,
-            self.log_config.clone(),
-            self.peers.clone(),
-            &self.net,
-        );
+        let node = start_node(id, dir, self.config.clone(), &self.net);
         self.nodes.insert(id, node);
     }
 
     /// The node that leads in the highest term, waiting for one.
-    pub fn leader(&self) -> Result<u64, Error> {
+    pub fn leader(&mut self) -> Result<u64, Error> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let leader = self
@@ -359,8 +71,8 @@ impl Cluster {
             if let Some(id) = leader {
                 return Ok(id);
             }
-            if let Some((id, n)) = self.nodes.iter().find(|(_, n)| n.thread.is_finished()) {
-                return Err(format!("node {id} stopped: {:?}", n.status.applied).into());
+            if let Some(e) = self.failed() {
+                return Err(e);
             }
             if Instant::now() > deadline {
                 return Err("no leader elected".into());
@@ -371,7 +83,7 @@ impl Cluster {
 
     /// Puts `keys` (value [`value_of`]) through the leader, at most `window` in flight, and
     /// returns when every one is applied on the node it was proposed to.
-    pub fn put(&self, keys: std::ops::Range<u64>, window: usize) -> Result<(), Error> {
+    pub fn put(&mut self, keys: std::ops::Range<u64>, window: usize) -> Result<(), Error> {
         let (ack_tx, ack_rx) = mpsc::channel();
         let mut outstanding: BTreeMap<u64, Instant> = BTreeMap::new();
         let mut next = keys.start;
@@ -430,14 +142,14 @@ impl Cluster {
     }
 
     /// Waits until every node has applied at least `index`.
-    fn wait_applied(&self, ids: &[u64], index: u64) -> Result<(), Error> {
+    fn wait_applied(&mut self, ids: &[u64], index: u64) -> Result<(), Error> {
         let deadline = Instant::now() + PATIENCE;
         while ids
             .iter()
             .any(|id| self.nodes[id].status.applied.load(Ordering::Relaxed) < index)
         {
-            if let Some((id, _)) = self.nodes.iter().find(|(_, n)| n.thread.is_finished()) {
-                return Err(format!("node {id} stopped").into());
+            if let Some(e) = self.failed() {
+                return Err(e);
             }
             if Instant::now() > deadline {
                 return Err(format!("nodes {ids:?} did not apply up to {index}").into());
@@ -445,6 +157,18 @@ impl Cluster {
             thread::sleep(Duration::from_millis(2));
         }
         Ok(())
+    }
+
+    /// A node whose thread ended by itself, with why.
+    fn failed(&mut self) -> Option<Error> {
+        let id = *self.nodes.iter().find(|(_, n)| n.thread.is_finished())?.0;
+        let node = self.nodes.remove(&id)?;
+        let why = match node.thread.join() {
+            Ok(Ok(_)) => "without an error".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "panicked".to_string(),
+        };
+        Some(format!("node {id} stopped: {why}").into())
     }
 
     fn commit_of(&self, id: u64) -> u64 {
@@ -481,15 +205,18 @@ pub struct Report {
 
 /// The run the example and the test make: 3 nodes, `keys` writes, a follower stopped, `more`
 /// writes, the follower restarted from its directory and caught up, every node compared.
+/// With `compact_keep`, nodes compact their logs as they apply, and the restarted follower
+/// catches up from a snapshot if the leader compacted past its log.
 pub fn run(
     base: &Path,
     keys: u64,
     more: u64,
     window: usize,
     log_config: Config,
+    compact_keep: Option<u64>,
 ) -> Result<Report, Error> {
     let t = Instant::now();
-    let mut cluster = Cluster::start(base, 3, log_config);
+    let mut cluster = Cluster::start(base, 3, log_config, compact_keep);
     let leader = cluster.leader()?;
     let election = t.elapsed();
 
@@ -498,6 +225,7 @@ pub fn run(
     let first_writes = t.elapsed();
 
     let stopped = *cluster
+        .config
         .peers
         .iter()
         .find(|&&id| id != leader)
@@ -508,7 +236,8 @@ pub fn run(
     cluster.put(keys..keys + more, window)?;
     let more_writes = t.elapsed();
 
-    let target = cluster.commit_of(cluster.leader()?);
+    let leader_then = cluster.leader()?;
+    let target = cluster.commit_of(leader_then);
     let t = Instant::now();
     cluster.start_node(stopped);
     cluster.wait_applied(&[stopped], target)?;
@@ -526,8 +255,9 @@ pub fn run(
 
     // Every node applies what the leader committed, then all stop.
     let leader_now = cluster.leader()?;
-    let ids = cluster.peers.clone();
-    cluster.wait_applied(&ids, cluster.commit_of(leader_now))?;
+    let ids = cluster.config.peers.clone();
+    let target = cluster.commit_of(leader_now);
+    cluster.wait_applied(&ids, target)?;
     let mut nodes = BTreeMap::new();
     let mut maps = Vec::new();
     for id in ids {
