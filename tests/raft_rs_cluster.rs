@@ -9,14 +9,17 @@ mod harness;
 
 use raft_mmap_log::Config;
 
+fn log_config() -> Config {
+    Config {
+        segment_size: 256 << 10,
+        ..Config::default()
+    }
+}
+
 #[test]
 fn three_nodes_converge_after_a_follower_restart() {
     let tmp = tempfile::tempdir().unwrap();
-    let log_config = Config {
-        segment_size: 256 << 10,
-        ..Config::default()
-    };
-    let r = harness::run(tmp.path(), 300, 100, 64, log_config, None).expect("cluster run");
+    let r = harness::run(tmp.path(), 300, 100, 64, log_config(), None).expect("cluster run");
     assert!(r.converged, "{r:#?}");
     assert_eq!(r.nodes.len(), 3);
     let leader = &r.nodes[&r.leader];
@@ -43,11 +46,7 @@ fn three_nodes_converge_after_a_follower_restart() {
 #[test]
 fn a_restarted_follower_catches_up_from_a_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
-    let log_config = Config {
-        segment_size: 256 << 10,
-        ..Config::default()
-    };
-    let r = harness::run(tmp.path(), 300, 100, 64, log_config, Some(20)).expect("cluster run");
+    let r = harness::run(tmp.path(), 300, 100, 64, log_config(), Some(20)).expect("cluster run");
     assert!(r.converged, "{r:#?}");
     let leader = &r.nodes[&r.leader];
     for (id, n) in &r.nodes {

@@ -24,6 +24,22 @@ const SYNC_LOG: u8 = 0b0100;
 const HAS_CONTEXT: u8 = 0b1000;
 const KNOWN_BITS: u8 = TYPE_MASK | SYNC_LOG | HAS_CONTEXT;
 
+/// A protobuf message (a `ConfState`, a `SnapshotMetadata`) from the bytes the log keeps.
+pub(crate) fn decode_pb<M: protobuf::Message>(what: &str, bytes: &[u8]) -> Result<M, Error> {
+    M::parse_from_bytes(bytes).map_err(|e| Error::Decode {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The protobuf encoding of `msg`, to keep in the log.
+pub(crate) fn encode_pb<M: protobuf::Message>(what: &str, msg: &M) -> Result<Vec<u8>, Error> {
+    msg.write_to_bytes().map_err(|e| Error::Decode {
+        what: format!("{what} (encoding)"),
+        reason: e.to_string(),
+    })
+}
+
 /// A decoded body that borrows its bytes (from the map, when read from the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct EntryBody<'a> {

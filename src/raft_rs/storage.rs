@@ -66,13 +66,6 @@ impl fmt::Debug for MmapRaftStorage {
     }
 }
 
-pub(super) fn decode_pb<M: protobuf::Message>(what: &str, bytes: &[u8]) -> crate::Result<M> {
-    M::parse_from_bytes(bytes).map_err(|e| Error::Decode {
-        what: what.to_string(),
-        reason: e.to_string(),
-    })
-}
-
 impl MmapRaftStorage {
     /// Opens (or creates) the log in `dir`, with the Raft layer's default rules (no purge of
     /// uncommitted entries, no truncation of committed ones).
@@ -224,15 +217,14 @@ fn effective_conf(log: &RaftLog<RaftRsTypes>) -> crate::Result<ConfState> {
     let stored = match &st.user_data {
         Some(c) => Some((
             c.snapshot_index,
-            decode_pb::<ConfState>("raft-rs conf state", &c.conf_state)?,
+            codec::decode_pb::<ConfState>("raft-rs conf state", &c.conf_state)?,
         )),
         None => None,
     };
     Ok(match (&st.snapshot, stored) {
         (Some(s), Some((at, cs))) if at >= s.last_log_id.index => cs,
-        (Some(s), _) => {
-            decode_pb::<SnapshotMetadata>("raft-rs snapshot meta", &s.data)?.take_conf_state()
-        }
+        (Some(s), _) => codec::decode_pb::<SnapshotMetadata>("raft-rs snapshot meta", &s.data)?
+            .take_conf_state(),
         (None, Some((_, cs))) => cs,
         (None, None) => ConfState::default(),
     })

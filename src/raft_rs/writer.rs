@@ -7,7 +7,6 @@
 
 use std::mem::size_of;
 
-use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 
 use super::codec;
@@ -157,10 +156,7 @@ impl MmapRaftStorage {
             .snapshot
             .as_ref()
             .map_or(0, |s| s.last_log_id.index);
-        let conf_state = cs.write_to_bytes().map_err(|e| Error::Decode {
-            what: "raft-rs conf state (encoding)".into(),
-            reason: e.to_string(),
-        })?;
+        let conf_state = codec::encode_pb("raft-rs conf state", &cs)?;
         self.log.save_user_data(Some(StoredConf {
             snapshot_index,
             conf_state,
@@ -189,10 +185,7 @@ impl MmapRaftStorage {
             });
         }
         let id = EntryId::new(meta.term, meta.index);
-        let meta_bytes = meta.write_to_bytes().map_err(|e| Error::Decode {
-            what: "raft-rs snapshot meta (encoding)".into(),
-            reason: e.to_string(),
-        })?;
+        let meta_bytes = codec::encode_pb("raft-rs snapshot meta", meta)?;
         if self.last() > id.index && self.log.log_id(id.index)? == Some(id) {
             // raft-rs's storage forgets every entry, also the ones after a snapshot it holds.
             self.log.truncate_after(Some(id))?;
