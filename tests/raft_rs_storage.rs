@@ -496,7 +496,7 @@ fn apply_snapshot_inside_the_log_drops_every_entry() {
     storage
         .apply_snapshot(&new_snapshot(3, 2, vec![1, 2]))
         .unwrap();
-    twice(storage, dir.path(), |storage| {
+    let storage = twice(storage, dir.path(), |storage| {
         assert_eq!(
             (storage.first_index(), storage.last_index()),
             (Ok(4), Ok(3))
@@ -504,6 +504,15 @@ fn apply_snapshot_inside_the_log_drops_every_entry() {
         assert_eq!(storage.conf_state().voters, vec![1, 2]);
         assert_eq!(storage.hard_state().commit, 3);
     });
+    drop(storage);
+    // The crate's tools decode the snapshot meta, vote and configuration of a raft-rs log.
+    let report = raft_mmap_log::raft::inspect::verify(dir.path(), &|_| {}).unwrap();
+    assert!(
+        report.is_sound(),
+        "{:?}",
+        report.problems().collect::<Vec<_>>()
+    );
+    assert!(report.raft_checked);
 }
 
 /// Ours: the hard state's vote may not change within a term, nor go back.

@@ -13,6 +13,10 @@ use crate::raft::{Codec, CodecError, Types};
 ///   (its `commit` is the log's committed log id).
 /// * User data is [`StoredConf`]: the `ConfState` the application last set, with the index of
 ///   the log's snapshot at that moment, so that a later snapshot's configuration wins over it.
+///
+/// The encodings are those of [`crate::raft::RaftTypes`] (a log id is `(term, node id 0,
+/// index)`, a vote `(term, voted for, false)`, the user data a byte string), so the crate's
+/// tools (`raft-mmap-log stat|verify|dump`) read a raft-rs log as they read any other.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RaftRsTypes;
 
@@ -21,10 +25,10 @@ impl Types for RaftRsTypes {
     type Vote = HardVote;
     type UserData = StoredConf;
 
-    /// Two `u64`.
-    const MAX_LOG_ID_LEN: usize = 16;
-    /// Two `u64`.
-    const MAX_VOTE_LEN: usize = 16;
+    /// `(u64, u64, u64)`, as [`crate::raft::LogId`].
+    const MAX_LOG_ID_LEN: usize = 24;
+    /// `(u64, u64, bool)`, as [`crate::raft::Vote`].
+    const MAX_VOTE_LEN: usize = 17;
 
     fn log_index(log_id: &EntryId) -> u64 {
         log_id.index
@@ -54,12 +58,18 @@ impl fmt::Display for EntryId {
     }
 }
 
+/// As a [`crate::raft::LogId`] `(term, node id, index)` with node id 0.
 impl Codec for EntryId {
     fn encode(&self, buf: &mut Vec<u8>) {
-        (self.term, self.index).encode(buf)
+        (self.term, 0u64, self.index).encode(buf)
     }
     fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
-        let ((term, index), n) = <(u64, u64)>::decode(bytes)?;
+        let ((term, node, index), n) = <(u64, u64, u64)>::decode(bytes)?;
+        if node != 0 {
+            return Err(CodecError(format!(
+                "raft-rs log id: node id {node} where 0 is stored"
+            )));
+        }
         Ok((EntryId { term, index }, n))
     }
 }
@@ -106,12 +116,16 @@ impl fmt::Display for HardVote {
     }
 }
 
+/// As a [`crate::raft::Vote`] `(term, node id, committed)` with committed false.
 impl Codec for HardVote {
     fn encode(&self, buf: &mut Vec<u8>) {
-        (self.term, self.vote).encode(buf)
+        (self.term, self.vote, false).encode(buf)
     }
     fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
-        let ((term, vote), n) = <(u64, u64)>::decode(bytes)?;
+        let ((term, vote, committed), n) = <(u64, u64, bool)>::decode(bytes)?;
+        if committed {
+            return Err(CodecError("raft-rs vote: a committed flag is set".into()));
+        }
         Ok((HardVote { term, vote }, n))
     }
 }
@@ -132,17 +146,22 @@ pub struct StoredConf {
     pub conf_state: Vec<u8>,
 }
 
+/// As a byte string (`Vec<u8>`, the user data of [`crate::raft::RaftTypes`]) holding the
+/// snapshot index (`u64` LE) and the `ConfState`'s protobuf bytes.
 impl Codec for StoredConf {
     fn encode(&self, buf: &mut Vec<u8>) {
+        let len = 8usize.saturating_add(self.conf_state.len());
+        (len as u32).encode(buf);
         self.snapshot_index.encode(buf);
-        self.conf_state.encode(buf);
+        buf.extend_from_slice(&self.conf_state);
     }
     fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
-        let ((snapshot_index, conf_state), n) = <(u64, Vec<u8>)>::decode(bytes)?;
+        let (inner, n) = Vec::<u8>::decode(bytes)?;
+        let (snapshot_index, m) = u64::decode(&inner)?;
         Ok((
             StoredConf {
                 snapshot_index,
-                conf_state,
+                conf_state: inner[m..].to_vec(),
             },
             n,
         ))
@@ -152,6 +171,29 @@ impl Codec for StoredConf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The crate's tools decode a raft-rs log with `RaftTypes`: the same bytes must decode.
+    #[test]
+    fn encodings_are_raft_types_ones() {
+        use crate::raft::{LogId, Vote};
+        let id = EntryId::new(4, 17);
+        assert_eq!(
+            LogId::from_bytes(&id.to_bytes()).unwrap(),
+            LogId::new(4, 0, 17)
+        );
+        let vote = HardVote::new(5, 2);
+        assert_eq!(
+            Vote::from_bytes(&vote.to_bytes()).unwrap(),
+            Vote::new(5, 2, false)
+        );
+        let conf = StoredConf {
+            snapshot_index: 3,
+            conf_state: vec![9, 8],
+        };
+        let mut want = 3u64.to_le_bytes().to_vec();
+        want.extend_from_slice(&[9, 8]);
+        assert_eq!(Vec::<u8>::from_bytes(&conf.to_bytes()).unwrap(), want);
+    }
 
     #[test]
     fn vote_order_is_raft_s() {
@@ -176,6 +218,9 @@ mod tests {
             conf_state: vec![1, 2, 3],
         };
         assert_eq!(StoredConf::from_bytes(&conf.to_bytes()).unwrap(), conf);
+        assert!(StoredConf::from_bytes(&[4, 0, 0, 0, 1, 2, 3, 4]).is_err());
+        assert!(EntryId::from_bytes(&crate::raft::LogId::new(1, 2, 3).to_bytes()).is_err());
+        assert!(HardVote::from_bytes(&crate::raft::Vote::new(1, 2, true).to_bytes()).is_err());
         assert!(EntryId::new(1, 9) < EntryId::new(2, 3));
         assert_eq!(EntryId::new(3, 17).to_string(), "3/17");
     }

@@ -5,15 +5,17 @@
 //! rules inside [`crate::raft::RaftLog`]. Nothing is durable before [`MmapRaftStorage::sync`]
 //! returns (or a [`MmapRaftStorage::flush`] callback reports success).
 
-use std::mem::size_of;
-
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 
 use super::codec;
 use super::error::{RaftRsError, RaftRsResult};
 use super::storage::MmapRaftStorage;
-use super::types::{EntryId, HardVote, StoredConf};
+use super::types::{EntryId, HardVote, RaftRsTypes, StoredConf};
+use crate::raft::Types;
 use crate::Error;
+
+/// Bytes of an encoded log id in front of each entry's body.
+const ID_LEN: usize = <RaftRsTypes as Types>::MAX_LOG_ID_LEN;
 
 fn out_of_order(after: EntryId, e: &Entry) -> RaftRsError {
     RaftRsError::OutOfOrder {
@@ -87,11 +89,11 @@ impl MmapRaftStorage {
             let start = self.buf.len();
             codec::encode_body(e, &mut self.buf)?;
             let size = self.buf.len() - start;
-            if size.saturating_add(size_of::<[u64; 2]>()) > max {
+            if size.saturating_add(ID_LEN) > max {
                 return Err(Error::EntryTooLarge {
                     index: e.index,
                     size,
-                    max: max.saturating_sub(size_of::<[u64; 2]>()),
+                    max: max.saturating_sub(ID_LEN),
                     segment_size: self.log.store().config().segment_size,
                 }
                 .into());
