@@ -42,6 +42,8 @@ pub const DEFAULT_SHARE_MIN: usize = 1024;
 ///   `SnapshotTemporarilyUnavailable` rather than a snapshot that claims an index it does not
 ///   cover.
 /// * An index past the last one is `StorageError::Unavailable`, never a panic.
+/// * Entry data of [`DEFAULT_SHARE_MIN`] bytes or more is handed out sharing the mapped
+///   segment, not copied ([`share_data_from`](Self::share_data_from)).
 ///
 /// The log's dummy entry (raft-rs's entry at the snapshot index, whose term `term` must
 /// answer) is not stored: its term is the purged log id's, or 0 for a log that never purged.
