@@ -45,6 +45,8 @@ mod lock;
 pub mod openraft;
 mod preparer;
 pub mod raft;
+#[cfg(feature = "raft-rs")]
+pub mod raft_rs;
 mod reader;
 pub mod record;
 mod recovery;
