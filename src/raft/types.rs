@@ -85,6 +85,7 @@ impl Display for LogId {
 impl Codec for LogId {
     // The same bytes as the tuple `(term, node_id, index)`, written and read as one 24-byte
     // block: this runs once per appended and per read entry.
+    #[inline]
     fn encode(&self, buf: &mut Vec<u8>) {
         let mut b = [0u8; 24];
         b[..8].copy_from_slice(&self.term.to_le_bytes());
@@ -92,6 +93,7 @@ impl Codec for LogId {
         b[16..].copy_from_slice(&self.index.to_le_bytes());
         buf.extend_from_slice(&b);
     }
+    #[inline]
     fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
         let ((term, node_id, index), n) = match bytes.first_chunk::<24>() {
             Some(b) => {
