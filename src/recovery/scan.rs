@@ -226,6 +226,10 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     // slice is dropped before `repair` writes to it; the tools scan under the directory's
     // read lock, which keeps every `Store` (the only writer) out.
     let bytes = unsafe { segment_bytes(seg) };
+    let scan_len = seg.sealed_end().map_or(bytes.len(), |end| {
+        usize::try_from(end).unwrap_or(usize::MAX)
+    });
+    advise_will_need(bytes.get(..scan_len).unwrap_or(bytes));
     let mut records = Records::new(bytes, seg.salt(), seg.sealed_end().is_some());
     let mut scan = Scan {
         items: Vec::new(),
@@ -248,6 +252,27 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     scan.end = records.end();
     scan.torn = records.stop().cloned();
     scan
+}
+
+/// Tells the kernel that `bytes` (the start of a mapped segment) will be read soon
+/// (`MADV_WILLNEED`): the reads of a cold file are then all started at once, in large
+/// requests, ahead of the scan, instead of one read-around per page fault as the scan gets
+/// there. A one-shot hint that leaves no mode on the map (the readers share it later; unlike
+/// `MADV_SEQUENTIAL`, which would stay and change how their pages are read and reclaimed). A
+/// kernel that refuses it changes nothing. Warm pages cost a page-cache lookup each.
+fn advise_will_need(bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    // SAFETY: `bytes` starts at the start of a mapping (page-aligned) and lies inside it;
+    // the advice only starts readahead and never changes the mapped contents.
+    unsafe {
+        libc::madvise(
+            bytes.as_ptr() as *mut libc::c_void,
+            bytes.len(),
+            libc::MADV_WILLNEED,
+        );
+    }
 }
 
 /// Adds a record to the items, grouping consecutive entries into one run.
