@@ -3,6 +3,8 @@
 use std::cmp::Ordering;
 use std::fmt::{self, Debug, Display};
 
+use zerocopy::FromBytes;
+
 use super::codec::{Codec, CodecError};
 
 /// Fixes the types a [`super::RaftLog`] stores.
@@ -95,27 +97,38 @@ impl Codec for LogId {
     }
     #[inline]
     fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
-        let ((term, node_id, index), n) = match bytes.first_chunk::<24>() {
-            Some(b) => {
-                let word = |i: usize| {
-                    let mut w = [0u8; 8];
-                    w.copy_from_slice(&b[i * 8..i * 8 + 8]);
-                    u64::from_le_bytes(w)
-                };
-                ((word(0), word(1), word(2)), 24)
-            }
+        match WireLogId::read_from_prefix(bytes) {
+            Ok((w, _)) => Ok((
+                LogId {
+                    term: w.term.get(),
+                    node_id: w.node_id.get(),
+                    index: w.index.get(),
+                },
+                24,
+            )),
             // Short input: the tuple's decoder says which part is missing.
-            None => <(u64, u64, u64)>::decode(bytes)?,
-        };
-        Ok((
-            LogId {
-                term,
-                node_id,
-                index,
-            },
-            n,
-        ))
+            Err(_) => {
+                let ((term, node_id, index), n) = <(u64, u64, u64)>::decode(bytes)?;
+                Ok((
+                    LogId {
+                        term,
+                        node_id,
+                        index,
+                    },
+                    n,
+                ))
+            }
+        }
     }
+}
+
+/// A [`LogId`] as stored: three little-endian `u64`s (the tuple's encoding).
+#[derive(zerocopy::FromBytes, zerocopy::KnownLayout, zerocopy::Immutable)]
+#[repr(C)]
+struct WireLogId {
+    term: zerocopy::little_endian::U64,
+    node_id: zerocopy::little_endian::U64,
+    index: zerocopy::little_endian::U64,
 }
 
 /// A vote: for a candidate (`committed == false`) or for an elected leader (`committed`).
