@@ -103,6 +103,22 @@ fn work_floor(entries: &[(LogId, &[u8])], n: u64) -> u64 {
     sum
 }
 
+/// Minor and major page faults of this process so far (`/proc/self/stat` fields 10 and 12).
+fn faults() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    (
+        f.get(7).copied().unwrap_or(0),
+        f.get(9).copied().unwrap_or(0),
+    )
+}
+
 fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let mode = args.next().unwrap_or_else(|| "raft-append".into());
@@ -110,14 +126,17 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let payload = vec![0x5au8; PAYLOAD];
     let t;
+    let f0;
     match mode.as_str() {
         "store-append" => {
             let mut store = Store::open(dir.path(), Config::default()).expect("open");
+            f0 = faults();
             t = Instant::now();
             work_store_append(&mut store, n, &payload);
         }
         "raft-append" => {
             let mut log = RaftLog::<RaftTypes>::open(dir.path(), Config::default()).expect("open");
+            f0 = faults();
             t = Instant::now();
             work_raft_append(&mut log, n, &payload);
         }
@@ -129,6 +148,7 @@ fn main() {
                 .map(|i| view.get(i).expect("entry").expect("entry"))
                 .collect();
             // Warm: every page and index chunk was touched above, by `get`.
+            f0 = faults();
             t = Instant::now();
             let sum = match mode.as_str() {
                 "read" => work_read(&view, n),
@@ -143,8 +163,12 @@ fn main() {
         }
     }
     let el = t.elapsed();
+    let f1 = faults();
     println!(
-        "{mode} {n} entries: {:.1} ns/entry (wall time, rough)",
-        el.as_nanos() as f64 / n as f64
+        "{mode} {n} entries: {:.1} ns/entry (wall time, rough); page faults (this process, all \
+         threads) per 1,000 entries: {:.1} minor, {:.2} major",
+        el.as_nanos() as f64 / n as f64,
+        (f1.0 - f0.0) as f64 * 1000.0 / n as f64,
+        (f1.1 - f0.1) as f64 * 1000.0 / n as f64
     );
 }
