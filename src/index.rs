@@ -96,6 +96,24 @@ impl Run {
         Some(chunk[slot % CHUNK].load(Ordering::Relaxed))
     }
 
+    /// Up to `max` slots from `slot` on, within the chunk that holds `slot`: the offsets of
+    /// consecutive entries, for an iterator to walk without looking the chunk up again. Empty
+    /// if the chunk was never written. The caller has seen `slot..slot + max` published.
+    #[inline]
+    pub fn slots(&self, slot: u64, max: u64) -> &[AtomicU32] {
+        let Ok(slot) = usize::try_from(slot) else {
+            return &[];
+        };
+        let Some(chunk) = self.chunks.get(slot / CHUNK).and_then(|c| c.get()) else {
+            return &[];
+        };
+        let start = slot % CHUNK;
+        let len = usize::try_from(max)
+            .unwrap_or(usize::MAX)
+            .min(CHUNK - start);
+        chunk.get(start..start + len).unwrap_or(&[])
+    }
+
     /// Resident bytes of the index for this run.
     pub fn heap_bytes(&self) -> usize {
         let chunks = self.chunks.iter().filter(|c| c.get().is_some()).count();
@@ -126,6 +144,12 @@ mod tests {
         assert_eq!(run.published(), 0);
         run.publish(5000);
         assert_eq!(run.offset(4999), Some(64 + 4999 * 24));
+        // `slots` stops at the end of a chunk and at `max`.
+        let s = run.slots(1020, 100);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0].load(Ordering::Relaxed), 64 + 1020 * 24);
+        assert_eq!(run.slots(4990, 3).len(), 3);
+        assert_eq!(run.slots(u64::MAX, 3).len(), 0);
         assert_eq!(run.first(), 100);
         let capacity: usize = ((1 << 20) - 64) / 24 + 1;
         assert!(!run.set(capacity.div_ceil(CHUNK) * CHUNK, 1));

@@ -6,6 +6,7 @@
 //! segments, which the snapshot keeps alive.
 
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,6 +16,7 @@ use zerocopy::FromBytes;
 use crate::error::{Error, Result};
 use crate::format::{RecordHeader, RECORD_HEADER_SIZE};
 use crate::record::check;
+use crate::segment::Segment;
 use crate::version::Version;
 
 mod spans;
@@ -140,29 +142,7 @@ impl View {
     #[inline]
     fn record_at(&self, pos: usize, slot: u64) -> Option<(&RecordHeader, &[u8])> {
         let run = &self.version.runs[pos].run;
-        let offset = run.offset(slot)? as usize;
-        let seg = run.segment();
-        let size = seg.size() as usize;
-        let body_at = offset.checked_add(RECORD_HEADER_SIZE)?;
-        if body_at > size {
-            return None;
-        }
-        // SAFETY: `offset` comes from a published slot (slot < run_len, loaded with Acquire
-        // before this snapshot was built), so the record header at `offset` was completely
-        // written before publication and is never written again while mapped (I1, I3). The
-        // range is inside the map (checked above). The segment is kept mapped by the
-        // `Arc<Run>` -> `Arc<Segment>` held by `self.version`, which outlives the returned
-        // borrow of `self` (I2).
-        let head = unsafe { seg.bytes(offset, RECORD_HEADER_SIZE) };
-        let (h, _) = RecordHeader::ref_from_prefix(head).ok()?;
-        let len = h.len.get() as usize;
-        if len > size - body_at {
-            return None;
-        }
-        // SAFETY: as above: the body was written before the header's slot was published, and
-        // `body_at..body_at + len` is inside the map (checked above).
-        let body = unsafe { seg.bytes(body_at, len) };
-        Some((h, body))
+        record_in(run.segment(), run.offset(slot)?)
     }
 
     #[inline]
@@ -261,8 +241,39 @@ impl View {
             next: start,
             end: if pos.is_some() { end } else { start },
             pos: pos.unwrap_or(0),
+            slots: [].iter(),
+            region: &[],
+            base: 0,
         }
     }
+}
+
+/// The record at `offset` of `seg`: its header, and its body borrowed exactly (never a byte
+/// past it, which may be unpublished). `offset` must come from a slot published before the
+/// view that holds `seg` was built.
+#[inline]
+fn record_in(seg: &Segment, offset: u32) -> Option<(&RecordHeader, &[u8])> {
+    let offset = offset as usize;
+    let size = seg.size() as usize;
+    let body_at = offset.checked_add(RECORD_HEADER_SIZE)?;
+    if body_at > size {
+        return None;
+    }
+    // SAFETY: `offset` comes from a published slot (loaded with Acquire before the view was
+    // built), so the record header at `offset` was completely written before publication and
+    // is never written again while mapped (I1, I3). The range is inside the map (checked
+    // above). The segment is kept mapped by the `Arc<Run>` -> `Arc<Segment>` held by the
+    // view's version, which outlives the returned borrow (I2).
+    let head = unsafe { seg.bytes(offset, RECORD_HEADER_SIZE) };
+    let (h, _) = RecordHeader::ref_from_prefix(head).ok()?;
+    let len = h.len.get() as usize;
+    if len > size - body_at {
+        return None;
+    }
+    // SAFETY: as above: the body was written before the header's slot was published, and
+    // `body_at..body_at + len` is inside the map (checked above).
+    let body = unsafe { seg.bytes(body_at, len) };
+    Some((h, body))
 }
 
 /// Iterator over [`View::range`]. Allocates nothing.
@@ -271,7 +282,63 @@ pub struct Entries<'a> {
     snap: &'a View,
     next: u64,
     end: u64,
+    /// Position of the run holding `next`, once `slots` is empty.
     pos: usize,
+    /// Offsets of the next entries: published slots of the current run, within one index
+    /// chunk and within the range. Refilled by [`batch`] when empty, so the usual
+    /// step is one slot load and two bounds checks.
+    slots: std::slice::Iter<'a, AtomicU32>,
+    /// The bytes of the segment from the first record of `slots` to the end of the last
+    /// one: all written before they were published, so never written again (I1).
+    region: &'a [u8],
+    /// Segment offset of `region[0]`.
+    base: u32,
+}
+
+/// The next entries of [`Entries`] from one run: see its fields.
+struct Batch<'a> {
+    pos: usize,
+    slots: std::slice::Iter<'a, AtomicU32>,
+    region: &'a [u8],
+    base: u32,
+}
+
+/// The entries of `snap` from `next` on (at most up to `end`), from the run at or after
+/// position `pos` that holds `next`: their slots and the bytes of their records. `None` at the
+/// end of the range (or of what the view holds). Takes and returns plain values, so that the
+/// iterator's fields can stay in registers while it runs.
+#[cold]
+fn batch(snap: &View, next: u64, end: u64, mut pos: usize) -> Option<Batch<'_>> {
+    if next >= end {
+        return None;
+    }
+    loop {
+        let r = snap.version.runs.get(pos)?;
+        let slot = next.checked_sub(r.run.first())?;
+        let len = snap.run_len(pos);
+        if slot < len {
+            let slots = r.run.slots(slot, (len - slot).min(end - next));
+            let first = slots.first()?.load(Ordering::Relaxed);
+            let last = slots.last()?.load(Ordering::Relaxed);
+            let seg = r.run.segment();
+            // Records of one run lie in slot order in the segment.
+            let (_, body) = record_in(seg, last).filter(|_| first <= last)?;
+            let end_of_last = last as usize + RECORD_HEADER_SIZE + body.len();
+            // SAFETY: `first..end_of_last` runs from the first record of published slots
+            // (loaded with Acquire before this view was built) to the end of the last one:
+            // every byte of it was written before publication and is never written again
+            // while mapped (I1, I3); `record_in` checked that the last record lies inside the
+            // map. The segment stays mapped as long as the view's version holds it (I2).
+            let region = unsafe { seg.bytes(first as usize, end_of_last - first as usize) };
+            return Some(Batch {
+                pos,
+                slots: slots.iter(),
+                region,
+                base: first,
+            });
+        }
+        pos += 1;
+    }
 }
 
 impl<'a> Iterator for Entries<'a> {
@@ -279,24 +346,26 @@ impl<'a> Iterator for Entries<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Entry<'a>> {
-        if self.next >= self.end {
-            return None;
-        }
-        let runs = &self.snap.version.runs;
-        loop {
-            let run = runs.get(self.pos)?;
-            let slot = self.next.checked_sub(run.run.first())?;
-            if slot < self.snap.run_len(self.pos) {
-                let payload = self.snap.payload_at(self.pos, slot)?;
-                let e = Entry {
-                    index: self.next,
-                    payload,
-                };
-                self.next += 1;
-                return Some(e);
+        let slot = match self.slots.next() {
+            Some(s) => s,
+            None => {
+                let b = batch(self.snap, self.next, self.end, self.pos)?;
+                self.pos = b.pos;
+                self.slots = b.slots;
+                self.region = b.region;
+                self.base = b.base;
+                self.slots.next()?
             }
-            self.pos += 1;
-        }
+        };
+        // Below `base` wraps to a large offset, which the bounds checks below refuse.
+        let at = slot.load(Ordering::Relaxed).wrapping_sub(self.base) as usize;
+        let head = self.region.get(at..at + RECORD_HEADER_SIZE)?;
+        let (h, _) = RecordHeader::ref_from_prefix(head).ok()?;
+        let body_at = at + RECORD_HEADER_SIZE;
+        let payload = self.region.get(body_at..body_at + h.len.get() as usize)?;
+        let index = self.next;
+        self.next += 1;
+        Some(Entry { index, payload })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

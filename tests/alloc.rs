@@ -123,3 +123,53 @@ fn raft_read_of_1000_allocates_nothing() {
     assert_eq!(count, 1000);
     assert_eq!(n, 0, "RaftView::read allocated {n} times for 1,000 entries");
 }
+
+/// Allocations made while appending `batches` batches of 16 entries of 256 B through `append`.
+fn append_allocations(mut append: impl FnMut(u64, &[u8]), batches: u64) -> u64 {
+    let payload = [3u8; 256];
+    // Warm-up: the first batches size the scratch buffers.
+    for b in 0..4 {
+        append(b * 16, &payload);
+    }
+    let (n, ()) = allocations_during(|| {
+        for b in 4..4 + batches {
+            append(b * 16, &payload);
+        }
+    });
+    n
+}
+
+#[test]
+fn raft_append_allocates_no_more_than_the_engine() {
+    // Big segments and few entries: no rollover, no write-back hint; the engine allocates one
+    // index chunk per 1,024 entries, and the Raft layer must add nothing to that.
+    let config = Config::default();
+    let batches = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), config.clone()).unwrap();
+    let engine = append_allocations(
+        |first, p| {
+            store
+                .append_batch((first..first + 16).map(|i| (i, p)))
+                .unwrap()
+        },
+        batches,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = RaftLog::<RaftTypes>::open(dir.path(), config).unwrap();
+    let raft = append_allocations(
+        |first, p| {
+            log.append((first..first + 16).map(|i| (LogId::new(1, 1, i), p)))
+                .unwrap()
+        },
+        batches,
+    );
+    assert!(
+        engine <= 2,
+        "the engine allocated {engine} times for 1,600 entries"
+    );
+    assert_eq!(
+        raft, engine,
+        "RaftLog::append allocated {raft} times for 1,600 entries, the engine {engine}"
+    );
+}

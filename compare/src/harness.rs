@@ -351,9 +351,23 @@ pub fn run_all<E: Engine>(p: &Params, root: &Path) -> Map<String, Value> {
                     reps += 1;
                 }
                 let secs = t.elapsed().as_secs_f64();
-                Ok(
-                    json!({"secs": secs, "ranges": reps, "range_len": range, "entries_per_s": total as f64 / secs}),
-                )
+                // The floor, in this process, right after: the same ranges and checks over
+                // the same payloads held in one in-memory vector.
+                let mut mem = MemLog::new(&gen, end - spans * range, spans * range);
+                let t = Instant::now();
+                let (mut floor_total, mut floor_reps) = (0u64, 0u64);
+                while floor_reps < spans || t.elapsed() < budget {
+                    let hi = end - (floor_reps % spans) * range;
+                    floor_total += read_checked(&mut mem, hi - range, hi, p.entry_size)?;
+                    floor_reps += 1;
+                }
+                let floor_secs = t.elapsed().as_secs_f64();
+                Ok(json!({
+                    "secs": secs, "ranges": reps, "range_len": range,
+                    "entries_per_s": total as f64 / secs,
+                    "ns_per_entry": secs * 1e9 / total as f64,
+                    "floor_ns_per_entry": floor_secs * 1e9 / floor_total as f64,
+                }))
             }),
         };
         put(&mut cells, "read", cell(r));
@@ -383,7 +397,13 @@ pub fn run_all<E: Engine>(p: &Params, root: &Path) -> Map<String, Value> {
                 let warm = reopen()?;
                 let evict = sys::evict_dir(&dir).map_err(err("evicting page cache"))?;
                 let cold = reopen()?;
+                // The limit: a plain read() of the same files, cold.
+                sys::evict_dir(&dir).map_err(err("evicting page cache"))?;
+                let t = Instant::now();
+                sys::read_files(&dir).map_err(err("reading the log's files"))?;
+                let cold_read = t.elapsed().as_secs_f64();
                 Ok(json!({"warm_ms": warm * 1e3, "cold_ms": cold * 1e3,
+                          "cold_read_ms": cold_read * 1e3,
                           "dir_bytes": evict.bytes, "resident_after_evict_pct": evict.resident_after_pct}))
             }),
         };
@@ -394,6 +414,52 @@ pub fn run_all<E: Engine>(p: &Params, root: &Path) -> Map<String, Value> {
     let _ = std::fs::remove_dir_all(&dir);
 
     cells
+}
+
+/// The read floor: `count` entries from `first` on, generated as the engines got them, in
+/// one vector; reading it costs only the harness's own work per entry.
+struct MemLog {
+    first: u64,
+    size: usize,
+    buf: Vec<u8>,
+}
+
+impl MemLog {
+    fn new(gen: &Gen, first: u64, count: u64) -> Self {
+        let mut b = gen.batch();
+        gen.fill(&mut b, first, count as usize);
+        MemLog {
+            first,
+            size: b.size,
+            buf: b.buf,
+        }
+    }
+}
+
+impl Engine for MemLog {
+    fn open(_: &Path, _: Mode) -> R<Self> {
+        Err(Fail::Unsupported("in-memory floor only".into()))
+    }
+    fn append(&mut self, _: &Batch) -> R<()> {
+        Err(Fail::Unsupported("in-memory floor only".into()))
+    }
+    fn sync(&mut self) -> R<()> {
+        Ok(())
+    }
+    fn read_range(&mut self, from: u64, to: u64, f: &mut dyn FnMut(u64, &[u8])) -> R<()> {
+        let a = (from - self.first) as usize * self.size;
+        let b = (to - self.first) as usize * self.size;
+        for (i, p) in self.buf[a..b].chunks_exact(self.size).enumerate() {
+            f(from + i as u64, p);
+        }
+        Ok(())
+    }
+    fn last_index(&mut self) -> R<Option<u64>> {
+        Ok((self.first + (self.buf.len() / self.size) as u64).checked_sub(1))
+    }
+    fn close(self) -> R<()> {
+        Ok(())
+    }
 }
 
 /// One participant of the interleaved durable workload (3): an engine, or the bare

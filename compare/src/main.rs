@@ -30,7 +30,7 @@ OPTIONS:
   --entries N        entries in the append / bulk / read / recovery log (default 1000000; quick 100000)
   --entry-size B     payload bytes per entry, >= 8 (default 256)
   --only NAME[,..]   only these workloads (append, bulk_sync, durable, read, recovery, limits)
-                     and/or engines (ours, raft-log, raft-engine, hiqlite-wal, okaywal)
+                     and/or engines (ours, ours-raft, raft-log, raft-engine, hiqlite-wal, okaywal)
   --quick            small, fast run
   --json             print machine-readable JSON instead of the table
   --timeout SECS     per-engine child process limit (default 600; quick 180)
@@ -141,7 +141,7 @@ fn parse_cli() -> Cli {
 
 fn version_of(engine: &str) -> &'static str {
     match engine {
-        "ours" => env!("VER_OURS"),
+        "ours" | "ours-raft" => env!("VER_OURS"),
         "raft-log" => env!("VER_RAFT_LOG"),
         "raft-engine" => env!("VER_RAFT_ENGINE"),
         "hiqlite-wal" => env!("VER_HIQLITE_WAL"),
@@ -186,6 +186,7 @@ fn run_child(name: &str, cli: &Cli) {
                 let dir = root.path().join(e);
                 let r: harness::R<Box<dyn harness::Stepper>> = match e {
                     "ours" => stepper::<Ours>(&dir, p),
+                    "ours-raft" => stepper::<OursRaft>(&dir, p),
                     "raft-log" => stepper::<engines::raftlog::RaftLogEngine>(&dir, p),
                     "raft-engine" => stepper::<engines::raftengine::RaftEngineEngine>(&dir, p),
                     "hiqlite-wal" => stepper::<engines::hiqlite::HiqliteEngine>(&dir, p),
@@ -197,6 +198,7 @@ fn run_child(name: &str, cli: &Cli) {
             harness::run_durable_interleaved(p, parts);
         }
         "ours" => run_engine_child::<Ours>(p, root.path()),
+        "ours-raft" => run_engine_child::<OursRaft>(p, root.path()),
         "raft-log" => run_engine_child::<engines::raftlog::RaftLogEngine>(p, root.path()),
         "raft-engine" => run_engine_child::<engines::raftengine::RaftEngineEngine>(p, root.path()),
         "hiqlite-wal" => run_engine_child::<engines::hiqlite::HiqliteEngine>(p, root.path()),
@@ -233,10 +235,14 @@ fn run_engine_child<E: Engine>(p: &Params, root: &Path) {
 
 #[cfg(feature = "ours")]
 type Ours = engines::ours::OursEngine;
+#[cfg(feature = "ours")]
+type OursRaft = engines::ours_raft::OursRaftEngine;
 
 /// Stand-in when built without the root crate: every cell says why.
 #[cfg(not(feature = "ours"))]
 type Ours = NoOurs;
+#[cfg(not(feature = "ours"))]
+type OursRaft = NoOurs;
 
 #[cfg(not(feature = "ours"))]
 struct NoOurs;

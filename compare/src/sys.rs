@@ -66,6 +66,29 @@ pub fn evict_dir(dir: &Path) -> io::Result<Evicted> {
     })
 }
 
+/// Reads every file under `dir` with plain `read()` calls of 1 MiB, one file after the
+/// other; returns the bytes read. The limit for a cold recovery of the same files.
+pub fn read_files(dir: &Path) -> io::Result<u64> {
+    use std::io::Read;
+    let mut files = Vec::new();
+    files_under(dir, &mut files)?;
+    files.sort();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    for f in &files {
+        let mut file = File::open(f)?;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+    }
+    std::hint::black_box(&buf);
+    Ok(total)
+}
+
 /// (resident pages, total pages) of a file, via mmap + mincore.
 fn resident_pages(path: &Path) -> io::Result<(u64, u64)> {
     let file = File::open(path)?;

@@ -75,7 +75,8 @@ pub struct RaftLog<T: Types> {
     state: RaftState<T>,
     rules: Rules,
     buf: Vec<u8>,
-    spans: Vec<(u64, usize, usize)>,
+    /// Scratch space of [`RaftLog::append`], empty between calls (see [`recycle`]).
+    spans: Vec<Span<'static>>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -86,6 +87,24 @@ impl<T: Types> std::fmt::Debug for RaftLog<T> {
             .field("state", &self.state)
             .finish()
     }
+}
+
+/// One entry of a batch being appended: its index, where its encoded log id is in the
+/// batch's buffer, and its payload.
+struct Span<'a> {
+    index: u64,
+    id: std::ops::Range<usize>,
+    payload: &'a [u8],
+}
+
+/// Empties `spans` and returns its allocation for spans of another lifetime. The standard
+/// library collects a `Vec`'s own iterator back in place when the item layout is the same, so
+/// the capacity is kept and nothing is allocated.
+// `filter_map` to `None` is the one way to change the item's lifetime without a value.
+#[allow(clippy::unnecessary_filter_map)]
+fn recycle<'b>(mut spans: Vec<Span<'_>>) -> Vec<Span<'b>> {
+    spans.clear();
+    spans.into_iter().filter_map(|_| None).collect()
 }
 
 fn state_err<T: Types>(e: StateError<T>) -> RaftError<T> {
@@ -206,28 +225,56 @@ impl<T: Types> RaftLog<T> {
     where
         I: IntoIterator<Item = (T::LogId, &'a [u8])>,
     {
-        self.buf.clear();
-        self.spans.clear();
-        let mut payloads: Vec<&'a [u8]> = Vec::new();
+        // The encoded log ids go to `buf`, one span per entry to `spans`: both keep their
+        // capacity from call to call, so a batch allocates nothing here once they have grown.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut spans = recycle(std::mem::take(&mut self.spans));
+        let result = self.append_spans(entries, &mut buf, &mut spans);
+        self.buf = buf;
+        self.spans = recycle(spans);
+        result
+    }
+
+    /// [`RaftLog::append`] with its scratch space: checks every entry and encodes its log id
+    /// (pass 1), then hands the batch to the engine as `log id ++ payload` bodies.
+    fn append_spans<'a, I>(
+        &mut self,
+        entries: I,
+        buf: &mut Vec<u8>,
+        spans: &mut Vec<Span<'a>>,
+    ) -> RaftResult<(), T>
+    where
+        I: IntoIterator<Item = (T::LogId, &'a [u8])>,
+    {
+        let entries = entries.into_iter();
+        let hint = entries.size_hint().0;
+        spans.reserve(hint);
+        buf.reserve(hint.saturating_mul(T::MAX_LOG_ID_LEN.min(64)));
         let mut last = self.state.last.clone();
         for (id, payload) in entries {
             let index = T::log_index(&id);
             check_follows::<T>(last.as_ref(), self.store.next_index(), &id)?;
-            let start = self.buf.len();
-            id.encode(&mut self.buf);
-            self.spans.push((index, start, self.buf.len()));
-            payloads.push(payload);
+            let start = buf.len();
+            id.encode(buf);
+            spans.push(Span {
+                index,
+                id: start..buf.len(),
+                payload,
+            });
             last = Some(id);
         }
-        if payloads.is_empty() {
+        if spans.is_empty() {
             return Ok(());
         }
-        let buf = &self.buf;
-        let iter = self
-            .spans
-            .iter()
-            .zip(payloads.iter())
-            .map(|(&(i, a, b), p)| (i, &buf[a..b], *p));
+        let buf = &buf[..];
+        let iter = spans.iter().map(|s| {
+            (
+                s.index,
+                buf.get(s.id.clone()).unwrap_or_default(),
+                s.payload,
+            )
+        });
         self.store.append_parts(iter)?;
         self.state.last = last;
         Ok(())

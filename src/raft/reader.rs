@@ -143,6 +143,7 @@ pub struct RaftEntries<'a, T: Types> {
 impl<'a, T: Types> Iterator for RaftEntries<'a, T> {
     type Item = Result<(T::LogId, &'a [u8])>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let e = self.inner.next()?;
         Some(split_entry::<T>(e.index, e.payload))

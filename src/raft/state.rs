@@ -152,6 +152,7 @@ fn meta_name(key: u64) -> &'static str {
 }
 
 /// Splits an entry body into its log id and payload.
+#[inline]
 pub(crate) fn split_entry<T: Types>(index: u64, body: &[u8]) -> Result<(T::LogId, &[u8])> {
     let (id, n) = T::LogId::decode(body).map_err(|e| Error::Decode {
         what: format!("log id of entry {index}"),

@@ -227,6 +227,11 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     // slice is dropped before `repair` writes to it; the tools scan under the directory's
     // read lock, which keeps every `Store` (the only writer) out.
     let bytes = unsafe { segment_bytes(seg) };
+    let scan_len = seg.sealed_end().map_or(bytes.len(), |end| {
+        usize::try_from(end).unwrap_or(usize::MAX)
+    });
+    let mut ahead = ReadAhead::new(bytes.get(..scan_len).unwrap_or(bytes));
+    ahead.advance(0);
     let mut records = Records::new(bytes, seg.seed(), seg.sealed_end().is_some());
     let mut scan = Scan {
         items: Vec::new(),
@@ -238,6 +243,7 @@ pub fn scan_segment(seg: &Segment) -> Scan {
         last_crc: 0,
     };
     for found in records.by_ref() {
+        ahead.advance(found.offset as usize);
         add_item(&mut scan.items, &found);
         scan.records += 1;
         if found.record.kind == RecordKind::Entry {
@@ -249,6 +255,76 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     scan.end = records.end();
     scan.torn = records.stop().cloned();
     scan
+}
+
+/// Readahead for the scan of a cold segment: the next [`ReadAhead::WINDOW`]s ahead of the
+/// scan position are asked for with `MADV_WILLNEED`, so the disk always has large reads
+/// queued ahead of the scan, however small the device's own readahead window is, and the
+/// scan never waits for a read it could have started earlier. Each call covers one window,
+/// so it returns quickly. A hint that leaves no mode on the map (the readers share it later;
+/// unlike `MADV_SEQUENTIAL`, which would stay and change how their pages are read and
+/// reclaimed); a kernel that refuses it changes nothing. Off when sampled pages show the file
+/// cached: the hint would then look every page up for nothing.
+struct ReadAhead<'a> {
+    bytes: &'a [u8],
+    /// Everything below this offset has been asked for.
+    advised: usize,
+}
+
+impl<'a> ReadAhead<'a> {
+    /// Bytes asked for per call; the scan keeps one to two windows asked for ahead of it.
+    const WINDOW: usize = 8 << 20;
+
+    /// For `bytes`, the scan range, which starts at the start of a mapping.
+    fn new(bytes: &'a [u8]) -> Self {
+        let advised = if looks_cached(bytes) { bytes.len() } else { 0 };
+        ReadAhead { bytes, advised }
+    }
+
+    /// The scan is at offset `pos`: asks for what lies within two windows ahead of it.
+    #[inline]
+    fn advance(&mut self, pos: usize) {
+        while self.advised < self.bytes.len() && pos.saturating_add(2 * Self::WINDOW) > self.advised
+        {
+            let end = self.bytes.len().min(self.advised + Self::WINDOW);
+            let window = &self.bytes[self.advised..end];
+            // SAFETY: `window` lies inside the mapping and starts at a multiple of WINDOW
+            // from its page-aligned start; the advice only starts reads into the page cache
+            // and never changes the mapped contents.
+            unsafe {
+                libc::madvise(
+                    window.as_ptr() as *mut libc::c_void,
+                    window.len(),
+                    libc::MADV_WILLNEED,
+                );
+            }
+            self.advised = end;
+        }
+    }
+}
+
+/// Whether eight pages spread over `bytes` (which starts at a page boundary) are all in the
+/// page cache (`mincore`). An error counts as not cached.
+fn looks_cached(bytes: &[u8]) -> bool {
+    const SAMPLES: usize = 8;
+    // SAFETY: `sysconf` has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let pages = bytes.len().div_ceil(page.max(1));
+    (0..SAMPLES.min(pages)).all(|i| {
+        let at = pages * i / SAMPLES * page;
+        let mut resident = 0u8;
+        // SAFETY: `at` is a page boundary inside the mapping `bytes` lies in (its start is
+        // page-aligned); `mincore` only reads the page tables and writes one byte for the one
+        // page asked about.
+        let rc = unsafe {
+            libc::mincore(
+                bytes.as_ptr().add(at) as *mut libc::c_void,
+                1,
+                &mut resident,
+            )
+        };
+        rc == 0 && resident & 1 == 1
+    })
 }
 
 /// Adds a record to the items, grouping consecutive entries into one run.

@@ -4,6 +4,8 @@ pub mod hiqlite;
 pub mod okaywal;
 #[cfg(feature = "ours")]
 pub mod ours;
+#[cfg(feature = "ours")]
+pub mod ours_raft;
 pub mod raftengine;
 pub mod raftlog;
 
@@ -11,5 +13,13 @@ pub mod raftlog;
 /// (raft-mmap-log's default).
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 
-/// Engine names, in table order; "ours" first.
-pub const ENGINES: [&str; 5] = ["ours", "raft-log", "raft-engine", "hiqlite-wal", "okaywal"];
+/// Engine names, in table order; ours first: the engine (`Store`) and its Raft layer
+/// (`RaftLog`).
+pub const ENGINES: [&str; 6] = [
+    "ours",
+    "ours-raft",
+    "raft-log",
+    "raft-engine",
+    "hiqlite-wal",
+    "okaywal",
+];
