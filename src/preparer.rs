@@ -2,25 +2,61 @@
 //!
 //! Allocating 64 MiB of real blocks and faulting its pages in takes milliseconds; doing it on
 //! the writer's path at every rollover would stall appends, so a background thread keeps one
-//! prepared file (`*.seg.tmp`, allocated and mapped with `MAP_POPULATE`) ready. A prepared file
-//! never holds log data; recovery deletes leftovers.
+//! prepared file ready: mapped and faulted in for writing (`MADV_POPULATE_WRITE`, or a touch
+//! of every page), so the writer takes no page fault in it.
+//!
+//! Where the file comes from: the [`Pool`] of recycled segments first (a pooled file that no
+//! view maps any more: its header is blanked and synced, its blocks are already written);
+//! otherwise a new `*.seg.tmp` file. With recycling enabled (a pool size above 0) a new file's
+//! blocks are *written* with zeros (and synced) rather than only reserved, once for the file's
+//! whole life in the pool, so the writer only ever overwrites written blocks. A prepared file
+//! never holds log data; recovery deletes `*.seg.tmp` leftovers and keeps `*.pool` files for
+//! the pool.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::segment::{FileOptions, PreparedFile};
+use crate::segment::{FileOptions, Pool, PreparedFile};
 
 /// Source of prepared segment files.
 #[derive(Debug)]
 pub struct Preparer {
     rx: Option<mpsc::Receiver<Result<PreparedFile>>>,
     handle: Option<JoinHandle<()>>,
+    source: Source,
+    token: u64,
+    stop: Arc<AtomicBool>,
+}
+
+/// Where prepared files come from: what the thread and the on-demand path share.
+#[derive(Debug, Clone)]
+struct Source {
     dir: PathBuf,
     size: u64,
     opts: FileOptions,
-    token: u64,
+    pool: Arc<Pool>,
+}
+
+impl Source {
+    /// A recycled file from the pool if one is free, else a new file.
+    fn next(&self, token: u64, stop: &AtomicBool) -> Result<PreparedFile> {
+        while let Some(path) = self.pool.take_unmapped() {
+            match PreparedFile::recycle(&path, self.size, &self.opts) {
+                Ok(f) => return Ok(f),
+                // A pooled file that cannot be reused (another size, an I/O error) is not
+                // worth keeping.
+                Err(_) => {
+                    let _ = self.opts.fs.remove(&path);
+                }
+            }
+        }
+        let write = (self.pool.cap() > 0).then_some(stop);
+        PreparedFile::create(&self.dir, token, self.size, &self.opts, write)
+    }
 }
 
 fn base_token() -> u64 {
@@ -31,30 +67,48 @@ fn base_token() -> u64 {
 }
 
 impl Preparer {
-    /// Starts preparing files of `size` bytes in `dir`; with `background == false` files are
-    /// made on demand on the caller's thread.
-    pub fn start(dir: PathBuf, size: u64, opts: FileOptions, background: bool) -> Result<Self> {
+    /// Starts preparing files of `size` bytes in `dir`, recycling from `pool`; with
+    /// `background == false` files are made on demand on the caller's thread.
+    pub(crate) fn start(
+        dir: PathBuf,
+        size: u64,
+        opts: FileOptions,
+        pool: Arc<Pool>,
+        background: bool,
+    ) -> Result<Self> {
         let token = base_token();
+        let source = Source {
+            dir,
+            size,
+            opts,
+            pool,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
         if !background {
             return Ok(Preparer {
                 rx: None,
                 handle: None,
-                dir,
-                size,
-                opts,
+                source,
                 token,
+                stop,
             });
         }
         let (tx, rx) = mpsc::sync_channel::<Result<PreparedFile>>(0);
-        let d = dir.clone();
-        let o = opts.clone();
+        let src = source.clone();
+        let halt = stop.clone();
         let handle = std::thread::Builder::new()
             .name("raft-mmap-log-prepare".into())
             .spawn(move || {
                 let mut token = token;
                 loop {
                     token += 1;
-                    let made = PreparedFile::create(&d, token, size, &o);
+                    let made = src.next(token, &halt);
+                    if halt.load(Ordering::Relaxed) {
+                        if let Ok(f) = made {
+                            f.discard();
+                        }
+                        return;
+                    }
                     let failed = made.is_err();
                     if let Err(mpsc::SendError(unsent)) = tx.send(made) {
                         if let Ok(f) = unsent {
@@ -73,10 +127,9 @@ impl Preparer {
         Ok(Preparer {
             rx: Some(rx),
             handle: Some(handle),
-            dir,
-            size,
-            opts,
+            source,
             token: token + (1 << 40),
+            stop,
         })
     }
 
@@ -93,7 +146,7 @@ impl Preparer {
             },
             None => {
                 self.token += 1;
-                PreparedFile::create(&self.dir, self.token, self.size, &self.opts)
+                self.source.next(self.token, &self.stop)
             }
         }
     }
@@ -101,7 +154,9 @@ impl Preparer {
 
 impl Drop for Preparer {
     fn drop(&mut self) {
-        // Dropping the receiver makes the thread's pending send fail: it removes its file.
+        // Stop writing a new file's blocks; dropping the receiver makes the thread's pending
+        // send fail: it discards its file (a new one is removed, a recycled one stays pooled).
+        self.stop.store(true, Ordering::Relaxed);
         self.rx = None;
         if let Some(h) = self.handle.take() {
             let _ = h.join();

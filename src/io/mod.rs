@@ -107,6 +107,34 @@ pub(crate) fn allocate(
     Ok(())
 }
 
+/// Gives a new, empty file `size` bytes of *written* blocks: zeros written over the whole
+/// range, so that later writes overwrite written blocks (an `fdatasync` over them commits no
+/// extent conversions). Checks `stop` between chunks and gives up with an error when it is set
+/// (the owner is shutting down).
+pub(crate) fn write_blocks(
+    fs: &dyn Fs,
+    file: &File,
+    path: &Path,
+    size: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let mut off = 0;
+    while off < size {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::io(
+                "write zeros",
+                path,
+                io::Error::new(io::ErrorKind::Interrupted, "preparer stopped"),
+            ));
+        }
+        let end = (off + CHUNK).min(size);
+        write_zeros(fs, file, path, off, end)?;
+        off = end;
+    }
+    Ok(())
+}
+
 fn is_unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(code) if code == libc::EOPNOTSUPP || code == libc::ENOSYS)
         || e.kind() == io::ErrorKind::Unsupported

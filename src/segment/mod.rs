@@ -26,12 +26,14 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    segment_file_name, SegmentHeader, FORMAT_VERSION, SEALED_MAGIC, SEGMENT_HEADER_CRC_RANGE,
-    SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
+    segment_file_name, SegmentHeader, FORMAT_VERSION, SEALED_MAGIC, SEGMENT_FLAG_RECYCLED,
+    SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
 };
 use crate::io::{allocate, Fs};
 
+mod pool;
 mod prepared;
+pub(crate) use pool::Pool;
 pub(crate) use prepared::PreparedFile;
 
 /// How bytes get into a segment file.
@@ -75,6 +77,9 @@ pub struct Segment {
     path: PathBuf,
     seq: u64,
     salt: u32,
+    /// A recycled file: bytes after the records may be a previous life's (see
+    /// [`SEGMENT_FLAG_RECYCLED`]).
+    recycled: bool,
     /// Size the header gives (the size of every offset computation).
     size: u64,
     /// Bytes mapped: `size`, or less for a newest segment that a crash left short (then the
@@ -109,7 +114,9 @@ fn map_file(fs: &dyn Fs, file: &File, path: &Path, size: u64, writable: bool) ->
     unsafe { fs.map(file, path, len, writable) }.map_err(|e| Error::io("mmap", path, e))
 }
 
-fn random_salt(seq: u64) -> u32 {
+/// A random salt for segment `seq`, never `avoid` (the salt of the file's previous life, so
+/// that none of that life's records can validate in the new one).
+fn random_salt(seq: u64, avoid: Option<u32>) -> u32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(seq);
     if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
@@ -117,27 +124,38 @@ fn random_salt(seq: u64) -> u32 {
     }
     let v = h.finish();
     // Zero is avoided only for readability of dumps; any value works.
-    ((v >> 32) as u32 ^ v as u32) | 1
+    let salt = ((v >> 32) as u32 ^ v as u32) | 1;
+    if avoid == Some(salt) {
+        salt.wrapping_add(2)
+    } else {
+        salt
+    }
 }
 
 impl Segment {
     /// Turns a prepared file into segment `seq` in `dir`: renames it and writes the header.
     /// The caller must fsync the directory before acknowledging anything written into it.
-    /// On error nothing is left behind: the prepared file, or the renamed one, is removed.
+    /// On error nothing is left behind: the prepared file, or the renamed one, is removed (a
+    /// recycled file whose rename failed stays in the pool).
+    ///
+    /// A recycled file arrives with a blank header, durably (see [`PreparedFile::recycle`]):
+    /// until the new header is durable, a power cut leaves a blank-header file under the new
+    /// name, which recovery drops as never written, exactly like a fresh file.
     pub(crate) fn install(prepared: PreparedFile, dir: &Path, seq: u64) -> Result<Self> {
         let path = dir.join(segment_file_name(seq));
         if let Err(e) = prepared.fs.rename(&prepared.path, &path) {
             prepared.discard();
             return Err(Error::io("rename", &path, e));
         }
-        let salt = random_salt(seq);
+        let salt = random_salt(seq, prepared.old_salt);
+        let recycled = prepared.recycled;
         let mut header = SegmentHeader {
             magic: SEGMENT_MAGIC,
             version: FORMAT_VERSION.into(),
             salt: salt.into(),
             seq: seq.into(),
             segment_size: prepared.size.into(),
-            reserved: 0.into(),
+            flags: if recycled { SEGMENT_FLAG_RECYCLED } else { 0 }.into(),
             header_crc: 0.into(),
             sealed_magic: 0.into(),
             sealed_end: 0.into(),
@@ -148,6 +166,7 @@ impl Segment {
             path,
             seq,
             salt,
+            recycled,
             size: prepared.size,
             map: prepared.map,
             via: prepared.via,
@@ -229,6 +248,7 @@ impl Segment {
             path: path.to_path_buf(),
             seq,
             salt: header.salt.get(),
+            recycled: header.flags.get() & SEGMENT_FLAG_RECYCLED != 0,
             size,
             map,
             via: opts.via,
@@ -290,6 +310,12 @@ impl Segment {
     /// CRC seed of this segment's records.
     pub fn salt(&self) -> u32 {
         self.salt
+    }
+
+    /// Whether the file is a recycled segment: bytes after its records may be a previous
+    /// life's, so a non-zero byte there is not a torn write.
+    pub fn is_recycled(&self) -> bool {
+        self.recycled
     }
 
     /// File size.
@@ -490,6 +516,13 @@ pub fn parse_header(path: &Path, raw: &[u8]) -> Result<SegmentHeader> {
     if crc != header.header_crc.get() {
         return Err(Error::corrupt(path, 32, "segment header checksum mismatch"));
     }
+    if header.flags.get() & !SEGMENT_FLAG_RECYCLED != 0 {
+        return Err(Error::corrupt(
+            path,
+            32,
+            format!("unknown segment header flags {:#x}", header.flags.get()),
+        ));
+    }
     if header.version.get() != FORMAT_VERSION {
         return Err(Error::corrupt(
             path,
@@ -515,7 +548,7 @@ mod tests {
     #[test]
     fn install_then_open_round_trips_header() {
         let dir = tempfile::tempdir().unwrap();
-        let p = PreparedFile::create(dir.path(), 1, 8192, &test_opts()).unwrap();
+        let p = PreparedFile::create(dir.path(), 1, 8192, &test_opts(), None).unwrap();
         let seg = Segment::install(p, dir.path(), 3).unwrap();
         assert_eq!(seg.size(), 8192);
         let salt = seg.salt();
@@ -536,7 +569,7 @@ mod tests {
     #[test]
     fn open_rejects_wrong_seq_bad_magic_and_short_file() {
         let dir = tempfile::tempdir().unwrap();
-        let p = PreparedFile::create(dir.path(), 1, 8192, &test_opts()).unwrap();
+        let p = PreparedFile::create(dir.path(), 1, 8192, &test_opts(), None).unwrap();
         drop(Segment::install(p, dir.path(), 5).unwrap());
         let path = dir.path().join(segment_file_name(5));
         assert!(matches!(

@@ -1,18 +1,22 @@
 //! A prepared segment file: allocated (durably), mapped and faulted in, not named as a
-//! segment yet (`*.seg.tmp`).
+//! segment yet (`*.seg.tmp`, or a recycled `*.pool` file).
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use memmap2::MmapRaw;
+use zerocopy::FromBytes;
 
 use super::{map_file, FileOptions, WriteVia};
 use crate::error::{Error, Result};
-use crate::format::PREPARED_SUFFIX;
-use crate::io::{allocate, Fs};
+use crate::format::{SegmentHeader, PREPARED_SUFFIX, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC};
+use crate::io::{allocate, write_blocks, Fs};
 
-/// A preallocated, mapped file that is not a segment yet (a `*.seg.tmp` file).
+/// A preallocated, mapped file that is not a segment yet: a fresh `*.seg.tmp` file, or a
+/// recycled `*.pool` file whose header was blanked.
 #[derive(Debug)]
 pub struct PreparedFile {
     pub(super) path: PathBuf,
@@ -21,6 +25,10 @@ pub struct PreparedFile {
     pub(super) size: u64,
     pub(super) via: WriteVia,
     pub(super) fs: Arc<dyn Fs>,
+    /// A purged segment file from the pool: its bytes after the header are a previous life's.
+    pub(super) recycled: bool,
+    /// The salt of that previous life, which the new one must not reuse.
+    pub(super) old_salt: Option<u32>,
 }
 
 impl PreparedFile {
@@ -32,27 +40,95 @@ impl PreparedFile {
     /// The allocation (blocks, zeros and size) is made durable here, before the file can be
     /// renamed into the log: a power cut must never leave a named segment short or empty.
     ///
+    /// With `write_blocks` the blocks are written with zeros (not only reserved), so that the
+    /// writer only ever overwrites written blocks (no extent conversion at each `fdatasync`);
+    /// `stop` abandons that write early (the file is then removed and an error returned).
+    ///
     /// With [`WriteVia::Pwrite`] the pages are faulted in for reading only: a write fault is
     /// what raises SIGBUS on a full copy-on-write file system.
-    pub(crate) fn create(dir: &Path, token: u64, size: u64, opts: &FileOptions) -> Result<Self> {
+    pub(crate) fn create(
+        dir: &Path,
+        token: u64,
+        size: u64,
+        opts: &FileOptions,
+        write: Option<&AtomicBool>,
+    ) -> Result<Self> {
         let path = dir.join(format!("{token:020}{PREPARED_SUFFIX}"));
-        let made = Self::create_at(&path, size, opts);
+        let made = Self::create_at(&path, size, opts, write);
         if made.is_err() {
             let _ = opts.fs.remove(&path);
         }
         made
     }
 
-    fn create_at(path: &Path, size: u64, opts: &FileOptions) -> Result<Self> {
+    fn create_at(
+        path: &Path,
+        size: u64,
+        opts: &FileOptions,
+        write: Option<&AtomicBool>,
+    ) -> Result<Self> {
         let path = path.to_path_buf();
         let fs = &*opts.fs;
         let file = fs
             .create(&path)
             .map_err(|e| Error::io("create", &path, e))?;
-        allocate(fs, &file, &path, 0, size, opts.zero_fill)?;
+        match write {
+            Some(stop) => write_blocks(fs, &file, &path, size, stop)?,
+            None => allocate(fs, &file, &path, 0, size, opts.zero_fill)?,
+        }
         fs.fsync(&file, &path)
             .map_err(|e| Error::io("fsync new segment file", &path, e))?;
-        let map = map_file(fs, &file, &path, size, true)?;
+        Self::mapped(path, file, size, opts, false, None)
+    }
+
+    /// Makes the pooled file at `path` ready for reuse: checks its size, blanks its header
+    /// and syncs that, then maps and prefaults it. The caller guarantees that nothing maps
+    /// the file any more (invariant I6: a shared mapping would show every rewrite).
+    ///
+    /// Crash points: the file keeps its pool name throughout, so recovery never reads it as
+    /// data. The blank header is durable before the writer can rename the file into the log,
+    /// so a power cut after that rename leaves either a blank-header file (never written:
+    /// dropped) or the new header; never the previous life's header under a new name.
+    ///
+    /// On error the file is left as it is; the caller removes it.
+    pub(crate) fn recycle(path: &Path, size: u64, opts: &FileOptions) -> Result<Self> {
+        let fs = &*opts.fs;
+        let file = fs
+            .open(path, true)
+            .map_err(|e| Error::io("open pooled file", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        if len != size {
+            return Err(Error::InvalidConfig(format!(
+                "pooled file {} is {len} bytes, segments are {size}",
+                path.display()
+            )));
+        }
+        let mut raw = [0u8; SEGMENT_HEADER_SIZE];
+        file.read_exact_at(&mut raw, 0)
+            .map_err(|e| Error::io("read header", path, e))?;
+        let old_salt = SegmentHeader::read_from_bytes(&raw[..])
+            .ok()
+            .filter(|h| h.magic == SEGMENT_MAGIC)
+            .map(|h| h.salt.get());
+        fs.write_at(&file, path, &[0u8; SEGMENT_HEADER_SIZE], 0)
+            .map_err(|e| Error::io("blank header", path, e))?;
+        fs.fsync(&file, path)
+            .map_err(|e| Error::io("fsync pooled file", path, e))?;
+        Self::mapped(path.to_path_buf(), file, size, opts, true, old_salt)
+    }
+
+    fn mapped(
+        path: PathBuf,
+        file: File,
+        size: u64,
+        opts: &FileOptions,
+        recycled: bool,
+        old_salt: Option<u32>,
+    ) -> Result<Self> {
+        let map = map_file(&*opts.fs, &file, &path, size, true)?;
         match opts.via {
             WriteVia::Map => prefault_for_write(&map),
             WriteVia::Pwrite => {
@@ -66,17 +142,23 @@ impl PreparedFile {
             size,
             via: opts.via,
             fs: opts.fs.clone(),
+            recycled,
+            old_salt,
         })
     }
 
-    /// Removes the file (used when a prepared file is not needed).
+    /// Gives the file up: a fresh file is removed; a recycled one stays in the directory
+    /// under its pool name (blank header), where the next open finds it for its pool.
     pub(crate) fn discard(self) {
-        let _ = self.fs.remove(&self.path);
+        if !self.recycled {
+            let _ = self.fs.remove(&self.path);
+        }
     }
 }
 
-/// Faults every page of a fresh map in for writing. The pages hold zeros and stay zeros; they
-/// become dirty, which costs nothing extra because the writer dirties them anyway.
+/// Faults every page of a map in for writing, so the writer takes no fault in it. A fresh
+/// map's pages hold zeros and stay zeros; a recycled file's keep their bytes. They become
+/// dirty, which costs nothing extra because the writer dirties them anyway.
 fn prefault_for_write(map: &MmapRaw) {
     if map.advise(memmap2::Advice::PopulateWrite).is_ok() {
         return;
@@ -84,8 +166,12 @@ fn prefault_for_write(map: &MmapRaw) {
     const PAGE: usize = 4096;
     for off in (0..map.len()).step_by(PAGE) {
         // SAFETY: the map is private to this thread until the prepared file is handed over
-        // (nobody else can hold a reference into it), `off < len`, and writing a zero over a
-        // zero byte changes nothing but the page's fault state.
-        unsafe { std::ptr::write_volatile(map.as_mut_ptr().add(off), 0u8) };
+        // (nobody else can hold a reference into it: a fresh file, or a pooled one that no
+        // mapping holds any more), `off < len`, and writing a byte's own value back changes
+        // nothing but the page's fault state.
+        unsafe {
+            let p = map.as_mut_ptr().add(off);
+            std::ptr::write_volatile(p, std::ptr::read_volatile(p));
+        }
     }
 }

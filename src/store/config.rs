@@ -53,6 +53,17 @@ pub struct Config {
     pub write_mode: WriteMode,
     /// How new segment files get their blocks (default [`Allocation::Auto`]).
     pub allocation: Allocation,
+    /// How many purged segment files are kept for reuse (default 2; 0 disables recycling).
+    ///
+    /// A purged segment's file is renamed into this pool (`<token>.pool`, a name recovery
+    /// never reads as data) instead of being deleted, and the preparer reuses it for a later
+    /// segment once no reader's view maps it any more: its blocks are already written, so
+    /// writing and syncing into it costs no block allocation or extent conversion. With
+    /// recycling enabled, the preparer also *writes* (zeros) the blocks of each new file it
+    /// makes, once, instead of only reserving them. Disk use: the live segments, at most this
+    /// many pooled files, and one prepared file. Pooled files found at open are kept up to
+    /// this number (the rest are removed).
+    pub segment_pool: usize,
 }
 
 impl Default for Config {
@@ -63,6 +74,7 @@ impl Default for Config {
             prepare_ahead: true,
             write_mode: WriteMode::Auto,
             allocation: Allocation::Auto,
+            segment_pool: 2,
         }
     }
 }
