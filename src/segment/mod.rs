@@ -14,6 +14,7 @@
 //! We never create a `&mut [u8]` over the map: writes go through raw pointers, so a `&[u8]`
 //! that a reader holds over other bytes of the same map stays valid.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::os::unix::fs::FileExt;
@@ -71,6 +72,29 @@ impl FileOptions {
     }
 }
 
+/// Files that live [`Segment`]s of this process map, by (device, inode), with how many.
+/// A pooled file is rewritten only when it is not in here (invariant I6), whichever `Store`
+/// of the process mapped it: a view can outlive its `Store`, and a later `Store` on the same
+/// directory finds the file in the pool.
+static MAPPED: Mutex<BTreeMap<(u64, u64), usize>> = Mutex::new(BTreeMap::new());
+
+fn mapped_files() -> std::sync::MutexGuard<'static, BTreeMap<(u64, u64), usize>> {
+    MAPPED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The (device, inode) of an open file.
+fn file_id(file: &File, path: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Whether a live [`Segment`] of this process maps `file`.
+pub(crate) fn is_mapped(file: &File, path: &Path) -> Result<bool> {
+    let id = file_id(file, path)?;
+    Ok(mapped_files().get(&id).is_some_and(|&n| n > 0))
+}
+
 /// A mapped segment file.
 #[derive(Debug)]
 pub struct Segment {
@@ -99,6 +123,28 @@ pub struct Segment {
     /// valid without it, so a log with thousands of segments does not hold thousands of fds.
     /// Reopened by path when needed again.
     file: Mutex<Option<File>>,
+    /// (device, inode): this segment's entry in the registry of mapped files.
+    id: (u64, u64),
+}
+
+impl Segment {
+    /// Registers a mapping of file `id` (see [`is_mapped`]).
+    fn register(id: (u64, u64)) -> (u64, u64) {
+        *mapped_files().entry(id).or_insert(0) += 1;
+        id
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let mut m = mapped_files();
+        if let Some(n) = m.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// The one place where a file is mapped.
@@ -147,6 +193,13 @@ impl Segment {
             prepared.discard();
             return Err(Error::io("rename", &path, e));
         }
+        let id = match file_id(&prepared.file, &path) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = prepared.fs.remove(&path);
+                return Err(e);
+            }
+        };
         let salt = random_salt(seq, prepared.old_salt);
         let recycled = prepared.recycled;
         let mut header = SegmentHeader {
@@ -175,6 +228,7 @@ impl Segment {
             synced: AtomicU64::new(0),
             sealed_end: AtomicU64::new(0),
             file: Mutex::new(Some(prepared.file)),
+            id: Segment::register(id),
         };
         // SAFETY: the segment is new: no reader can hold a slice into it yet (I1).
         if let Err(e) = unsafe { seg.write_at(0, header.as_bytes()) } {
@@ -243,6 +297,7 @@ impl Segment {
             return Err(Error::corrupt(path, len, short_file_reason(len, size)));
         }
         let map = map_file(&*opts.fs, &file, path, size.min(len), writable)?;
+        let id = file_id(&file, path)?;
         let sealed = header.sealed_magic.get() == SEALED_MAGIC;
         Ok(Segment {
             path: path.to_path_buf(),
@@ -258,6 +313,7 @@ impl Segment {
             sealed_end: AtomicU64::new(if sealed { header.sealed_end.get() } else { 0 }),
             // Closed now: the map stays valid, and only the active segment needs an fd.
             file: Mutex::new(None),
+            id: Segment::register(id),
         })
     }
 

@@ -2,10 +2,12 @@
 //! reads as data (`<token>.pool`), for the preparer to reuse instead of creating new files.
 //!
 //! Reusing a file means rewriting it, and a shared mapping shows every rewrite of its file:
-//! so a pooled file keeps the `Arc<Segment>` of its old life until it is taken, and it is
-//! taken only once that `Arc` is the last one ([`Arc::try_unwrap`]), that is once no reader's
-//! view maps the file any more (invariant I6). Renaming it into the pool while views still map
-//! it changes no byte, so that happens as soon as its purge is durable.
+//! so a pooled file is taken only once no live [`Segment`] of this process maps it (the
+//! registry of mapped files, [`super::is_mapped`]: the segment of its old life is dropped with
+//! the last reader's view that holds it, whichever `Store` that view came from), invariant I6.
+//! Renaming it into the pool while views still map it changes no byte, so that happens as soon
+//! as its purge is durable. (No other process maps it: the directory lock keeps other
+//! writers out, and the read-only tools map files only while they hold the lock.)
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,22 +17,13 @@ use super::Segment;
 use crate::format::POOL_SUFFIX;
 use crate::io::Fs;
 
-/// One pooled file.
-#[derive(Debug)]
-struct Pooled {
-    path: PathBuf,
-    /// The old life's segment while anything may still map it; `None` once unmapped (or for
-    /// a file found in the pool at open).
-    mapped: Option<Arc<Segment>>,
-}
-
 /// Purged segment files waiting for reuse, at most `cap` of them.
 #[derive(Debug)]
 pub(crate) struct Pool {
     dir: PathBuf,
     cap: usize,
     fs: Arc<dyn Fs>,
-    files: Mutex<Vec<Pooled>>,
+    files: Mutex<Vec<PathBuf>>,
     token: AtomicU64,
 }
 
@@ -46,10 +39,7 @@ impl Pool {
     ) -> (Self, Vec<PathBuf>) {
         found.sort();
         let extra = found.split_off(found.len().min(cap));
-        let files = found
-            .into_iter()
-            .map(|path| Pooled { path, mapped: None })
-            .collect();
+        let files = found;
         let token = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -78,7 +68,16 @@ impl Pool {
     /// Pooled files that a view still maps.
     #[cfg(test)]
     pub(crate) fn mapped(&self) -> usize {
-        self.lock().iter().filter(|f| f.mapped.is_some()).count()
+        self.lock()
+            .iter()
+            .filter(|p| self.still_mapped(p) != Some(false))
+            .count()
+    }
+
+    /// Whether a live segment maps the file (`None`: it cannot be opened).
+    fn still_mapped(&self, path: &Path) -> Option<bool> {
+        let file = self.fs.open(path, false).ok()?;
+        super::is_mapped(&file, path).ok()
     }
 
     /// Takes a purged segment whose purge is durable: renames it into the pool if there is
@@ -86,6 +85,8 @@ impl Pool {
     /// back, which the next open recycles or removes). Gives the segment back when the pool
     /// is full (or disabled) or the rename failed: the caller removes the file instead.
     pub(crate) fn offer(&self, seg: Arc<Segment>) -> Result<(), Arc<Segment>> {
+        // The segment may still be mapped (by views, or by `seg` itself until the caller
+        // drops it): only the reuse waits for that, in `take_unmapped`.
         let mut files = self.lock();
         if files.len() >= self.cap {
             return Err(seg);
@@ -94,37 +95,25 @@ impl Pool {
         let path = self.dir.join(format!("{token:020}{POOL_SUFFIX}"));
         match self.fs.rename(seg.path(), &path) {
             Ok(()) => {
-                files.push(Pooled {
-                    path,
-                    mapped: Some(seg),
-                });
+                files.push(path);
                 Ok(())
             }
             Err(_) => Err(seg),
         }
     }
 
-    /// Takes out of the pool a file that nothing maps any more (its old life's segment is
-    /// dropped, unmapping it), oldest first; `None` if there is none.
+    /// Takes out of the pool a file that no live segment maps any more, oldest first; `None`
+    /// if there is none. A file that cannot even be opened is taken too (the caller's reuse
+    /// fails and removes it).
     pub(crate) fn take_unmapped(&self) -> Option<PathBuf> {
         let mut files = self.lock();
-        for i in 0..files.len() {
-            if let Some(seg) = files[i].mapped.take() {
-                match Arc::try_unwrap(seg) {
-                    // The last reference: dropping it unmaps the file.
-                    Ok(seg) => drop(seg),
-                    Err(shared) => {
-                        files[i].mapped = Some(shared);
-                        continue;
-                    }
-                }
-            }
-            return Some(files.remove(i).path);
-        }
-        None
+        let i = files
+            .iter()
+            .position(|p| self.still_mapped(p) != Some(true))?;
+        Some(files.remove(i))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pooled>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

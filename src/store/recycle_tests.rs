@@ -142,3 +142,38 @@ fn pooled_files_are_reused_after_reopen_and_bounded_by_the_pool_size() {
     assert_eq!(store.reader().view().get(149), Some(&payload(149)[..]));
     assert_eq!(pool_files(dir.path()), 0, "a disabled pool keeps no files");
 }
+
+#[test]
+fn a_view_that_outlives_its_store_keeps_its_bytes_when_the_log_is_reopened() {
+    let dir = scratch("rml-recycle");
+    let mut store = Store::open(dir.path(), config(2)).unwrap();
+    append(&mut store, 0..60);
+    store.sync().unwrap();
+    let view = store.reader().view();
+    let held: Vec<&[u8]> = (0..20).map(|i| view.get(i).unwrap()).collect();
+    store.purge_to(45).unwrap();
+    store.sync().unwrap();
+    drop(store);
+
+    // Another store on the same directory, in the same process: it finds the pooled files at
+    // open, but must not reuse those the old view still maps.
+    let mut store = Store::open(dir.path(), config(2)).unwrap();
+    assert_eq!(store.pool.len(), 2);
+    append(&mut store, 60..200);
+    store.sync().unwrap();
+    for (i, now) in held.iter().enumerate() {
+        assert!(
+            *now == &payload(i as u64)[..],
+            "entry {i}: bytes changed under a view of the previous store"
+        );
+    }
+    assert_eq!(
+        recycled_segments(&store),
+        0,
+        "a mapped pooled file was reused"
+    );
+    drop(held);
+    drop(view);
+    append(&mut store, 200..260);
+    assert!(recycled_segments(&store) > 0, "no pooled file was reused");
+}
