@@ -9,7 +9,8 @@
 //! view maps any more: its header is blanked and synced, its blocks are already written);
 //! otherwise a new `*.seg.tmp` file. With recycling enabled (a pool size above 0) a new file's
 //! blocks are *written* with zeros (and synced) rather than only reserved, once for the file's
-//! whole life in the pool, so the writer only ever overwrites written blocks. A prepared file
+//! whole life in the pool, so the writer only ever overwrites written blocks (except on
+//! copy-on-write file systems, where every rewrite takes a new block anyway). A prepared file
 //! never holds log data; recovery deletes `*.seg.tmp` leftovers and keeps `*.pool` files for
 //! the pool.
 
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::segment::{FileOptions, Pool, PreparedFile};
+use crate::segment::{FileOptions, Pool, PreparedFile, WriteVia};
 
 /// Source of prepared segment files.
 #[derive(Debug)]
@@ -54,7 +55,9 @@ impl Source {
                 }
             }
         }
-        let write = (self.pool.cap() > 0).then_some(stop);
+        // On a copy-on-write file system (records written with `pwrite`) rewriting a block
+        // allocates a new one anyway: writing the blocks first would only cost disk.
+        let write = (self.pool.cap() > 0 && self.opts.via == WriteVia::Map).then_some(stop);
         PreparedFile::create(&self.dir, token, self.size, &self.opts, write)
     }
 }

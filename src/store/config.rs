@@ -60,7 +60,8 @@ pub struct Config {
     /// segment once no reader's view maps it any more: its blocks are already written, so
     /// writing and syncing into it costs no block allocation or extent conversion. With
     /// recycling enabled, the preparer also *writes* (zeros) the blocks of each new file it
-    /// makes, once, instead of only reserving them. Disk use: the live segments, at most this
+    /// makes, once, instead of only reserving them (not on copy-on-write file systems, see
+    /// [`WriteMode::Auto`], where a rewrite takes new blocks anyway). Disk use: the live segments, at most this
     /// many pooled files, and one prepared file. Pooled files found at open are kept up to
     /// this number (the rest are removed).
     pub segment_pool: usize,
