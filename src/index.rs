@@ -113,8 +113,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = Arc::new(
             Segment::install(
-                PreparedFile::create(dir.path(), 0, 1 << 20, &crate::segment::test_opts(), None)
-                    .unwrap(),
+                PreparedFile::create(dir.path(), 0, 1 << 20, &crate::segment::test_opts()).unwrap(),
                 dir.path(),
                 1,
             )

@@ -1,21 +1,25 @@
-//! Prepares the next segment file ahead of the writer.
+//! Prepares the next segment file ahead of the writer, and keeps the pool of written files.
 //!
 //! Allocating 64 MiB of real blocks and faulting its pages in takes milliseconds; doing it on
-//! the writer's path at every rollover would stall appends, so a background thread keeps one
-//! prepared file ready: mapped and faulted in for writing (`MADV_POPULATE_WRITE`, or a touch
-//! of every page), so the writer takes no page fault in it.
+//! the writer's path at every rollover would stall appends, so a background thread keeps the
+//! next file ready: mapped and faulted in for writing (`MADV_POPULATE_WRITE`, or a touch of
+//! every page), so the writer takes no page fault in it.
 //!
-//! Where the file comes from: the [`Pool`] of recycled segments first (a pooled file that no
-//! view maps any more: its header is blanked and synced, its blocks are already written);
-//! otherwise a new `*.seg.tmp` file. With recycling enabled (a pool size above 0) a new file's
-//! blocks are *written* with zeros (and synced) rather than only reserved, once for the file's
-//! whole life in the pool, so the writer only ever overwrites written blocks (except on
-//! copy-on-write file systems, where every rewrite takes a new block anyway). A prepared file
-//! never holds log data; recovery deletes `*.seg.tmp` leftovers and keeps `*.pool` files for
-//! the pool.
+//! Where the next file comes from: the [`Pool`] of recycled segments first (a pooled file
+//! that no view maps any more: its header is blanked and synced, its blocks are written);
+//! otherwise a new `*.seg.tmp` file whose blocks are reserved (`fallocate`), which is fast.
+//!
+//! With recycling enabled (a pool size above 0), the thread also uses the time while the
+//! writer has a file in hand to keep the pool from running dry: when it is empty, it makes a
+//! new pooled file whose blocks it *writes* (zeros, synced) once for the file's whole life, so
+//! that the writer overwrites written blocks (no extent conversion at each `fdatasync`). That
+//! work stops at once (between 1 MiB chunks) when the writer takes the ready file, so the
+//! writer never waits for it; a file stopped early is still a valid pooled file. Not on
+//! copy-on-write file systems, where every rewrite takes a new block anyway. Pooled files hold
+//! no log data; recovery deletes `*.seg.tmp` leftovers and keeps `*.pool` files.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -31,6 +35,8 @@ pub struct Preparer {
     source: Source,
     token: u64,
     stop: Arc<AtomicBool>,
+    /// Files sent by the thread and not taken yet (0 or 1).
+    ready: Arc<AtomicUsize>,
 }
 
 /// Where prepared files come from: what the thread and the on-demand path share.
@@ -43,8 +49,8 @@ struct Source {
 }
 
 impl Source {
-    /// A recycled file from the pool if one is free, else a new file.
-    fn next(&self, token: u64, stop: &AtomicBool) -> Result<PreparedFile> {
+    /// A recycled file from the pool if one is free, else a new file (blocks reserved).
+    fn next(&self, token: u64) -> Result<PreparedFile> {
         while let Some(path) = self.pool.take_unmapped() {
             match PreparedFile::recycle(&path, self.size, &self.opts) {
                 Ok(f) => return Ok(f),
@@ -55,10 +61,23 @@ impl Source {
                 }
             }
         }
-        // On a copy-on-write file system (records written with `pwrite`) rewriting a block
-        // allocates a new one anyway: writing the blocks first would only cost disk.
-        let write = (self.pool.cap() > 0 && self.opts.via == WriteVia::Map).then_some(stop);
-        PreparedFile::create(&self.dir, token, self.size, &self.opts, write)
+        PreparedFile::create(&self.dir, token, self.size, &self.opts)
+    }
+
+    /// Whether the pool should get a new file with written blocks: recycling is on, the pool
+    /// is empty (purged files are preferred: they cost no writing), and the file system
+    /// rewrites blocks in place.
+    fn wants_written_file(&self) -> bool {
+        self.pool.cap() > 0 && self.pool.len() == 0 && self.opts.via == WriteVia::Map
+    }
+
+    /// Makes one pooled file with written blocks, stopping early when `stop` says so. Errors
+    /// are not the writer's: the file is dropped and the pool stays as it was.
+    fn write_pool_file(&self, stop: &dyn Fn() -> bool) {
+        let path = self.pool.new_path();
+        if PreparedFile::write_pool_file(&path, self.size, &self.opts, stop).is_ok() {
+            self.pool.add(path);
+        }
     }
 }
 
@@ -71,7 +90,8 @@ fn base_token() -> u64 {
 
 impl Preparer {
     /// Starts preparing files of `size` bytes in `dir`, recycling from `pool`; with
-    /// `background == false` files are made on demand on the caller's thread.
+    /// `background == false` files are made on demand on the caller's thread (and no pooled
+    /// file is written ahead).
     pub(crate) fn start(
         dir: PathBuf,
         size: u64,
@@ -87,6 +107,7 @@ impl Preparer {
             pool,
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicUsize::new(0));
         if !background {
             return Ok(Preparer {
                 rx: None,
@@ -94,35 +115,46 @@ impl Preparer {
                 source,
                 token,
                 stop,
+                ready,
             });
         }
-        let (tx, rx) = mpsc::sync_channel::<Result<PreparedFile>>(0);
+        // One file may wait in the channel, so the thread is free (to write a pooled file)
+        // while the writer has a file ready.
+        let (tx, rx) = mpsc::sync_channel::<Result<PreparedFile>>(1);
         let src = source.clone();
-        let halt = stop.clone();
+        let (halt, sent) = (stop.clone(), ready.clone());
         let handle = std::thread::Builder::new()
             .name("raft-mmap-log-prepare".into())
             .spawn(move || {
                 let mut token = token;
                 loop {
                     token += 1;
-                    let made = src.next(token, &halt);
-                    if halt.load(Ordering::Relaxed) {
-                        if let Ok(f) = made {
-                            f.discard();
-                        }
-                        return;
-                    }
+                    let made = src.next(token);
                     let failed = made.is_err();
+                    sent.fetch_add(1, Ordering::AcqRel);
                     if let Err(mpsc::SendError(unsent)) = tx.send(made) {
                         if let Ok(f) = unsent {
                             f.discard();
                         }
                         return;
                     }
+                    if halt.load(Ordering::Relaxed) {
+                        return;
+                    }
                     if failed {
                         // Not spinning on a persistent error: the next attempt waits briefly
                         // (the writer asks again right after receiving an error).
                         std::thread::sleep(std::time::Duration::from_millis(1));
+                        continue;
+                    }
+                    // While the writer has the sent file in hand, write a pooled file; stop
+                    // as soon as it takes it (the next file must be made) or the log closes.
+                    let stop = || halt.load(Ordering::Relaxed) || sent.load(Ordering::Acquire) == 0;
+                    if !stop() && src.wants_written_file() {
+                        src.write_pool_file(&stop);
+                    }
+                    if halt.load(Ordering::Relaxed) {
+                        return;
                     }
                 }
             })
@@ -133,6 +165,7 @@ impl Preparer {
             source,
             token: token + (1 << 40),
             stop,
+            ready,
         })
     }
 
@@ -143,13 +176,21 @@ impl Preparer {
     /// only after this call, and its result is the answer.
     pub fn take(&mut self) -> Result<PreparedFile> {
         match &self.rx {
-            Some(rx) => match rx.recv().map_err(|_| Error::FlusherStopped)? {
-                Ok(f) => Ok(f),
-                Err(_stale) => rx.recv().map_err(|_| Error::FlusherStopped)?,
-            },
+            Some(rx) => {
+                let got = rx.recv().map_err(|_| Error::FlusherStopped)?;
+                self.ready.fetch_sub(1, Ordering::AcqRel);
+                match got {
+                    Ok(f) => Ok(f),
+                    Err(_stale) => {
+                        let again = rx.recv().map_err(|_| Error::FlusherStopped)?;
+                        self.ready.fetch_sub(1, Ordering::AcqRel);
+                        again
+                    }
+                }
+            }
             None => {
                 self.token += 1;
-                self.source.next(self.token, &self.stop)
+                self.source.next(self.token)
             }
         }
     }
@@ -157,11 +198,33 @@ impl Preparer {
 
 impl Drop for Preparer {
     fn drop(&mut self) {
-        // Stop writing a new file's blocks; dropping the receiver makes the thread's pending
-        // send fail: it discards its file (a new one is removed, a recycled one stays pooled).
+        // Stop writing a pooled file, then take every file the thread still sends until it
+        // ends, discarding each (a new one is removed, a recycled one stays pooled): nothing
+        // is left in the channel, and the thread is never blocked sending.
         self.stop.store(true, Ordering::Relaxed);
-        self.rx = None;
-        if let Some(h) = self.handle.take() {
+        let Some(rx) = self.rx.take() else {
+            return;
+        };
+        let handle = self.handle.take();
+        loop {
+            while let Ok(made) = rx.try_recv() {
+                if let Ok(f) = made {
+                    f.discard();
+                }
+            }
+            match &handle {
+                Some(h) if !h.is_finished() => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                _ => break,
+            }
+        }
+        while let Ok(made) = rx.try_recv() {
+            if let Ok(f) = made {
+                f.discard();
+            }
+        }
+        if let Some(h) = handle {
             let _ = h.join();
         }
     }

@@ -107,32 +107,27 @@ pub(crate) fn allocate(
     Ok(())
 }
 
-/// Gives a new, empty file `size` bytes of *written* blocks: zeros written over the whole
-/// range, so that later writes overwrite written blocks (an `fdatasync` over them commits no
-/// extent conversions). Checks `stop` between chunks and gives up with an error when it is set
-/// (the owner is shutting down).
+/// Writes zeros over `[0, size)` of a file whose blocks are reserved, so that they become
+/// *written* blocks (later writes overwrite them, and an `fdatasync` commits no extent
+/// conversions). `stop` is asked between 1 MiB chunks; returns whether it wrote everything.
 pub(crate) fn write_blocks(
     fs: &dyn Fs,
     file: &File,
     path: &Path,
     size: u64,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Result<()> {
+    stop: &dyn Fn() -> bool,
+) -> Result<bool> {
     const CHUNK: u64 = 1 << 20;
     let mut off = 0;
     while off < size {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Error::io(
-                "write zeros",
-                path,
-                io::Error::new(io::ErrorKind::Interrupted, "preparer stopped"),
-            ));
+        if stop() {
+            return Ok(false);
         }
         let end = (off + CHUNK).min(size);
         write_zeros(fs, file, path, off, end)?;
         off = end;
     }
-    Ok(())
+    Ok(true)
 }
 
 fn is_unsupported(e: &io::Error) -> bool {

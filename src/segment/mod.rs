@@ -625,7 +625,7 @@ mod tests {
     #[test]
     fn install_then_open_round_trips_header() {
         let dir = tempfile::tempdir().unwrap();
-        let p = PreparedFile::create(dir.path(), 1, 8192, &test_opts(), None).unwrap();
+        let p = PreparedFile::create(dir.path(), 1, 8192, &test_opts()).unwrap();
         let seg = Segment::install(p, dir.path(), 3).unwrap();
         assert_eq!(seg.size(), 8192);
         let salt = seg.salt();
@@ -646,7 +646,7 @@ mod tests {
     #[test]
     fn open_rejects_wrong_seq_bad_magic_and_short_file() {
         let dir = tempfile::tempdir().unwrap();
-        let p = PreparedFile::create(dir.path(), 1, 8192, &test_opts(), None).unwrap();
+        let p = PreparedFile::create(dir.path(), 1, 8192, &test_opts()).unwrap();
         drop(Segment::install(p, dir.path(), 5).unwrap());
         let path = dir.path().join(segment_file_name(5));
         assert!(matches!(

@@ -60,7 +60,6 @@ impl Pool {
     }
 
     /// Files in the pool now (mapped or not).
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
@@ -91,8 +90,7 @@ impl Pool {
         if files.len() >= self.cap {
             return Err(seg);
         }
-        let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
-        let path = self.dir.join(format!("{token:020}{POOL_SUFFIX}"));
+        let path = self.new_path();
         match self.fs.rename(seg.path(), &path) {
             Ok(()) => {
                 files.push(path);
@@ -100,6 +98,17 @@ impl Pool {
             }
             Err(_) => Err(seg),
         }
+    }
+
+    /// A name for a new pooled file in the pool's directory.
+    pub(crate) fn new_path(&self) -> PathBuf {
+        let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
+        self.dir.join(format!("{token:020}{POOL_SUFFIX}"))
+    }
+
+    /// Adds a file the preparer made for the pool (already under a [`Pool::new_path`] name).
+    pub(crate) fn add(&self, path: PathBuf) {
+        self.lock().push(path);
     }
 
     /// Takes out of the pool a file that no live segment maps any more, oldest first; `None`

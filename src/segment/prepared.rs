@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use memmap2::MmapRaw;
@@ -40,45 +39,47 @@ impl PreparedFile {
     /// The allocation (blocks, zeros and size) is made durable here, before the file can be
     /// renamed into the log: a power cut must never leave a named segment short or empty.
     ///
-    /// With `write_blocks` the blocks are written with zeros (not only reserved), so that the
-    /// writer only ever overwrites written blocks (no extent conversion at each `fdatasync`);
-    /// `stop` abandons that write early (the file is then removed and an error returned).
-    ///
     /// With [`WriteVia::Pwrite`] the pages are faulted in for reading only: a write fault is
     /// what raises SIGBUS on a full copy-on-write file system.
-    pub(crate) fn create(
-        dir: &Path,
-        token: u64,
-        size: u64,
-        opts: &FileOptions,
-        write: Option<&AtomicBool>,
-    ) -> Result<Self> {
+    pub(crate) fn create(dir: &Path, token: u64, size: u64, opts: &FileOptions) -> Result<Self> {
         let path = dir.join(format!("{token:020}{PREPARED_SUFFIX}"));
-        let made = Self::create_at(&path, size, opts, write);
+        let made = Self::create_at(&path, size, opts);
         if made.is_err() {
             let _ = opts.fs.remove(&path);
         }
         made
     }
 
-    fn create_at(
+    fn create_at(path: &Path, size: u64, opts: &FileOptions) -> Result<Self> {
+        let path = path.to_path_buf();
+        let file = reserve(&path, size, opts)?;
+        Self::mapped(path, file, size, opts, false, None)
+    }
+
+    /// Makes a new pooled file at `path` (a [`super::Pool::new_path`] name) whose blocks are
+    /// *written*, not only reserved: the allocation is made durable first (so the file is a
+    /// valid pooled file from then on, whatever happens), then zeros are written over it and
+    /// synced. `stop` is asked between chunks: a file stopped early is still a valid pooled
+    /// file (its rest reserved, not written). On error the file is removed.
+    pub(crate) fn write_pool_file(
         path: &Path,
         size: u64,
         opts: &FileOptions,
-        write: Option<&AtomicBool>,
-    ) -> Result<Self> {
-        let path = path.to_path_buf();
-        let fs = &*opts.fs;
-        let file = fs
-            .create(&path)
-            .map_err(|e| Error::io("create", &path, e))?;
-        match write {
-            Some(stop) => write_blocks(fs, &file, &path, size, stop)?,
-            None => allocate(fs, &file, &path, 0, size, opts.zero_fill)?,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        let made = (|| {
+            let file = reserve(path, size, opts)?;
+            if write_blocks(&*opts.fs, &file, path, size, stop)? {
+                opts.fs
+                    .fsync(&file, path)
+                    .map_err(|e| Error::io("fsync pooled file", path, e))?;
+            }
+            Ok(())
+        })();
+        if made.is_err() {
+            let _ = opts.fs.remove(path);
         }
-        fs.fsync(&file, &path)
-            .map_err(|e| Error::io("fsync new segment file", &path, e))?;
-        Self::mapped(path, file, size, opts, false, None)
+        made
     }
 
     /// Makes the pooled file at `path` ready for reuse: checks its size, blanks its header
@@ -115,6 +116,10 @@ impl PreparedFile {
             .map(|h| h.salt.get());
         fs.write_at(&file, path, &[0u8; SEGMENT_HEADER_SIZE], 0)
             .map_err(|e| Error::io("blank header", path, e))?;
+        // A pooled file the preparer was making when the power went off may have its size
+        // without all its blocks: `fallocate` fills any hole (a no-op otherwise), and the
+        // fsync below makes that durable too (I4: never map a sparse file).
+        allocate(fs, &file, path, size, size, false)?;
         fs.fsync(&file, path)
             .map_err(|e| Error::io("fsync pooled file", path, e))?;
         Self::mapped(path.to_path_buf(), file, size, opts, true, old_salt)
@@ -154,6 +159,16 @@ impl PreparedFile {
             let _ = self.fs.remove(&self.path);
         }
     }
+}
+
+/// Creates `path` with `size` bytes of real blocks, durably (blocks, size).
+fn reserve(path: &Path, size: u64, opts: &FileOptions) -> Result<File> {
+    let fs = &*opts.fs;
+    let file = fs.create(path).map_err(|e| Error::io("create", path, e))?;
+    allocate(fs, &file, path, 0, size, opts.zero_fill)?;
+    fs.fsync(&file, path)
+        .map_err(|e| Error::io("fsync new segment file", path, e))?;
+    Ok(file)
 }
 
 /// Faults every page of a map in for writing, so the writer takes no fault in it. A fresh

@@ -58,12 +58,13 @@ pub struct Config {
     /// A purged segment's file is renamed into this pool (`<token>.pool`, a name recovery
     /// never reads as data) instead of being deleted, and the preparer reuses it for a later
     /// segment once no reader's view maps it any more: its blocks are already written, so
-    /// writing and syncing into it costs no block allocation or extent conversion. With
-    /// recycling enabled, the preparer also *writes* (zeros) the blocks of each new file it
-    /// makes, once, instead of only reserving them (not on copy-on-write file systems, see
-    /// [`WriteMode::Auto`], where a rewrite takes new blocks anyway). Disk use: the live segments, at most this
-    /// many pooled files, and one prepared file. Pooled files found at open are kept up to
-    /// this number (the rest are removed).
+    /// writing and syncing into it costs no block allocation or extent conversion. When the
+    /// pool is empty, the preparer also uses its idle time (while the writer has the next file
+    /// in hand) to make a pooled file whose blocks it *writes*, once, instead of only
+    /// reserving them (not on copy-on-write file systems, see [`WriteMode::Auto`], where a
+    /// rewrite takes new blocks anyway). Disk use: the live segments, at most this many pooled
+    /// files, and the prepared file(s). Pooled files found at open are kept up to this number
+    /// (the rest are removed).
     pub segment_pool: usize,
 }
 

@@ -202,7 +202,7 @@ impl Store {
         let active = match plan.segments.last() {
             Some(s) => s.clone(),
             None => Arc::new(Segment::install(
-                PreparedFile::create(&dir, 0, config.segment_size, &opts, None)?,
+                PreparedFile::create(&dir, 0, config.segment_size, &opts)?,
                 &dir,
                 next_seq,
             )?),

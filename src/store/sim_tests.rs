@@ -27,6 +27,8 @@ enum Op {
     PurgeForward(u64),
     Meta(u64, usize),
     Flush,
+    /// A blocking sync: the flush thread has also retired purged files when it returns.
+    Sync,
 }
 
 fn payload(index: u64, gen: u64, len: usize) -> Vec<u8> {
@@ -62,7 +64,8 @@ fn recycling_workload(seed: u64) -> Vec<Op> {
                     .collect(),
             ),
             6 => Op::TruncateBack(r.below(4)),
-            7 | 8 => Op::PurgeForward(20 + r.below(60)),
+            7 => Op::PurgeForward(20 + r.below(60)),
+            8 => Op::Sync,
             9 => Op::Meta(r.below(3), r.below(60) as usize),
             _ => Op::Flush,
         })
@@ -165,6 +168,13 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op], config: &Config) -> Run {
                 note(r)
             }
             Op::Flush => store.flush(acked.on_flush(applied)).is_ok(),
+            Op::Sync => {
+                let ok = store.sync().is_ok();
+                if ok {
+                    acked.raise(applied);
+                }
+                ok
+            }
         };
         if ok {
             applied = states.len() - 1;

@@ -344,7 +344,11 @@ impl Store {
                 writeback: None,
                 // The new segment's first pages, where the writer goes on.
                 prefault: rolled.then(|| {
-                    (self.active.clone(), self.write_pos, self.write_pos + PREFAULT_AHEAD)
+                    (
+                        self.active.clone(),
+                        self.write_pos,
+                        self.write_pos + PREFAULT_AHEAD,
+                    )
                 }),
                 callback: None,
             });
