@@ -74,7 +74,7 @@ impl Source {
     /// Makes one pooled file with written blocks, stopping early when `stop` says so. Errors
     /// are not the writer's: the file is dropped and the pool stays as it was.
     fn write_pool_file(&self, stop: &dyn Fn() -> bool) {
-        let path = self.pool.new_path();
+        let path = self.pool.new_fresh_path();
         if PreparedFile::write_pool_file(&path, self.size, &self.opts, stop).is_ok() {
             self.pool.add(path);
         }

@@ -142,15 +142,7 @@ pub(crate) fn verify_of(insp: &Inspection) -> VerifyReport {
             "leftover prepared segment file (never holds log data; removed at open)",
         );
     }
-    for p in &v.pool_files {
-        rep.add(
-            Severity::Note,
-            p,
-            0,
-            "pooled segment file (a purged segment kept for reuse, never read as data; open \
-             keeps up to the configured pool size and removes the rest)",
-        );
-    }
+
     let newest_seq = v.files.last().map(|f| f.seq);
     let mut prev_seq: Option<u64> = None;
     for f in &v.files {

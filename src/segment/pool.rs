@@ -17,6 +17,17 @@ use super::Segment;
 use crate::format::POOL_SUFFIX;
 use crate::io::Fs;
 
+/// Name suffix of a pooled file that never was a segment (the preparer made it: zeros only),
+/// so a segment made from it needs no [`crate::format::SEGMENT_FLAG_RECYCLED`] and keeps the
+/// strict scan (non-zero bytes after the records are a torn write).
+pub(crate) const FRESH_POOL_SUFFIX: &str = ".fresh.pool";
+
+/// Whether a pooled file never was a segment.
+pub(crate) fn is_fresh(path: &Path) -> bool {
+    path.to_str()
+        .is_some_and(|p| p.ends_with(FRESH_POOL_SUFFIX))
+}
+
 /// Purged segment files waiting for reuse, at most `cap` of them.
 #[derive(Debug)]
 pub(crate) struct Pool {
@@ -100,13 +111,20 @@ impl Pool {
         }
     }
 
-    /// A name for a new pooled file in the pool's directory.
-    pub(crate) fn new_path(&self) -> PathBuf {
+    /// A name for a pooled file in the pool's directory.
+    fn new_path(&self) -> PathBuf {
         let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
         self.dir.join(format!("{token:020}{POOL_SUFFIX}"))
     }
 
-    /// Adds a file the preparer made for the pool (already under a [`Pool::new_path`] name).
+    /// A name for a new pooled file that the preparer makes (zeros only, no previous life):
+    /// `<token>.fresh.pool`.
+    pub(crate) fn new_fresh_path(&self) -> PathBuf {
+        let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
+        self.dir.join(format!("{token:020}{FRESH_POOL_SUFFIX}"))
+    }
+
+    /// Adds a file the preparer made for the pool (under a [`Pool::new_fresh_path`] name).
     pub(crate) fn add(&self, path: PathBuf) {
         self.lock().push(path);
     }

@@ -28,6 +28,8 @@ pub struct PreparedFile {
     pub(super) recycled: bool,
     /// The salt of that previous life, which the new one must not reuse.
     pub(super) old_salt: Option<u32>,
+    /// Taken from the pool (kept there, under its pool name, if given up).
+    from_pool: bool,
 }
 
 impl PreparedFile {
@@ -122,7 +124,10 @@ impl PreparedFile {
         allocate(fs, &file, path, size, size, false)?;
         fs.fsync(&file, path)
             .map_err(|e| Error::io("fsync pooled file", path, e))?;
-        Self::mapped(path.to_path_buf(), file, size, opts, true, old_salt)
+        // A file that was a segment holds its previous life after the header: the new
+        // segment is flagged recycled. One the preparer made holds only zeros.
+        let recycled = !super::pool::is_fresh(path);
+        Self::mapped(path.to_path_buf(), file, size, opts, recycled, old_salt)
     }
 
     fn mapped(
@@ -133,6 +138,9 @@ impl PreparedFile {
         recycled: bool,
         old_salt: Option<u32>,
     ) -> Result<Self> {
+        let from_pool = path
+            .to_str()
+            .is_some_and(|p| p.ends_with(crate::format::POOL_SUFFIX));
         let map = map_file(&*opts.fs, &file, &path, size, true)?;
         match opts.via {
             WriteVia::Map => prefault_for_write(&map),
@@ -149,13 +157,14 @@ impl PreparedFile {
             fs: opts.fs.clone(),
             recycled,
             old_salt,
+            from_pool,
         })
     }
 
-    /// Gives the file up: a fresh file is removed; a recycled one stays in the directory
-    /// under its pool name (blank header), where the next open finds it for its pool.
+    /// Gives the file up: a new `*.seg.tmp` file is removed; one from the pool stays in the
+    /// directory under its pool name (blank header), where the next open finds it.
     pub(crate) fn discard(self) {
-        if !self.recycled {
+        if !self.from_pool {
             let _ = self.fs.remove(&self.path);
         }
     }
