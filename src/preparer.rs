@@ -19,7 +19,7 @@
 //! no log data; recovery deletes `*.seg.tmp` leftovers and keeps `*.pool` files.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,13 +30,17 @@ use crate::segment::{FileOptions, Pool, PreparedFile, WriteVia};
 /// Source of prepared segment files.
 #[derive(Debug)]
 pub struct Preparer {
-    rx: Option<mpsc::Receiver<Result<PreparedFile>>>,
+    /// Prepared files (or the error making one met), each with the number of `take` calls
+    /// begun when the thread started making it.
+    rx: Option<mpsc::Receiver<(u64, Result<PreparedFile>)>>,
     handle: Option<JoinHandle<()>>,
     source: Source,
     token: u64,
     stop: Arc<AtomicBool>,
     /// Files sent by the thread and not taken yet (0 or 1).
     ready: Arc<AtomicUsize>,
+    /// `take` calls begun.
+    asked: Arc<AtomicU64>,
 }
 
 /// Where prepared files come from: what the thread and the on-demand path share.
@@ -108,6 +112,7 @@ impl Preparer {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(AtomicUsize::new(0));
+        let asked = Arc::new(AtomicU64::new(0));
         if !background {
             return Ok(Preparer {
                 rx: None,
@@ -116,23 +121,25 @@ impl Preparer {
                 token,
                 stop,
                 ready,
+                asked,
             });
         }
         // One file may wait in the channel, so the thread is free (to write a pooled file)
         // while the writer has a file ready.
-        let (tx, rx) = mpsc::sync_channel::<Result<PreparedFile>>(1);
+        let (tx, rx) = mpsc::sync_channel::<(u64, Result<PreparedFile>)>(1);
         let src = source.clone();
-        let (halt, sent) = (stop.clone(), ready.clone());
+        let (halt, sent, calls) = (stop.clone(), ready.clone(), asked.clone());
         let handle = std::thread::Builder::new()
             .name("raft-mmap-log-prepare".into())
             .spawn(move || {
                 let mut token = token;
                 loop {
                     token += 1;
+                    let started = calls.load(Ordering::Acquire);
                     let made = src.next(token);
                     let failed = made.is_err();
                     sent.fetch_add(1, Ordering::AcqRel);
-                    if let Err(mpsc::SendError(unsent)) = tx.send(made) {
+                    if let Err(mpsc::SendError((_, unsent))) = tx.send((started, made)) {
                         if let Ok(f) = unsent {
                             f.discard();
                         }
@@ -166,25 +173,25 @@ impl Preparer {
             token: token + (1 << 40),
             stop,
             ready,
+            asked,
         })
     }
 
     /// The next prepared file (blocks until it is ready).
     ///
     /// A failure the thread met while preparing ahead may be stale (the disk was full then and
-    /// is not now), so after an error the file is asked for once more: that attempt starts
-    /// only after this call, and its result is the answer.
+    /// is not now): an error from an attempt that started before this call is skipped, so the
+    /// answer is a file, or the error of an attempt made after this call began.
     pub fn take(&mut self) -> Result<PreparedFile> {
         match &self.rx {
             Some(rx) => {
-                let got = rx.recv().map_err(|_| Error::FlusherStopped)?;
-                self.ready.fetch_sub(1, Ordering::AcqRel);
-                match got {
-                    Ok(f) => Ok(f),
-                    Err(_stale) => {
-                        let again = rx.recv().map_err(|_| Error::FlusherStopped)?;
-                        self.ready.fetch_sub(1, Ordering::AcqRel);
-                        again
+                let call = self.asked.fetch_add(1, Ordering::AcqRel) + 1;
+                loop {
+                    let (started, got) = rx.recv().map_err(|_| Error::FlusherStopped)?;
+                    self.ready.fetch_sub(1, Ordering::AcqRel);
+                    match got {
+                        Err(_stale) if started < call => continue,
+                        got => return got,
                     }
                 }
             }
@@ -207,7 +214,7 @@ impl Drop for Preparer {
         };
         let handle = self.handle.take();
         loop {
-            while let Ok(made) = rx.try_recv() {
+            while let Ok((_, made)) = rx.try_recv() {
                 if let Ok(f) = made {
                     f.discard();
                 }
@@ -219,7 +226,7 @@ impl Drop for Preparer {
                 _ => break,
             }
         }
-        while let Ok(made) = rx.try_recv() {
+        while let Ok((_, made)) = rx.try_recv() {
             if let Ok(f) = made {
                 f.discard();
             }
