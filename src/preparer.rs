@@ -9,17 +9,17 @@
 //! that no view maps any more: its header is blanked and synced, its blocks are written);
 //! otherwise a new `*.seg.tmp` file whose blocks are reserved (`fallocate`), which is fast.
 //!
-//! With recycling enabled (a pool size above 0), the thread also uses the time while the
-//! writer has a file in hand to keep the pool from running dry: when it is empty, it makes a
-//! new pooled file whose blocks it *writes* (zeros, synced) once for the file's whole life, so
-//! that the writer overwrites written blocks (no extent conversion at each `fdatasync`). That
-//! work stops at once (between 1 MiB chunks) when the writer takes the ready file, so the
-//! writer never waits for it; a file stopped early is still a valid pooled file. Not on
+//! With recycling enabled (a pool size above 0), the thread also uses the time while its
+//! ready file waits for the writer to keep the pool from running dry: when it is empty, it
+//! makes a new pooled file whose blocks it *writes* (zeros, synced) once for the file's whole
+//! life, so that the writer overwrites written blocks (no extent conversion at each
+//! `fdatasync`). That work stops (between 1 MiB chunks) as soon as a `take` call begins, so
+//! the writer waits at most for one chunk; a file stopped early is still a valid pooled file. Not on
 //! copy-on-write file systems, where every rewrite takes a new block anyway. Pooled files hold
 //! no log data; recovery deletes `*.seg.tmp` leftovers and keeps `*.pool` files.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -37,8 +37,8 @@ pub struct Preparer {
     source: Source,
     token: u64,
     stop: Arc<AtomicBool>,
-    /// Files sent by the thread and not taken yet (0 or 1).
-    ready: Arc<AtomicUsize>,
+    /// A `take` call is waiting for the thread's file.
+    ready: Arc<AtomicBool>,
     /// `take` calls begun.
     asked: Arc<AtomicU64>,
 }
@@ -111,7 +111,7 @@ impl Preparer {
             pool,
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let ready = Arc::new(AtomicUsize::new(0));
+        let ready = Arc::new(AtomicBool::new(false));
         let asked = Arc::new(AtomicU64::new(0));
         if !background {
             return Ok(Preparer {
@@ -124,11 +124,11 @@ impl Preparer {
                 asked,
             });
         }
-        // One file may wait in the channel, so the thread is free (to write a pooled file)
-        // while the writer has a file ready.
-        let (tx, rx) = mpsc::sync_channel::<(u64, Result<PreparedFile>)>(1);
+        // A rendezvous: one prepared file at a time. While it waits for the writer, the thread
+        // may write a pooled file (below), until a `take` call begins.
+        let (tx, rx) = mpsc::sync_channel::<(u64, Result<PreparedFile>)>(0);
         let src = source.clone();
-        let (halt, sent, calls) = (stop.clone(), ready.clone(), asked.clone());
+        let (halt, waiting, calls) = (stop.clone(), ready.clone(), asked.clone());
         let handle = std::thread::Builder::new()
             .name("raft-mmap-log-prepare".into())
             .spawn(move || {
@@ -138,7 +138,11 @@ impl Preparer {
                     let started = calls.load(Ordering::Acquire);
                     let made = src.next(token);
                     let failed = made.is_err();
-                    sent.fetch_add(1, Ordering::AcqRel);
+                    // The file is ready: until the writer asks for it, write a pooled file.
+                    let stop = || halt.load(Ordering::Relaxed) || waiting.load(Ordering::Acquire);
+                    if !failed && !stop() && src.wants_written_file() {
+                        src.write_pool_file(&stop);
+                    }
                     if let Err(mpsc::SendError((_, unsent))) = tx.send((started, made)) {
                         if let Ok(f) = unsent {
                             f.discard();
@@ -152,16 +156,6 @@ impl Preparer {
                         // Not spinning on a persistent error: the next attempt waits briefly
                         // (the writer asks again right after receiving an error).
                         std::thread::sleep(std::time::Duration::from_millis(1));
-                        continue;
-                    }
-                    // While the writer has the sent file in hand, write a pooled file; stop
-                    // as soon as it takes it (the next file must be made) or the log closes.
-                    let stop = || halt.load(Ordering::Relaxed) || sent.load(Ordering::Acquire) == 0;
-                    if !stop() && src.wants_written_file() {
-                        src.write_pool_file(&stop);
-                    }
-                    if halt.load(Ordering::Relaxed) {
-                        return;
                     }
                 }
             })
@@ -186,14 +180,17 @@ impl Preparer {
         match &self.rx {
             Some(rx) => {
                 let call = self.asked.fetch_add(1, Ordering::AcqRel) + 1;
-                loop {
-                    let (started, got) = rx.recv().map_err(|_| Error::FlusherStopped)?;
-                    self.ready.fetch_sub(1, Ordering::AcqRel);
+                self.ready.store(true, Ordering::Release);
+                let answer = loop {
+                    let got = rx.recv();
                     match got {
-                        Err(_stale) if started < call => continue,
-                        got => return got,
+                        Err(_) => break Err(Error::FlusherStopped),
+                        Ok((started, Err(_stale))) if started < call => continue,
+                        Ok((_, got)) => break got,
                     }
-                }
+                };
+                self.ready.store(false, Ordering::Release);
+                answer
             }
             None => {
                 self.token += 1;
