@@ -52,9 +52,6 @@ pub struct FlushRequest {
     /// Start write-back of this range without waiting (a hint: completed data of the active
     /// segment, so that a later durable flush has little left to write).
     pub writeback: Option<(Arc<Segment>, u64, u64)>,
-    /// Fault this range of the active segment in for writing (a hint: where the writer writes
-    /// next; see [`Segment::prefault`]).
-    pub prefault: Option<(Arc<Segment>, u64, u64)>,
     /// Called when done.
     pub callback: Option<Callback>,
 }
@@ -195,9 +192,6 @@ fn run(
 fn process(fs: &dyn Fs, dir: &std::path::Path, batch: &[FlushRequest]) -> Result<()> {
     for (seg, from, to) in batch.iter().filter_map(|r| r.writeback.as_ref()) {
         seg.start_writeback(*from, *to);
-    }
-    for (seg, from, to) in batch.iter().filter_map(|r| r.prefault.as_ref()) {
-        seg.prefault(*from, *to);
     }
     // Union of the targets: per segment the furthest end, sealed if any request says so.
     let mut targets: Vec<(&Arc<Segment>, u64, bool)> = Vec::new();

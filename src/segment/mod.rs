@@ -525,27 +525,6 @@ impl Segment {
         });
     }
 
-    /// Faults `[from, to)` (widened inward to whole pages, clipped to the map) in for writing
-    /// (`MADV_POPULATE_WRITE`), so that the writer, which will write there next, takes no page
-    /// fault. Pages that write-back cleaned since the preparer faulted them in have their
-    /// page tables write-protected again; this re-arms them shortly before use. Content is
-    /// not changed. Best effort; nothing for [`WriteVia::Pwrite`] (the map is only read).
-    pub(crate) fn prefault(&self, from: u64, to: u64) {
-        const PAGE: u64 = 4096;
-        if self.via != WriteVia::Map || !self.writable {
-            return;
-        }
-        let from = from.div_ceil(PAGE) * PAGE;
-        let to = (to.min(self.map.len() as u64)) / PAGE * PAGE;
-        if to > from {
-            let _ = self.map.advise_range(
-                memmap2::Advice::PopulateWrite,
-                from as usize,
-                (to - from) as usize,
-            );
-        }
-    }
-
     /// Durable prefix known to the flusher.
     pub fn synced(&self) -> u64 {
         self.synced.load(Ordering::Acquire)

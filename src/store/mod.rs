@@ -518,7 +518,6 @@ impl Store {
             sync_dir: std::mem::take(&mut self.dir_dirty),
             deletes: std::mem::take(&mut self.pending_deletes),
             writeback: None,
-            prefault: None,
             callback,
         })
     }

@@ -23,10 +23,6 @@ use crate::segment::Segment;
 use crate::state::LogState;
 use crate::version::RunRef;
 
-/// How far ahead of the write position the flush thread faults the active segment in again
-/// (see [`Segment::prefault`]).
-const PREFAULT_AHEAD: u64 = 8 << 20;
-
 /// The writer's positions when a call started.
 pub(super) struct Undo {
     active: Arc<Segment>,
@@ -174,8 +170,7 @@ impl Store {
     }
 
     /// Every few MiB of new data, asks the flush thread to start write-back of the completed
-    /// pages (not waiting for it), so that write-back overlaps appending, and to fault the
-    /// next [`PREFAULT_AHEAD`] bytes in for writing.
+    /// pages (not waiting for it), so that write-back overlaps appending.
     fn hint_writeback(&mut self) {
         const STEP: u64 = 4 << 20;
         const PAGE: u64 = 4096;
@@ -186,7 +181,6 @@ impl Store {
                 sync_dir: false,
                 deletes: Vec::new(),
                 writeback: Some((self.active.clone(), self.writeback_pos, done)),
-                prefault: Some((self.active.clone(), self.write_pos, done + PREFAULT_AHEAD)),
                 callback: None,
             });
             self.writeback_pos = done;
@@ -335,21 +329,12 @@ impl Store {
         if let Some(t) = &self.tail {
             t.publish(self.tail_len);
         }
-        let rolled = !p.sealed.is_empty();
         for target in p.sealed {
             let _ = self.flusher.submit(FlushRequest {
                 targets: vec![target],
                 sync_dir: true,
                 deletes: Vec::new(),
                 writeback: None,
-                // The new segment's first pages, where the writer goes on.
-                prefault: rolled.then(|| {
-                    (
-                        self.active.clone(),
-                        self.write_pos,
-                        self.write_pos + PREFAULT_AHEAD,
-                    )
-                }),
                 callback: None,
             });
         }
