@@ -9,6 +9,9 @@
 //! writer refuses further writes (after a failed fsync the kernel may have dropped the dirty
 //! pages, so retrying could acknowledge data that is not on disk).
 //!
+//! Purged files go to the [`Pool`] of recycled segments while it has room (renamed to
+//! `<token>.pool`; the preparer reuses them once no view maps them), else they are removed.
+//!
 //! A purged file that cannot be removed does not poison anything: the data the callbacks wait
 //! for is durable all the same. The failure is kept (see [`Flusher::removal_failures`]) and
 //! the removal is tried again at every later flush, and at the next open.
@@ -20,7 +23,7 @@ use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::io::{sync_dir, Fs};
-use crate::segment::Segment;
+use crate::segment::{Pool, Segment};
 
 /// A flush completion callback. It receives `Ok(())` once everything written before the
 /// `flush` call is durable, or the error that prevented it.
@@ -69,15 +72,15 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// Starts the thread for the log in `dir`.
-    pub fn start(dir: PathBuf, fs: Arc<dyn Fs>) -> Result<Self> {
+    /// Starts the thread for the log in `dir`; purged files go to `pool` while it has room.
+    pub(crate) fn start(dir: PathBuf, fs: Arc<dyn Fs>, pool: Arc<Pool>) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<FlushRequest>();
         let poison: Poison = Arc::default();
         let removals: RemovalFailures = Arc::default();
         let (p, r) = (poison.clone(), removals.clone());
         let handle = std::thread::Builder::new()
             .name("raft-mmap-log-flush".into())
-            .spawn(move || run(dir, fs, rx, p, r))
+            .spawn(move || run(dir, fs, pool, rx, p, r))
             .map_err(|e| Error::io("spawn flush thread", "", e))?;
         Ok(Flusher {
             tx: Some(tx),
@@ -141,6 +144,7 @@ impl Drop for Flusher {
 fn run(
     dir: PathBuf,
     fs: Arc<dyn Fs>,
+    pool: Arc<Pool>,
     rx: mpsc::Receiver<FlushRequest>,
     poison: Poison,
     removals: RemovalFailures,
@@ -168,7 +172,7 @@ fn run(
                     }
                     Ok(()) => {
                         undeleted.extend(batch.iter().flat_map(|r| r.deletes.iter().cloned()));
-                        remove_purged(&*fs, &dir, &mut undeleted, &removals);
+                        retire_purged(&*fs, &dir, &pool, &mut undeleted, &removals);
                     }
                 }
                 r
@@ -222,12 +226,14 @@ fn process(fs: &dyn Fs, dir: &std::path::Path, batch: &[FlushRequest]) -> Result
     Ok(())
 }
 
-/// Removes the files of purged segments (their purge is durable: `process` succeeded), then
-/// fsyncs the directory. A file that cannot be removed stays in `undeleted` for the next
-/// flush and is reported in `removals`; it never fails a callback, whose data is durable.
-fn remove_purged(
+/// Retires the files of purged segments (their purge is durable: `process` succeeded): each
+/// goes to the pool while it has room, else it is removed; then the directory is fsynced. A
+/// file that cannot be removed stays in `undeleted` for the next flush and is reported in
+/// `removals`; it never fails a callback, whose data is durable.
+pub(crate) fn retire_purged(
     fs: &dyn Fs,
     dir: &std::path::Path,
+    pool: &Pool,
     undeleted: &mut Vec<Arc<Segment>>,
     removals: &RemovalFailures,
 ) {
@@ -236,15 +242,21 @@ fn remove_purged(
     }
     let mut failed = Vec::new();
     let mut removed = false;
-    undeleted.retain(|seg| match fs.remove(seg.path()) {
-        Ok(()) => {
+    undeleted.retain(|seg| {
+        let Err(seg) = pool.offer(seg.clone()) else {
             removed = true;
-            false
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => {
-            failed.push((seg.path().to_path_buf(), e.to_string()));
-            true
+            return false;
+        };
+        match fs.remove(seg.path()) {
+            Ok(()) => {
+                removed = true;
+                false
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                failed.push((seg.path().to_path_buf(), e.to_string()));
+                true
+            }
         }
     });
     if removed {

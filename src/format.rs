@@ -36,6 +36,12 @@ pub const SEALED_MAGIC: u64 = 0x5345_414c_4544_2121; // "SEALED!!" as LE bytes, 
 pub const SEGMENT_SUFFIX: &str = ".seg";
 /// File name suffix of a segment being prepared (never holds log data; removed at open).
 pub const PREPARED_SUFFIX: &str = ".seg.tmp";
+/// File name suffix of a pooled file: a purged segment kept for reuse. Never read as data.
+pub const POOL_SUFFIX: &str = ".pool";
+/// Segment header flag: the file is a recycled segment, so bytes after its records may be a
+/// previous life's (written under another salt). Its records end at the first spot that is
+/// not a valid record (or at its sealed end), and that is not a torn write.
+pub const SEGMENT_FLAG_RECYCLED: u32 = 1;
 /// Name of the lock file in the log directory.
 pub const LOCK_FILE: &str = "LOCK";
 
@@ -59,8 +65,8 @@ pub struct SegmentHeader {
     pub seq: U64,
     /// Total file size in bytes.
     pub segment_size: U64,
-    /// Reserved, zero.
-    pub reserved: U32,
+    /// Flags: [`SEGMENT_FLAG_RECYCLED`] or zero.
+    pub flags: U32,
     /// CRC32C of bytes `0..36` of this header.
     pub header_crc: U32,
     /// [`SEALED_MAGIC`] once sealed and synced, else zero.

@@ -1,26 +1,88 @@
-//! Prepares the next segment file ahead of the writer.
+//! Prepares the next segment file ahead of the writer, and keeps the pool of written files.
 //!
 //! Allocating 64 MiB of real blocks and faulting its pages in takes milliseconds; doing it on
-//! the writer's path at every rollover would stall appends, so a background thread keeps one
-//! prepared file (`*.seg.tmp`, allocated and mapped with `MAP_POPULATE`) ready. A prepared file
-//! never holds log data; recovery deletes leftovers.
+//! the writer's path at every rollover would stall appends, so a background thread keeps the
+//! next file ready: mapped and faulted in for writing (`MADV_POPULATE_WRITE`, or a touch of
+//! every page), so the writer takes no page fault in it.
+//!
+//! Where the next file comes from: the [`Pool`] of recycled segments first (a pooled file
+//! that no view maps any more: its header is blanked and synced, its blocks are written);
+//! otherwise a new `*.seg.tmp` file whose blocks are reserved (`fallocate`), which is fast.
+//!
+//! With recycling enabled (a pool size above 0), the thread also uses the time while its
+//! ready file waits for the writer to keep the pool from running dry: when it is empty, it
+//! makes a new pooled file whose blocks it *writes* (zeros, synced) once for the file's whole
+//! life, so that the writer overwrites written blocks (no extent conversion at each
+//! `fdatasync`). That work stops (between 1 MiB chunks) as soon as a `take` call begins, so
+//! the writer waits at most for one chunk; a file stopped early is still a valid pooled file. Not on
+//! copy-on-write file systems, where every rewrite takes a new block anyway. Pooled files hold
+//! no log data; recovery deletes `*.seg.tmp` leftovers and keeps `*.pool` files.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::segment::{FileOptions, PreparedFile};
+use crate::segment::{FileOptions, Pool, PreparedFile, WriteVia};
 
 /// Source of prepared segment files.
 #[derive(Debug)]
 pub struct Preparer {
-    rx: Option<mpsc::Receiver<Result<PreparedFile>>>,
+    /// Prepared files (or the error making one met), each with the number of `take` calls
+    /// begun when the thread started making it.
+    rx: Option<mpsc::Receiver<(u64, Result<PreparedFile>)>>,
     handle: Option<JoinHandle<()>>,
+    source: Source,
+    token: u64,
+    stop: Arc<AtomicBool>,
+    /// A `take` call is waiting for the thread's file.
+    ready: Arc<AtomicBool>,
+    /// `take` calls begun.
+    asked: Arc<AtomicU64>,
+}
+
+/// Where prepared files come from: what the thread and the on-demand path share.
+#[derive(Debug, Clone)]
+struct Source {
     dir: PathBuf,
     size: u64,
     opts: FileOptions,
-    token: u64,
+    pool: Arc<Pool>,
+}
+
+impl Source {
+    /// A recycled file from the pool if one is free, else a new file (blocks reserved).
+    fn next(&self, token: u64) -> Result<PreparedFile> {
+        while let Some(path) = self.pool.take_unmapped() {
+            match PreparedFile::recycle(&path, self.size, &self.opts) {
+                Ok(f) => return Ok(f),
+                // A pooled file that cannot be reused (another size, an I/O error) is not
+                // worth keeping.
+                Err(_) => {
+                    let _ = self.opts.fs.remove(&path);
+                }
+            }
+        }
+        PreparedFile::create(&self.dir, token, self.size, &self.opts)
+    }
+
+    /// Whether the pool should get a new file with written blocks: recycling is on, the pool
+    /// is empty (purged files are preferred: they cost no writing), and the file system
+    /// rewrites blocks in place.
+    fn wants_written_file(&self) -> bool {
+        self.pool.cap() > 0 && self.pool.len() == 0 && self.opts.via == WriteVia::Map
+    }
+
+    /// Makes one pooled file with written blocks, stopping early when `stop` says so. Errors
+    /// are not the writer's: the file is dropped and the pool stays as it was.
+    fn write_pool_file(&self, stop: &dyn Fn() -> bool) {
+        let path = self.pool.new_fresh_path();
+        if PreparedFile::write_pool_file(&path, self.size, &self.opts, stop).is_ok() {
+            self.pool.add(path);
+        }
+    }
 }
 
 fn base_token() -> u64 {
@@ -31,35 +93,63 @@ fn base_token() -> u64 {
 }
 
 impl Preparer {
-    /// Starts preparing files of `size` bytes in `dir`; with `background == false` files are
-    /// made on demand on the caller's thread.
-    pub fn start(dir: PathBuf, size: u64, opts: FileOptions, background: bool) -> Result<Self> {
+    /// Starts preparing files of `size` bytes in `dir`, recycling from `pool`; with
+    /// `background == false` files are made on demand on the caller's thread (and no pooled
+    /// file is written ahead).
+    pub(crate) fn start(
+        dir: PathBuf,
+        size: u64,
+        opts: FileOptions,
+        pool: Arc<Pool>,
+        background: bool,
+    ) -> Result<Self> {
         let token = base_token();
+        let source = Source {
+            dir,
+            size,
+            opts,
+            pool,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(AtomicU64::new(0));
         if !background {
             return Ok(Preparer {
                 rx: None,
                 handle: None,
-                dir,
-                size,
-                opts,
+                source,
                 token,
+                stop,
+                ready,
+                asked,
             });
         }
-        let (tx, rx) = mpsc::sync_channel::<Result<PreparedFile>>(0);
-        let d = dir.clone();
-        let o = opts.clone();
+        // A rendezvous: one prepared file at a time. While it waits for the writer, the thread
+        // may write a pooled file (below), until a `take` call begins.
+        let (tx, rx) = mpsc::sync_channel::<(u64, Result<PreparedFile>)>(0);
+        let src = source.clone();
+        let (halt, waiting, calls) = (stop.clone(), ready.clone(), asked.clone());
         let handle = std::thread::Builder::new()
             .name("raft-mmap-log-prepare".into())
             .spawn(move || {
                 let mut token = token;
                 loop {
                     token += 1;
-                    let made = PreparedFile::create(&d, token, size, &o);
+                    let started = calls.load(Ordering::Acquire);
+                    let made = src.next(token);
                     let failed = made.is_err();
-                    if let Err(mpsc::SendError(unsent)) = tx.send(made) {
+                    // The file is ready: until the writer asks for it, write a pooled file.
+                    let stop = || halt.load(Ordering::Relaxed) || waiting.load(Ordering::Acquire);
+                    if !failed && !stop() && src.wants_written_file() {
+                        src.write_pool_file(&stop);
+                    }
+                    if let Err(mpsc::SendError((_, unsent))) = tx.send((started, made)) {
                         if let Ok(f) = unsent {
                             f.discard();
                         }
+                        return;
+                    }
+                    if halt.load(Ordering::Relaxed) {
                         return;
                     }
                     if failed {
@@ -73,27 +163,38 @@ impl Preparer {
         Ok(Preparer {
             rx: Some(rx),
             handle: Some(handle),
-            dir,
-            size,
-            opts,
+            source,
             token: token + (1 << 40),
+            stop,
+            ready,
+            asked,
         })
     }
 
     /// The next prepared file (blocks until it is ready).
     ///
     /// A failure the thread met while preparing ahead may be stale (the disk was full then and
-    /// is not now), so after an error the file is asked for once more: that attempt starts
-    /// only after this call, and its result is the answer.
+    /// is not now): an error from an attempt that started before this call is skipped, so the
+    /// answer is a file, or the error of an attempt made after this call began.
     pub fn take(&mut self) -> Result<PreparedFile> {
         match &self.rx {
-            Some(rx) => match rx.recv().map_err(|_| Error::FlusherStopped)? {
-                Ok(f) => Ok(f),
-                Err(_stale) => rx.recv().map_err(|_| Error::FlusherStopped)?,
-            },
+            Some(rx) => {
+                let call = self.asked.fetch_add(1, Ordering::AcqRel) + 1;
+                self.ready.store(true, Ordering::Release);
+                let answer = loop {
+                    let got = rx.recv();
+                    match got {
+                        Err(_) => break Err(Error::FlusherStopped),
+                        Ok((started, Err(_stale))) if started < call => continue,
+                        Ok((_, got)) => break got,
+                    }
+                };
+                self.ready.store(false, Ordering::Release);
+                answer
+            }
             None => {
                 self.token += 1;
-                PreparedFile::create(&self.dir, self.token, self.size, &self.opts)
+                self.source.next(self.token)
             }
         }
     }
@@ -101,9 +202,33 @@ impl Preparer {
 
 impl Drop for Preparer {
     fn drop(&mut self) {
-        // Dropping the receiver makes the thread's pending send fail: it removes its file.
-        self.rx = None;
-        if let Some(h) = self.handle.take() {
+        // Stop writing a pooled file, then take every file the thread still sends until it
+        // ends, discarding each (a new one is removed, a recycled one stays pooled): nothing
+        // is left in the channel, and the thread is never blocked sending.
+        self.stop.store(true, Ordering::Relaxed);
+        let Some(rx) = self.rx.take() else {
+            return;
+        };
+        let handle = self.handle.take();
+        loop {
+            while let Ok((_, made)) = rx.try_recv() {
+                if let Ok(f) = made {
+                    f.discard();
+                }
+            }
+            match &handle {
+                Some(h) if !h.is_finished() => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                _ => break,
+            }
+        }
+        while let Ok((_, made)) = rx.try_recv() {
+            if let Ok(f) = made {
+                f.discard();
+            }
+        }
+        if let Some(h) = handle {
             let _ = h.join();
         }
     }

@@ -79,7 +79,7 @@ fn header(salt: u32, seq: u64, size: u64) -> Vec<u8> {
         salt: salt.into(),
         seq: seq.into(),
         segment_size: size.into(),
-        reserved: 0.into(),
+        flags: 0.into(),
         header_crc: 0.into(),
         sealed_magic: 0.into(),
         sealed_end: 0.into(),

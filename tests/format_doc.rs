@@ -11,9 +11,9 @@ use std::mem::{offset_of, size_of};
 
 use raft_mmap_log::format::{
     CheckpointHead, MetaItemHead, RecordHeader, RecordKind, SegmentHeader, FORMAT_VERSION,
-    LOCK_FILE, MAX_INDEX, MAX_SEGMENT_SIZE, MIN_FORMAT_VERSION, MIN_SEGMENT_SIZE, PREPARED_SUFFIX,
-    RECORD_ALIGN, RECORD_HEADER_SIZE, SEALED_MAGIC, SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE,
-    SEGMENT_MAGIC, SEGMENT_SUFFIX,
+    LOCK_FILE, MAX_INDEX, MAX_SEGMENT_SIZE, MIN_FORMAT_VERSION, MIN_SEGMENT_SIZE, POOL_SUFFIX,
+    PREPARED_SUFFIX, RECORD_ALIGN, RECORD_HEADER_SIZE, SEALED_MAGIC, SEGMENT_FLAG_RECYCLED,
+    SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, SEGMENT_SUFFIX,
 };
 use raft_mmap_log::raft::{META_COMMITTED, META_PURGED, META_SNAPSHOT, META_USER_DATA, META_VOTE};
 
@@ -179,7 +179,7 @@ fn struct_tables_match_the_code() {
         &doc,
         "SegmentHeader",
         size_of::<SegmentHeader>(),
-        layout!(SegmentHeader; magic, version, salt, seq, segment_size, reserved, header_crc,
+        layout!(SegmentHeader; magic, version, salt, seq, segment_size, flags, header_crc,
             sealed_magic, sealed_end, reserved2),
     );
     assert_eq!(size_of::<SegmentHeader>(), SEGMENT_HEADER_SIZE);
@@ -226,6 +226,7 @@ fn constants_table_matches_the_code() {
         ("MIN_SEGMENT_SIZE", u128::from(MIN_SEGMENT_SIZE)),
         ("MAX_SEGMENT_SIZE", u128::from(MAX_SEGMENT_SIZE)),
         ("MAX_INDEX", u128::from(MAX_INDEX)),
+        ("SEGMENT_FLAG_RECYCLED", u128::from(SEGMENT_FLAG_RECYCLED)),
     ]
     .into();
     let crc_range = format!(
@@ -240,6 +241,7 @@ fn constants_table_matches_the_code() {
         ("SEGMENT_HEADER_CRC_RANGE", crc_range.as_str()),
         ("SEGMENT_SUFFIX", SEGMENT_SUFFIX),
         ("PREPARED_SUFFIX", PREPARED_SUFFIX),
+        ("POOL_SUFFIX", POOL_SUFFIX),
         ("LOCK_FILE", LOCK_FILE),
     ]
     .into();
@@ -353,7 +355,7 @@ fn a_wrong_row_is_caught() {
             &bad,
             "SegmentHeader",
             size_of::<SegmentHeader>(),
-            layout!(SegmentHeader; magic, version, salt, seq, segment_size, reserved,
+            layout!(SegmentHeader; magic, version, salt, seq, segment_size, flags,
                 header_crc, sealed_magic, sealed_end, reserved2),
         )
     });

@@ -453,7 +453,12 @@ fn the_zero_fill_allocation_path_works_and_reopens() {
 #[test]
 fn a_purged_file_that_cannot_be_removed_does_not_fail_the_flush() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path(), config(4096)).unwrap();
+    // Without recycling: purged files are removed, not renamed into the pool.
+    let no_pool = || Config {
+        segment_pool: 0,
+        ..config(4096)
+    };
+    let mut store = Store::open(dir.path(), no_pool()).unwrap();
     append(&mut store, 0..60).unwrap();
     store.sync().unwrap();
     let oldest = seg_files(dir.path()).remove(0);
@@ -482,7 +487,7 @@ fn a_purged_file_that_cannot_be_removed_does_not_fail_the_flush() {
     assert!(store.removal_failures().is_empty());
     drop(store);
     std::fs::remove_file(aside).unwrap();
-    let store = Store::open(dir.path(), config(4096)).unwrap();
+    let store = Store::open(dir.path(), no_pool()).unwrap();
     assert_eq!((store.first_index(), store.next_index()), (40, 70));
 }
 

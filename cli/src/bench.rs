@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// Segment file size.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     segment_size: u64,
+    /// Recycled segment files kept for reuse (`Config::segment_pool`; 0: no recycling, and
+    /// new files' blocks are only reserved, not written).
+    #[arg(long, value_name = "N", default_value_t = Config::default().segment_pool)]
+    pool: usize,
     /// Leave the log directory in place.
     #[arg(long)]
     keep: bool,
@@ -75,6 +79,8 @@ struct Phase {
     bytes: u64,
     elapsed: Duration,
     note: String,
+    /// Page faults during the phase.
+    faults: Option<Faults>,
 }
 
 impl Phase {
@@ -95,8 +101,55 @@ impl Phase {
             "entries_per_sec": self.per_sec().round(),
             "mb_per_sec": (self.mb_per_sec() * 10.0).round() / 10.0,
             "note": self.note,
+            "writer_faults": self.faults.map(|f| json!({"minor": f.writer.0, "major": f.writer.1})),
+            "process_faults": self.faults.map(|f| json!({"minor": f.process.0, "major": f.process.1})),
+            "writer_faults_per_mb": self.faults_per_mb(|f| f.writer).map(|v| (v * 100.0).round() / 100.0),
+            "process_faults_per_mb": self.faults_per_mb(|f| f.process).map(|v| (v * 100.0).round() / 100.0),
         })
     }
+
+    /// Page faults (minor + major) per MB of payload, of the writer thread or the process.
+    fn faults_per_mb(&self, which: impl Fn(&Faults) -> (u64, u64)) -> Option<f64> {
+        let (minor, major) = which(self.faults.as_ref()?);
+        Some((minor + major) as f64 / (self.bytes as f64 / 1e6).max(1e-9))
+    }
+}
+
+/// Page faults so far (minor, major) of the calling thread (the writer: what the hot path
+/// takes) and of the whole process (with the preparer's prefaulting), from
+/// `/proc/thread-self/stat` and `/proc/self/stat`. `None` where they are missing.
+fn faults() -> Option<Faults> {
+    Some(Faults {
+        writer: stat_faults("/proc/thread-self/stat")?,
+        process: stat_faults("/proc/self/stat")?,
+    })
+}
+
+/// Page faults (minor, major) of the writer thread and of the process.
+#[derive(Debug, Clone, Copy)]
+struct Faults {
+    writer: (u64, u64),
+    process: (u64, u64),
+}
+
+/// Fields 10 (minflt) and 12 (majflt) of a `stat` file, counted after the command name
+/// (which may hold spaces).
+fn stat_faults(path: &str) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(3) ppid pgrp session tty_nr tpgid flags minflt(10) cminflt majflt(12).
+    Some((f.get(7)?.parse().ok()?, f.get(9)?.parse().ok()?))
+}
+
+/// Faults between two readings.
+fn faults_since(before: Option<Faults>) -> Option<Faults> {
+    let (a, b) = (before?, faults()?);
+    let d = |x: (u64, u64), y: (u64, u64)| (y.0.saturating_sub(x.0), y.1.saturating_sub(x.1));
+    Some(Faults {
+        writer: d(a.writer, b.writer),
+        process: d(a.process, b.process),
+    })
 }
 
 /// Longest time the durable phase runs (it stops earlier after 2,000 operations).
@@ -163,6 +216,7 @@ pub fn run(a: BenchArgs) -> Outcome {
     }
     let config = Config {
         segment_size: a.segment_size,
+        segment_pool: a.pool,
         ..Config::default()
     };
     config.validate().map_err(err)?;
@@ -178,6 +232,7 @@ pub fn run(a: BenchArgs) -> Outcome {
     // 1. Appends, no sync.
     let n = a.entries;
     let pb = progress_bar(n, "append (no sync)", false);
+    let f0 = faults();
     let t = Instant::now();
     while next < n {
         let end = (next + a.batch as u64).min(n);
@@ -188,14 +243,28 @@ pub fn run(a: BenchArgs) -> Outcome {
         }
     }
     let elapsed = t.elapsed();
+    let append_faults = faults_since(f0);
     pb.finish_and_clear();
-    phases.push(Phase {
+    let mut append_phase = Phase {
         name: format!("append, no sync (batch {})", a.batch),
         entries: n,
         bytes: n * esz,
         elapsed,
         note: String::new(),
-    });
+        faults: append_faults,
+    };
+    if let (Some(f), Some(w), Some(p)) = (
+        append_faults,
+        append_phase.faults_per_mb(|f| f.writer),
+        append_phase.faults_per_mb(|f| f.process),
+    ) {
+        append_phase.note = format!(
+            "page faults: writer thread {} minor + {} major ({w:.2}/MB); process {} + {} ({p:.2}/MB, \
+             with the preparer's prefaulting)",
+            f.writer.0, f.writer.1, f.process.0, f.process.1
+        );
+    }
+    phases.push(append_phase);
     // The first sync writes back everything appended so far.
     let t = Instant::now();
     log.sync().map_err(err)?;
@@ -207,6 +276,7 @@ pub fn run(a: BenchArgs) -> Outcome {
         bytes: n * esz,
         elapsed: first_sync,
         note: "one sync: write-back of the unsynced tail".into(),
+        faults: None,
     });
     let _ = appended_bytes;
 
@@ -262,6 +332,7 @@ pub fn run(a: BenchArgs) -> Outcome {
             us(p999),
             us(max)
         ),
+        faults: None,
     });
 
     // 3. Tail reads while appending.
@@ -328,6 +399,7 @@ pub fn run(a: BenchArgs) -> Outcome {
         bytes: tail_n * esz,
         elapsed: writer_elapsed,
         note: "writer throughput with readers running".into(),
+        faults: None,
     });
     phases.push(Phase {
         name: format!("tail reads, {} reader(s)", a.readers),
@@ -338,6 +410,7 @@ pub fn run(a: BenchArgs) -> Outcome {
             "every reader reads every new entry ({} each); all readers together",
             tail_n
         ),
+        faults: None,
     });
     log.sync().map_err(err)?;
 
@@ -389,6 +462,7 @@ pub fn run(a: BenchArgs) -> Outcome {
         bytes: ranged * esz,
         elapsed,
         note: format!("random {range_len}-entry ranges of the oldest {old} entries"),
+        faults: None,
     });
 
     // 5. Reopen in a child process: recovery time and the memory of a freshly recovered log.
@@ -412,6 +486,7 @@ pub fn run(a: BenchArgs) -> Outcome {
             bytes(get("bytes_scanned") as u64),
             get("plan_seconds") * 1e3
         ),
+        faults: None,
     });
     let index_heap = get("index_heap_bytes");
     let bpe = index_heap / (recovered.max(1) as f64);

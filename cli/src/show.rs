@@ -99,6 +99,8 @@ pub fn stat(dir: &Path, as_json: bool) -> Outcome {
             "open_would_drop": st.recovery.dropped_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "corruption": st.corruption,
             "prepared_files": st.prepared_files.len(),
+            "pool_files": st.pool_files.len(),
+            "pool_bytes": st.pool_bytes,
         });
         writeln!(w, "{v}")?;
         return finish(w);
@@ -190,6 +192,14 @@ pub fn stat(dir: &Path, as_json: bool) -> Outcome {
             s,
             "leftovers     {} prepared segment file(s) (removed at open)",
             st.prepared_files.len()
+        );
+    }
+    if !st.pool_files.is_empty() {
+        let _ = writeln!(
+            s,
+            "pool          {} recycled segment file(s), {} bytes (kept for reuse)",
+            st.pool_files.len(),
+            st.pool_bytes
         );
     }
     w.write_all(s.as_bytes())?;

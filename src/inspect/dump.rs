@@ -95,7 +95,7 @@ pub fn dump<E: From<Error>>(
 ) -> std::result::Result<(), E> {
     let _lock = ReadLock::acquire(dir)?;
     let opts = FileOptions::read_only();
-    let (listed, _) = recovery::list_dir(&*opts.fs, dir)?;
+    let (listed, _, _) = recovery::list_dir(&*opts.fs, dir)?;
     let blank = files::blank_from(&*opts.fs, &listed)?;
     for (i, (seq, path)) in listed.iter().enumerate() {
         let may_be_short = files::may_be_short(blank, i);
@@ -114,6 +114,9 @@ pub fn dump<E: From<Error>>(
         };
         let sealed = seg.sealed_end().is_some();
         let mut records = Records::new(seg_bytes(&seg), seg.seed(), sealed);
+        if seg.is_recycled() {
+            records = records.recycled(seg.sealed_end());
+        }
         for found in records.by_ref() {
             let r = &found.record;
             let rec = DumpRecord {

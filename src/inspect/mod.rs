@@ -146,7 +146,7 @@ pub fn verdict(dir: &Path) -> Result<Verdict> {
 
 /// Segment files of `dir` with their sizes, oldest first (for progress bars).
 pub fn segment_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
-    let (listed, _) = recovery::list_dir(&crate::io::RealFs, dir)?;
+    let (listed, _, _) = recovery::list_dir(&crate::io::RealFs, dir)?;
     Ok(listed
         .into_iter()
         .map(|(_, p)| {

@@ -46,6 +46,11 @@ pub struct Stat {
     pub corruption: Option<String>,
     /// Leftover `*.seg.tmp` files.
     pub prepared_files: Vec<PathBuf>,
+    /// Pooled files (`*.pool`): purged segments kept for reuse, never read as data.
+    pub pool_files: Vec<PathBuf>,
+    /// Bytes of the pooled files (disk the pool holds, bounded by `Config::segment_pool`
+    /// files).
+    pub pool_bytes: u64,
     /// The verdict shown: the strict one, or (when [`Stat::corruption`] is set) the
     /// `TruncateAtCorruption` one.
     pub verdict: Verdict,
@@ -107,6 +112,13 @@ pub(crate) fn stat_of(dir: &Path, insp: &Inspection) -> Result<Stat> {
         recovery: rec.report.clone(),
         corruption,
         prepared_files: v.prepared_files.clone(),
+        pool_files: v.pool_files.clone(),
+        pool_bytes: v
+            .pool_files
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum(),
         verdict: v.clone(),
     })
 }

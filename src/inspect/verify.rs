@@ -142,6 +142,7 @@ pub(crate) fn verify_of(insp: &Inspection) -> VerifyReport {
             "leftover prepared segment file (never holds log data; removed at open)",
         );
     }
+
     let newest_seq = v.files.last().map(|f| f.seq);
     let mut prev_seq: Option<u64> = None;
     for f in &v.files {

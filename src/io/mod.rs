@@ -107,6 +107,29 @@ pub(crate) fn allocate(
     Ok(())
 }
 
+/// Writes zeros over `[0, size)` of a file whose blocks are reserved, so that they become
+/// *written* blocks (later writes overwrite them, and an `fdatasync` commits no extent
+/// conversions). `stop` is asked between 1 MiB chunks; returns whether it wrote everything.
+pub(crate) fn write_blocks(
+    fs: &dyn Fs,
+    file: &File,
+    path: &Path,
+    size: u64,
+    stop: &dyn Fn() -> bool,
+) -> Result<bool> {
+    const CHUNK: u64 = 1 << 20;
+    let mut off = 0;
+    while off < size {
+        if stop() {
+            return Ok(false);
+        }
+        let end = (off + CHUNK).min(size);
+        write_zeros(fs, file, path, off, end)?;
+        off = end;
+    }
+    Ok(true)
+}
+
 fn is_unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(code) if code == libc::EOPNOTSUPP || code == libc::ENOSYS)
         || e.kind() == io::ErrorKind::Unsupported

@@ -72,6 +72,8 @@ struct State {
     cut_taken: bool,
     fail: Option<(Kind, u64, i32)>,
     calls: HashMap<Kind, u64>,
+    /// Renames of a pooled file (`*.pool`) to a segment name: recycled segments installed.
+    recycled: u64,
 }
 
 /// See the module documentation.
@@ -149,6 +151,11 @@ impl SimFs {
     /// Calls of `kind` so far.
     pub(crate) fn calls(&self, kind: Kind) -> u64 {
         self.lock().calls.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// Pooled files renamed into the log as segments so far (recycled segments installed).
+    pub(crate) fn recycled_installs(&self) -> u64 {
+        self.lock().recycled
     }
 
     /// Whether the cut image was taken.
@@ -370,6 +377,12 @@ impl Fs for SimFs {
             Kind::Rename,
             || RealFs.rename(from, to),
             |st| {
+                let suffix = |p: &Path, s: &str| p.to_str().is_some_and(|p| p.ends_with(s));
+                if suffix(from, crate::format::POOL_SUFFIX)
+                    && suffix(to, crate::format::SEGMENT_SUFFIX)
+                {
+                    st.recycled += 1;
+                }
                 if let Some(id) = st.live.remove(from) {
                     st.live.insert(to.to_path_buf(), id);
                     st.pending

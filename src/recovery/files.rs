@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::scan::{scan_segment, Scan};
 use crate::error::{Error, Result};
-use crate::format::{parse_segment_file_name, PREPARED_SUFFIX, SEGMENT_HEADER_SIZE};
+use crate::format::{parse_segment_file_name, POOL_SUFFIX, PREPARED_SUFFIX, SEGMENT_HEADER_SIZE};
 use crate::io::Fs;
 use crate::segment::{FileOptions, Segment};
 
@@ -32,6 +32,8 @@ pub struct Directory {
     pub files: Vec<Examined>,
     /// Leftover prepared files.
     pub prepared: Vec<PathBuf>,
+    /// Pooled files (purged segments kept for reuse; never read as data).
+    pub pool: Vec<PathBuf>,
     /// Time taken to list, open and scan.
     pub elapsed: std::time::Duration,
 }
@@ -46,7 +48,7 @@ pub fn examine(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Directory> {
     let started = std::time::Instant::now();
-    let (listed, prepared) = list_dir(&*opts.fs, dir)?;
+    let (listed, prepared, pool) = list_dir(&*opts.fs, dir)?;
     let blank = blank_from(&*opts.fs, &listed)?;
     let mut segments = Vec::with_capacity(listed.len());
     for (i, (seq, path)) in listed.iter().enumerate() {
@@ -86,17 +88,20 @@ pub fn examine(
     Ok(Directory {
         files,
         prepared,
+        pool,
         elapsed: started.elapsed(),
     })
 }
 
-/// Segment files `(seq, path)` oldest first, and leftover prepared files.
-pub type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>);
+/// Segment files `(seq, path)` oldest first, leftover prepared files, and pooled files.
+pub type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>, Vec<PathBuf>);
 
-/// Lists segment files (seq, path) in `dir`, oldest first, and leftover prepared files.
+/// Lists segment files (seq, path) in `dir`, oldest first, leftover prepared files, and
+/// pooled files (`*.pool`, sorted by name).
 pub fn list_dir(fs: &dyn Fs, dir: &Path) -> Result<Listing> {
     let mut segs = Vec::new();
     let mut prepared = Vec::new();
+    let mut pool = Vec::new();
     let entries = fs
         .read_dir(dir)
         .map_err(|e| Error::io("read directory", dir, e))?;
@@ -108,10 +113,13 @@ pub fn list_dir(fs: &dyn Fs, dir: &Path) -> Result<Listing> {
             segs.push((seq, path));
         } else if name.ends_with(PREPARED_SUFFIX) {
             prepared.push(path);
+        } else if name.ends_with(POOL_SUFFIX) {
+            pool.push(path);
         }
     }
     segs.sort();
-    Ok((segs, prepared))
+    pool.sort();
+    Ok((segs, prepared, pool))
 }
 
 /// Whether segment file `i` of `listed` (which failed to open) is one that was created but

@@ -49,6 +49,8 @@ pub struct Plan {
     pub needs_checkpoint: bool,
     /// Files to delete: segments after a cut, never-written segment files, prepared files.
     pub remove: Vec<PathBuf>,
+    /// Pooled files found in the directory (kept for reuse, never read as data).
+    pub pool: Vec<PathBuf>,
     /// Leading segments (indexes into `segments`... always a prefix) that hold only purged
     /// entries.
     pub purged_prefix: usize,
@@ -252,6 +254,7 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
         write_pos,
         needs_checkpoint,
         remove,
+        pool: dir.pool.clone(),
         purged_prefix,
         report,
         fates,

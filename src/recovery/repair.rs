@@ -11,8 +11,9 @@ use crate::segment::FileOptions;
 use crate::segment::Segment;
 
 /// Applies a plan's cuts: removes dropped files, zeroes bytes after the cut in the last
-/// segment (so stale bytes can never come back as records, invariant I5), makes every kept
-/// record durable and seals older segments. Runs before the writer exists.
+/// segment (so stale bytes can never come back as records, invariant I5; a recycled last
+/// segment is sealed there instead), makes every kept record durable and seals older
+/// segments. Runs before the writer exists.
 pub fn repair(dir: &Path, plan: &mut Plan, opts: &FileOptions) -> Result<()> {
     let mut dir_changed = false;
     for p in &plan.remove {
@@ -39,12 +40,20 @@ pub fn repair(dir: &Path, plan: &mut Plan, opts: &FileOptions) -> Result<()> {
         } else {
             plan.scans[k].end
         };
-        if k + 1 == n {
+        // A recycled newest segment is sealed where its records end instead of zeroed after
+        // them (the rest of the file is its previous life's bytes, and zeroing them would write
+        // the whole file): the writer then starts a new segment, so bytes this life may have
+        // written past the end before a power cut can never be read as records.
+        let seal_recycled = k + 1 == n && seg.is_recycled() && !plan.needs_checkpoint;
+        if k + 1 == n && !seal_recycled {
             zero_after(seg, end)?;
         }
         seg.sync_range(0, end)?;
         seg.set_synced(end);
         let sealed = seg.sealed_end();
+        if seal_recycled && sealed.is_none() {
+            seg.mark_sealed(end)?;
+        }
         if k + 1 == n && sealed.is_some_and(|e| e != end) {
             // Only after tolerated corruption: the mark must name the new end, or the next
             // recovery would see the cut as corruption again.

@@ -119,6 +119,8 @@ pub struct Records<'a> {
     bytes: &'a [u8],
     seed: Seed,
     sealed: bool,
+    /// A recycled file: `Some(sealed end)` (0 when unsealed). See [`Records::recycled`].
+    recycled: Option<u64>,
     pos: usize,
     stop: Option<(u64, String)>,
     done: bool,
@@ -134,10 +136,23 @@ impl<'a> Records<'a> {
             bytes,
             seed,
             sealed,
+            recycled: None,
             pos: SEGMENT_HEADER_SIZE,
             stop: None,
             done: false,
         }
+    }
+
+    /// For a recycled file ([`crate::format::SEGMENT_FLAG_RECYCLED`]): the bytes after its
+    /// records may be a previous life's, written under another salt, so they are never read
+    /// as records and are not a torn write. A sealed one's records end exactly at its sealed
+    /// end (`sealed_end`; nothing after it is read); an unsealed one's end at the first spot
+    /// that is not a valid record. (Recovery never appends to an unsealed recycled segment
+    /// again: it seals it there and starts a new one, so bytes this life wrote past that spot
+    /// can never be read either.)
+    pub fn recycled(mut self, sealed_end: Option<u64>) -> Self {
+        self.recycled = Some(sealed_end.unwrap_or(0));
+        self
     }
 
     /// Offset just past the last valid record returned so far.
@@ -165,11 +180,22 @@ impl<'a> Iterator for Records<'a> {
             return None;
         }
         let pos = self.pos;
+        if self
+            .recycled
+            .is_some_and(|end| end > 0 && pos as u64 >= end)
+        {
+            self.done = true;
+            return None;
+        }
         let rest = self.bytes.get(pos..).unwrap_or(&[]);
         let r = match decode_with(self.seed, rest) {
+            Decoded::Invalid(_) if self.recycled == Some(0) => {
+                self.done = true;
+                return None;
+            }
             Decoded::End => {
                 self.done = true;
-                if self.sealed {
+                if self.sealed || self.recycled.is_some() {
                     return None;
                 }
                 return match first_nonzero(rest) {
@@ -233,6 +259,9 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     let mut ahead = ReadAhead::new(bytes.get(..scan_len).unwrap_or(bytes));
     ahead.advance(0);
     let mut records = Records::new(bytes, seg.seed(), seg.sealed_end().is_some());
+    if seg.is_recycled() {
+        records = records.recycled(seg.sealed_end());
+    }
     let mut scan = Scan {
         items: Vec::new(),
         end: SEGMENT_HEADER_SIZE as u64,

@@ -153,6 +153,9 @@ pub struct Verdict {
     pub files: Vec<FileVerdict>,
     /// Leftover prepared files (removed at open).
     pub prepared_files: Vec<PathBuf>,
+    /// Pooled files: purged segments kept for reuse, never read as data. Open keeps up to
+    /// `Config::segment_pool` of them for reuse and removes the rest.
+    pub pool_files: Vec<PathBuf>,
     /// The state the log opens with (`None` when it refuses).
     pub recovered: Option<Recovered>,
     /// What opening does.
@@ -286,6 +289,7 @@ pub fn judge(dir: &Directory, mode: RecoveryMode) -> Result<Judged> {
             mode,
             files,
             prepared_files: dir.prepared.clone(),
+            pool_files: dir.pool.clone(),
             recovered,
             decision,
         },

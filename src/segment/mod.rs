@@ -14,6 +14,7 @@
 //! We never create a `&mut [u8]` over the map: writes go through raw pointers, so a `&[u8]`
 //! that a reader holds over other bytes of the same map stays valid.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::os::unix::fs::FileExt;
@@ -27,11 +28,13 @@ use zerocopy::{FromBytes, IntoBytes};
 use crate::error::{Error, Result};
 use crate::format::{
     segment_file_name, SegmentHeader, FORMAT_VERSION, MIN_FORMAT_VERSION, SEALED_MAGIC,
-    SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
+    SEGMENT_FLAG_RECYCLED, SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
 };
 use crate::io::{allocate, Fs};
 
+mod pool;
 mod prepared;
+pub(crate) use pool::Pool;
 pub(crate) use prepared::PreparedFile;
 
 /// How bytes get into a segment file.
@@ -69,6 +72,29 @@ impl FileOptions {
     }
 }
 
+/// Files that live [`Segment`]s of this process map, by (device, inode), with how many.
+/// A pooled file is rewritten only when it is not in here (invariant I6), whichever `Store`
+/// of the process mapped it: a view can outlive its `Store`, and a later `Store` on the same
+/// directory finds the file in the pool.
+static MAPPED: Mutex<BTreeMap<(u64, u64), usize>> = Mutex::new(BTreeMap::new());
+
+fn mapped_files() -> std::sync::MutexGuard<'static, BTreeMap<(u64, u64), usize>> {
+    MAPPED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The (device, inode) of an open file.
+fn file_id(file: &File, path: &Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata().map_err(|e| Error::io("stat", path, e))?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Whether a live [`Segment`] of this process maps `file`.
+pub(crate) fn is_mapped(file: &File, path: &Path) -> Result<bool> {
+    let id = file_id(file, path)?;
+    Ok(mapped_files().get(&id).is_some_and(|&n| n > 0))
+}
+
 /// A mapped segment file.
 #[derive(Debug)]
 pub struct Segment {
@@ -77,6 +103,9 @@ pub struct Segment {
     salt: u32,
     /// Format version from the header (records are checksummed by it).
     version: u32,
+    /// A recycled file: bytes after the records may be a previous life's (see
+    /// [`SEGMENT_FLAG_RECYCLED`]).
+    recycled: bool,
     /// Size the header gives (the size of every offset computation).
     size: u64,
     /// Bytes mapped: `size`, or less for a newest segment that a crash left short (then the
@@ -96,6 +125,28 @@ pub struct Segment {
     /// valid without it, so a log with thousands of segments does not hold thousands of fds.
     /// Reopened by path when needed again.
     file: Mutex<Option<File>>,
+    /// (device, inode): this segment's entry in the registry of mapped files.
+    id: (u64, u64),
+}
+
+impl Segment {
+    /// Registers a mapping of file `id` (see [`is_mapped`]).
+    fn register(id: (u64, u64)) -> (u64, u64) {
+        *mapped_files().entry(id).or_insert(0) += 1;
+        id
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        let mut m = mapped_files();
+        if let Some(n) = m.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// The one place where a file is mapped.
@@ -111,7 +162,9 @@ fn map_file(fs: &dyn Fs, file: &File, path: &Path, size: u64, writable: bool) ->
     unsafe { fs.map(file, path, len, writable) }.map_err(|e| Error::io("mmap", path, e))
 }
 
-fn random_salt(seq: u64) -> u32 {
+/// A random salt for segment `seq`, never `avoid` (the salt of the file's previous life, so
+/// that none of that life's records can validate in the new one).
+fn random_salt(seq: u64, avoid: Option<u32>) -> u32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(seq);
     if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
@@ -119,27 +172,45 @@ fn random_salt(seq: u64) -> u32 {
     }
     let v = h.finish();
     // Zero is avoided only for readability of dumps; any value works.
-    ((v >> 32) as u32 ^ v as u32) | 1
+    let salt = ((v >> 32) as u32 ^ v as u32) | 1;
+    if avoid == Some(salt) {
+        salt.wrapping_add(2)
+    } else {
+        salt
+    }
 }
 
 impl Segment {
     /// Turns a prepared file into segment `seq` in `dir`: renames it and writes the header.
     /// The caller must fsync the directory before acknowledging anything written into it.
-    /// On error nothing is left behind: the prepared file, or the renamed one, is removed.
+    /// On error nothing is left behind: the prepared file, or the renamed one, is removed (a
+    /// recycled file whose rename failed stays in the pool).
+    ///
+    /// A recycled file arrives with a blank header, durably (see [`PreparedFile::recycle`]):
+    /// until the new header is durable, a power cut leaves a blank-header file under the new
+    /// name, which recovery drops as never written, exactly like a fresh file.
     pub(crate) fn install(prepared: PreparedFile, dir: &Path, seq: u64) -> Result<Self> {
         let path = dir.join(segment_file_name(seq));
         if let Err(e) = prepared.fs.rename(&prepared.path, &path) {
             prepared.discard();
             return Err(Error::io("rename", &path, e));
         }
-        let salt = random_salt(seq);
+        let id = match file_id(&prepared.file, &path) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = prepared.fs.remove(&path);
+                return Err(e);
+            }
+        };
+        let salt = random_salt(seq, prepared.old_salt);
+        let recycled = prepared.recycled;
         let mut header = SegmentHeader {
             magic: SEGMENT_MAGIC,
             version: FORMAT_VERSION.into(),
             salt: salt.into(),
             seq: seq.into(),
             segment_size: prepared.size.into(),
-            reserved: 0.into(),
+            flags: if recycled { SEGMENT_FLAG_RECYCLED } else { 0 }.into(),
             header_crc: 0.into(),
             sealed_magic: 0.into(),
             sealed_end: 0.into(),
@@ -151,6 +222,7 @@ impl Segment {
             seq,
             salt,
             version: FORMAT_VERSION,
+            recycled,
             size: prepared.size,
             map: prepared.map,
             via: prepared.via,
@@ -159,6 +231,7 @@ impl Segment {
             synced: AtomicU64::new(0),
             sealed_end: AtomicU64::new(0),
             file: Mutex::new(Some(prepared.file)),
+            id: Segment::register(id),
         };
         // SAFETY: the segment is new: no reader can hold a slice into it yet (I1).
         if let Err(e) = unsafe { seg.write_at(0, header.as_bytes()) } {
@@ -227,12 +300,14 @@ impl Segment {
             return Err(Error::corrupt(path, len, short_file_reason(len, size)));
         }
         let map = map_file(&*opts.fs, &file, path, size.min(len), writable)?;
+        let id = file_id(&file, path)?;
         let sealed = header.sealed_magic.get() == SEALED_MAGIC;
         Ok(Segment {
             path: path.to_path_buf(),
             seq,
             salt: header.salt.get(),
             version: header.version.get(),
+            recycled: header.flags.get() & SEGMENT_FLAG_RECYCLED != 0,
             size,
             map,
             via: opts.via,
@@ -242,6 +317,7 @@ impl Segment {
             sealed_end: AtomicU64::new(if sealed { header.sealed_end.get() } else { 0 }),
             // Closed now: the map stays valid, and only the active segment needs an fd.
             file: Mutex::new(None),
+            id: Segment::register(id),
         })
     }
 
@@ -297,6 +373,12 @@ impl Segment {
             salt: self.salt,
             version: self.version,
         }
+    }
+
+    /// Whether the file is a recycled segment: bytes after its records may be a previous
+    /// life's, so a non-zero byte there is not a torn write.
+    pub fn is_recycled(&self) -> bool {
+        self.recycled
     }
 
     /// File size.
@@ -496,6 +578,13 @@ pub fn parse_header(path: &Path, raw: &[u8]) -> Result<SegmentHeader> {
     let crc = crc32c::crc32c(&header.as_bytes()[SEGMENT_HEADER_CRC_RANGE]);
     if crc != header.header_crc.get() {
         return Err(Error::corrupt(path, 32, "segment header checksum mismatch"));
+    }
+    if header.flags.get() & !SEGMENT_FLAG_RECYCLED != 0 {
+        return Err(Error::corrupt(
+            path,
+            32,
+            format!("unknown segment header flags {:#x}", header.flags.get()),
+        ));
     }
     if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&header.version.get()) {
         return Err(Error::corrupt(

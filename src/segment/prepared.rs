@@ -1,18 +1,21 @@
 //! A prepared segment file: allocated (durably), mapped and faulted in, not named as a
-//! segment yet (`*.seg.tmp`).
+//! segment yet (`*.seg.tmp`, or a recycled `*.pool` file).
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::MmapRaw;
+use zerocopy::FromBytes;
 
 use super::{map_file, FileOptions, WriteVia};
 use crate::error::{Error, Result};
-use crate::format::PREPARED_SUFFIX;
-use crate::io::{allocate, Fs};
+use crate::format::{SegmentHeader, PREPARED_SUFFIX, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC};
+use crate::io::{allocate, write_blocks, Fs};
 
-/// A preallocated, mapped file that is not a segment yet (a `*.seg.tmp` file).
+/// A preallocated, mapped file that is not a segment yet: a fresh `*.seg.tmp` file, or a
+/// recycled `*.pool` file whose header was blanked.
 #[derive(Debug)]
 pub struct PreparedFile {
     pub(super) path: PathBuf,
@@ -21,6 +24,12 @@ pub struct PreparedFile {
     pub(super) size: u64,
     pub(super) via: WriteVia,
     pub(super) fs: Arc<dyn Fs>,
+    /// A purged segment file from the pool: its bytes after the header are a previous life's.
+    pub(super) recycled: bool,
+    /// The salt of that previous life, which the new one must not reuse.
+    pub(super) old_salt: Option<u32>,
+    /// Taken from the pool (kept there, under its pool name, if given up).
+    from_pool: bool,
 }
 
 impl PreparedFile {
@@ -45,14 +54,94 @@ impl PreparedFile {
 
     fn create_at(path: &Path, size: u64, opts: &FileOptions) -> Result<Self> {
         let path = path.to_path_buf();
+        let file = reserve(&path, size, opts)?;
+        Self::mapped(path, file, size, opts, false, None)
+    }
+
+    /// Makes a new pooled file at `path` (a [`super::Pool::new_path`] name) whose blocks are
+    /// *written*, not only reserved: the allocation is made durable first (so the file is a
+    /// valid pooled file from then on, whatever happens), then zeros are written over it and
+    /// synced. `stop` is asked between chunks: a file stopped early is still a valid pooled
+    /// file (its rest reserved, not written). On error the file is removed.
+    pub(crate) fn write_pool_file(
+        path: &Path,
+        size: u64,
+        opts: &FileOptions,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        let made = (|| {
+            let file = reserve(path, size, opts)?;
+            if write_blocks(&*opts.fs, &file, path, size, stop)? {
+                opts.fs
+                    .fsync(&file, path)
+                    .map_err(|e| Error::io("fsync pooled file", path, e))?;
+            }
+            Ok(())
+        })();
+        if made.is_err() {
+            let _ = opts.fs.remove(path);
+        }
+        made
+    }
+
+    /// Makes the pooled file at `path` ready for reuse: checks its size, blanks its header
+    /// and syncs that, then maps and prefaults it. The caller guarantees that nothing maps
+    /// the file any more (invariant I6: a shared mapping would show every rewrite).
+    ///
+    /// Crash points: the file keeps its pool name throughout, so recovery never reads it as
+    /// data. The blank header is durable before the writer can rename the file into the log,
+    /// so a power cut after that rename leaves either a blank-header file (never written:
+    /// dropped) or the new header; never the previous life's header under a new name.
+    ///
+    /// On error the file is left as it is; the caller removes it.
+    pub(crate) fn recycle(path: &Path, size: u64, opts: &FileOptions) -> Result<Self> {
         let fs = &*opts.fs;
         let file = fs
-            .create(&path)
-            .map_err(|e| Error::io("create", &path, e))?;
-        allocate(fs, &file, &path, 0, size, opts.zero_fill)?;
-        fs.fsync(&file, &path)
-            .map_err(|e| Error::io("fsync new segment file", &path, e))?;
-        let map = map_file(fs, &file, &path, size, true)?;
+            .open(path, true)
+            .map_err(|e| Error::io("open pooled file", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        if len != size {
+            return Err(Error::InvalidConfig(format!(
+                "pooled file {} is {len} bytes, segments are {size}",
+                path.display()
+            )));
+        }
+        let mut raw = [0u8; SEGMENT_HEADER_SIZE];
+        file.read_exact_at(&mut raw, 0)
+            .map_err(|e| Error::io("read header", path, e))?;
+        let old_salt = SegmentHeader::read_from_bytes(&raw[..])
+            .ok()
+            .filter(|h| h.magic == SEGMENT_MAGIC)
+            .map(|h| h.salt.get());
+        fs.write_at(&file, path, &[0u8; SEGMENT_HEADER_SIZE], 0)
+            .map_err(|e| Error::io("blank header", path, e))?;
+        // A pooled file the preparer was making when the power went off may have its size
+        // without all its blocks: `fallocate` fills any hole (a no-op otherwise), and the
+        // fsync below makes that durable too (I4: never map a sparse file).
+        allocate(fs, &file, path, size, size, false)?;
+        fs.fsync(&file, path)
+            .map_err(|e| Error::io("fsync pooled file", path, e))?;
+        // A file that was a segment holds its previous life after the header: the new
+        // segment is flagged recycled. One the preparer made holds only zeros.
+        let recycled = !super::pool::is_fresh(path);
+        Self::mapped(path.to_path_buf(), file, size, opts, recycled, old_salt)
+    }
+
+    fn mapped(
+        path: PathBuf,
+        file: File,
+        size: u64,
+        opts: &FileOptions,
+        recycled: bool,
+        old_salt: Option<u32>,
+    ) -> Result<Self> {
+        let from_pool = path
+            .to_str()
+            .is_some_and(|p| p.ends_with(crate::format::POOL_SUFFIX));
+        let map = map_file(&*opts.fs, &file, &path, size, true)?;
         match opts.via {
             WriteVia::Map => prefault_for_write(&map),
             WriteVia::Pwrite => {
@@ -66,17 +155,34 @@ impl PreparedFile {
             size,
             via: opts.via,
             fs: opts.fs.clone(),
+            recycled,
+            old_salt,
+            from_pool,
         })
     }
 
-    /// Removes the file (used when a prepared file is not needed).
+    /// Gives the file up: a new `*.seg.tmp` file is removed; one from the pool stays in the
+    /// directory under its pool name (blank header), where the next open finds it.
     pub(crate) fn discard(self) {
-        let _ = self.fs.remove(&self.path);
+        if !self.from_pool {
+            let _ = self.fs.remove(&self.path);
+        }
     }
 }
 
-/// Faults every page of a fresh map in for writing. The pages hold zeros and stay zeros; they
-/// become dirty, which costs nothing extra because the writer dirties them anyway.
+/// Creates `path` with `size` bytes of real blocks, durably (blocks, size).
+fn reserve(path: &Path, size: u64, opts: &FileOptions) -> Result<File> {
+    let fs = &*opts.fs;
+    let file = fs.create(path).map_err(|e| Error::io("create", path, e))?;
+    allocate(fs, &file, path, 0, size, opts.zero_fill)?;
+    fs.fsync(&file, path)
+        .map_err(|e| Error::io("fsync new segment file", path, e))?;
+    Ok(file)
+}
+
+/// Faults every page of a map in for writing, so the writer takes no fault in it. A fresh
+/// map's pages hold zeros and stay zeros; a recycled file's keep their bytes. They become
+/// dirty, which costs nothing extra because the writer dirties them anyway.
 fn prefault_for_write(map: &MmapRaw) {
     if map.advise(memmap2::Advice::PopulateWrite).is_ok() {
         return;
@@ -84,8 +190,12 @@ fn prefault_for_write(map: &MmapRaw) {
     const PAGE: usize = 4096;
     for off in (0..map.len()).step_by(PAGE) {
         // SAFETY: the map is private to this thread until the prepared file is handed over
-        // (nobody else can hold a reference into it), `off < len`, and writing a zero over a
-        // zero byte changes nothing but the page's fault state.
-        unsafe { std::ptr::write_volatile(map.as_mut_ptr().add(off), 0u8) };
+        // (nobody else can hold a reference into it: a fresh file, or a pooled one that no
+        // mapping holds any more), `off < len`, and writing a byte's own value back changes
+        // nothing but the page's fault state.
+        unsafe {
+            let p = map.as_mut_ptr().add(off);
+            std::ptr::write_volatile(p, std::ptr::read_volatile(p));
+        }
     }
 }

@@ -53,6 +53,19 @@ pub struct Config {
     pub write_mode: WriteMode,
     /// How new segment files get their blocks (default [`Allocation::Auto`]).
     pub allocation: Allocation,
+    /// How many purged segment files are kept for reuse (default 2; 0 disables recycling).
+    ///
+    /// A purged segment's file is renamed into this pool (`<token>.pool`, a name recovery
+    /// never reads as data) instead of being deleted, and the preparer reuses it for a later
+    /// segment once no reader's view maps it any more: its blocks are already written, so
+    /// writing and syncing into it costs no block allocation or extent conversion. When the
+    /// pool is empty, the preparer also uses its idle time (while the writer has the next file
+    /// in hand) to make a pooled file whose blocks it *writes*, once, instead of only
+    /// reserving them (not on copy-on-write file systems, see [`WriteMode::Auto`], where a
+    /// rewrite takes new blocks anyway). Disk use: the live segments, at most this many pooled
+    /// files, and the prepared file(s). Pooled files found at open are kept up to this number
+    /// (the rest are removed).
+    pub segment_pool: usize,
 }
 
 impl Default for Config {
@@ -63,6 +76,7 @@ impl Default for Config {
             prepare_ahead: true,
             write_mode: WriteMode::Auto,
             allocation: Allocation::Auto,
+            segment_pool: 2,
         }
     }
 }

@@ -15,12 +15,14 @@ use crate::lock::DirLock;
 use crate::preparer::Preparer;
 use crate::reader::Reader;
 use crate::recovery::{self, checkpoint_len, RecoveryReport};
-use crate::segment::{FileOptions, PreparedFile, Segment, WriteVia};
+use crate::segment::{FileOptions, Pool, PreparedFile, Segment, WriteVia};
 use crate::state::LogState;
 use crate::version::{RunRef, Version};
 
 mod append_frames;
 mod config;
+#[cfg(test)]
+mod recycle_tests;
 #[cfg(test)]
 mod sim_tests;
 mod write;
@@ -72,6 +74,9 @@ pub struct Store {
     dir_dirty: bool,
     pending_deletes: Vec<Arc<Segment>>,
     spares: Vec<PreparedFile>,
+    /// Purged segment files kept for reuse (shared with the flusher and the preparer).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pool: Arc<Pool>,
     next_seq: u64,
     report: RecoveryReport,
     _lock: DirLock,
@@ -128,11 +133,28 @@ impl Store {
         check_fits(&config, &plan)?;
         recovery::repair(&dir, &mut plan, &opts)?;
 
-        let flusher = Flusher::start(dir.clone(), opts.fs.clone())?;
+        // Pooled files found here are kept (up to the pool size) for reuse; the rest go.
+        let (pool, extra) = Pool::new(
+            &dir,
+            config.segment_pool,
+            opts.fs.clone(),
+            plan.pool.clone(),
+        );
+        let pool = Arc::new(pool);
+        let mut removed_any = false;
+        for p in &extra {
+            match opts.fs.remove(p) {
+                Ok(()) => removed_any = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove pooled file", p, e)),
+            }
+        }
+        let flusher = Flusher::start(dir.clone(), opts.fs.clone(), pool.clone())?;
         let preparer = Preparer::start(
             dir.clone(),
             config.segment_size,
             opts.clone(),
+            pool.clone(),
             config.prepare_ahead,
         )?;
 
@@ -145,12 +167,16 @@ impl Store {
             None => 1,
         };
 
-        // Purged leading segments can go now: recovery has just made the rest durable. A
-        // file that cannot be removed is retried at the next flush.
+        // Purged leading segments can go now (to the pool while it has room): recovery has
+        // just made the rest durable. A file that cannot be removed is retried at the next
+        // flush.
         let purged: Vec<Arc<Segment>> = plan.segments.drain(..plan.purged_prefix).collect();
         let mut pending_deletes = Vec::new();
-        let mut removed_any = false;
         for seg in purged.iter() {
+            let Err(seg) = pool.offer(seg.clone()) else {
+                removed_any = true;
+                continue;
+            };
             match opts.fs.remove(seg.path()) {
                 Ok(()) => removed_any = true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -205,6 +231,7 @@ impl Store {
             dir_dirty: false,
             pending_deletes,
             spares: Vec::new(),
+            pool,
             next_seq,
             report: plan.report.clone(),
             _lock: lock,

@@ -1,0 +1,146 @@
+//! The pool of recycled segment files: purged segments kept, under a name recovery never
+//! reads as data (`<token>.pool`), for the preparer to reuse instead of creating new files.
+//!
+//! Reusing a file means rewriting it, and a shared mapping shows every rewrite of its file:
+//! so a pooled file is taken only once no live [`Segment`] of this process maps it (the
+//! registry of mapped files, [`super::is_mapped`]: the segment of its old life is dropped with
+//! the last reader's view that holds it, whichever `Store` that view came from), invariant I6.
+//! Renaming it into the pool while views still map it changes no byte, so that happens as soon
+//! as its purge is durable. (No other process maps it: the directory lock keeps other
+//! writers out, and the read-only tools map files only while they hold the lock.)
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::Segment;
+use crate::format::POOL_SUFFIX;
+use crate::io::Fs;
+
+/// Name suffix of a pooled file that never was a segment (the preparer made it: zeros only),
+/// so a segment made from it needs no [`crate::format::SEGMENT_FLAG_RECYCLED`] and keeps the
+/// strict scan (non-zero bytes after the records are a torn write).
+pub(crate) const FRESH_POOL_SUFFIX: &str = ".fresh.pool";
+
+/// Whether a pooled file never was a segment.
+pub(crate) fn is_fresh(path: &Path) -> bool {
+    path.to_str()
+        .is_some_and(|p| p.ends_with(FRESH_POOL_SUFFIX))
+}
+
+/// Purged segment files waiting for reuse, at most `cap` of them.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    dir: PathBuf,
+    cap: usize,
+    fs: Arc<dyn Fs>,
+    files: Mutex<Vec<PathBuf>>,
+    token: AtomicU64,
+}
+
+impl Pool {
+    /// A pool of at most `cap` files in `dir` (0: recycling disabled), holding the pooled
+    /// files `found` in the directory at open, up to `cap`. Returns the pool and the found
+    /// files that did not fit (the caller removes them).
+    pub(crate) fn new(
+        dir: &Path,
+        cap: usize,
+        fs: Arc<dyn Fs>,
+        mut found: Vec<PathBuf>,
+    ) -> (Self, Vec<PathBuf>) {
+        found.sort();
+        let extra = found.split_off(found.len().min(cap));
+        let files = found;
+        let token = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let pool = Pool {
+            dir: dir.to_path_buf(),
+            cap,
+            fs,
+            files: Mutex::new(files),
+            token: AtomicU64::new(token),
+        };
+        (pool, extra)
+    }
+
+    /// Most files the pool keeps.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Files in the pool now (mapped or not).
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Pooled files that a view still maps.
+    #[cfg(test)]
+    pub(crate) fn mapped(&self) -> usize {
+        self.lock()
+            .iter()
+            .filter(|p| self.still_mapped(p) != Some(false))
+            .count()
+    }
+
+    /// Whether a live segment maps the file (`None`: it cannot be opened).
+    fn still_mapped(&self, path: &Path) -> Option<bool> {
+        let file = self.fs.open(path, false).ok()?;
+        super::is_mapped(&file, path).ok()
+    }
+
+    /// Takes a purged segment whose purge is durable: renames it into the pool if there is
+    /// room. The caller fsyncs the directory after (a lost rename brings the purged segment
+    /// back, which the next open recycles or removes). Gives the segment back when the pool
+    /// is full (or disabled) or the rename failed: the caller removes the file instead.
+    pub(crate) fn offer(&self, seg: Arc<Segment>) -> Result<(), Arc<Segment>> {
+        // The segment may still be mapped (by views, or by `seg` itself until the caller
+        // drops it): only the reuse waits for that, in `take_unmapped`.
+        let mut files = self.lock();
+        if files.len() >= self.cap {
+            return Err(seg);
+        }
+        let path = self.new_path();
+        match self.fs.rename(seg.path(), &path) {
+            Ok(()) => {
+                files.push(path);
+                Ok(())
+            }
+            Err(_) => Err(seg),
+        }
+    }
+
+    /// A name for a pooled file in the pool's directory.
+    fn new_path(&self) -> PathBuf {
+        let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
+        self.dir.join(format!("{token:020}{POOL_SUFFIX}"))
+    }
+
+    /// A name for a new pooled file that the preparer makes (zeros only, no previous life):
+    /// `<token>.fresh.pool`.
+    pub(crate) fn new_fresh_path(&self) -> PathBuf {
+        let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
+        self.dir.join(format!("{token:020}{FRESH_POOL_SUFFIX}"))
+    }
+
+    /// Adds a file the preparer made for the pool (under a [`Pool::new_fresh_path`] name).
+    pub(crate) fn add(&self, path: PathBuf) {
+        self.lock().push(path);
+    }
+
+    /// Takes out of the pool a file that no live segment maps any more, oldest first; `None`
+    /// if there is none. A file that cannot even be opened is taken too (the caller's reuse
+    /// fails and removes it).
+    pub(crate) fn take_unmapped(&self) -> Option<PathBuf> {
+        let mut files = self.lock();
+        let i = files
+            .iter()
+            .position(|p| self.still_mapped(p) != Some(true))?;
+        Some(files.remove(i))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
