@@ -66,8 +66,10 @@ impl<'v> FrameSpan<'v> {
 
     /// The span's place in its segment file, for `sendfile`/`splice`; `None` for a copied
     /// span (entries of a version 1 segment). The file holds these bytes while the segment is
-    /// in the log: open it while you hold the [`View`], since a purge deletes the file (the
-    /// view's map stays valid, the path does not).
+    /// in the log. Open it and send while you hold the [`View`]: a purge deletes the file or
+    /// renames it into the segment pool, so the path may be gone (never another segment's
+    /// bytes); an open descriptor reads the same bytes while the view lives (a pooled file is
+    /// rewritten only once no view maps it), and no longer once it is dropped.
     pub fn file(&self) -> Option<FileRange<'v>> {
         match &self.bytes {
             SpanBytes::Mapped {
