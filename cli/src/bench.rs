@@ -17,6 +17,9 @@ use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes};
 use raft_mmap_log::Config;
 use serde_json::{json, Value};
 
+mod measure;
+use measure::{faults, faults_since, fmt_rate, pct, proc_status, us, Phase};
+
 use crate::progress::progress_bar;
 use crate::show::bytes;
 use crate::workdir::Workdir;
@@ -72,127 +75,11 @@ pub struct BenchArgs {
     reopen_child: Option<PathBuf>,
 }
 
-/// One measured phase.
-struct Phase {
-    name: String,
-    entries: u64,
-    bytes: u64,
-    elapsed: Duration,
-    note: String,
-    /// Page faults during the phase.
-    faults: Option<Faults>,
-}
-
-impl Phase {
-    fn per_sec(&self) -> f64 {
-        self.entries as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    fn mb_per_sec(&self) -> f64 {
-        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "entries": self.entries,
-            "payload_bytes": self.bytes,
-            "seconds": self.elapsed.as_secs_f64(),
-            "entries_per_sec": self.per_sec().round(),
-            "mb_per_sec": (self.mb_per_sec() * 10.0).round() / 10.0,
-            "note": self.note,
-            "writer_faults": self.faults.map(|f| json!({"minor": f.writer.0, "major": f.writer.1})),
-            "process_faults": self.faults.map(|f| json!({"minor": f.process.0, "major": f.process.1})),
-            "writer_faults_per_mb": self.faults_per_mb(|f| f.writer).map(|v| (v * 100.0).round() / 100.0),
-            "process_faults_per_mb": self.faults_per_mb(|f| f.process).map(|v| (v * 100.0).round() / 100.0),
-        })
-    }
-
-    /// Page faults (minor + major) per MB of payload, of the writer thread or the process.
-    fn faults_per_mb(&self, which: impl Fn(&Faults) -> (u64, u64)) -> Option<f64> {
-        let (minor, major) = which(self.faults.as_ref()?);
-        Some((minor + major) as f64 / (self.bytes as f64 / 1e6).max(1e-9))
-    }
-}
-
-/// Page faults so far (minor, major) of the calling thread (the writer: what the hot path
-/// takes) and of the whole process (with the preparer's prefaulting), from
-/// `/proc/thread-self/stat` and `/proc/self/stat`. `None` where they are missing.
-fn faults() -> Option<Faults> {
-    Some(Faults {
-        writer: stat_faults("/proc/thread-self/stat")?,
-        process: stat_faults("/proc/self/stat")?,
-    })
-}
-
-/// Page faults (minor, major) of the writer thread and of the process.
-#[derive(Debug, Clone, Copy)]
-struct Faults {
-    writer: (u64, u64),
-    process: (u64, u64),
-}
-
-/// Fields 10 (minflt) and 12 (majflt) of a `stat` file, counted after the command name
-/// (which may hold spaces).
-fn stat_faults(path: &str) -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string(path).ok()?;
-    let rest = &s[s.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state(3) ppid pgrp session tty_nr tpgid flags minflt(10) cminflt majflt(12).
-    Some((f.get(7)?.parse().ok()?, f.get(9)?.parse().ok()?))
-}
-
-/// Faults between two readings.
-fn faults_since(before: Option<Faults>) -> Option<Faults> {
-    let (a, b) = (before?, faults()?);
-    let d = |x: (u64, u64), y: (u64, u64)| (y.0.saturating_sub(x.0), y.1.saturating_sub(x.1));
-    Some(Faults {
-        writer: d(a.writer, b.writer),
-        process: d(a.process, b.process),
-    })
-}
-
 /// Longest time the durable phase runs (it stops earlier after 2,000 operations).
 const DURABLE_BUDGET: Duration = Duration::from_secs(3);
 
 fn ids(range: std::ops::Range<u64>, payload: &[u8]) -> impl Iterator<Item = (LogId, &[u8])> {
     range.map(move |i| (LogId::new(1, 1, i), payload))
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn us(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e7).round() / 10.0
-}
-
-fn fmt_rate(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2} M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1} k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
-}
-
-/// Fields of `/proc/self/status` in bytes (VmRSS, RssAnon, RssFile).
-fn proc_status() -> (u64, u64, u64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
 }
 
 fn err(e: impl std::fmt::Display) -> Failure {

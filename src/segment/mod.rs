@@ -14,26 +14,30 @@
 //! We never create a `&mut [u8]` over the map: writes go through raw pointers, so a `&[u8]`
 //! that a reader holds over other bytes of the same map stays valid.
 
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::hash::{BuildHasher, Hasher};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use memmap2::MmapRaw;
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    segment_file_name, SegmentHeader, FORMAT_VERSION, MIN_FORMAT_VERSION, SEALED_MAGIC,
-    SEGMENT_FLAG_RECYCLED, SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
+    segment_file_name, SegmentHeader, FORMAT_VERSION, SEALED_MAGIC, SEGMENT_FLAG_RECYCLED,
+    SEGMENT_HEADER_CRC_RANGE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
 };
 use crate::io::{allocate, Fs};
 
+mod header;
+mod mapped;
 mod pool;
 mod prepared;
+pub use header::parse_header;
+use header::{random_salt, short_file_reason};
+pub(crate) use mapped::is_mapped;
+use mapped::{file_id, mapped_files};
 pub(crate) use pool::Pool;
 pub(crate) use prepared::PreparedFile;
 
@@ -70,29 +74,6 @@ impl FileOptions {
             fs: crate::io::real(),
         }
     }
-}
-
-/// Files that live [`Segment`]s of this process map, by (device, inode), with how many.
-/// A pooled file is rewritten only when it is not in here (invariant I6), whichever `Store`
-/// of the process mapped it: a view can outlive its `Store`, and a later `Store` on the same
-/// directory finds the file in the pool.
-static MAPPED: Mutex<BTreeMap<(u64, u64), usize>> = Mutex::new(BTreeMap::new());
-
-fn mapped_files() -> std::sync::MutexGuard<'static, BTreeMap<(u64, u64), usize>> {
-    MAPPED.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The (device, inode) of an open file.
-fn file_id(file: &File, path: &Path) -> Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = file.metadata().map_err(|e| Error::io("stat", path, e))?;
-    Ok((m.dev(), m.ino()))
-}
-
-/// Whether a live [`Segment`] of this process maps `file`.
-pub(crate) fn is_mapped(file: &File, path: &Path) -> Result<bool> {
-    let id = file_id(file, path)?;
-    Ok(mapped_files().get(&id).is_some_and(|&n| n > 0))
 }
 
 /// A mapped segment file.
@@ -160,24 +141,6 @@ fn map_file(fs: &dyn Fs, file: &File, path: &Path, size: u64, writable: bool) ->
     // own SAFETY comments state the rules. Files changed behind our back by other programs are
     // outside what we can defend against (documented in docs/format.md).
     unsafe { fs.map(file, path, len, writable) }.map_err(|e| Error::io("mmap", path, e))
-}
-
-/// A random salt for segment `seq`, never `avoid` (the salt of the file's previous life, so
-/// that none of that life's records can validate in the new one).
-fn random_salt(seq: u64, avoid: Option<u32>) -> u32 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(seq);
-    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        h.write_u128(t.as_nanos());
-    }
-    let v = h.finish();
-    // Zero is avoided only for readability of dumps; any value works.
-    let salt = ((v >> 32) as u32 ^ v as u32) | 1;
-    if avoid == Some(salt) {
-        salt.wrapping_add(2)
-    } else {
-        salt
-    }
 }
 
 impl Segment {
@@ -562,42 +525,6 @@ impl Segment {
         self.sealed_end.store(end, Ordering::Release);
         Ok(())
     }
-}
-
-fn short_file_reason(len: u64, size: u64) -> String {
-    format!("file is {len} bytes but its header says {size}: shortened behind our back")
-}
-
-/// Parses and checks a segment header.
-pub fn parse_header(path: &Path, raw: &[u8]) -> Result<SegmentHeader> {
-    let (header, _) = SegmentHeader::read_from_prefix(raw)
-        .map_err(|_| Error::corrupt(path, 0, "file shorter than a segment header"))?;
-    if header.magic != SEGMENT_MAGIC {
-        return Err(Error::corrupt(path, 0, "not a segment file (bad magic)"));
-    }
-    let crc = crc32c::crc32c(&header.as_bytes()[SEGMENT_HEADER_CRC_RANGE]);
-    if crc != header.header_crc.get() {
-        return Err(Error::corrupt(path, 32, "segment header checksum mismatch"));
-    }
-    if header.flags.get() & !SEGMENT_FLAG_RECYCLED != 0 {
-        return Err(Error::corrupt(
-            path,
-            32,
-            format!("unknown segment header flags {:#x}", header.flags.get()),
-        ));
-    }
-    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&header.version.get()) {
-        return Err(Error::corrupt(
-            path,
-            8,
-            format!(
-                "format version {} is not supported (this build reads versions \
-                 {MIN_FORMAT_VERSION} to {FORMAT_VERSION})",
-                header.version
-            ),
-        ));
-    }
-    Ok(header)
 }
 
 #[cfg(test)]

@@ -1,0 +1,66 @@
+//! A segment file's header: checking one read from disk, and the salt a new one gets.
+
+use std::hash::{BuildHasher, Hasher};
+use std::path::Path;
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    SegmentHeader, FORMAT_VERSION, MIN_FORMAT_VERSION, SEGMENT_FLAG_RECYCLED,
+    SEGMENT_HEADER_CRC_RANGE, SEGMENT_MAGIC,
+};
+
+/// A random salt for segment `seq`, never `avoid` (the salt of the file's previous life, so
+/// that none of that life's records can validate in the new one).
+pub(super) fn random_salt(seq: u64, avoid: Option<u32>) -> u32 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(seq);
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    let v = h.finish();
+    // Zero is avoided only for readability of dumps; any value works.
+    let salt = ((v >> 32) as u32 ^ v as u32) | 1;
+    if avoid == Some(salt) {
+        salt.wrapping_add(2)
+    } else {
+        salt
+    }
+}
+
+pub(super) fn short_file_reason(len: u64, size: u64) -> String {
+    format!("file is {len} bytes but its header says {size}: shortened behind our back")
+}
+
+/// Parses and checks a segment header.
+pub fn parse_header(path: &Path, raw: &[u8]) -> Result<SegmentHeader> {
+    let (header, _) = SegmentHeader::read_from_prefix(raw)
+        .map_err(|_| Error::corrupt(path, 0, "file shorter than a segment header"))?;
+    if header.magic != SEGMENT_MAGIC {
+        return Err(Error::corrupt(path, 0, "not a segment file (bad magic)"));
+    }
+    let crc = crc32c::crc32c(&header.as_bytes()[SEGMENT_HEADER_CRC_RANGE]);
+    if crc != header.header_crc.get() {
+        return Err(Error::corrupt(path, 32, "segment header checksum mismatch"));
+    }
+    if header.flags.get() & !SEGMENT_FLAG_RECYCLED != 0 {
+        return Err(Error::corrupt(
+            path,
+            32,
+            format!("unknown segment header flags {:#x}", header.flags.get()),
+        ));
+    }
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&header.version.get()) {
+        return Err(Error::corrupt(
+            path,
+            8,
+            format!(
+                "format version {} is not supported (this build reads versions \
+                 {MIN_FORMAT_VERSION} to {FORMAT_VERSION})",
+                header.version
+            ),
+        ));
+    }
+    Ok(header)
+}
