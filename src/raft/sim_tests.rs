@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{LogId, RaftLog, RaftTypes, Vote};
-use crate::io::sim::{scratch, workloads, Acked, Rng, SimFs};
+use crate::io::sim::{power_cut_after_every_effect, workloads, Acked, Rng, SimFs};
 use crate::Config;
 
 /// A run records the model after every change it issued, including the one in flight when
@@ -222,22 +222,13 @@ fn observe(log: &RaftLog<RaftTypes>) -> Model {
 #[test]
 fn raft_log_survives_a_power_cut_after_every_effect() {
     let workloads = workloads();
-    let mut cuts = 0u64;
-    for seed in 0..workloads {
-        let dry = scratch("rml-rsim");
-        let fs = Arc::new(SimFs::new(dry.path()));
-        run(dry.path(), fs.clone(), seed);
-        for k in 1..=fs.effects() {
-            let dir = scratch("rml-rsim");
-            let image = scratch("rml-rsim");
-            let fs = Arc::new(SimFs::new(dir.path()));
-            fs.cut_after(k, image.path(), seed * 7_919 + k);
-            let r = run(dir.path(), fs.clone(), seed);
-            if !fs.cut_taken() {
-                continue;
-            }
-            cuts += 1;
-            let log = RaftLog::<RaftTypes>::open(image.path(), config()).unwrap_or_else(|e| {
+    let cuts = power_cut_after_every_effect(
+        "rml-rsim",
+        7_919,
+        |seed, dir, fs| run(dir, fs, seed),
+        |_, _, _, _| {},
+        |seed, k, image, r| {
+            let log = RaftLog::<RaftTypes>::open(image, config()).unwrap_or_else(|e| {
                 panic!("workload {seed}, cut after effect {k}: recovery failed: {e}")
             });
             let got = observe(&log);
@@ -257,7 +248,7 @@ fn raft_log_survives_a_power_cut_after_every_effect() {
                 got.last(),
                 r.states[r.acked].last()
             );
-        }
-    }
+        },
+    );
     eprintln!("typed sim crash model: {cuts} cuts over {workloads} workloads");
 }

@@ -15,7 +15,7 @@ use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, Storage};
 
 use super::{MmapRaftStorage, RaftRsTypes};
-use crate::io::sim::{scratch, workloads, Acked, Rng, SimFs};
+use crate::io::sim::{power_cut_after_every_effect, workloads, Acked, Rng, SimFs};
 use crate::raft::RaftLog;
 use crate::Config;
 
@@ -255,30 +255,21 @@ fn observe(s: &MmapRaftStorage) -> Model {
 #[test]
 fn raft_rs_storage_survives_a_power_cut_after_every_effect() {
     let workloads = workloads();
-    let mut cuts = 0u64;
-    for seed in 0..workloads {
-        let dry = scratch("rml-rrsim");
-        let fs = Arc::new(SimFs::new(dry.path()));
-        let r = run(dry.path(), fs.clone(), seed);
-        // Without a cut the workload runs to its end and a reopen shows its last state.
-        let s = MmapRaftStorage::open(dry.path(), config()).expect("reopen the dry run");
-        assert_eq!(
-            observe(&s),
-            *r.states.last().expect("a state"),
-            "workload {seed}"
-        );
-        drop(s);
-        for k in 1..=fs.effects() {
-            let dir = scratch("rml-rrsim");
-            let image = scratch("rml-rrsim");
-            let fs = Arc::new(SimFs::new(dir.path()));
-            fs.cut_after(k, image.path(), seed * 7_919 + k);
-            let r = run(dir.path(), fs.clone(), seed);
-            if !fs.cut_taken() {
-                continue;
-            }
-            cuts += 1;
-            let s = MmapRaftStorage::open(image.path(), config()).unwrap_or_else(|e| {
+    let cuts = power_cut_after_every_effect(
+        "rml-rrsim",
+        7_919,
+        |seed, dir, fs| run(dir, fs, seed),
+        |seed, dry, _, r| {
+            // Without a cut the workload runs to its end and a reopen shows its last state.
+            let s = MmapRaftStorage::open(dry, config()).expect("reopen the dry run");
+            assert_eq!(
+                observe(&s),
+                *r.states.last().expect("a state"),
+                "workload {seed}"
+            );
+        },
+        |seed, k, image, r| {
+            let s = MmapRaftStorage::open(image, config()).unwrap_or_else(|e| {
                 panic!("workload {seed}, cut after effect {k}: recovery failed: {e}")
             });
             let got = observe(&s);
@@ -288,7 +279,7 @@ fn raft_rs_storage_survives_a_power_cut_after_every_effect() {
                  the acknowledged one {:?}",
                 r.states[r.acked]
             );
-        }
-    }
+        },
+    );
     eprintln!("raft-rs sim crash model: {cuts} cuts over {workloads} workloads");
 }

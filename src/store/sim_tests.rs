@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::io::sim::{scratch, workloads, Acked, Kind, Rng, SimFs};
+use crate::io::sim::{power_cut_after_every_effect, scratch, workloads, Acked, Kind, Rng, SimFs};
 use crate::{Config, Error, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -228,30 +228,19 @@ fn observe(store: &Store) -> Model {
 /// (stale bytes, a previous life's or this one's, never come back). Returns the number of
 /// cuts and of recycled segments the dry runs installed.
 fn cut_after_every_effect(ops_of: fn(u64) -> Vec<Op>, config: &Config) -> (u64, u64) {
-    let mut cuts = 0u64;
     let mut recycled = 0u64;
     let mut effects_by_workload = Vec::new();
-    for seed in 0..workloads() {
-        let ops = ops_of(seed);
-        let dry = scratch("rml-sim");
-        let fs = Arc::new(SimFs::new(dry.path()));
-        run(dry.path(), fs.clone(), &ops, config);
-        let total = fs.effects();
-        recycled += fs.recycled_installs();
-        effects_by_workload.push(total);
-        for k in 1..=total {
-            let dir = scratch("rml-sim");
-            let image = scratch("rml-sim");
-            let fs = Arc::new(SimFs::new(dir.path()));
-            fs.cut_after(k, image.path(), seed * 100_003 + k);
-            let r = run(dir.path(), fs.clone(), &ops, config);
-            if !fs.cut_taken() {
-                // Group commit merges flushes by timing, so a run may have fewer effects than
-                // the dry run: nothing to cut here.
-                continue;
-            }
-            cuts += 1;
-            let mut store = Store::open(image.path(), config.clone()).unwrap_or_else(|e| {
+    let ops: Vec<Vec<Op>> = (0..workloads()).map(ops_of).collect();
+    let cuts = power_cut_after_every_effect(
+        "rml-sim",
+        100_003,
+        |seed, dir, fs| run(dir, fs, &ops[seed as usize], config),
+        |_, _, fs, _| {
+            recycled += fs.recycled_installs();
+            effects_by_workload.push(fs.effects());
+        },
+        |seed, k, image, r| {
+            let mut store = Store::open(image, config.clone()).unwrap_or_else(|e| {
                 panic!("workload {seed}, cut after effect {k}: recovery failed: {e}")
             });
             let got = observe(&store);
@@ -294,7 +283,7 @@ fn cut_after_every_effect(ops_of: fn(u64) -> Vec<Op>, config: &Config) -> (u64, 
                 want.next = i + 1;
             }
             drop(store);
-            let store = Store::open(image.path(), config.clone()).unwrap_or_else(|e| {
+            let store = Store::open(image, config.clone()).unwrap_or_else(|e| {
                 panic!("workload {seed}, cut after effect {k}: reopen after appending: {e}")
             });
             let again = observe(&store);
@@ -308,8 +297,8 @@ fn cut_after_every_effect(ops_of: fn(u64) -> Vec<Op>, config: &Config) -> (u64, 
                 want.next,
                 store.recovery_report()
             );
-        }
-    }
+        },
+    );
     eprintln!(
         "sim crash model: {cuts} cuts, {recycled} recycled segments installed, effects per \
          workload {effects_by_workload:?}"
