@@ -5,71 +5,16 @@
 // The tests keep raft-rs's style (`let mut e = Entry::default(); e.term = ..`).
 #![allow(clippy::field_reassign_with_default)]
 
-use std::path::Path;
-
 use protobuf::Message as PbMessage;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, HardState};
 use raft::{Error as RaftError, GetEntriesContext, Storage, StorageError};
 use raft_mmap_log::raft_rs::{MmapRaftStorage, RaftRsError};
-use raft_mmap_log::Config;
 
-fn config() -> Config {
-    Config {
-        segment_size: 64 << 10,
-        ..Config::default()
-    }
-}
-
-fn open(dir: &Path) -> MmapRaftStorage {
-    MmapRaftStorage::open(dir, config()).expect("open")
-}
-
-/// Syncs, drops and reopens.
-fn reopen(mut s: MmapRaftStorage, dir: &Path) -> MmapRaftStorage {
-    s.sync().expect("sync");
-    drop(s);
-    open(dir)
-}
-
-/// Runs `check` on `s`, then on the reopened directory; returns the reopened storage.
-fn twice(s: MmapRaftStorage, dir: &Path, check: impl Fn(&MmapRaftStorage)) -> MmapRaftStorage {
-    check(&s);
-    let s = reopen(s, dir);
-    check(&s);
-    s
-}
-
-fn new_entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.term = term;
-    e.index = index;
-    e
-}
-
-fn size_of<T: PbMessage>(m: &T) -> u32 {
-    m.compute_size()
-}
-
-fn new_snapshot(index: u64, term: u64, voters: Vec<u64>) -> Snapshot {
-    let mut s = Snapshot::default();
-    s.mut_metadata().index = index;
-    s.mut_metadata().term = term;
-    s.mut_metadata().mut_conf_state().voters = voters;
-    s
-}
-
-/// `MemStorage`'s `storage.wl().entries = ents`: a new log takes its first entry at any index.
-fn with_entries(dir: &Path, ents: &[Entry]) -> MmapRaftStorage {
-    let mut s = open(dir);
-    s.append(ents).expect("append");
-    s
-}
-
-fn all_entries(s: &MmapRaftStorage) -> Vec<Entry> {
-    let (first, last) = (s.first_index().unwrap(), s.last_index().unwrap());
-    s.entries(first, last + 1, None, GetEntriesContext::empty(false))
-        .unwrap()
-}
+#[path = "support/raft_rs_storage.rs"]
+mod helpers;
+use helpers::{
+    all_entries, config, new_entry, new_snapshot, open, reopen, size_of, twice, with_entries,
+};
 
 #[test]
 fn test_storage_term() {
