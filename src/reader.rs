@@ -217,8 +217,8 @@ impl View {
         })
     }
 
-    /// The entries in `range` (clamped to the log), in order, borrowed from the map.
-    pub fn range(&self, range: impl RangeBounds<u64>) -> Entries<'_> {
+    /// `range` as `start..end` within the log (`start >= end` when nothing of it is held).
+    pub(crate) fn clamp(&self, range: &impl RangeBounds<u64>) -> (u64, u64) {
         let start = match range.start_bound() {
             Bound::Included(&s) => s,
             Bound::Excluded(&s) => s.saturating_add(1),
@@ -231,6 +231,12 @@ impl View {
             Bound::Unbounded => u64::MAX,
         }
         .min(self.next);
+        (start, end)
+    }
+
+    /// The entries in `range` (clamped to the log), in order, borrowed from the map.
+    pub fn range(&self, range: impl RangeBounds<u64>) -> Entries<'_> {
+        let (start, end) = self.clamp(&range);
         let pos = if start < end {
             self.version.run_for(start)
         } else {

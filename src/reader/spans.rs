@@ -2,7 +2,7 @@
 //! an index range as a few byte spans borrowed from the map.
 
 use std::io::{IoSlice, Write};
-use std::ops::{Bound, Range, RangeBounds};
+use std::ops::{Range, RangeBounds};
 use std::path::Path;
 
 use zerocopy::{FromBytes, IntoBytes};
@@ -178,18 +178,7 @@ impl View {
     }
 
     fn build_frames(&self, range: impl RangeBounds<u64>, checked: bool) -> Result<FrameBatch<'_>> {
-        let start = match range.start_bound() {
-            Bound::Included(&s) => s,
-            Bound::Excluded(&s) => s.saturating_add(1),
-            Bound::Unbounded => 0,
-        }
-        .max(self.version.first);
-        let end = match range.end_bound() {
-            Bound::Included(&e) => e.saturating_add(1),
-            Bound::Excluded(&e) => e,
-            Bound::Unbounded => u64::MAX,
-        }
-        .min(self.next);
+        let (start, end) = self.clamp(&range);
         let mut out = FrameBatch {
             spans: Vec::new(),
             indexes: start..start.max(end),
