@@ -297,10 +297,9 @@ fn write_all_to_survives_partial_writes() {
     assert_eq!(frames.io_slices().len(), frames.spans().len());
 }
 
-/// Entries of a version 1 log (no body checksums) are framed as copies with the checksum
-/// filled in; the follower takes them like any other.
-#[test]
-fn frames_from_a_version_1_log() {
+/// A copy of the version 1 golden store log (`tests/data/v1/store`) in a new temporary
+/// directory, and the config it was written with.
+fn v1_store_copy() -> (tempfile::TempDir, Config) {
     let tmp = tempfile::tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1/store");
     for e in std::fs::read_dir(&src).unwrap() {
@@ -312,6 +311,14 @@ fn frames_from_a_version_1_log() {
         prepare_ahead: false,
         ..Config::default()
     };
+    (tmp, cfg)
+}
+
+/// Entries of a version 1 log (no body checksums) are framed as copies with the checksum
+/// filled in; the follower takes them like any other.
+#[test]
+fn frames_from_a_version_1_log() {
+    let (tmp, cfg) = v1_store_copy();
     let mut leader = Store::open(tmp.path(), cfg.clone()).unwrap();
     let first_new = leader.next_index();
     for i in first_new..first_new + 30 {
@@ -338,17 +345,7 @@ fn frames_from_a_version_1_log() {
 /// mixed log reopens with every entry checked.
 #[test]
 fn frames_into_a_version_1_log() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1/store");
-    for e in std::fs::read_dir(&src).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, tmp.path().join(p.file_name().unwrap())).unwrap();
-    }
-    let cfg = Config {
-        segment_size: 4096,
-        prepare_ahead: false,
-        ..Config::default()
-    };
+    let (tmp, cfg) = v1_store_copy();
     let mut follower = Store::open(tmp.path(), cfg.clone()).unwrap();
     let next = follower.next_index();
     let a = tempfile::tempdir().unwrap();
