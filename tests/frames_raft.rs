@@ -109,14 +109,21 @@ fn an_identical_prefix_is_a_no_op_and_new_entries_after_it_are_appended() {
     assert_eq!(follower.state().last, Some(id(1, 29)));
 }
 
-#[test]
-fn the_first_differing_log_id_truncates_the_rest() {
+/// A leader with entries 1..6 of term 1 and 6..9 of term 2, and a follower with 1..11 of
+/// term 1: they agree up to index 5 and differ from 6. Returns both directories too.
+fn diverged() -> (tempfile::TempDir, tempfile::TempDir, Log, Log) {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut leader = open(a.path(), 4096);
     fill(&mut leader, 1, 1..6);
     fill(&mut leader, 2, 6..9);
     let mut follower = open(b.path(), 4096);
     fill(&mut follower, 1, 1..11);
+    (a, b, leader, follower)
+}
+
+#[test]
+fn the_first_differing_log_id_truncates_the_rest() {
+    let (_a, b, leader, mut follower) = diverged();
     follower.commit(id(1, 4)).unwrap();
     // Entries 4, 5 match; 6 differs: 6.. go, 6..9 of term 2 come in; 9 and 10 are gone
     // although the batch ends before them.
@@ -136,12 +143,7 @@ fn the_first_differing_log_id_truncates_the_rest() {
 
 #[test]
 fn a_conflict_below_the_committed_log_id_is_refused() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut leader = open(a.path(), 4096);
-    fill(&mut leader, 1, 1..6);
-    fill(&mut leader, 2, 6..9);
-    let mut follower = open(b.path(), 4096);
-    fill(&mut follower, 1, 1..11);
+    let (_a, b, leader, mut follower) = diverged();
     follower.commit(id(1, 7)).unwrap();
     let wire = leader.reader().view().frames(4..9).unwrap().to_vec();
     refused(&mut follower, b.path(), &wire, |e| {
