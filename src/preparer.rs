@@ -55,9 +55,17 @@ struct Source {
 impl Source {
     /// A recycled file from the pool if one is free, else a new file (blocks reserved).
     fn next(&self, token: u64) -> Result<PreparedFile> {
+        match self.recycled() {
+            Some(f) => Ok(f),
+            None => PreparedFile::create(&self.dir, token, self.size, &self.opts),
+        }
+    }
+
+    /// A file from the pool that no live segment maps, made ready for reuse.
+    fn recycled(&self) -> Option<PreparedFile> {
         while let Some(path) = self.pool.take_unmapped() {
             match PreparedFile::recycle(&path, self.size, &self.opts) {
-                Ok(f) => return Ok(f),
+                Ok(f) => return Some(f),
                 // A pooled file that cannot be reused (another size, an I/O error) is not
                 // worth keeping.
                 Err(_) => {
@@ -65,7 +73,7 @@ impl Source {
                 }
             }
         }
-        PreparedFile::create(&self.dir, token, self.size, &self.opts)
+        None
     }
 
     /// Whether the pool should get a new file with written blocks: recycling is on, the pool
@@ -169,6 +177,22 @@ impl Preparer {
             ready,
             asked,
         })
+    }
+
+    /// The file of a new log's first segment, on the caller's thread: a pooled file if there
+    /// is one, else a new file whose blocks are written here, once, when recycling would
+    /// write them anyway (see [`PreparedFile::create_written`]), else a new file with its
+    /// blocks reserved. So a new log's first durable appends overwrite written blocks too.
+    pub fn first_file(&self) -> Result<PreparedFile> {
+        let src = &self.source;
+        if let Some(f) = src.recycled() {
+            return Ok(f);
+        }
+        if src.pool.cap() > 0 && src.opts.via == WriteVia::Map && !src.opts.zero_fill {
+            PreparedFile::create_written(&src.dir, 0, src.size, &src.opts)
+        } else {
+            PreparedFile::create(&src.dir, 0, src.size, &src.opts)
+        }
     }
 
     /// The next prepared file (blocks until it is ready).

@@ -58,6 +58,34 @@ impl PreparedFile {
         Self::mapped(path, file, size, opts, false, None)
     }
 
+    /// [`PreparedFile::create`], with the blocks *written* (zeros, synced) before the file is
+    /// mapped, as a pooled file's are: the writer then only overwrites written blocks, so no
+    /// `fdatasync` of this segment has to commit extent conversions (on ext4 that halves the
+    /// rate of small durable appends). It costs one write of the whole file, so a new log
+    /// uses it for its first segment only; later segments come from the pool, whose files
+    /// the preparer writes in idle time.
+    pub(crate) fn create_written(
+        dir: &Path,
+        token: u64,
+        size: u64,
+        opts: &FileOptions,
+    ) -> Result<Self> {
+        let path = dir.join(format!("{token:020}{PREPARED_SUFFIX}"));
+        let made = (|| {
+            let file = reserve(&path, size, opts)?;
+            write_blocks(&*opts.fs, &file, &path, size, &|| false)?;
+            opts.fs
+                .fsync(&file, &path)
+                .map_err(|e| Error::io("fsync new segment file", &path, e))?;
+            drop_cached_pages(&file);
+            Self::mapped(path.clone(), file, size, opts, false, None)
+        })();
+        if made.is_err() {
+            let _ = opts.fs.remove(&path);
+        }
+        made
+    }
+
     /// Makes a new pooled file at `path` (a [`super::Pool::new_path`] name) whose blocks are
     /// *written*, not only reserved: the allocation is made durable first (so the file is a
     /// valid pooled file from then on, whatever happens), then zeros are written over it and
@@ -76,6 +104,7 @@ impl PreparedFile {
                     .fsync(&file, path)
                     .map_err(|e| Error::io("fsync pooled file", path, e))?;
             }
+            drop_cached_pages(&file);
             Ok(())
         })();
         if made.is_err() {
@@ -178,6 +207,22 @@ fn reserve(path: &Path, size: u64, opts: &FileOptions) -> Result<File> {
     fs.fsync(&file, path)
         .map_err(|e| Error::io("fsync new segment file", path, e))?;
     Ok(file)
+}
+
+/// Drops the file's clean pages from the page cache (`POSIX_FADV_DONTNEED`; best effort).
+///
+/// Zeros written with large `pwrite`s sit in the page cache as large folios, and a page
+/// dirtied through a shared map marks its whole folio dirty: every later small `msync` would
+/// write the folio back (measured on ext4, Linux 6.18: 1 MiB written per 4.5 KiB durable
+/// append, p50 350 µs instead of 147 µs). Once dropped, the map's faults bring the pages back
+/// one page each, and a sync writes only the pages it dirtied.
+fn drop_cached_pages(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an advisory syscall on a file descriptor we own; it touches no memory of ours
+    // (the file is not mapped yet).
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
 }
 
 /// Faults every page of a map in for writing, so the writer takes no fault in it. A fresh

@@ -2,13 +2,12 @@
 //! publishes new versions for readers.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use crate::error::{Error, Result};
-use crate::flusher::{Callback, FlushRequest, Flusher, SyncTarget};
+use crate::flusher::Flusher;
 use crate::format::RecordKind;
 use crate::index::Run;
 use crate::lock::DirLock;
@@ -21,6 +20,7 @@ use crate::version::{RunRef, Version};
 
 mod append_frames;
 mod config;
+mod flush;
 #[cfg(test)]
 mod recycle_tests;
 #[cfg(test)]
@@ -202,11 +202,7 @@ impl Store {
 
         let active = match plan.segments.last() {
             Some(s) => s.clone(),
-            None => Arc::new(Segment::install(
-                PreparedFile::create(&dir, 0, config.segment_size, &opts)?,
-                &dir,
-                next_seq,
-            )?),
+            None => Arc::new(Segment::install(preparer.first_file()?, &dir, next_seq)?),
         };
         let mut store = Store {
             flusher,
@@ -503,38 +499,6 @@ impl Store {
         self.state = next;
         self.publish();
         Ok(())
-    }
-
-    /// Asks for everything written so far to be made durable; `callback` runs on the flush
-    /// thread once it is (or with the error that prevented it). Many flushes queued while a
-    /// sync runs share the next sync. Returns at once.
-    pub fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
-        self.submit_flush(Some(Box::new(callback)))
-    }
-
-    fn submit_flush(&mut self, callback: Option<Callback>) -> Result<()> {
-        // Sealed segments were queued at rollover, so they are synced (oldest first) before
-        // this request's range of the active segment.
-        self.flusher.submit(FlushRequest {
-            targets: vec![SyncTarget {
-                segment: self.active.clone(),
-                end: self.write_pos,
-                seal: false,
-            }],
-            sync_dir: std::mem::take(&mut self.dir_dirty),
-            deletes: std::mem::take(&mut self.pending_deletes),
-            writeback: None,
-            callback,
-        })
-    }
-
-    /// Makes everything written so far durable, blocking until it is.
-    pub fn sync(&mut self) -> Result<()> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.flush(move |r| {
-            let _ = tx.send(r);
-        })?;
-        rx.recv().map_err(|_| Error::FlusherStopped)?
     }
 
     // ---- internals ----

@@ -1,0 +1,57 @@
+//! Durability requests of the writer: `flush` (queued to the flush thread, callback) and
+//! `sync` (blocking; run on the caller's thread when the flush thread is idle).
+
+use std::sync::mpsc;
+
+use super::Store;
+use crate::error::{Error, Result};
+use crate::flusher::{Callback, FlushRequest, SyncTarget};
+
+impl Store {
+    /// Asks for everything written so far to be made durable; `callback` runs on the flush
+    /// thread once it is (or with the error that prevented it). Many flushes queued while a
+    /// sync runs share the next sync. Returns at once.
+    pub fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
+        self.submit_flush(Some(Box::new(callback)))
+    }
+
+    fn submit_flush(&mut self, callback: Option<Callback>) -> Result<()> {
+        let req = self.flush_request(callback);
+        self.flusher.submit(req)
+    }
+
+    /// A request for everything written so far. Sealed segments were queued at rollover, so
+    /// they are synced (oldest first) before this request's range of the active segment.
+    fn flush_request(&mut self, callback: Option<Callback>) -> FlushRequest {
+        FlushRequest {
+            targets: vec![SyncTarget {
+                segment: self.active.clone(),
+                end: self.write_pos,
+                seal: false,
+            }],
+            sync_dir: std::mem::take(&mut self.dir_dirty),
+            deletes: std::mem::take(&mut self.pending_deletes),
+            writeback: None,
+            callback,
+        }
+    }
+
+    /// Makes everything written so far durable, blocking until it is.
+    ///
+    /// When the flush thread has nothing in flight, the sync runs on this thread (the same
+    /// steps the thread would take), saving two thread wake-ups; else it is queued behind
+    /// the earlier requests, as [`Store::flush`] does, and waited for.
+    pub fn sync(&mut self) -> Result<()> {
+        let req = self.flush_request(None);
+        let mut req = match self.flusher.run_if_idle(req) {
+            Ok(done) => return done,
+            Err(req) => req,
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        req.callback = Some(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        self.flusher.submit(req)?;
+        rx.recv().map_err(|_| Error::FlusherStopped)?
+    }
+}
