@@ -361,9 +361,15 @@ mod tests {
             .unwrap();
         // Queued behind it: another request.
         flusher.submit(request(None)).unwrap();
-        assert!(flusher.run_if_idle(request(None)).is_err(), "busy: sent, not begun");
+        assert!(
+            flusher.run_if_idle(request(None)).is_err(),
+            "busy: sent, not begun"
+        );
         entered.recv().unwrap();
-        assert!(flusher.run_if_idle(request(None)).is_err(), "busy: in a callback");
+        assert!(
+            flusher.run_if_idle(request(None)).is_err(),
+            "busy: in a callback"
+        );
         // A request with a callback or with files to remove always goes to the thread.
         let with_cb = request(Some(Box::new(|_| {})));
         assert!(flusher.run_if_idle(with_cb).is_err());

@@ -105,11 +105,17 @@ const BTRFS_MAGIC: i64 = 0x9123_683E;
 fn usable(dir: &Path) -> bool {
     match fs_type(dir) {
         TMPFS_MAGIC => {
-            println!("skipped: {} is tmpfs (no blocks, no write-back)", dir.display());
+            println!(
+                "skipped: {} is tmpfs (no blocks, no write-back)",
+                dir.display()
+            );
             false
         }
         BTRFS_MAGIC => {
-            println!("skipped: {} is btrfs (copy-on-write: writes via pwrite)", dir.display());
+            println!(
+                "skipped: {} is btrfs (copy-on-write: writes via pwrite)",
+                dir.display()
+            );
             false
         }
         _ => true,
@@ -171,5 +177,62 @@ fn a_small_durable_batch_writes_back_only_its_own_pages() {
     assert!(
         per_batch <= 32 << 10,
         "each durable batch of {PER_BATCH} x 256 B dirtied {per_batch} bytes on average"
+    );
+}
+
+/// The same once segments come from the pool: purged segments recycled, and pooled files
+/// the preparer wrote.
+#[test]
+fn durable_batches_in_recycled_segments_write_back_only_their_own_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    if !usable(dir.path()) {
+        return;
+    }
+    let cfg = Config {
+        segment_size: 4 << 20,
+        ..Config::default()
+    };
+    let mut store = Store::open(dir.path(), cfg).expect("open");
+    let payload = [0x5Au8; 256];
+    const PER_BATCH: u64 = 16;
+    let mut next = 0u64;
+    // Fill several segments, purging behind, so that later segments are recycled files.
+    let mut recycled_batches = 0u64;
+    let mut dirtied = 0u64;
+    let Some(mut before) = dirtied_by_this_thread() else {
+        println!("skipped: no /proc/thread-self/io (task I/O accounting off)");
+        return;
+    };
+    while recycled_batches < 1000 {
+        let seq_before = store.position().0;
+        store
+            .append_batch((next..next + PER_BATCH).map(|i| (i, &payload[..])))
+            .expect("append");
+        store.sync().expect("sync");
+        next += PER_BATCH;
+        let now = dirtied_by_this_thread().expect("io");
+        if next > 40_000 && store.position().0 == seq_before {
+            // Past the first segments, and not a batch that rolled over (a rollover writes
+            // a checkpoint and a header besides the batch).
+            recycled_batches += 1;
+            dirtied += now - before;
+        }
+        before = now;
+        if next % 4096 == 0 {
+            store.purge_to(next - 2048).expect("purge");
+        }
+    }
+    let per_batch = dirtied / recycled_batches;
+    assert!(
+        per_batch <= 32 << 10,
+        "each durable batch of {PER_BATCH} x 256 B in a recycled segment dirtied {per_batch} bytes on average"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).expect("list").any(|e| e
+            .expect("entry")
+            .path()
+            .extension()
+            .is_some_and(|x| x == "pool")),
+        "the pool was used"
     );
 }

@@ -153,6 +153,9 @@ impl PreparedFile {
         allocate(fs, &file, path, size, size, false)?;
         fs.fsync(&file, path)
             .map_err(|e| Error::io("fsync pooled file", path, e))?;
+        // Whatever the cache holds of it may be large folios (zeros the preparer wrote, a
+        // read-ahead): see `drop_cached_pages`. The map faults its pages back one by one.
+        drop_cached_pages(&file);
         // A file that was a segment holds its previous life after the header: the new
         // segment is flagged recycled. One the preparer made holds only zeros.
         let recycled = !super::pool::is_fresh(path);
