@@ -172,6 +172,12 @@ fn run_child(name: &str, cli: &Cli) {
                 Err(e) => json!({ "err": format!("error: {e}") }),
             };
             println!("CELL {}", json!({"workload": "fdatasync", "cell": fs}));
+            let bytes = p.entries * p.entry_size as u64;
+            let w = match sys::file_write_limit(root.path(), bytes, cli.quick) {
+                Ok(v) => json!({ "ok": v }),
+                Err(e) => json!({ "err": format!("error: {e}") }),
+            };
+            println!("CELL {}", json!({"workload": "file_write", "cell": w}));
         }
         "durable" => {
             let engines = selected_engines(p);
@@ -429,7 +435,7 @@ fn main() {
     let mut limits = Map::new();
     if p.wants("limits") {
         eprintln!("compare: measuring physical limits ...");
-        limits = spawn_child("limits", &cli, &["memcpy", "fdatasync"]).cells;
+        limits = spawn_child("limits", &cli, &["memcpy", "fdatasync", "file_write"]).cells;
     }
     let mut results = Map::new();
     let per_engine: Vec<&str> = workloads

@@ -181,6 +181,45 @@ pub fn memcpy_limit(quick: bool) -> Value {
     json!({"gb_per_s": size as f64 / best / 1e9, "chunk": 256, "buffer_mib": 256})
 }
 
+/// The machine's limits for workloads 1 and 2: `bytes` (the payload bytes of the log) written
+/// with 1 MiB `pwrite`s into a new file (the page-cache fill: page allocation, zeroing and
+/// copy, no per-entry work), then one `fdatasync` (the device's sequential write). Best of
+/// `passes`; each pass takes a new file.
+pub fn file_write_limit(dir: &Path, bytes: u64, quick: bool) -> io::Result<Value> {
+    let chunk: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let passes = if quick { 1 } else { 3 };
+    let (mut fill, mut total) = (f64::MAX, f64::MAX);
+    for pass in 0..passes {
+        let path = dir.join(format!("limit-write-{pass}.dat"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)?;
+        let t = Instant::now();
+        let mut off = 0u64;
+        while off < bytes {
+            let n = (bytes - off).min(chunk.len() as u64) as usize;
+            file.write_all_at(&chunk[..n], off)?;
+            off += n as u64;
+        }
+        let filled = t.elapsed().as_secs_f64();
+        file.sync_data()?;
+        let synced = t.elapsed().as_secs_f64();
+        drop(file);
+        std::fs::remove_file(&path)?;
+        fill = fill.min(filled);
+        total = total.min(synced);
+    }
+    Ok(json!({
+        "bytes": bytes,
+        "fill_secs": fill, "fill_mb_per_s": bytes as f64 / fill / 1e6,
+        "write_sync_secs": total, "write_sync_mb_per_s": bytes as f64 / total / 1e6,
+    }))
+}
+
 /// A bare 16 KiB pwrite + fdatasync loop in `dir`, on a 64 MiB file preallocated two ways:
 /// `fallocate` only (unwritten extents: each first write also converts an extent) and
 /// fully written + synced beforehand (the pure limit).
