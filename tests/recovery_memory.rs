@@ -5,6 +5,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use raft_mmap_log::{Config, Store};
 
@@ -60,6 +61,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Every test of this binary holds it throughout, so that no other test's allocations count
+/// in a measured peak.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 /// Heap bytes live before `f` and the most live at once while it ran (all threads).
 fn heap_peak_during<R>(f: impl FnOnce() -> R) -> (usize, usize, R) {
     let base = LIVE.load(Ordering::Relaxed);
@@ -77,6 +82,7 @@ const FIXED: usize = 512 << 10;
 
 #[test]
 fn open_of_200k_entries_peaks_within_8_bytes_per_entry() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let entries = 200_000u64;
     let config = Config {
         // Several segments, so the parallel scan holds several segments' offsets at once.
@@ -107,4 +113,48 @@ fn open_of_200k_entries_peaks_within_8_bytes_per_entry() {
         "open of {entries} entries held {peak_added} heap bytes at its peak, more than \
          {BYTES_PER_ENTRY} per entry + {FIXED} ({bound})"
     );
+}
+
+/// The payload of entry `i` in `life` (entries rewritten after a truncate differ).
+fn body(i: u64, life: u8) -> [u8; 12] {
+    let mut b = [life; 12];
+    b[..8].copy_from_slice(&i.to_le_bytes());
+    b
+}
+
+#[test]
+fn runs_adopted_after_truncates_inside_one_segment_read_back_every_entry() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // One segment; truncates leave the segment's offsets in several pieces, which the open
+    // moves together in place (across index chunks of 1,024) for the run to adopt.
+    let config = Config {
+        segment_size: 4 << 20,
+        ..Config::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut want: Vec<[u8; 12]> = Vec::new();
+    {
+        let mut store = Store::open(dir.path(), config.clone()).unwrap();
+        let append = |store: &mut Store, range: std::ops::Range<u64>, life: u8| {
+            let bodies: Vec<[u8; 12]> = range.clone().map(|i| body(i, life)).collect();
+            store
+                .append_batch(range.zip(bodies.iter().map(|b| &b[..])))
+                .unwrap();
+        };
+        append(&mut store, 0..3000, 1);
+        store.truncate_from(1000).unwrap();
+        append(&mut store, 1000..1500, 2);
+        store.truncate_from(1200).unwrap();
+        append(&mut store, 1200..2600, 3);
+        store.sync().unwrap();
+        want.extend((0..1000).map(|i| body(i, 1)));
+        want.extend((1000..1200).map(|i| body(i, 2)));
+        want.extend((1200..2600).map(|i| body(i, 3)));
+    }
+    let store = Store::open(dir.path(), config).unwrap();
+    let view = store.reader().view();
+    assert_eq!(view.len(), 2600);
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(view.get(i as u64), Some(&w[..]), "entry {i}");
+    }
 }

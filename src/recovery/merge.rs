@@ -110,12 +110,24 @@ impl Plan {
     /// The record offsets of each of [`Plan::runs`], in order, for the index runs to adopt.
     /// Moved out of the scans, not copied, when the plan holds the only reference to a scan
     /// and no other run names its segment (always, for `Store::open`): the scan's offsets
-    /// are then compacted in place to the run's. Otherwise they are copied.
+    /// are then compacted in place to the run's. Otherwise they are copied. Scans whose
+    /// segment holds no run lose their offsets too.
     pub fn take_run_offsets(&mut self) -> Vec<Offsets> {
         let mut runs_per_segment = vec![0usize; self.scans.len()];
         for rp in &self.runs {
             if let Some(n) = runs_per_segment.get_mut(rp.segment) {
                 *n += 1;
+            }
+        }
+        // Offsets no run needs (purged or truncated entries) go now.
+        for (scan, _) in self
+            .scans
+            .iter_mut()
+            .zip(&runs_per_segment)
+            .filter(|(_, &n)| n == 0)
+        {
+            if let Some(scan) = Arc::get_mut(scan) {
+                scan.offsets = Offsets::default();
             }
         }
         self.runs
