@@ -18,13 +18,19 @@ use crate::segment::Segment;
 
 const CHUNK: usize = 1024;
 
+/// A chunk of zero slots (allocated when its first slot is written).
+#[cold]
+fn new_chunk() -> Box<[AtomicU32; CHUNK]> {
+    Box::new([const { AtomicU32::new(0) }; CHUNK])
+}
+
 /// Consecutive entries of one segment.
 #[derive(Debug)]
 pub struct Run {
     segment: Arc<Segment>,
     first: u64,
     published: AtomicU64,
-    chunks: Box<[OnceLock<Box<[AtomicU32]>>]>,
+    chunks: Box<[OnceLock<Box<[AtomicU32; CHUNK]>>]>,
 }
 
 impl Run {
@@ -45,12 +51,31 @@ impl Run {
     }
 
     /// A run filled from offsets found by recovery, all published.
+    #[cfg(test)]
     pub fn from_offsets(segment: Arc<Segment>, first: u64, offsets: &[u32]) -> Self {
-        let run = Run::new(segment, first);
-        for (slot, &off) in offsets.iter().enumerate() {
-            run.set(slot, off);
+        let mut collected = Offsets::default();
+        for &off in offsets {
+            collected.push(off);
         }
-        run.publish(offsets.len() as u64);
+        Run::adopt(segment, first, collected)
+    }
+
+    /// A run made of the offsets recovery collected, all published: it takes their chunks as
+    /// its own (nothing is copied, so the offsets are never held twice).
+    pub fn adopt(segment: Arc<Segment>, first: u64, offsets: Offsets) -> Self {
+        let mut run = Run::new(segment, first);
+        let len = offsets.len as u64;
+        if offsets.chunks.len() > run.chunks.len() {
+            // Not reachable through recovery (a segment holds no more records than the run
+            // has room for), but a longer run must still hold them all.
+            let mut table = std::mem::take(&mut run.chunks).into_vec();
+            table.resize_with(offsets.chunks.len(), OnceLock::new);
+            run.chunks = table.into_boxed_slice();
+        }
+        for (cell, chunk) in run.chunks.iter().zip(offsets.chunks) {
+            let _ = cell.set(chunk);
+        }
+        run.publish(len);
         run
     }
 
@@ -73,11 +98,15 @@ impl Run {
     /// Writes slot `slot`. Writer only; the slot must not be published yet.
     /// Returns false if the slot is beyond the run's capacity (a bug, not reachable through
     /// the store, which sizes runs by the segment).
+    #[inline]
     pub fn set(&self, slot: usize, offset: u32) -> bool {
         let Some(cell) = self.chunks.get(slot / CHUNK) else {
             return false;
         };
-        let chunk = cell.get_or_init(|| (0..CHUNK).map(|_| AtomicU32::new(0)).collect());
+        let chunk = match cell.get() {
+            Some(chunk) => chunk,
+            None => cell.get_or_init(new_chunk),
+        };
         chunk[slot % CHUNK].store(offset, Ordering::Relaxed);
         true
     }
@@ -121,6 +150,80 @@ impl Run {
     }
 }
 
+/// Record offsets as recovery's scan collects them, in the index's own chunks, so that a
+/// [`Run`] adopts them ([`Run::adopt`]) instead of copying: at no point of an open are the
+/// offsets held twice. Filled with exclusive access: no atomic operation per offset.
+#[derive(Debug, Default)]
+pub struct Offsets {
+    chunks: Vec<Box<[AtomicU32; CHUNK]>>,
+    len: usize,
+}
+
+impl Offsets {
+    /// Appends an offset.
+    #[inline]
+    pub fn push(&mut self, offset: u32) {
+        let slot = self.len % CHUNK;
+        if slot == 0 && self.chunks.len() * CHUNK == self.len {
+            self.chunks.push(new_chunk());
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            *chunk[slot].get_mut() = offset;
+            self.len += 1;
+        }
+    }
+
+    /// Number of offsets.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Offset number `i`.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<u32> {
+        if i >= self.len {
+            return None;
+        }
+        let chunk = self.chunks.get(i / CHUNK)?;
+        Some(chunk[i % CHUNK].load(Ordering::Relaxed))
+    }
+
+    /// Keeps only the offsets of `ranges` (increasing, not overlapping), in order, moved to
+    /// the front; frees the chunks no longer needed. Moves in place: a kept offset only ever
+    /// moves to a lower position, so nothing is allocated.
+    pub fn keep_only(&mut self, ranges: &[std::ops::Range<usize>]) {
+        let mut to = 0;
+        let mut prev_end = 0;
+        for r in ranges {
+            let (start, end) = (r.start.max(prev_end), r.end.min(self.len));
+            for from in start..end {
+                if from != to {
+                    let v = *self.chunks[from / CHUNK][from % CHUNK].get_mut();
+                    *self.chunks[to / CHUNK][to % CHUNK].get_mut() = v;
+                }
+                to += 1;
+            }
+            prev_end = prev_end.max(end);
+        }
+        self.len = to;
+        self.chunks.truncate(to.div_ceil(CHUNK));
+        self.chunks.shrink_to_fit();
+    }
+
+    /// A copy of the offsets of `ranges` (increasing, not overlapping), in order.
+    pub fn copy_of(&self, ranges: &[std::ops::Range<usize>]) -> Offsets {
+        let mut out = Offsets::default();
+        for r in ranges {
+            for i in r.clone() {
+                if let Some(v) = self.get(i) {
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +259,49 @@ mod tests {
         let r2 = Run::from_offsets(seg, 7, &[64, 88]);
         assert_eq!(r2.published(), 2);
         assert_eq!(r2.offset(1), Some(88));
+    }
+
+    #[test]
+    fn offsets_keep_only_moves_ranges_to_the_front_and_a_run_adopts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Arc::new(
+            Segment::install(
+                PreparedFile::create(dir.path(), 0, 1 << 20, &crate::segment::test_opts()).unwrap(),
+                dir.path(),
+                1,
+            )
+            .unwrap(),
+        );
+        let mut all = Offsets::default();
+        for i in 0..5000u32 {
+            all.push(i);
+        }
+        assert_eq!(
+            (all.len(), all.get(4999), all.get(5000)),
+            (5000, Some(4999), None)
+        );
+        // Ranges across chunk boundaries, touching ones, one past the end.
+        let ranges = [0..10, 1000..1030, 1030..2100, 4990..6000];
+        let want: Vec<u32> = ranges
+            .iter()
+            .flat_map(|r| r.clone())
+            .filter(|&i| i < 5000)
+            .map(|i| i as u32)
+            .collect();
+        let copy = all.copy_of(&ranges);
+        all.keep_only(&ranges);
+        for o in [&copy, &all] {
+            let got: Vec<u32> = (0..o.len()).filter_map(|i| o.get(i)).collect();
+            assert_eq!(got, want);
+        }
+        assert_eq!(all.chunks.len(), want.len().div_ceil(CHUNK));
+        let run = Run::adopt(seg, 10, all);
+        assert_eq!(run.published(), want.len() as u64);
+        assert_eq!(run.offset(1039), Some(want[1039]));
+        // The writer goes on after the adopted slots, in the adopted chunk and past it.
+        assert!(run.set(want.len(), 77));
+        assert!(run.set(3 * CHUNK, 78));
+        assert_eq!(run.offset(want.len() as u64), Some(77));
+        assert_eq!(run.offset(3 * CHUNK as u64), Some(78));
     }
 }

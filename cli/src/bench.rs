@@ -17,6 +17,7 @@ use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes};
 use raft_mmap_log::Config;
 use serde_json::{json, Value};
 
+mod heap;
 mod measure;
 use measure::{faults, faults_since, fmt_rate, pct, proc_status, us, Phase};
 
@@ -381,6 +382,9 @@ pub fn run(a: BenchArgs) -> Outcome {
     let anon = get("rss_anon");
     let anon_base = get("rss_anon_before_open");
     let rss_file = get("rss_file");
+    let heap_added = get("heap_added_by_open");
+    let heap_peak = get("heap_peak_during_open");
+    let per_entry = |b: f64| ((b / recovered.max(1) as f64) * 100.0).round() / 100.0;
 
     if a.json {
         let v = json!({
@@ -405,7 +409,11 @@ pub fn run(a: BenchArgs) -> Outcome {
                 "rss_file": rss_file as u64,
                 "index_heap_bytes": index_heap as u64,
                 "index_bytes_per_entry": (bpe * 100.0).round() / 100.0,
-                "rss_anon_added_by_open_per_entry": (((anon - anon_base).max(0.0) / recovered.max(1) as f64) * 100.0).round() / 100.0,
+                "rss_anon_added_by_open_per_entry": per_entry((anon - anon_base).max(0.0)),
+                "heap_added_by_open": heap_added as u64,
+                "heap_added_by_open_per_entry": per_entry(heap_added),
+                "heap_peak_during_open": heap_peak as u64,
+                "heap_peak_during_open_per_entry": per_entry(heap_peak),
             },
         });
         println!("{v}");
@@ -468,6 +476,13 @@ pub fn run(a: BenchArgs) -> Outcome {
         bpe,
         (anon - anon_base).max(0.0) / recovered.max(1) as f64
     );
+    println!(
+        "    heap added by open {} = {:.2} bytes/entry; heap peak during open {} = {:.2} bytes/entry",
+        bytes(heap_added.max(0.0) as u64),
+        per_entry(heap_added),
+        bytes(heap_peak.max(0.0) as u64),
+        per_entry(heap_peak)
+    );
     println!("MB/s counts payload bytes (1 MB = 10^6 B); reads touch every payload byte.");
     Ok(())
 }
@@ -501,9 +516,12 @@ fn reopen_child(dir: &Path, segment_size: u64) -> Outcome {
         ..Config::default()
     };
     let (_, anon_before, _) = proc_status();
+    heap::start();
+    let (heap_before, _) = heap::live_and_peak();
     let t = Instant::now();
     let log = RaftLog::<RaftTypes>::open(dir, config).map_err(err)?;
     let open = t.elapsed();
+    let (heap_after, heap_peak) = heap::live_and_peak();
     let (rss, anon, file) = proc_status();
     let snap = log.reader().raw().view();
     let report = log.store().recovery_report();
@@ -517,6 +535,8 @@ fn reopen_child(dir: &Path, segment_size: u64) -> Outcome {
         "rss_anon": anon,
         "rss_anon_before_open": anon_before,
         "rss_file": file,
+        "heap_added_by_open": heap_after - heap_before,
+        "heap_peak_during_open": heap_peak - heap_before,
     });
     drop(snap);
     drop(log);

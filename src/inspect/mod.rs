@@ -108,19 +108,24 @@ impl Inspection {
     pub fn live_entries(plan: &Plan) -> impl Iterator<Item = LiveEntry<'_>> + '_ {
         plan.runs.iter().flat_map(move |run| {
             let seg = plan.segments.get(run.segment);
-            run.offsets.iter().enumerate().filter_map(move |(i, &off)| {
-                let seg = seg?;
-                let body = seg_bytes(seg)
-                    .get(off as usize..)
-                    .and_then(trusted_body)
-                    .unwrap_or(&[]);
-                Some(LiveEntry {
-                    index: run.first.checked_add(i as u64)?,
-                    path: seg.path(),
-                    offset: u64::from(off),
-                    body,
+            let offsets = plan.scans.get(run.segment).map(|scan| run.offsets(scan));
+            offsets
+                .into_iter()
+                .flatten()
+                .enumerate()
+                .filter_map(move |(i, off)| {
+                    let seg = seg?;
+                    let body = seg_bytes(seg)
+                        .get(off as usize..)
+                        .and_then(trusted_body)
+                        .unwrap_or(&[]);
+                    Some(LiveEntry {
+                        index: run.first.checked_add(i as u64)?,
+                        path: seg.path(),
+                        offset: u64::from(off),
+                        body,
+                    })
                 })
-            })
         })
     }
 }

@@ -2,6 +2,7 @@
 //! uses and decides what is a torn tail (cut it) and what is corruption (refuse to open,
 //! naming the file and offset).
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,24 +12,69 @@ use super::verdict::{DropReason, Fate};
 use super::{RecoveryMode, RecoveryReport};
 use crate::error::{Error, Result};
 use crate::format::{MAX_INDEX, SEGMENT_HEADER_SIZE};
+use crate::index::Offsets;
 use crate::segment::Segment;
 use crate::state::LogState;
 
-/// A run of entries rebuilt by the merge: which kept segment, first index, offsets.
+/// A run of entries rebuilt by the merge: which kept segment, first index, and where its
+/// record offsets are in that segment's scan (no copy of them: the index run adopts the
+/// scan's, see [`Plan::take_run_offsets`]).
 #[derive(Debug, Clone)]
 pub struct RunPlan {
-    /// Position in [`Plan::segments`].
+    /// Position in [`Plan::segments`] (and [`Plan::scans`]).
     pub segment: usize,
     /// Log index of the first offset.
     pub first: u64,
-    /// Record offsets.
-    pub offsets: Vec<u32>,
+    /// Positions of its record offsets in the segment's [`Scan::offsets`], in order,
+    /// increasing and not overlapping.
+    pub slots: Vec<Range<usize>>,
+    /// Number of entries (the sum of the lengths of `slots`).
+    len: u64,
 }
 
 impl RunPlan {
+    fn new(segment: usize, first: u64, slots: Range<usize>) -> Self {
+        let len = slots.len() as u64;
+        RunPlan {
+            segment,
+            first,
+            slots: vec![slots],
+            len,
+        }
+    }
+
     /// One past the last index of the run.
     pub fn end(&self) -> u64 {
-        self.first.saturating_add(self.offsets.len() as u64)
+        self.first.saturating_add(self.len)
+    }
+
+    /// The run's record offsets, read from its segment's scan.
+    pub fn offsets<'a>(&'a self, scan: &'a Scan) -> impl Iterator<Item = u32> + 'a {
+        self.slots
+            .iter()
+            .flat_map(|r| r.clone())
+            .filter_map(|i| scan.offsets.get(i))
+    }
+
+    /// Appends the entries at `slots` (after every slot the run has).
+    fn extend(&mut self, slots: Range<usize>) {
+        self.len += slots.len() as u64;
+        match self.slots.last_mut() {
+            Some(last) if last.end == slots.start => last.end = slots.end,
+            _ => self.slots.push(slots),
+        }
+    }
+
+    /// Keeps the first `keep` entries.
+    fn truncate(&mut self, keep: u64) {
+        let mut left = keep;
+        self.slots.retain_mut(|r| {
+            let n = (r.len() as u64).min(left);
+            left -= n;
+            r.end = r.start + n as usize;
+            n > 0
+        });
+        self.len = self.len.min(keep);
     }
 }
 
@@ -58,6 +104,49 @@ pub struct Plan {
     pub report: RecoveryReport,
     /// What happens to each segment file of the directory, oldest first.
     pub fates: Vec<Fate>,
+}
+
+impl Plan {
+    /// The record offsets of each of [`Plan::runs`], in order, for the index runs to adopt.
+    /// Moved out of the scans, not copied, when the plan holds the only reference to a scan
+    /// and no other run names its segment (always, for `Store::open`): the scan's offsets
+    /// are then compacted in place to the run's. Otherwise they are copied. Scans whose
+    /// segment holds no run lose their offsets too.
+    pub fn take_run_offsets(&mut self) -> Vec<Offsets> {
+        let mut runs_per_segment = vec![0usize; self.scans.len()];
+        for rp in &self.runs {
+            if let Some(n) = runs_per_segment.get_mut(rp.segment) {
+                *n += 1;
+            }
+        }
+        // Offsets no run needs (purged or truncated entries) go now.
+        for (scan, _) in self
+            .scans
+            .iter_mut()
+            .zip(&runs_per_segment)
+            .filter(|(_, &n)| n == 0)
+        {
+            if let Some(scan) = Arc::get_mut(scan) {
+                scan.offsets = Offsets::default();
+            }
+        }
+        self.runs
+            .iter()
+            .map(|rp| {
+                let Some(scan) = self.scans.get_mut(rp.segment) else {
+                    return Offsets::default();
+                };
+                if runs_per_segment[rp.segment] == 1 {
+                    if let Some(scan) = Arc::get_mut(scan) {
+                        let mut offsets = std::mem::take(&mut scan.offsets);
+                        offsets.keep_only(&rp.slots);
+                        return offsets;
+                    }
+                }
+                scan.offsets.copy_of(&rp.slots)
+            })
+            .collect()
+    }
 }
 
 /// Merges the scans of `dir` oldest first and decides how the log recovers. Reads nothing:
@@ -204,7 +293,7 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
             }
         }
         for item in items {
-            replay(seg, k, item, &mut state, &mut runs)?;
+            replay(seg, k, scan, item, &mut state, &mut runs)?;
         }
         write_pos = scan.end;
         if let Some((off, why)) = cut {
@@ -331,6 +420,7 @@ fn corrupt_or_tolerate(
 fn replay(
     seg: &Segment,
     k: usize,
+    scan: &Scan,
     item: &Item,
     state: &mut LogState,
     runs: &mut Vec<RunPlan>,
@@ -349,19 +439,24 @@ fn replay(
         Item::Entries {
             offset,
             first,
-            offsets,
+            slots,
         } => {
             state.check_append(*first).map_err(|e| bad(*offset, e))?;
             // Every index of the run must leave room for a successor, like the first; the
             // error names the first record past the limit.
-            let last = (offsets.len() as u64)
+            let last = (slots.len() as u64)
                 .checked_sub(1)
                 .and_then(|n| first.checked_add(n))
                 .filter(|&l| l <= MAX_INDEX);
             let Some(last) = last else {
                 let slot = usize::try_from(MAX_INDEX.saturating_sub(*first).saturating_add(1))
                     .unwrap_or(usize::MAX);
-                let at = offsets.get(slot).map_or(*offset, |&o| u64::from(o));
+                let at = slots
+                    .start
+                    .checked_add(slot)
+                    .filter(|&i| i < slots.end)
+                    .and_then(|i| scan.offsets.get(i))
+                    .map_or(*offset, u64::from);
                 return Err(bad(
                     at,
                     Error::IndexTooLarge {
@@ -373,19 +468,13 @@ fn replay(
             state.apply_append(*first);
             state.next = last + 1;
             match runs.last_mut() {
-                Some(r) if r.segment == k && r.end() == *first => {
-                    r.offsets.extend_from_slice(offsets)
-                }
+                Some(r) if r.segment == k && r.end() == *first => r.extend(slots.clone()),
                 _ => {
                     // An append to an empty log may skip ahead: older runs are gone.
                     if runs.last().is_some_and(|r| r.end() != *first) {
                         runs.clear();
                     }
-                    runs.push(RunPlan {
-                        segment: k,
-                        first: *first,
-                        offsets: offsets.clone(),
-                    })
+                    runs.push(RunPlan::new(k, *first, slots.clone()))
                 }
             }
         }
@@ -394,8 +483,7 @@ fn replay(
                 state.apply_truncate(*from);
                 runs.retain(|r| r.first < *from);
                 if let Some(r) = runs.last_mut() {
-                    let keep = (*from - r.first) as usize;
-                    r.offsets.truncate(keep);
+                    r.truncate(from.saturating_sub(r.first));
                 }
             }
         }

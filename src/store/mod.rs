@@ -189,15 +189,18 @@ impl Store {
         let shift = purged.len();
         drop(purged);
 
+        // The runs adopt the offsets the scans collected (moved, not copied: the index is
+        // never held twice).
+        let run_offsets = plan.take_run_offsets();
         let mut runs = Vec::with_capacity(plan.runs.len());
-        for rp in &plan.runs {
+        for (rp, offsets) in plan.runs.iter().zip(run_offsets) {
             let seg = rp
                 .segment
                 .checked_sub(shift)
                 .and_then(|k| plan.segments.get(k))
                 .ok_or_else(|| Error::corrupt(&dir, 0, "recovered index names a purged segment"))?
                 .clone();
-            runs.push(Arc::new(Run::from_offsets(seg, rp.first, &rp.offsets)));
+            runs.push(Arc::new(Run::adopt(seg, rp.first, offsets)));
         }
 
         let active = match plan.segments.last() {

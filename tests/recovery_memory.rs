@@ -1,0 +1,160 @@
+//! Recovery's heap peak: opening a log holds at most the index (4 bytes per entry, in chunks)
+//! plus a fixed allowance at any instant, not a copy of every offset per stage of recovery.
+//! A counting global allocator for this test binary tracks live heap bytes over all threads
+//! (the scan runs on rayon's) and their peak.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use raft_mmap_log::{Config, Store};
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+fn shrank(by: usize) {
+    LIVE.fetch_sub(by, Ordering::Relaxed);
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged to the system allocator.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            // Counted as the new block arriving before the old one leaves (what a moving
+            // realloc holds at its peak).
+            grew(new_size);
+            shrank(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) };
+        shrank(layout.size());
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Every test of this binary holds it throughout, so that no other test's allocations count
+/// in a measured peak.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Heap bytes live before `f` and the most live at once while it ran (all threads).
+fn heap_peak_during<R>(f: impl FnOnce() -> R) -> (usize, usize, R) {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let r = f();
+    (base, PEAK.load(Ordering::Relaxed), r)
+}
+
+/// What the index may cost per entry at the peak of an open (it holds 4 bytes per entry once
+/// open; issue #13's bound is 8).
+const BYTES_PER_ENTRY: usize = 8;
+/// Everything else an open allocates, whatever the log's length: the directory listing,
+/// paths, per-segment tables, threads.
+const FIXED: usize = 512 << 10;
+
+#[test]
+fn open_of_200k_entries_peaks_within_8_bytes_per_entry() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let entries = 200_000u64;
+    let config = Config {
+        // Several segments, so the parallel scan holds several segments' offsets at once.
+        segment_size: 1 << 20,
+        ..Config::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path(), config.clone()).unwrap();
+        let payload = [5u8; 8];
+        for start in (0..entries).step_by(1000) {
+            store
+                .append_batch((start..start + 1000).map(|i| (i, &payload[..])))
+                .unwrap();
+        }
+        store.sync().unwrap();
+    }
+    let (base, peak, store) = heap_peak_during(|| Store::open(dir.path(), config).unwrap());
+    assert_eq!(store.reader().view().len(), entries);
+    let peak_added = peak - base;
+    eprintln!(
+        "heap peak during open: {peak_added} B over {base} B before, {:.2} B/entry",
+        peak_added as f64 / entries as f64
+    );
+    let bound = BYTES_PER_ENTRY * entries as usize + FIXED;
+    assert!(
+        peak_added <= bound,
+        "open of {entries} entries held {peak_added} heap bytes at its peak, more than \
+         {BYTES_PER_ENTRY} per entry + {FIXED} ({bound})"
+    );
+}
+
+/// The payload of entry `i` in `life` (entries rewritten after a truncate differ).
+fn body(i: u64, life: u8) -> [u8; 12] {
+    let mut b = [life; 12];
+    b[..8].copy_from_slice(&i.to_le_bytes());
+    b
+}
+
+#[test]
+fn runs_adopted_after_truncates_inside_one_segment_read_back_every_entry() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // One segment; truncates leave the segment's offsets in several pieces, which the open
+    // moves together in place (across index chunks of 1,024) for the run to adopt.
+    let config = Config {
+        segment_size: 4 << 20,
+        ..Config::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut want: Vec<[u8; 12]> = Vec::new();
+    {
+        let mut store = Store::open(dir.path(), config.clone()).unwrap();
+        let append = |store: &mut Store, range: std::ops::Range<u64>, life: u8| {
+            let bodies: Vec<[u8; 12]> = range.clone().map(|i| body(i, life)).collect();
+            store
+                .append_batch(range.zip(bodies.iter().map(|b| &b[..])))
+                .unwrap();
+        };
+        append(&mut store, 0..3000, 1);
+        store.truncate_from(1000).unwrap();
+        append(&mut store, 1000..1500, 2);
+        store.truncate_from(1200).unwrap();
+        append(&mut store, 1200..2600, 3);
+        store.sync().unwrap();
+        want.extend((0..1000).map(|i| body(i, 1)));
+        want.extend((1000..1200).map(|i| body(i, 2)));
+        want.extend((1200..2600).map(|i| body(i, 3)));
+    }
+    let store = Store::open(dir.path(), config).unwrap();
+    let view = store.reader().view();
+    assert_eq!(view.len(), 2600);
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(view.get(i as u64), Some(&w[..]), "entry {i}");
+    }
+}
