@@ -18,13 +18,19 @@ use crate::segment::Segment;
 
 const CHUNK: usize = 1024;
 
+/// A chunk of zero slots (allocated when its first slot is written).
+#[cold]
+fn new_chunk() -> Box<[AtomicU32; CHUNK]> {
+    Box::new([const { AtomicU32::new(0) }; CHUNK])
+}
+
 /// Consecutive entries of one segment.
 #[derive(Debug)]
 pub struct Run {
     segment: Arc<Segment>,
     first: u64,
     published: AtomicU64,
-    chunks: Box<[OnceLock<Box<[AtomicU32]>>]>,
+    chunks: Box<[OnceLock<Box<[AtomicU32; CHUNK]>>]>,
 }
 
 impl Run {
@@ -73,11 +79,15 @@ impl Run {
     /// Writes slot `slot`. Writer only; the slot must not be published yet.
     /// Returns false if the slot is beyond the run's capacity (a bug, not reachable through
     /// the store, which sizes runs by the segment).
+    #[inline]
     pub fn set(&self, slot: usize, offset: u32) -> bool {
         let Some(cell) = self.chunks.get(slot / CHUNK) else {
             return false;
         };
-        let chunk = cell.get_or_init(|| (0..CHUNK).map(|_| AtomicU32::new(0)).collect());
+        let chunk = match cell.get() {
+            Some(chunk) => chunk,
+            None => cell.get_or_init(new_chunk),
+        };
         chunk[slot % CHUNK].store(offset, Ordering::Relaxed);
         true
     }
