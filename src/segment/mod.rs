@@ -515,11 +515,20 @@ impl Segment {
     }
 
     /// Starts write-back of `[from, to)` without waiting (`sync_file_range(WRITE)`), so that a
-    /// later durable flush has less to do. Best effort.
+    /// later durable flush has less to do. Best effort. The writer has finished with these
+    /// bytes: `to` is at or below its position, and it never writes behind its position.
+    ///
+    /// The whole pages of the range are unmapped from this process first
+    /// (`MADV_DONTNEED`; the bytes stay in the page cache and are mapped again by the next
+    /// access). Write-back of a page that a shared map holds writable must make that mapping
+    /// read-only first, one page and one TLB shootdown (an interrupt of the writer's CPU)
+    /// at a time: measured, that was 40% of the process's CPU time in a bulk append. Unmapped,
+    /// the range costs one TLB flush.
     pub(crate) fn start_writeback(&self, from: u64, to: u64) {
         if to <= from {
             return;
         }
+        self.unmap_pages(from, to);
         use std::os::fd::AsRawFd;
         let _ = self.with_file(|f| {
             // SAFETY: a plain syscall on a file descriptor we own; it does not touch our
@@ -534,6 +543,30 @@ impl Segment {
             }
             Ok(())
         });
+    }
+
+    /// Drops this process's page table entries for the whole pages inside `[from, to)` of a
+    /// shared map (`MADV_DONTNEED`); the file's bytes are untouched. Best effort.
+    fn unmap_pages(&self, from: u64, to: u64) {
+        const PAGE: u64 = 4096;
+        let start = from.div_ceil(PAGE) * PAGE;
+        let end = (to / PAGE * PAGE).min(self.map.len() as u64);
+        if end <= start {
+            return;
+        }
+        // SAFETY: `MADV_DONTNEED` on a shared file mapping (every segment map is one, see
+        // `map_file`) drops page table entries only: a dirty entry's state moves to the page
+        // cache first, and the next access maps the same page-cache page again, so every byte
+        // reads as before and nothing is lost. A reader's `&[u8]` over these pages stays valid
+        // and unchanged (the file is never shortened while mapped, I4). The range is inside
+        // the map (clamped above).
+        let _ = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start as usize,
+                (end - start) as usize,
+            )
+        };
     }
 
     /// Durable prefix known to the flusher.
@@ -596,6 +629,48 @@ mod tests {
         let seg = Segment::open(&path, 3, true, &test_opts(), false).unwrap();
         assert_eq!(seg.sealed_end(), Some(128));
         assert!(seg.is_sealed_marked());
+    }
+
+    #[test]
+    fn bytes_read_the_same_after_start_writeback_unmaps_their_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = PreparedFile::create(dir.path(), 1, 1 << 20, &test_opts()).unwrap();
+        let seg = Segment::install(p, dir.path(), 3).unwrap();
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + 3) as u8).collect();
+        // SAFETY: a new segment nobody else reads; bytes past its header.
+        unsafe { seg.write_at(SEGMENT_HEADER_SIZE, &data).unwrap() };
+        // SAFETY: written above, never written again while the slice lives.
+        let before = unsafe { seg.bytes(SEGMENT_HEADER_SIZE, data.len()) };
+        assert_eq!(before, &data[..]);
+        // Unmaps the whole pages of the written range (a partial first and last page stay).
+        seg.start_writeback(
+            SEGMENT_HEADER_SIZE as u64,
+            (SEGMENT_HEADER_SIZE + data.len()) as u64,
+        );
+        // The slice taken before, and a new one, read the same bytes through new faults.
+        assert_eq!(before, &data[..]);
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { seg.bytes(SEGMENT_HEADER_SIZE, data.len()) },
+            &data[..]
+        );
+        // A write into an unmapped page (the flusher's sealed mark in the header page) lands.
+        seg.start_writeback(0, 8192);
+        seg.mark_sealed(SEGMENT_HEADER_SIZE as u64 + data.len() as u64)
+            .unwrap();
+        seg.sync_range(0, 1 << 20).unwrap();
+        drop(seg);
+        let path = dir.path().join(segment_file_name(3));
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(
+            &file[SEGMENT_HEADER_SIZE..SEGMENT_HEADER_SIZE + data.len()],
+            &data[..]
+        );
+        let seg = Segment::open(&path, 3, false, &test_opts(), false).unwrap();
+        assert_eq!(
+            seg.sealed_end(),
+            Some(SEGMENT_HEADER_SIZE as u64 + data.len() as u64)
+        );
     }
 
     #[test]
