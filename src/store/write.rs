@@ -186,7 +186,13 @@ impl Store {
             p.layout_changed = true;
         }
         if self.tail.is_none() {
+            // As many slots as the run before (the previous segment's, after a rollover).
+            let expected = match self.version.runs.last() {
+                Some(r) if r.limit != u64::MAX => r.limit,
+                _ => 0,
+            };
             let run = Arc::new(Run::new(self.active.clone(), index));
+            run.reserve(expected);
             self.version.runs.push(RunRef {
                 run: run.clone(),
                 limit: u64::MAX,
