@@ -182,7 +182,10 @@ mod tests {
         r3.reserve(2500);
         assert_eq!(r3.heap_bytes(), empty + 3 * CHUNK * 4);
         r3.reserve(u64::MAX);
-        assert_eq!(r3.heap_bytes(), empty + capacity.div_ceil(CHUNK) * CHUNK * 4);
+        assert_eq!(
+            r3.heap_bytes(),
+            empty + capacity.div_ceil(CHUNK) * CHUNK * 4
+        );
         assert!(r3.set(capacity - 1, 5));
         let r2 = Run::from_offsets(seg, 7, &[64, 88]);
         assert_eq!(r2.published(), 2);
