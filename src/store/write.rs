@@ -432,3 +432,52 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Config, WriteMode};
+
+    /// Entries with a prefix, through both ways of writing (into the map, and `pwrite` for
+    /// copy-on-write file systems), across rollovers: they read back checked, also after a
+    /// reopen, as `prefix ++ payload`.
+    #[test]
+    fn entries_with_a_prefix_round_trip_in_both_write_modes() {
+        for mode in [WriteMode::Map, WriteMode::Pwrite] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = Config {
+                segment_size: crate::format::MIN_SEGMENT_SIZE,
+                write_mode: mode,
+                ..Config::default()
+            };
+            let body = |i: u64| -> (Vec<u8>, Vec<u8>) {
+                let prefix = i.to_le_bytes()[..(i % 9) as usize].to_vec();
+                (prefix, vec![(i % 251) as u8; (i * 37 % 700) as usize])
+            };
+            let n = 600u64;
+            let bodies: Vec<_> = (0..n).map(body).collect();
+            let mut store = Store::open(dir.path(), config.clone()).unwrap();
+            assert_eq!(store.write_mode(), mode);
+            for chunk in (0..n).collect::<Vec<_>>().chunks(7) {
+                store
+                    .append_parts(chunk.iter().map(|&i| {
+                        let (p, q) = &bodies[i as usize];
+                        (i, &p[..], &q[..])
+                    }))
+                    .unwrap();
+            }
+            store.sync().unwrap();
+            assert!(store.version.segments.len() > 2, "{mode:?}: no rollover");
+            let check = |store: &Store| {
+                let view = store.reader().view();
+                for (i, (p, q)) in bodies.iter().enumerate() {
+                    let got = view.get_checked(i as u64).unwrap().unwrap();
+                    assert_eq!(got, [&p[..], &q[..]].concat(), "{mode:?} entry {i}");
+                }
+            };
+            check(&store);
+            drop(store);
+            check(&Store::open(dir.path(), config).unwrap());
+        }
+    }
+}
