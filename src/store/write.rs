@@ -186,9 +186,12 @@ impl Store {
             p.layout_changed = true;
         }
         if self.tail.is_none() {
-            // As many slots as the run before (the previous segment's, after a rollover).
+            // In a new segment, as many slots as the previous segment's run had (not after a
+            // truncate, whose new run shares the segment with the run it cut).
             let expected = match self.version.runs.last() {
-                Some(r) if r.limit != u64::MAX => r.limit,
+                Some(r) if r.limit != u64::MAX && !Arc::ptr_eq(r.run.segment(), &self.active) => {
+                    r.limit
+                }
                 _ => 0,
             };
             let run = Arc::new(Run::new(self.active.clone(), index));
