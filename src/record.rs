@@ -78,7 +78,7 @@ pub fn header(salt: u32, kind: RecordKind, arg: u64, parts: &[&[u8]]) -> RecordH
 
 /// Builds the header of a record whose body is the concatenation of `parts`, for a segment
 /// with seed `seed` (its format version decides the checksums).
-#[inline]
+#[inline(always)]
 pub fn header_with(seed: Seed, kind: RecordKind, arg: u64, parts: &[&[u8]]) -> RecordHeader {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut h = RecordHeader {
