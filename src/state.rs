@@ -50,7 +50,7 @@ impl LogState {
     /// its first entry with `check_append` and each later one with this, against the entry
     /// before it (no copy of the state is needed).
     #[inline]
-    pub fn check_follows(next: u64, index: u64) -> Result<()> {
+    pub(crate) fn check_follows(next: u64, index: u64) -> Result<()> {
         check_index(index)?;
         if index == next {
             Ok(())
