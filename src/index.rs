@@ -50,6 +50,19 @@ impl Run {
         }
     }
 
+    /// Allocates the chunks of slots `0..slots` now (at most the run's capacity), instead of
+    /// one at a time as the writer reaches them. The writer calls it when it starts a run in a
+    /// new segment, with the length of the run before: growing the heap needs the process's
+    /// address-space lock, which the preparer's prefault of the next segment holds for many
+    /// milliseconds, so the allocations are made at once, before that prefault starts, and not
+    /// one every 1,024 entries in the middle of it.
+    pub fn reserve(&self, slots: u64) {
+        let n = usize::try_from(slots).unwrap_or(usize::MAX).div_ceil(CHUNK);
+        for cell in self.chunks.iter().take(n) {
+            cell.get_or_init(new_chunk);
+        }
+    }
+
     /// A run filled from offsets found by recovery, all published.
     #[cfg(test)]
     pub fn from_offsets(segment: Arc<Segment>, first: u64, offsets: &[u32]) -> Self {
@@ -256,6 +269,17 @@ mod tests {
         assert_eq!(run.first(), 100);
         let capacity: usize = ((1 << 20) - 64) / 24 + 1;
         assert!(!run.set(capacity.div_ceil(CHUNK) * CHUNK, 1));
+        // `reserve` allocates the chunks up to a slot count, never past the capacity.
+        let r3 = Run::new(seg.clone(), 0);
+        let empty = r3.heap_bytes();
+        r3.reserve(2500);
+        assert_eq!(r3.heap_bytes(), empty + 3 * CHUNK * 4);
+        r3.reserve(u64::MAX);
+        assert_eq!(
+            r3.heap_bytes(),
+            empty + capacity.div_ceil(CHUNK) * CHUNK * 4
+        );
+        assert!(r3.set(capacity - 1, 5));
         let r2 = Run::from_offsets(seg, 7, &[64, 88]);
         assert_eq!(r2.published(), 2);
         assert_eq!(r2.offset(1), Some(88));

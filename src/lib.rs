@@ -33,7 +33,6 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-mod crc_short;
 mod error;
 mod flusher;
 pub mod format;

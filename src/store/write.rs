@@ -73,39 +73,9 @@ impl Store {
         I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone,
     {
         self.check_writable()?;
-        // Pass 1: rules, sizes, and how many new segments the batch needs.
-        let max = self.max_payload();
-        let cp = record_size(checkpoint_len(&self.state)) as u64;
-        // The active segment may have another size than new ones (the config changed).
-        let mut size = self.active.size();
-        let mut sim = self.state.clone();
-        let mut pos = self.write_pos;
-        let mut new_segments = 0usize;
-        let mut count = 0usize;
-        for (index, prefix, payload) in entries.clone() {
-            sim.check_append(index)?;
-            let len = prefix.len().saturating_add(payload.len());
-            if len > max {
-                return Err(Error::EntryTooLarge {
-                    index,
-                    size: payload.len(),
-                    max: max.saturating_sub(prefix.len()),
-                    segment_size: self.config.segment_size,
-                });
-            }
-            sim.apply_append(index);
-            let rs = record_size(len) as u64;
-            if pos + rs > size {
-                new_segments += 1;
-                size = self.config.segment_size;
-                pos = SEGMENT_HEADER_SIZE as u64 + cp;
-            }
-            pos += rs;
-            count += 1;
-        }
-        if count == 0 {
+        let Some(new_segments) = self.plan_append(entries.clone())? else {
             return Ok(());
-        }
+        };
         self.ensure_spares(new_segments)?;
 
         // Pass 2: write; undone entirely if anything fails.
@@ -121,31 +91,67 @@ impl Store {
         }
     }
 
+    /// Pass 1 of an append, nothing written: every entry against the append rule (the first
+    /// against the state, each later one against the entry before it) and the size limit, and
+    /// how many new segments the batch needs. `None`: the batch is empty.
+    fn plan_append<'a, I>(&self, entries: I) -> Result<Option<usize>>
+    where
+        I: Iterator<Item = (u64, &'a [u8], &'a [u8])>,
+    {
+        let max = self.max_payload();
+        let cp = record_size(checkpoint_len(&self.state)) as u64;
+        // The active segment may have another size than new ones (the config changed).
+        let mut size = self.active.size();
+        let mut pos = self.write_pos;
+        let mut new_segments = 0usize;
+        // The index the next entry must have, once the first one is checked.
+        let mut next: Option<u64> = None;
+        for (index, prefix, payload) in entries {
+            match next {
+                None => self.state.check_append(index)?,
+                Some(n) => LogState::check_follows(n, index)?,
+            }
+            // Cannot overflow: a checked index is at most `MAX_INDEX`.
+            next = Some(index + 1);
+            let len = prefix.len().saturating_add(payload.len());
+            if len > max {
+                return Err(Error::EntryTooLarge {
+                    index,
+                    size: payload.len(),
+                    max: max.saturating_sub(prefix.len()),
+                    segment_size: self.config.segment_size,
+                });
+            }
+            let rs = record_size(len) as u64;
+            if pos + rs > size {
+                new_segments += 1;
+                size = self.config.segment_size;
+                pos = SEGMENT_HEADER_SIZE as u64 + cp;
+            }
+            pos += rs;
+        }
+        Ok(next.map(|_| new_segments))
+    }
+
     fn write_entries<'a, I>(&mut self, entries: I, p: &mut Pending) -> Result<()>
     where
         I: Iterator<Item = (u64, &'a [u8], &'a [u8])>,
     {
+        let mut seed = self.active.seed();
+        let mut size = self.active.size();
         for (index, prefix, payload) in entries {
             let rs = record_size(prefix.len() + payload.len()) as u64;
-            if self.write_pos + rs > self.active.size() {
+            if self.write_pos + rs > size {
                 self.rollover(p)?;
+                seed = self.active.seed();
+                size = self.active.size();
             }
-            let h = record::header_with(
-                self.active.seed(),
-                RecordKind::Entry,
-                index,
-                &[prefix, payload],
-            );
+            let h = record::header_with(seed, RecordKind::Entry, index, &[prefix, payload]);
             let pos = self.write_pos as usize;
             // SAFETY: `pos..pos+rs` is at or past the published end of the active segment
             // (I1: only this thread writes, and it publishes only when the call succeeds) and
             // inside the map (checked against the segment size just above).
-            unsafe {
-                self.active.write_at(pos, h.as_bytes())?;
-                self.active.write_at(pos + RECORD_HEADER_SIZE, prefix)?;
-                self.active
-                    .write_at(pos + RECORD_HEADER_SIZE + prefix.len(), payload)?;
-            }
+            unsafe { self.active.write_record(pos, &h, [prefix, payload])? };
             self.last_crc = h.crc.get();
             self.index_entry(index, pos, rs, p);
         }
@@ -154,17 +160,42 @@ impl Store {
 
     /// Records an entry just written at `pos` (`rs` bytes) of the active segment: its slot
     /// in the tail run (a new run if there is none), the write position and the state.
+    #[inline]
     pub(super) fn index_entry(&mut self, index: u64, pos: usize, rs: u64, p: &mut Pending) {
-        if self.state.is_empty() && index != self.state.next {
-            // An empty log jumping ahead: older runs are all below the new first index.
-            self.tail = None;
-            self.version.runs.clear();
+        if self.state.is_empty() || self.tail.is_none() {
+            self.start_run(index, p);
         }
+        if let Some(tail) = &self.tail {
+            tail.set(self.tail_len as usize, pos as u32);
+        }
+        self.tail_len += 1;
+        self.write_pos += rs;
+        self.state.apply_append(index);
+    }
+
+    /// Before the first entry of an empty log, or the first one of a segment: the layout
+    /// changes, and a new tail run starts if there is none.
+    #[cold]
+    fn start_run(&mut self, index: u64, p: &mut Pending) {
         if self.state.is_empty() {
+            if index != self.state.next {
+                // An empty log jumping ahead: older runs are all below the new first index.
+                self.tail = None;
+                self.version.runs.clear();
+            }
             p.layout_changed = true;
         }
         if self.tail.is_none() {
+            // In a new segment, as many slots as the previous segment's run had (not after a
+            // truncate, whose new run shares the segment with the run it cut).
+            let expected = match self.version.runs.last() {
+                Some(r) if r.limit != u64::MAX && !Arc::ptr_eq(r.run.segment(), &self.active) => {
+                    r.limit
+                }
+                _ => 0,
+            };
             let run = Arc::new(Run::new(self.active.clone(), index));
+            run.reserve(expected);
             self.version.runs.push(RunRef {
                 run: run.clone(),
                 limit: u64::MAX,
@@ -173,12 +204,6 @@ impl Store {
             self.tail_len = 0;
             p.layout_changed = true;
         }
-        if let Some(tail) = &self.tail {
-            tail.set(self.tail_len as usize, pos as u32);
-        }
-        self.tail_len += 1;
-        self.write_pos += rs;
-        self.state.apply_append(index);
     }
 
     /// Every few MiB of new data, asks the flush thread to start write-back of the completed
@@ -407,6 +432,55 @@ impl Store {
                 "a write failed ({err}) and undoing it failed too: {}",
                 failures.join("; ")
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Config, WriteMode};
+
+    /// Entries with a prefix, through both ways of writing (into the map, and `pwrite` for
+    /// copy-on-write file systems), across rollovers: they read back checked, also after a
+    /// reopen, as `prefix ++ payload`.
+    #[test]
+    fn entries_with_a_prefix_round_trip_in_both_write_modes() {
+        for mode in [WriteMode::Map, WriteMode::Pwrite] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = Config {
+                segment_size: crate::format::MIN_SEGMENT_SIZE,
+                write_mode: mode,
+                ..Config::default()
+            };
+            let body = |i: u64| -> (Vec<u8>, Vec<u8>) {
+                let prefix = i.to_le_bytes()[..(i % 9) as usize].to_vec();
+                (prefix, vec![(i % 251) as u8; (i * 37 % 700) as usize])
+            };
+            let n = 600u64;
+            let bodies: Vec<_> = (0..n).map(body).collect();
+            let mut store = Store::open(dir.path(), config.clone()).unwrap();
+            assert_eq!(store.write_mode(), mode);
+            for chunk in (0..n).collect::<Vec<_>>().chunks(7) {
+                store
+                    .append_parts(chunk.iter().map(|&i| {
+                        let (p, q) = &bodies[i as usize];
+                        (i, &p[..], &q[..])
+                    }))
+                    .unwrap();
+            }
+            store.sync().unwrap();
+            assert!(store.version.segments.len() > 2, "{mode:?}: no rollover");
+            let check = |store: &Store| {
+                let view = store.reader().view();
+                for (i, (p, q)) in bodies.iter().enumerate() {
+                    let got = view.get_checked(i as u64).unwrap().unwrap();
+                    assert_eq!(got, [&p[..], &q[..]].concat(), "{mode:?} entry {i}");
+                }
+            };
+            check(&store);
+            drop(store);
+            check(&Store::open(dir.path(), config).unwrap());
         }
     }
 }
