@@ -10,7 +10,8 @@
 //! otherwise a new `*.seg.tmp` file whose blocks are reserved (`fallocate`), which is fast.
 //!
 //! With recycling enabled (a pool size above 0), the thread also uses the time while its
-//! ready file waits for the writer to keep the pool from running dry: when it is empty, it
+//! ready file waits for the writer (once it has waited `IDLE_BEFORE_WRITING`: a bulk load
+//! is not slowed by it) to keep the pool from running dry: when it is empty, it
 //! makes a new pooled file whose blocks it *writes* (zeros, synced) once for the file's whole
 //! life, so that the writer overwrites written blocks (no extent conversion at each
 //! `fdatasync`). That work stops (between 1 MiB chunks) as soon as a `take` call begins, so
@@ -93,6 +94,28 @@ impl Source {
     }
 }
 
+/// How long the ready file must wait for the writer before the thread writes a pooled file.
+/// A writer that fills segments faster (a bulk load: 64 MiB in well under a second) gets
+/// new files, whose preparation is cheaper than writing one more file's blocks beside it;
+/// a writer that makes small durable appends leaves the thread idle for seconds.
+const IDLE_BEFORE_WRITING: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Waits up to `limit` for `stop` (a `take` call or shutdown unparks this thread); true if
+/// the whole time passed without it.
+fn idle_for(limit: std::time::Duration, stop: &dyn Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if stop() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::park_timeout(deadline - now);
+    }
+}
+
 fn base_token() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -146,9 +169,10 @@ impl Preparer {
                     let started = calls.load(Ordering::Acquire);
                     let made = src.next(token);
                     let failed = made.is_err();
-                    // The file is ready: until the writer asks for it, write a pooled file.
+                    // The file is ready: once the writer has left it waiting for a while,
+                    // write a pooled file until the writer asks for it.
                     let stop = || halt.load(Ordering::Relaxed) || waiting.load(Ordering::Acquire);
-                    if !failed && !stop() && src.wants_written_file() {
+                    if !failed && src.wants_written_file() && idle_for(IDLE_BEFORE_WRITING, &stop) {
                         src.write_pool_file(&stop);
                     }
                     if let Err(mpsc::SendError((_, unsent))) = tx.send((started, made)) {
@@ -205,6 +229,9 @@ impl Preparer {
             Some(rx) => {
                 let call = self.asked.fetch_add(1, Ordering::AcqRel) + 1;
                 self.ready.store(true, Ordering::Release);
+                if let Some(h) = &self.handle {
+                    h.thread().unpark();
+                }
                 let answer = loop {
                     let got = rx.recv();
                     match got {
@@ -230,6 +257,9 @@ impl Drop for Preparer {
         // ends, discarding each (a new one is removed, a recycled one stays pooled): nothing
         // is left in the channel, and the thread is never blocked sending.
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = &self.handle {
+            h.thread().unpark();
+        }
         let Some(rx) = self.rx.take() else {
             return;
         };

@@ -153,12 +153,15 @@ impl PreparedFile {
         allocate(fs, &file, path, size, size, false)?;
         fs.fsync(&file, path)
             .map_err(|e| Error::io("fsync pooled file", path, e))?;
-        // Whatever the cache holds of it may be large folios (zeros the preparer wrote, a
-        // read-ahead): see `drop_cached_pages`. The map faults its pages back one by one.
-        drop_cached_pages(&file);
         // A file that was a segment holds its previous life after the header: the new
-        // segment is flagged recycled. One the preparer made holds only zeros.
+        // segment is flagged recycled. One the preparer made holds only zeros, written with
+        // large `pwrite`s, so the cache may hold it as large folios (see `drop_cached_pages`):
+        // dropped, the map faults its pages back one by one. A purged segment's cached pages
+        // came from its map's faults, one page each, and are kept: no read-back.
         let recycled = !super::pool::is_fresh(path);
+        if !recycled {
+            drop_cached_pages(&file);
+        }
         Self::mapped(path.to_path_buf(), file, size, opts, recycled, old_salt)
     }
 
