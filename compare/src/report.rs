@@ -342,6 +342,26 @@ pub fn render(r: &Value, engines: &[&str], workloads: &[&str]) -> String {
         );
         t.out.push_str(&line);
     }
+    if let Some(n) = p["entries"].as_f64().filter(|n| *n > 0.0) {
+        let floor = (p["read_range"].as_f64().unwrap_or(0.0)
+            * (n / p["read_range"].as_f64().unwrap_or(n).max(1.0)).clamp(1.0, 16.0)
+            * p["entry_size"].as_f64().unwrap_or(0.0))
+            / (1 << 20) as f64;
+        let mut line = format!(
+            "| peak anon RSS above the child's own start, bytes per entry (includes the harness's {floor:.1} MiB read floor) |"
+        );
+        for e in engines {
+            let r = &eng[e]["rss"];
+            match (r["peak_anon_kib"].as_f64(), r["start_anon_kib"].as_f64()) {
+                (Some(peak), Some(start)) => {
+                    let _ = write!(line, " {:.1} |", (peak - start).max(0.0) * 1024.0 / n);
+                }
+                _ => line.push_str(" - |"),
+            }
+        }
+        line.push_str(" | |\n");
+        t.out.push_str(&line);
+    }
 
     // Fractions of the physical limits.
     let mut frac = String::new();

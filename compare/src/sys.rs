@@ -134,8 +134,16 @@ fn status_field(s: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// RssAnon when the sampler started (KiB): the child's own baseline, before any engine.
+static START_ANON_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Samples RssAnon every 10 ms on a background thread (the kernel keeps no anon peak).
 pub fn start_anon_sampler() {
+    if let Ok(s) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(v) = status_field(&s, "RssAnon:") {
+            START_ANON_KIB.store(v, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     std::thread::spawn(|| loop {
         if let Ok(s) = std::fs::read_to_string("/proc/self/status") {
             if let Some(v) = status_field(&s, "RssAnon:") {
@@ -158,6 +166,7 @@ pub fn rss() -> Value {
         "rss_anon_kib": field("RssAnon:"),
         "rss_file_kib": field("RssFile:"),
         "peak_anon_kib": PEAK_ANON_KIB.load(std::sync::atomic::Ordering::Relaxed),
+        "start_anon_kib": START_ANON_KIB.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
