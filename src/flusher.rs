@@ -139,13 +139,23 @@ impl Flusher {
     /// request sent before has been processed and its callbacks have run. Then nothing else
     /// touches the segments' sync state, and what this does is what the thread would do with
     /// `req` alone: the same `process`, the same poisoning on failure. A request that removes
-    /// purged files (`deletes`) always goes to the thread. `Err(req)` hands it back when the
+    /// purged files (`deletes`), or any request while a removal is waiting for a retry, goes
+    /// to the thread. `Err(req)` hands it back when the
     /// thread is busy, for [`Flusher::submit`].
     ///
     /// Only the writer may call this (the one sender: `sent` is its own count).
     pub fn run_if_idle(&self, req: FlushRequest) -> std::result::Result<Result<()>, FlushRequest> {
         let idle = self.done.load(Ordering::Acquire) == self.sent.load(Ordering::Relaxed);
         if !idle || !req.deletes.is_empty() || req.callback.is_some() || self.tx.is_none() {
+            return Err(req);
+        }
+        // Purged files whose removal failed are retried by the thread at each flush.
+        if !self
+            .removals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
             return Err(req);
         }
         if let Some(e) = self.poisoned() {
