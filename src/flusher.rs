@@ -140,8 +140,7 @@ impl Flusher {
     /// touches the segments' sync state, and what this does is what the thread would do with
     /// `req` alone: the same `process`, the same poisoning on failure. A request that removes
     /// purged files (`deletes`), or any request while a removal is waiting for a retry, goes
-    /// to the thread. `Err(req)` hands it back when the
-    /// thread is busy, for [`Flusher::submit`].
+    /// to the thread. `Err(req)` hands it back then, for [`Flusher::submit`].
     ///
     /// Only the writer may call this (the one sender: `sent` is its own count).
     pub fn run_if_idle(&self, req: FlushRequest) -> std::result::Result<Result<()>, FlushRequest> {
