@@ -242,17 +242,17 @@ mod tests {
     use super::*;
     use crate::segment::PreparedFile;
 
+    /// A 1 MiB segment in a new directory (kept alive by the returned guard).
+    fn segment_of_1_mib() -> (tempfile::TempDir, Arc<Segment>) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = PreparedFile::create(dir.path(), 0, 1 << 20, &crate::segment::test_opts());
+        let seg = Segment::install(file.unwrap(), dir.path(), 1).unwrap();
+        (dir, Arc::new(seg))
+    }
+
     #[test]
     fn slots_publish_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let seg = Arc::new(
-            Segment::install(
-                PreparedFile::create(dir.path(), 0, 1 << 20, &crate::segment::test_opts()).unwrap(),
-                dir.path(),
-                1,
-            )
-            .unwrap(),
-        );
+        let (_dir, seg) = segment_of_1_mib();
         let run = Run::new(seg.clone(), 100);
         for i in 0..5000u32 {
             assert!(run.set(i as usize, 64 + i * 24));
@@ -287,15 +287,7 @@ mod tests {
 
     #[test]
     fn offsets_keep_only_moves_ranges_to_the_front_and_a_run_adopts_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let seg = Arc::new(
-            Segment::install(
-                PreparedFile::create(dir.path(), 0, 1 << 20, &crate::segment::test_opts()).unwrap(),
-                dir.path(),
-                1,
-            )
-            .unwrap(),
-        );
+        let (_dir, seg) = segment_of_1_mib();
         let mut all = Offsets::default();
         for i in 0..5000u32 {
             all.push(i);

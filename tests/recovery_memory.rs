@@ -1,76 +1,28 @@
 //! Recovery's heap peak: opening a log holds at most the index (4 bytes per entry, in chunks)
 //! plus a fixed allowance at any instant, not a copy of every offset per stage of recovery.
-//! A counting global allocator for this test binary tracks live heap bytes over all threads
-//! (the scan runs on rayon's) and their peak.
+//! The CLI bench's counting global allocator, used by this test binary too, tracks live heap
+//! bytes over all threads (the scan runs on rayon's) and their peak.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use raft_mmap_log::{Config, Store};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-fn shrank(by: usize) {
-    LIVE.fetch_sub(by, Ordering::Relaxed);
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged to the system allocator.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as above.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as above.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            // Counted as the new block arriving before the old one leaves (what a moving
-            // realloc holds at its peak).
-            grew(new_size);
-            shrank(layout.size());
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) };
-        shrank(layout.size());
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+/// The CLI bench's counting global allocator (`start`, `live_and_peak`), for this test binary.
+#[path = "../cli/src/bench/heap.rs"]
+mod heap;
 
 /// Every test of this binary holds it throughout, so that no other test's allocations count
 /// in a measured peak.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Heap bytes live before `f` and the most live at once while it ran (all threads).
-fn heap_peak_during<R>(f: impl FnOnce() -> R) -> (usize, usize, R) {
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+/// Heap bytes live before `f` and the most live at once while it ran (all threads), as
+/// counted since the first measurement.
+fn heap_peak_during<R>(f: impl FnOnce() -> R) -> (isize, isize, R) {
+    heap::start();
+    let (base, _) = heap::live_and_peak();
     let r = f();
-    (base, PEAK.load(Ordering::Relaxed), r)
+    let (_, peak) = heap::live_and_peak();
+    (base, peak, r)
 }
 
 /// What the index may cost per entry at the peak of an open (it holds 4 bytes per entry once
@@ -102,9 +54,9 @@ fn open_of_200k_entries_peaks_within_8_bytes_per_entry() {
     }
     let (base, peak, store) = heap_peak_during(|| Store::open(dir.path(), config).unwrap());
     assert_eq!(store.reader().view().len(), entries);
-    let peak_added = peak - base;
+    let peak_added = usize::try_from(peak - base).unwrap_or(0);
     eprintln!(
-        "heap peak during open: {peak_added} B over {base} B before, {:.2} B/entry",
+        "heap peak during open: {peak_added} B over the {base} B live before, {:.2} B/entry",
         peak_added as f64 / entries as f64
     );
     let bound = BYTES_PER_ENTRY * entries as usize + FIXED;
