@@ -115,7 +115,8 @@ How each crate was driven (all through public APIs; details in compare/src/engin
 - raft-engine: one LogBatch per batch via Engine::write(batch, sync); the final/durable batch is written with sync=true (Engine::sync() writes an empty batch and does not fsync in 0.4.2). LZ4 batch compression off (payloads are incompressible).
 - hiqlite-wal: its public writer channel (Action::Append, as its RaftLogStorage::append does), openraft Entry + bincode like the store itself; LogSync::Immediate for workload 3 (blocking msync before the callback), IntervalMillis(1 h) + an explicit Action::Sync otherwise; reads via its RaftLogReader. Its writer thread sets ThreadPriority::Max (seen as setpriority(-20): granted here because the run is root), which shields its flush wake-ups from other CPU load. A clean restart reads file headers only (its full scan runs only after an unclean stop), hence its recovery times.
 - okaywal: one chunk per Raft entry, one okaywal entry (commit = fsync) per batch; positions kept by the harness, rebuilt in recovery with CRC checks; checkpointing disabled (it would discard the log). Workload 2 = one entry of N chunks, one commit. Note: EntryChunk::skip_remaining_bytes() in 0.3.1 skips the CRC twice and loses the rest of the segment in recovery; not used.
-- Payload bytes: 8-byte index stamp + incompressible data; every read checks index and length (ours borrows, the others copy).";
+- Payload bytes: 8-byte index stamp + incompressible data; every read checks index and length (ours borrows, the others copy).
+- Warm-up: each engine's process first runs the append workload once, untimed, into a scratch log it then removes (on this kind of VM the first heavy run after a few idle seconds is up to 2x slower, whatever the engine).";
 
 /// Cells of one row: a figure, or a footnote marker for a failure.
 struct Table {
