@@ -1,6 +1,8 @@
 //! A raft-rs `RawNode` writes through its Ready loop into `MmapRaftStorage`; the node is
 //! dropped and the directory reopened: the initial state and the log are what the node had
-//! acknowledged (persisted and synced), and a new node continues from there.
+//! acknowledged (persisted and synced), and a new node continues from there. The same with
+//! raft-rs's asynchronous Ready loop (`advance_append_async` / `on_persist_ready`, driven by
+//! the log's flush callbacks).
 #![cfg(feature = "raft-rs")]
 
 use std::path::Path;
@@ -186,4 +188,107 @@ fn a_restarted_node_finds_what_it_acknowledged() {
     );
     assert!(report.raft_checked);
     assert!(report.raft_entries_checked > 0);
+}
+
+/// The asynchronous Ready loop of raft-rs (`advance_append_async`, then `on_persist_ready`
+/// once the log's flush callback says the Ready's writes are durable): the node commits only
+/// what the flush callbacks acknowledged, and a reopened log holds exactly that.
+#[test]
+fn an_asynchronous_ready_loop_commits_only_what_was_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = MmapRaftStorage::open(dir.path(), log_config()).unwrap();
+    storage
+        .set_conf_state(ConfState {
+            voters: vec![1],
+            ..ConfState::default()
+        })
+        .unwrap();
+    storage.sync().unwrap();
+    let mut node = new_node(storage);
+    node.campaign().unwrap();
+
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, raft_mmap_log::Result<()>)>();
+    // Ready number -> the last entry index and hard state it wrote.
+    let mut in_flight: Vec<(u64, u64, Option<HardState>)> = Vec::new();
+    let mut persisted_last = 0u64;
+    let mut acked = Acked::default();
+    let mut applied: Vec<Entry> = Vec::new();
+    let mut next_proposal = 0u32;
+    loop {
+        // Acknowledgements that arrived: the Ready's entries and hard state are durable.
+        let mut wait = !node.has_ready() && !in_flight.is_empty();
+        loop {
+            let got = if wait {
+                let t = std::time::Duration::from_secs(30);
+                Some(rx.recv_timeout(t).expect("a flush callback never came"))
+            } else {
+                rx.try_recv().ok()
+            };
+            let Some((number, result)) = got else { break };
+            wait = false;
+            result.expect("flush");
+            let k = in_flight.iter().position(|(n, _, _)| *n == number).unwrap();
+            let (_, last, hs) = in_flight.remove(k);
+            persisted_last = persisted_last.max(last);
+            if let Some(hs) = hs {
+                acked.hs = hs;
+            }
+            node.on_persist_ready(number);
+        }
+        if node.has_ready() {
+            let mut rd = node.ready();
+            let committed = rd.take_committed_entries();
+            for e in &committed {
+                assert!(
+                    e.index <= persisted_last,
+                    "entry {} handed out for applying before it was persisted (up to {persisted_last})",
+                    e.index
+                );
+            }
+            applied.extend(committed);
+            let store = node.mut_store();
+            if !rd.entries().is_empty() {
+                store.append(rd.entries()).unwrap();
+                let first = rd.entries()[0].index;
+                acked.entries.retain(|e| e.index < first);
+                acked.entries.extend(rd.entries().iter().cloned());
+            }
+            if let Some(hs) = rd.hs() {
+                store.set_hard_state(hs).unwrap();
+            }
+            let last = rd.entries().last().map_or(persisted_last, |e| e.index);
+            let number = rd.number();
+            in_flight.push((number, last, rd.hs().cloned()));
+            let tx = tx.clone();
+            store
+                .flush(move |r| {
+                    let _ = tx.send((number, r));
+                })
+                .unwrap();
+            node.advance_append_async(rd);
+            if let Some(last) = applied.last() {
+                node.advance_apply_to(last.index);
+            }
+            continue;
+        }
+        if !in_flight.is_empty() {
+            continue;
+        }
+        if next_proposal == 100 {
+            break;
+        }
+        // Several proposals per turn, so that Readies overlap their persistence.
+        for _ in 0..5 {
+            node.propose(vec![], format!("put {next_proposal}").into_bytes())
+                .unwrap();
+            next_proposal += 1;
+        }
+    }
+    assert_eq!(node.raft.state, StateRole::Leader);
+    assert_eq!(data(&applied).len(), 100);
+    node.mut_store().sync().unwrap();
+    acked.hs.commit = node.raft.raft_log.committed;
+    drop(node);
+    let storage = reopen_and_check(dir.path(), &acked);
+    assert_eq!(storage.initial_state().unwrap().hard_state.commit, 101);
 }
