@@ -126,8 +126,9 @@ pub trait Engine: Sized {
     fn settle(&mut self) -> R<()> {
         Ok(())
     }
-    /// Workload 2. Default: `append` in batches, then `sync` once.
-    fn bulk_then_sync(&mut self, gen: &Gen, first: u64, n: u64, per_batch: usize) -> R<()> {
+    /// Appends entries `first..first + n` in batches of `per_batch`, no sync (workload 1, and
+    /// the warm-up).
+    fn append_all(&mut self, gen: &Gen, first: u64, n: u64, per_batch: usize) -> R<()> {
         let mut b = gen.batch();
         let mut i = 0;
         while i < n {
@@ -136,6 +137,11 @@ pub trait Engine: Sized {
             self.append(&b)?;
             i += k as u64;
         }
+        Ok(())
+    }
+    /// Workload 2. Default: `append_all`, then `sync` once.
+    fn bulk_then_sync(&mut self, gen: &Gen, first: u64, n: u64, per_batch: usize) -> R<()> {
+        self.append_all(gen, first, n, per_batch)?;
         self.sync()
     }
     /// Calls `f(index, payload)` for each entry in `from..to`, in order.
@@ -273,14 +279,7 @@ pub fn run_all<E: Engine>(p: &Params, root: &Path) -> Map<String, Value> {
         let dir = fresh(root, "warm-up");
         let _ = guarded("warm-up", || {
             let mut e = E::open(&dir, Mode::Lazy)?;
-            let mut b = gen.batch();
-            let mut i = 0;
-            while i < n {
-                let k = p.batch.min((n - i) as usize);
-                gen.fill(&mut b, first + i, k);
-                e.append(&b)?;
-                i += k as u64;
-            }
+            e.append_all(&gen, first, n, p.batch)?;
             e.close()
         });
         let _ = std::fs::remove_dir_all(&dir);
@@ -291,15 +290,8 @@ pub fn run_all<E: Engine>(p: &Params, root: &Path) -> Map<String, Value> {
         let dir = fresh(root, "append");
         let r = guarded("append", || {
             let mut e = E::open(&dir, Mode::Lazy)?;
-            let mut b = gen.batch();
             let t = Instant::now();
-            let mut i = 0;
-            while i < n {
-                let k = p.batch.min((n - i) as usize);
-                gen.fill(&mut b, first + i, k);
-                e.append(&b)?;
-                i += k as u64;
-            }
+            e.append_all(&gen, first, n, p.batch)?;
             e.settle()?;
             let secs = t.elapsed().as_secs_f64();
             let last = e.last_index()?;
