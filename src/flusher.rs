@@ -189,13 +189,21 @@ impl Flusher {
     }
 }
 
-impl Drop for Flusher {
-    fn drop(&mut self) {
+impl Flusher {
+    /// Stops the thread once it has finished every queued request (callbacks included), and
+    /// waits for it. Later requests fail with [`Error::FlusherStopped`]. Idempotent.
+    pub(crate) fn close(&mut self) {
         // Closing the channel lets the thread finish what is queued, then exit.
         self.tx = None;
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -277,7 +285,17 @@ fn process(fs: &dyn Fs, dir: &std::path::Path, batch: &[FlushRequest]) -> Result
     for (seg, end, seal) in targets {
         let from = seg.synced();
         if end > from {
-            seg.sync_range(from, end)?;
+            // The synced mark, one sync behind: `[.., from)` is durable, so the header may
+            // say so, and it becomes durable with this sync (one range from the header on,
+            // so still one sync). Never the new `end`: the header page could reach the disk
+            // before the records it vouches for.
+            let start = if !seal && from > seg.synced_mark().unwrap_or(0) {
+                seg.write_synced_mark(from)?;
+                0
+            } else {
+                from
+            };
+            seg.sync_range(start, end)?;
             seg.set_synced(end);
         }
         if seal && !seg.is_sealed_marked() {

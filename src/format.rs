@@ -50,7 +50,8 @@ pub const LOCK_FILE: &str = "LOCK";
 /// Bytes `0..40` are written once when the segment is created and covered by `header_crc`.
 /// Bytes `40..56` are written once more, by the flusher, after every record of the sealed
 /// segment is durable: they say "this segment is complete and synced", which turns a bad record
-/// inside it from a torn write into corruption.
+/// inside it from a torn write into corruption. Bytes `56..64` (the synced mark) do the same
+/// for the records of an unsealed segment up to the offset they name.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct SegmentHeader {
@@ -73,8 +74,12 @@ pub struct SegmentHeader {
     pub sealed_magic: U64,
     /// Byte offset where the records of a sealed segment end, else zero.
     pub sealed_end: U64,
-    /// Reserved, zero.
-    pub reserved2: [u8; 8],
+    /// The synced mark of an unsealed segment: every record below this offset was durable
+    /// when the mark was written (0: no mark). Rewritten by the flusher, one sync behind.
+    pub synced_end: U32,
+    /// Check of the synced mark: CRC32C of `synced_end`'s four bytes seeded with `!salt`
+    /// (0 when there is no mark).
+    pub synced_check: U32,
 }
 
 /// Record header (24 bytes), followed by `len` body bytes and zero padding to [`RECORD_ALIGN`].

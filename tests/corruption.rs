@@ -333,9 +333,15 @@ use common::{patch, set_len};
 
 fn no_after(_: &Original, _: &Path) {}
 
+/// Offset of the synced mark in a segment header (`synced_end`, `synced_check`).
+const SYNCED_MARK: u64 = 56;
+/// The newest of the original log's segments.
+const NEWEST: usize = 3;
+
 #[test]
 fn recovery_table() {
     let orig = build();
+    assert_eq!(last(&orig), NEWEST);
     let cases: Vec<(&str, Damage, Expect, After)> = vec![
         ("untouched", |_, _| {}, Expect::Intact, no_after),
         (
@@ -451,20 +457,42 @@ fn recovery_table() {
             no_after,
         ),
         (
-            "last record of the newest segment torn (tail zeroed)",
+            // A torn write is only possible past the synced mark: the log was closed after a
+            // sync, so the mark is cleared to model a crash before that sync.
+            "last record of the newest segment torn (tail zeroed), never synced",
             |o, d| {
                 // Header fields after the CRC and the body are zero, as a torn write leaves them.
                 let at = o.last_record[last(o)] + 4;
                 let end = o.ends[last(o)];
                 patch(&o.path(d, last(o)), at, &vec![0u8; (end - at) as usize]);
+                patch(&o.path(d, last(o)), SYNCED_MARK, &[0u8; 8]);
             },
             Expect::Cut,
             no_after,
         ),
         (
-            "newest segment's checkpoint destroyed",
-            |o, d| patch(&o.path(d, last(o)), SEGMENT_HEADER_SIZE as u64, &[0xFF; 8]),
+            "last record of the newest segment zeroed below its synced mark",
+            |o, d| {
+                let at = o.last_record[last(o)] + 4;
+                let end = o.ends[last(o)];
+                patch(&o.path(d, last(o)), at, &vec![0u8; (end - at) as usize]);
+            },
+            Expect::Corrupt(NEWEST),
+            no_after,
+        ),
+        (
+            "newest segment's checkpoint destroyed, never synced",
+            |o, d| {
+                patch(&o.path(d, last(o)), SEGMENT_HEADER_SIZE as u64, &[0xFF; 8]);
+                patch(&o.path(d, last(o)), SYNCED_MARK, &[0u8; 8]);
+            },
             Expect::Cut,
+            no_after,
+        ),
+        (
+            "newest segment's checkpoint destroyed below its synced mark",
+            |o, d| patch(&o.path(d, last(o)), SEGMENT_HEADER_SIZE as u64, &[0xFF; 8]),
+            Expect::Corrupt(NEWEST),
             no_after,
         ),
         (

@@ -83,7 +83,8 @@ fn header(salt: u32, seq: u64, size: u64) -> Vec<u8> {
         header_crc: 0.into(),
         sealed_magic: 0.into(),
         sealed_end: 0.into(),
-        reserved2: [0; 8],
+        synced_end: 0.into(),
+        synced_check: 0.into(),
     };
     h.header_crc = crc32c::crc32c(&h.as_bytes()[SEGMENT_HEADER_CRC_RANGE]).into();
     h.as_bytes().to_vec()

@@ -180,7 +180,7 @@ fn struct_tables_match_the_code() {
         "SegmentHeader",
         size_of::<SegmentHeader>(),
         layout!(SegmentHeader; magic, version, salt, seq, segment_size, flags, header_crc,
-            sealed_magic, sealed_end, reserved2),
+            sealed_magic, sealed_end, synced_end, synced_check),
     );
     assert_eq!(size_of::<SegmentHeader>(), SEGMENT_HEADER_SIZE);
     check_struct(
@@ -356,7 +356,7 @@ fn a_wrong_row_is_caught() {
             "SegmentHeader",
             size_of::<SegmentHeader>(),
             layout!(SegmentHeader; magic, version, salt, seq, segment_size, flags,
-                header_crc, sealed_magic, sealed_end, reserved2),
+                header_crc, sealed_magic, sealed_end, synced_end, synced_check),
         )
     });
     assert!(r.is_err(), "a wrong size in a row went unnoticed");

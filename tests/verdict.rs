@@ -229,18 +229,38 @@ fn cases() -> Vec<(&'static str, Damage, Expect)> {
             Expect::Repaired,
         ),
         (
-            "last record of the newest segment torn",
+            // Torn only past the synced mark: the log was closed after a sync, so the mark is
+            // cleared to model a crash before that sync.
+            "last record of the newest segment torn, never synced",
+            |o, d| {
+                let at = o.last_record[o.last()] + 4;
+                let end = o.ends[o.last()];
+                patch(&o.path(d, o.last()), at, &vec![0u8; (end - at) as usize]);
+                patch(&o.path(d, o.last()), SYNCED_MARK, &[0u8; 8]);
+            },
+            Expect::Repaired,
+        ),
+        (
+            "last record of the newest segment zeroed below its synced mark",
             |o, d| {
                 let at = o.last_record[o.last()] + 4;
                 let end = o.ends[o.last()];
                 patch(&o.path(d, o.last()), at, &vec![0u8; (end - at) as usize]);
             },
+            Expect::Corrupt(MIXED_NEWEST),
+        ),
+        (
+            "newest segment's checkpoint destroyed, never synced",
+            |o, d| {
+                patch(&o.path(d, o.last()), SEGMENT_HEADER_SIZE as u64, &[0xFF; 8]);
+                patch(&o.path(d, o.last()), SYNCED_MARK, &[0u8; 8]);
+            },
             Expect::Repaired,
         ),
         (
-            "newest segment's checkpoint destroyed",
+            "newest segment's checkpoint destroyed below its synced mark",
             |o, d| patch(&o.path(d, o.last()), SEGMENT_HEADER_SIZE as u64, &[0xFF; 8]),
-            Expect::Repaired,
+            Expect::Corrupt(MIXED_NEWEST),
         ),
         (
             "garbage right after the records of a sealed segment",
@@ -498,10 +518,15 @@ fn run(orig: &Original, cases: Vec<(&'static str, Damage, Expect)>) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Offset of the synced mark in a segment header (`synced_end`, `synced_check`).
+const SYNCED_MARK: u64 = 56;
+/// The newest segment of [`build_mixed`]'s log.
+const MIXED_NEWEST: usize = 3;
+
 #[test]
 fn open_and_tools_agree_on_every_damaged_directory() {
     let orig = capture(build_mixed);
-    assert!(orig.files.len() >= 4);
+    assert_eq!(orig.last(), MIXED_NEWEST);
     run(&orig, cases());
 }
 

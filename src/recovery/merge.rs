@@ -229,6 +229,27 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
                 ));
             }
         }
+        // An unsealed segment's synced mark: every record below it was durable, so records
+        // that end before it were damaged after they were synced (corruption), not torn by a
+        // crash. (Past the mark, an early end is still a torn write.)
+        let synced_damage = match (sealed_end, seg.synced_mark()) {
+            (None, Some(mark)) if scan.end < mark => {
+                let why = match &cut {
+                    Some((_, why)) => format!(
+                        "{why}, below the synced mark {mark} (the records up to there were durable)"
+                    ),
+                    None => format!(
+                        "records end at {} but the segment was synced up to {mark}",
+                        scan.end
+                    ),
+                };
+                cut = Some((scan.end, why));
+                true
+            }
+            _ => false,
+        };
+        // Damage in a range that was durable: corruption, never a torn write.
+        let durable_damage = sealed_end.is_some() || synced_damage;
         let mut items = scan.items.iter();
         match items.next() {
             Some(Item::Checkpoint {
@@ -269,8 +290,8 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
             }
             _ => {
                 // No checkpoint: nothing valid in this segment. Only a torn write if the
-                // segment was never sealed.
-                if sealed_end.is_some() {
+                // segment was never sealed (nor synced past it).
+                if durable_damage {
                     let (off, why) = cut
                         .clone()
                         .unwrap_or((SEGMENT_HEADER_SIZE as u64, String::new()));
@@ -297,9 +318,10 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
         }
         write_pos = scan.end;
         if let Some((off, why)) = cut {
-            // A sealed segment was fully durable when it was marked: damage in it is not a
-            // torn write, whether or not it is the newest file.
-            if sealed_end.is_some() {
+            // A sealed segment was fully durable when it was marked, and an unsealed one up
+            // to its synced mark: damage there is not a torn write, whether or not it is the
+            // newest file.
+            if durable_damage {
                 corrupt_or_tolerate(mode, &mut report, seg.path(), off, &why)?;
             }
             report.cut = Some((seg.path().to_path_buf(), off, why));
@@ -330,7 +352,18 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
         write_pos = SEGMENT_HEADER_SIZE as u64;
     }
     // The runs must hold every live entry: a gap means a segment that held entries is gone.
-    check_coverage(&segments, &state, &runs, report.cut.as_ref())?;
+    // Without a cut, the record that explains the gap may be the one an unsealed recycled
+    // newest segment ended at (not a torn write there, but damaged if entries are missing).
+    let recycled_end = segments.last().zip(scans.last()).and_then(|(seg, scan)| {
+        let (off, why) = scan.recycled_end.clone()?;
+        Some((seg.path().to_path_buf(), off, why))
+    });
+    check_coverage(
+        &segments,
+        &state,
+        &runs,
+        report.cut.as_ref().or(recycled_end.as_ref()),
+    )?;
     // Leading segments that no live entry needs.
     let first_used = runs.first().map(|r| r.segment).unwrap_or(usize::MAX);
     let purged_prefix = first_used.min(segments.len().saturating_sub(1));

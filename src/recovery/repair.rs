@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::merge::Plan;
 use super::scan::first_nonzero;
 use crate::error::{Error, Result};
+use crate::format::SEGMENT_HEADER_SIZE;
 use crate::segment::FileOptions;
 use crate::segment::Segment;
 
@@ -45,11 +46,23 @@ pub fn repair(dir: &Path, plan: &mut Plan, opts: &FileOptions) -> Result<()> {
         // the whole file): the writer then starts a new segment, so bytes this life may have
         // written past the end before a power cut can never be read as records.
         let seal_recycled = k + 1 == n && seg.is_recycled() && !plan.needs_checkpoint;
+        // The writer goes on in the newest segment unless it is sealed: its synced mark must
+        // name the kept end. Lowered (only after tolerated corruption) before the bytes after
+        // the end are zeroed, raised only once the kept records are durable.
+        let marked = k + 1 == n && !seal_recycled && seg.sealed_end().is_none();
+        if marked && seg.synced_mark().is_some_and(|m| m > end) {
+            seg.write_synced_mark(end)?;
+            seg.sync_range(0, SEGMENT_HEADER_SIZE as u64)?;
+        }
         if k + 1 == n && !seal_recycled {
             zero_after(seg, end)?;
         }
         seg.sync_range(0, end)?;
         seg.set_synced(end);
+        if marked && seg.synced_mark().is_none_or(|m| m < end) {
+            seg.write_synced_mark(end)?;
+            seg.sync_range(0, SEGMENT_HEADER_SIZE as u64)?;
+        }
         let sealed = seg.sealed_end();
         if seal_recycled && sealed.is_none() {
             seg.mark_sealed(end)?;

@@ -83,6 +83,10 @@ pub struct Scan {
     pub end: u64,
     /// First bad spot after the valid prefix, and what is wrong there.
     pub torn: Option<(u64, String)>,
+    /// In an unsealed recycled segment, the spot that is not a valid record where the records
+    /// end (not a torn write: the previous life's bytes may follow), and what is wrong
+    /// there; recovery names it when entries turn out missing.
+    pub recycled_end: Option<(u64, String)>,
     /// Number of valid records.
     pub records: u64,
     /// Number of entry records.
@@ -129,6 +133,8 @@ pub struct Records<'a> {
     recycled: Option<u64>,
     pos: usize,
     stop: Option<(u64, String)>,
+    /// See [`Scan::recycled_end`].
+    recycled_end: Option<(u64, String)>,
     done: bool,
 }
 
@@ -145,6 +151,7 @@ impl<'a> Records<'a> {
             recycled: None,
             pos: SEGMENT_HEADER_SIZE,
             stop: None,
+            recycled_end: None,
             done: false,
         }
     }
@@ -171,6 +178,12 @@ impl<'a> Records<'a> {
         self.stop.as_ref()
     }
 
+    /// Where an unsealed recycled segment's records ended at a spot that is not a record
+    /// (see [`Scan::recycled_end`]).
+    pub fn recycled_end(&self) -> Option<&(u64, String)> {
+        self.recycled_end.as_ref()
+    }
+
     fn halt(&mut self, offset: usize, why: impl Into<String>) -> Option<Found<'a>> {
         self.stop = Some((offset as u64, why.into()));
         self.done = true;
@@ -195,7 +208,8 @@ impl<'a> Iterator for Records<'a> {
         }
         let rest = self.bytes.get(pos..).unwrap_or(&[]);
         let r = match decode_with(self.seed, rest) {
-            Decoded::Invalid(_) if self.recycled == Some(0) => {
+            Decoded::Invalid(why) if self.recycled == Some(0) => {
+                self.recycled_end = Some((pos as u64, why.to_string()));
                 self.done = true;
                 return None;
             }
@@ -273,6 +287,7 @@ pub fn scan_segment(seg: &Segment) -> Scan {
         offsets: Offsets::default(),
         end: SEGMENT_HEADER_SIZE as u64,
         torn: None,
+        recycled_end: None,
         records: 0,
         entries: 0,
         last_offset: None,
@@ -290,6 +305,7 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     }
     scan.end = records.end();
     scan.torn = records.stop().cloned();
+    scan.recycled_end = records.recycled_end().cloned();
     scan
 }
 

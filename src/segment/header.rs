@@ -29,6 +29,27 @@ pub(super) fn random_salt(seq: u64, avoid: Option<u32>) -> u32 {
     }
 }
 
+/// The check value of a synced mark `end` in a segment with `salt`: CRC32C of the mark's four
+/// bytes, seeded with the complement of the salt, so a mark from another file (or another
+/// life of this one) does not pass here.
+pub(crate) fn synced_mark_check(salt: u32, end: u32) -> u32 {
+    crc32c::crc32c_append(!salt, &end.to_le_bytes())
+}
+
+/// The synced mark a header carries: `Some(end)` when its check passes and `end` is a
+/// record boundary inside the file after the header; `None` for no mark (zeros, as in
+/// segments written before the mark existed, or a new one) and for a mark that fails its
+/// check (then nothing is known about what was synced, as for a log without marks).
+pub(crate) fn parse_synced_mark(header: &SegmentHeader) -> Option<u64> {
+    let end = header.synced_end.get();
+    let ok = end != 0
+        && header.synced_check.get() == synced_mark_check(header.salt.get(), end)
+        && u64::from(end) >= crate::format::SEGMENT_HEADER_SIZE as u64
+        && u64::from(end) <= header.segment_size.get()
+        && end as usize % crate::format::RECORD_ALIGN == 0;
+    ok.then_some(u64::from(end))
+}
+
 pub(super) fn short_file_reason(len: u64, size: u64) -> String {
     format!("file is {len} bytes but its header says {size}: shortened behind our back")
 }

@@ -103,6 +103,10 @@ pub struct Segment {
     /// open and set by [`Segment::mark_sealed`], so nobody reads header bytes from the map
     /// while the flusher may write them.
     sealed_end: AtomicU64,
+    /// The synced mark last written into the header (bytes 56..64), or read from it at open:
+    /// every record below it was durable when it was written (0: none). Only the flusher
+    /// (or recovery, before it exists) writes it.
+    synced_mark: AtomicU64,
     /// The file descriptor, only while it is needed (the active segment): the map stays
     /// valid without it, so a log with thousands of segments does not hold thousands of fds.
     /// Reopened by path when needed again.
@@ -178,7 +182,8 @@ impl Segment {
             header_crc: 0.into(),
             sealed_magic: 0.into(),
             sealed_end: 0.into(),
-            reserved2: [0; 8],
+            synced_end: 0.into(),
+            synced_check: 0.into(),
         };
         header.header_crc = crc32c::crc32c(&header.as_bytes()[SEGMENT_HEADER_CRC_RANGE]).into();
         let seg = Segment {
@@ -194,6 +199,7 @@ impl Segment {
             writable: true,
             synced: AtomicU64::new(0),
             sealed_end: AtomicU64::new(0),
+            synced_mark: AtomicU64::new(0),
             file: Mutex::new(Some(prepared.file)),
             id: Segment::register(id),
         };
@@ -279,6 +285,7 @@ impl Segment {
             writable,
             synced: AtomicU64::new(0),
             sealed_end: AtomicU64::new(if sealed { header.sealed_end.get() } else { 0 }),
+            synced_mark: AtomicU64::new(header::parse_synced_mark(&header).unwrap_or(0)),
             // Closed now: the map stays valid, and only the active segment needs an fd.
             file: Mutex::new(None),
             id: Segment::register(id),
@@ -597,6 +604,56 @@ impl Segment {
         unsafe { self.write_at(40, &mark)? };
         self.sync_range(0, SEGMENT_HEADER_SIZE as u64)?;
         self.sealed_end.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    /// At close, once no flush runs: writes the synced mark up to everything synced (if it
+    /// lags) and syncs the header. Best effort: a failure leaves the older mark, which only
+    /// makes recovery more lenient.
+    pub(crate) fn mark_synced_on_close(&self) {
+        let synced = self.synced();
+        if !self.writable
+            || self.is_sealed_marked()
+            || synced <= self.synced_mark().unwrap_or(0)
+            || synced < SEGMENT_HEADER_SIZE as u64
+        {
+            return;
+        }
+        if self.write_synced_mark(synced).is_ok() {
+            let _ = self.sync_range(0, SEGMENT_HEADER_SIZE as u64);
+        }
+    }
+
+    /// The synced mark (header bytes 56..64) as last written or read at open: `Some(end)`
+    /// when every record below `end` was durable when it was written.
+    pub fn synced_mark(&self) -> Option<u64> {
+        match self.synced_mark.load(Ordering::Acquire) {
+            0 => None,
+            end => Some(end),
+        }
+    }
+
+    /// Writes the synced mark `end` into the header, *without* syncing it: the caller makes it
+    /// durable with (or after) the records below `end`, never before them. Every record below
+    /// `end` must already be durable. Called by the flusher (or recovery, before it exists)
+    /// only.
+    pub(crate) fn write_synced_mark(&self, end: u64) -> Result<()> {
+        let Ok(end32) = u32::try_from(end) else {
+            return Err(Error::corrupt(
+                &self.path,
+                56,
+                format!("synced mark {end} does not fit the header"),
+            ));
+        };
+        let mut mark = [0u8; 8];
+        mark[..4].copy_from_slice(&end32.to_le_bytes());
+        mark[4..].copy_from_slice(&header::synced_mark_check(self.salt, end32).to_le_bytes());
+        // SAFETY: bytes 56..64 of the header are never covered by a reference: readers only
+        // borrow record ranges (>= SEGMENT_HEADER_SIZE), recovery's whole-file slices are
+        // dropped before the flusher starts, and `synced_mark()` reads the atomic, not the map.
+        // Only the flusher (or recovery, before it exists) writes these bytes.
+        unsafe { self.write_at(56, &mark)? };
+        self.synced_mark.store(end, Ordering::Release);
         Ok(())
     }
 }

@@ -87,6 +87,13 @@ impl Drop for Store {
         for spare in self.spares.drain(..) {
             spare.discard();
         }
+        // The flush thread finishes what is queued; then the active segment's synced mark is
+        // brought up to everything synced (the flusher leaves it one sync behind), so that a
+        // log closed after a sync has all of its records under the mark.
+        self.flusher.close();
+        if self.flusher.poisoned().is_none() {
+            self.active.mark_synced_on_close();
+        }
     }
 }
 
