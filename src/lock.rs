@@ -1,9 +1,18 @@
-//! One writer per log directory: a POSIX record lock on `DIR/LOCK`, plus a registry of the
-//! locks this process holds.
+//! Who may use a log directory: POSIX record locks on bytes of `DIR/LOCK`, plus a registry of
+//! the locks this process holds.
 //!
-//! * A [`Store`](crate::Store) takes a write lock ([`DirLock`], `fcntl(F_SETLK)` with `F_WRLCK`
-//!   over the whole file); read-only tools take a read lock ([`ReadLock`], `F_RDLCK`). Neither
-//!   waits: contention is [`Error::Locked`] at once.
+//! * **Byte 0: the directory.** A [`Store`](crate::Store) takes a write lock on byte 0
+//!   ([`DirLock`], `fcntl(F_SETLK)` with `F_WRLCK`); read-only tools take a read lock on it
+//!   ([`ReadLock`], `F_RDLCK`). Neither waits: contention is [`Error::Locked`] at once.
+//! * **Byte 1: the mappings.** Every process that maps segment files of the directory holds a
+//!   read lock on byte 1 for as long as any of those mappings lives ([`MapLock`], taken by
+//!   each segment file before it is mapped and released with it). A view, or anything else
+//!   that keeps an `Arc` of a segment, may outlive its `Store`: the `Store`'s lock on byte 0
+//!   goes, the lock on byte 1 stays. Another process may then open the directory and write,
+//!   but its preparer asks ([`others_map`], `F_GETLK`) before it rewrites a pooled file, and
+//!   leaves the pool alone while another process holds byte 1 (invariant I6). Mapping needs
+//!   byte 0 first (a `Store` or a tool maps files only while it holds its lock), so no other
+//!   process can start mapping while a `Store` holds the directory.
 //! * POSIX record locks belong to the process, not to the open file description: a child
 //!   forked by any thread of this process (e.g. a `std::process::Command` spawned elsewhere)
 //!   does not inherit them, even though it holds copies of our descriptors until its `exec`.
@@ -13,13 +22,18 @@
 //!   drops all of the process's locks on it. So every lock this process holds is also
 //!   recorded in a process-wide registry keyed by the directory's `(dev, ino)`, checked before
 //!   the `LOCK` file is opened: a second `Store` on a directory, or a `Store` and a tool, are
-//!   refused with [`Error::Locked`] without opening (and then closing) the file; tools in this
-//!   process share one descriptor and one read lock, counted. Entries are added and removed
-//!   (and their descriptor closed) under the registry's mutex.
+//!   refused with [`Error::Locked`] without opening (and then closing) the file; tools and
+//!   mappings in this process share one descriptor, counted. A descriptor is closed only when
+//!   the directory's entry goes, once nobody in the process holds any of its locks. Entries
+//!   are added and removed (and their descriptor closed) under the registry's mutex.
+//! * Versions of this crate that lock the whole file conflict with either byte: such a
+//!   process and this one exclude each other while either holds anything (a `Store`, a tool,
+//!   or, on this side, a mapping), which is only more cautious. Such an older process does not
+//!   hold byte 1 for its own views once its `Store` is gone.
 //!
 //! Code that opens `DIR/LOCK` itself (a backup copying every file of a live directory, say)
-//! and closes it again releases this process's lock on the directory, so that another process
-//! could then open it: copy only the segment files.
+//! and closes it again releases this process's locks on the directory, so that another
+//! process could then open it: copy only the segment files.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -34,21 +48,45 @@ use crate::format::LOCK_FILE;
 /// A directory, by `(st_dev, st_ino)`.
 type DirId = (u64, u64);
 
-/// Who in this process holds a directory.
-#[derive(Debug)]
-enum Holders {
-    /// One `Store`.
-    Writer,
-    /// This many read-only tools, sharing the descriptor.
-    Readers(usize),
-}
+/// The byte of `LOCK` that a `Store` (write) or a tool (read) locks.
+const DIR_BYTE: libc::off_t = 0;
+/// The byte of `LOCK` that every process mapping segment files read-locks.
+const MAP_BYTE: libc::off_t = 1;
 
-/// One registry entry: the holders and the descriptor that carries the record lock (`None` for
-/// readers of a directory on a read-only file system without a `LOCK` file).
+/// What this process holds on one directory, and the descriptor that carries the locks.
 #[derive(Debug)]
 struct Held {
-    holders: Holders,
-    _file: Option<File>,
+    /// A `Store` holds byte 0 (write).
+    writer: bool,
+    /// This many read-only tools hold byte 0 (read), sharing the lock.
+    readers: usize,
+    /// This many live mappings of the directory's files hold byte 1 (read), sharing the lock.
+    mappers: usize,
+    /// The descriptor the locks were taken through (`None` on a read-only file system without
+    /// a `LOCK` file, where nobody can write).
+    file: Option<File>,
+    /// Whether `file` is open for writing (a write lock needs that).
+    writable: bool,
+    /// Earlier descriptors of the file, kept open until the entry goes: closing one would
+    /// drop every lock of the process on the file.
+    retired: Vec<File>,
+}
+
+impl Held {
+    fn empty(file: Option<File>, writable: bool) -> Self {
+        Held {
+            writer: false,
+            readers: 0,
+            mappers: 0,
+            file,
+            writable,
+            retired: Vec::new(),
+        }
+    }
+
+    fn is_unused(&self) -> bool {
+        !self.writer && self.readers == 0 && self.mappers == 0
+    }
 }
 
 /// Every directory this process holds a lock on.
@@ -79,16 +117,28 @@ fn locked(dir: &Path) -> Error {
     }
 }
 
-/// Takes a POSIX record lock (`kind` = `F_WRLCK` or `F_RDLCK`) on the whole of `file` (the
-/// directory's `LOCK` file at `lock_path`) without waiting. Contention is [`Error::Locked`]
-/// naming the directory.
-fn set_lock(file: &File, kind: libc::c_int, dir: &Path, lock_path: &Path) -> Result<()> {
+/// A `flock` for one byte.
+fn byte_lock(kind: libc::c_int, byte: libc::off_t) -> libc::flock {
     // SAFETY: `flock` is a plain C struct of integers, for which all zeroes is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = 0;
-    fl.l_len = 0; // to the end of the file, however long it grows
+    fl.l_start = byte;
+    fl.l_len = 1;
+    fl
+}
+
+/// Sets (`F_WRLCK`, `F_RDLCK`) or releases (`F_UNLCK`) this process's POSIX record lock on
+/// `byte` of `file` (the directory's `LOCK` file at `lock_path`) without waiting. Contention is
+/// [`Error::Locked`] naming the directory.
+fn set_lock(
+    file: &File,
+    kind: libc::c_int,
+    byte: libc::off_t,
+    dir: &Path,
+    lock_path: &Path,
+) -> Result<()> {
+    let fl = byte_lock(kind, byte);
     loop {
         // SAFETY: the descriptor is open (borrowed from `file` for the call) and `fl` is a
         // valid, initialised `flock` that outlives the call; F_SETLK does not block.
@@ -105,28 +155,86 @@ fn set_lock(file: &File, kind: libc::c_int, dir: &Path, lock_path: &Path) -> Res
     }
 }
 
-/// A registry entry held by one guard; dropping it releases this guard's share.
+/// Releases `byte`; best effort (an unlock only fails on a bad descriptor, and then the
+/// lock goes with the descriptor anyway).
+fn unlock(held: &Held, byte: libc::off_t) {
+    if let Some(f) = &held.file {
+        let fl = byte_lock(libc::F_UNLCK, byte);
+        // SAFETY: as in `set_lock`.
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &fl) };
+    }
+}
+
+/// Opens `DIR/LOCK` for reading, creating it (empty) if it is missing; `None` where it is
+/// missing and cannot be created because the file system is read-only (`EROFS`; no `Store`
+/// can write there).
+fn open_for_reading(path: &Path) -> Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match open_for_writing(path) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => Ok(None),
+            Err(e) => Err(Error::io("create lock file", path, e)),
+        },
+        Err(e) => Err(Error::io("open lock file", path, e)),
+    }
+}
+
+fn open_for_writing(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
+/// Which share of a registry entry a guard holds.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Writer,
+    Reader,
+    Mapper,
+}
+
+/// A registry entry's share held by one guard; dropping it releases that share (and the
+/// lock byte when it was the last of its kind), and the entry with its descriptor when
+/// nothing else holds it.
 #[derive(Debug)]
 struct Registration {
     id: DirId,
+    role: Role,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut reg = registry();
-        if let Some(Held {
-            holders: Holders::Readers(n),
-            ..
-        }) = reg.get_mut(&self.id)
-        {
-            if *n > 1 {
-                *n -= 1;
-                return;
+        let Some(held) = reg.get_mut(&self.id) else {
+            return;
+        };
+        match self.role {
+            Role::Writer => {
+                held.writer = false;
+                unlock(held, DIR_BYTE);
+            }
+            Role::Reader => {
+                held.readers = held.readers.saturating_sub(1);
+                if held.readers == 0 {
+                    unlock(held, DIR_BYTE);
+                }
+            }
+            Role::Mapper => {
+                held.mappers = held.mappers.saturating_sub(1);
+                if held.mappers == 0 {
+                    unlock(held, MAP_BYTE);
+                }
             }
         }
-        // The last holder: closing the descriptor (still under the mutex, so nobody in this
-        // process can open the file meanwhile) releases the record lock.
-        drop(reg.remove(&self.id));
+        if held.is_unused() {
+            // The last holder: closing the descriptors (still under the mutex, so nobody in
+            // this process can open the file meanwhile) releases whatever is left.
+            drop(reg.remove(&self.id));
+        }
     }
 }
 
@@ -139,33 +247,46 @@ pub struct DirLock {
 impl DirLock {
     /// Takes the write lock on `dir`, creating `DIR/LOCK` if needed. Fails at once with
     /// [`Error::Locked`] if a `Store` or a read-only tool, in this process or another, holds
-    /// the directory.
+    /// the directory. Views of this process or another that outlived their `Store` do not
+    /// keep it out (they hold only the mapping byte).
     pub fn acquire(dir: &Path) -> Result<Self> {
         let id = dir_id(dir)?;
-        let mut reg = registry();
-        if reg.contains_key(&id) {
-            // Checked before opening the file: closing a second descriptor would release the
-            // lock held through the first.
-            return Err(locked(dir));
-        }
         let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("open lock file", &path, e))?;
-        set_lock(&file, libc::F_WRLCK, dir, &path)?;
-        reg.insert(
-            id,
-            Held {
-                holders: Holders::Writer,
-                _file: Some(file),
-            },
-        );
+        let mut reg = registry();
+        if let Some(held) = reg.get_mut(&id) {
+            // Only mappings hold the entry (else the directory is taken in this process):
+            // the write lock is taken through a descriptor open for writing. A new descriptor
+            // is kept even when the lock fails, since closing it would drop the mapping lock.
+            if held.writer || held.readers > 0 {
+                return Err(locked(dir));
+            }
+            if !held.writable {
+                let file =
+                    open_for_writing(&path).map_err(|e| Error::io("open lock file", &path, e))?;
+                if let Some(old) = held.file.replace(file) {
+                    held.retired.push(old);
+                }
+                held.writable = true;
+            }
+            if let Some(f) = &held.file {
+                set_lock(f, libc::F_WRLCK, DIR_BYTE, dir, &path)?;
+            }
+            held.writer = true;
+        } else {
+            // Checked before opening the file: closing a second descriptor would release the
+            // locks held through the first.
+            let file =
+                open_for_writing(&path).map_err(|e| Error::io("open lock file", &path, e))?;
+            set_lock(&file, libc::F_WRLCK, DIR_BYTE, dir, &path)?;
+            let mut held = Held::empty(Some(file), true);
+            held.writer = true;
+            reg.insert(id, held);
+        }
         Ok(DirLock {
-            _reg: Registration { id },
+            _reg: Registration {
+                id,
+                role: Role::Writer,
+            },
         })
     }
 }
@@ -187,51 +308,113 @@ impl ReadLock {
     /// read-only (`EROFS`; no `Store` can write there) is the directory read without a lock.
     pub fn acquire(dir: &Path) -> Result<Self> {
         let id = dir_id(dir)?;
-        let mut reg = registry();
-        match reg.get_mut(&id) {
-            Some(Held {
-                holders: Holders::Readers(n),
-                ..
-            }) => {
-                *n += 1;
-                return Ok(ReadLock {
-                    _reg: Registration { id },
-                });
-            }
-            Some(_) => return Err(locked(dir)),
-            None => {}
-        }
         let path = dir.join(LOCK_FILE);
-        let file = match File::open(&path) {
-            Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&path)
-                {
-                    Ok(f) => Some(f),
-                    Err(e) if e.raw_os_error() == Some(libc::EROFS) => None,
-                    Err(e) => return Err(Error::io("create lock file", &path, e)),
+        let mut reg = registry();
+        if let Some(held) = reg.get_mut(&id) {
+            if held.writer {
+                return Err(locked(dir));
+            }
+            if held.readers == 0 {
+                if let Some(f) = &held.file {
+                    set_lock(f, libc::F_RDLCK, DIR_BYTE, dir, &path)?;
                 }
             }
-            Err(e) => return Err(Error::io("open lock file", &path, e)),
-        };
-        if let Some(f) = &file {
-            set_lock(f, libc::F_RDLCK, dir, &path)?;
+            held.readers += 1;
+        } else {
+            let file = open_for_reading(&path)?;
+            if let Some(f) = &file {
+                set_lock(f, libc::F_RDLCK, DIR_BYTE, dir, &path)?;
+            }
+            let mut held = Held::empty(file, false);
+            held.readers = 1;
+            reg.insert(id, held);
         }
-        reg.insert(
-            id,
-            Held {
-                holders: Holders::Readers(1),
-                _file: file,
-            },
-        );
         Ok(ReadLock {
-            _reg: Registration { id },
+            _reg: Registration {
+                id,
+                role: Role::Reader,
+            },
         })
+    }
+}
+
+/// A share of this process's read lock on byte 1 of a directory's `LOCK` file: "this process
+/// maps segment files of the directory". Each mapped segment file holds one from before it is
+/// mapped until its map is gone; the lock is released with the last one.
+#[derive(Debug)]
+pub(crate) struct MapLock {
+    _reg: Registration,
+}
+
+impl MapLock {
+    /// Takes a share of the mapping lock of the directory `dir`. The caller holds the
+    /// directory (a `Store` or a tool) in this process, so that no other process's `Store` can
+    /// be writing it; if nobody in this process does (only tests map files that way), the
+    /// `LOCK` file is opened (created if missing) for the mapping lock alone.
+    pub(crate) fn acquire(dir: &Path) -> Result<Self> {
+        let id = dir_id(dir)?;
+        let path = dir.join(LOCK_FILE);
+        let mut reg = registry();
+        if let Some(held) = reg.get_mut(&id) {
+            if held.mappers == 0 {
+                if let Some(f) = &held.file {
+                    set_lock(f, libc::F_RDLCK, MAP_BYTE, dir, &path)?;
+                }
+            }
+            held.mappers += 1;
+        } else {
+            let file = open_for_reading(&path)?;
+            if let Some(f) = &file {
+                set_lock(f, libc::F_RDLCK, MAP_BYTE, dir, &path)?;
+            }
+            let mut held = Held::empty(file, false);
+            held.mappers = 1;
+            reg.insert(id, held);
+        }
+        Ok(MapLock {
+            _reg: Registration {
+                id,
+                role: Role::Mapper,
+            },
+        })
+    }
+}
+
+/// Whether another process holds the mapping lock of `dir` (byte 1 of `DIR/LOCK`, or the whole
+/// file, as older versions lock it): then files it mapped may still be mapped there, and a
+/// pooled file must not be rewritten. Asked with `F_GETLK`, which ignores this process's own
+/// locks. A directory without a `LOCK` file has no other mapper.
+pub(crate) fn others_map(dir: &Path) -> Result<bool> {
+    let id = dir_id(dir)?;
+    let path = dir.join(LOCK_FILE);
+    let reg = registry();
+    let opened;
+    let file = match reg.get(&id).map(|h| h.file.as_ref()) {
+        Some(Some(f)) => f,
+        Some(None) => return Ok(false),
+        // Nothing of this process holds the directory: a descriptor opened and closed here
+        // releases no lock of ours.
+        None => match File::open(&path) {
+            Ok(f) => {
+                opened = f;
+                &opened
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("open lock file", &path, e)),
+        },
+    };
+    let mut fl = byte_lock(libc::F_WRLCK, MAP_BYTE);
+    loop {
+        // SAFETY: the descriptor is open for the call and `fl` is a valid `flock` the kernel
+        // may overwrite (it outlives the call); F_GETLK does not block.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) };
+        if r == 0 {
+            return Ok(fl.l_type != libc::F_UNLCK as libc::c_short);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(Error::io("query lock", &path, e));
+        }
     }
 }
 
@@ -283,5 +466,48 @@ mod tests {
         assert!(matches!(err, Error::Io { .. }), "{err}");
         let err = DirLock::acquire(&dir.path().join("missing")).unwrap_err();
         assert!(matches!(err, Error::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn mappings_outlive_the_writer_and_leave_the_directory_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = DirLock::acquire(dir.path()).unwrap();
+        let m = MapLock::acquire(dir.path()).unwrap();
+        let m2 = MapLock::acquire(dir.path()).unwrap();
+        drop(w);
+        // Only mappings hold the directory: a writer or a tool may take it.
+        let r = ReadLock::acquire(dir.path()).unwrap();
+        drop(r);
+        let w = DirLock::acquire(dir.path()).unwrap();
+        assert!(matches!(
+            DirLock::acquire(dir.path()),
+            Err(Error::Locked { .. })
+        ));
+        drop(m);
+        // This process's own mapping lock does not count as another's.
+        assert!(!others_map(dir.path()).unwrap());
+        drop(w);
+        drop(m2);
+        let id = dir_id(dir.path()).unwrap();
+        assert!(
+            !registry().contains_key(&id),
+            "the entry goes with its last holder"
+        );
+        ReadLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_writer_after_a_tool_whose_mappings_live_gets_a_writable_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = ReadLock::acquire(dir.path()).unwrap();
+        let m = MapLock::acquire(dir.path()).unwrap();
+        drop(r);
+        let w = DirLock::acquire(dir.path()).unwrap();
+        drop(m);
+        assert!(matches!(
+            ReadLock::acquire(dir.path()),
+            Err(Error::Locked { .. })
+        ));
+        drop(w);
     }
 }

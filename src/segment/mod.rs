@@ -30,6 +30,7 @@ use crate::format::{
     SEGMENT_MAGIC,
 };
 use crate::io::{allocate, Fs};
+use crate::lock::MapLock;
 
 mod header;
 mod mapped;
@@ -109,6 +110,9 @@ pub struct Segment {
     file: Mutex<Option<File>>,
     /// (device, inode): this segment's entry in the registry of mapped files.
     id: (u64, u64),
+    /// This process's mapping lock on the directory, held while the map lives (declared
+    /// after `map`, so dropped after it): another process does not rewrite the file meanwhile.
+    _map_lock: MapLock,
 }
 
 impl Segment {
@@ -131,7 +135,17 @@ impl Drop for Segment {
     }
 }
 
-/// The one place where a file is mapped.
+/// The directory a segment or pooled file at `path` is in (whose `LOCK` file carries the
+/// mapping lock).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// The one place where a file is mapped. The caller holds a [`MapLock`] of the file's
+/// directory for as long as the map lives.
 fn map_file(fs: &dyn Fs, file: &File, path: &Path, size: u64, writable: bool) -> Result<MmapRaw> {
     let len = usize::try_from(size)
         .map_err(|_| Error::InvalidConfig(format!("segment size {size} does not fit in memory")))?;
@@ -196,6 +210,7 @@ impl Segment {
             sealed_end: AtomicU64::new(0),
             file: Mutex::new(Some(prepared.file)),
             id: Segment::register(id),
+            _map_lock: prepared.map_lock,
         };
         // SAFETY: the segment is new: no reader can hold a slice into it yet (I1).
         if let Err(e) = unsafe { seg.write_at(0, header.as_bytes()) } {
@@ -263,6 +278,7 @@ impl Segment {
         if len < size && !allow_short {
             return Err(Error::corrupt(path, len, short_file_reason(len, size)));
         }
+        let map_lock = MapLock::acquire(dir_of(path))?;
         let map = map_file(&*opts.fs, &file, path, size.min(len), writable)?;
         let id = file_id(&file, path)?;
         let sealed = header.sealed_magic.get() == SEALED_MAGIC;
@@ -282,6 +298,7 @@ impl Segment {
             // Closed now: the map stays valid, and only the active segment needs an fd.
             file: Mutex::new(None),
             id: Segment::register(id),
+            _map_lock: map_lock,
         })
     }
 
