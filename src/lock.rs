@@ -38,7 +38,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
@@ -169,7 +169,7 @@ fn unlock(held: &Held, byte: libc::off_t) {
 /// missing and cannot be created because the file system is read-only (`EROFS`; no `Store`
 /// can write there).
 fn open_for_reading(path: &Path) -> Result<Option<File>> {
-    match File::open(path) {
+    match open_lock_only_to_read(path) {
         Ok(f) => Ok(Some(f)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => match open_for_writing(path) {
             Ok(f) => Ok(Some(f)),
@@ -180,13 +180,29 @@ fn open_for_reading(path: &Path) -> Result<Option<File>> {
     }
 }
 
+/// Opens an existing `DIR/LOCK` for reading (no symlink followed, no FIFO waited for).
+fn open_lock_only_to_read(path: &Path) -> std::io::Result<File> {
+    crate::io::regular(
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path),
+    )
+}
+
+/// Opens `DIR/LOCK` for reading and writing, creating it if it is missing. Like the segment
+/// files, it is opened without following a symlink or blocking on a FIFO, and must be a
+/// regular file.
 fn open_for_writing(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+    crate::io::regular(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path),
+    )
 }
 
 /// Which share of a registry entry a guard holds.
@@ -394,7 +410,7 @@ pub(crate) fn others_map(dir: &Path) -> Result<bool> {
         Some(None) => return Ok(false),
         // Nothing of this process holds the directory: a descriptor opened and closed here
         // releases no lock of ours.
-        None => match File::open(&path) {
+        None => match open_lock_only_to_read(&path) {
             Ok(f) => {
                 opened = f;
                 &opened
