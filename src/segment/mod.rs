@@ -150,7 +150,10 @@ fn map_file(fs: &dyn Fs, file: &File, path: &Path, size: u64, writable: bool) ->
     let len = usize::try_from(size)
         .map_err(|_| Error::InvalidConfig(format!("segment size {size} does not fit in memory")))?;
     // SAFETY: mapping is unsafe because another process could change or shorten the file
-    // while it is mapped. The directory is locked against other instances of this library,
+    // while it is mapped. The directory is locked against other instances of this library
+    // (byte 0 of `LOCK` while a `Store` or tool works in it, and the caller's `MapLock` on
+    // byte 1 for as long as the map lives, which keeps other processes' preparers from
+    // rewriting it: invariant I6),
     // the file has been allocated to at least `size` bytes before this call (I4), and
     // `MmapRaw` never hands out references: all access goes through the functions below, whose
     // own SAFETY comments state the rules. Files changed behind our back by other programs are
