@@ -48,6 +48,17 @@ use crate::format::LOCK_FILE;
 /// A directory, by `(st_dev, st_ino)`.
 type DirId = (u64, u64);
 
+/// A registry entry's key: the `LOCK` file by `(st_dev, st_ino)`, or, on a read-only file
+/// system without one, the directory. Not the directory alone: a directory removed while this
+/// process still holds its entry (views kept after their `Store`) frees its inode number for
+/// a new directory, whose `LOCK` is another file; the entry's open descriptor keeps its `LOCK`
+/// file's inode from being reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Lock(u64, u64),
+    Dir(DirId),
+}
+
 /// The byte of `LOCK` that a `Store` (write) or a tool (read) locks.
 const DIR_BYTE: libc::off_t = 0;
 /// The byte of `LOCK` that every process mapping segment files read-locks.
@@ -90,10 +101,9 @@ impl Held {
 }
 
 /// Every directory this process holds a lock on.
-static REGISTRY: LazyLock<Mutex<HashMap<DirId, Held>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static REGISTRY: LazyLock<Mutex<HashMap<Key, Held>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
-fn registry() -> MutexGuard<'static, HashMap<DirId, Held>> {
+fn registry() -> MutexGuard<'static, HashMap<Key, Held>> {
     // Nothing panics while the mutex is held, and every update leaves the map consistent.
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -109,6 +119,17 @@ fn dir_id(dir: &Path) -> Result<DirId> {
         ));
     }
     Ok((meta.dev(), meta.ino()))
+}
+
+/// The key of this process's entry for the directory `dir` (identity `dir_key`) whose lock
+/// file is `path`, if it has one. Looked up without opening the file (`lstat`).
+fn find(reg: &HashMap<Key, Held>, dir_key: DirId, path: &Path) -> Result<Option<Key>> {
+    let key = match std::fs::symlink_metadata(path) {
+        Ok(m) => Key::Lock(m.dev(), m.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Key::Dir(dir_key),
+        Err(e) => return Err(Error::io("stat lock file", path, e)),
+    };
+    Ok(reg.contains_key(&key).then_some(key))
 }
 
 fn locked(dir: &Path) -> Error {
@@ -218,14 +239,14 @@ enum Role {
 /// nothing else holds it.
 #[derive(Debug)]
 struct Registration {
-    id: DirId,
+    key: Key,
     role: Role,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut reg = registry();
-        let Some(held) = reg.get_mut(&self.id) else {
+        let Some(held) = reg.get_mut(&self.key) else {
             return;
         };
         match self.role {
@@ -249,9 +270,100 @@ impl Drop for Registration {
         if held.is_unused() {
             // The last holder: closing the descriptors (still under the mutex, so nobody in
             // this process can open the file meanwhile) releases whatever is left.
-            drop(reg.remove(&self.id));
+            drop(reg.remove(&self.key));
         }
     }
+}
+
+/// Joins `held` (a new entry, or this process's entry for the directory) as `role`, taking
+/// the lock byte the role needs unless the process holds it already.
+fn join(held: &mut Held, role: Role, dir: &Path, path: &Path) -> Result<()> {
+    match role {
+        Role::Writer => {
+            if held.writer || held.readers > 0 {
+                return Err(locked(dir));
+            }
+            // Only mappings hold the entry: the write lock needs a descriptor open for
+            // writing. A new one is kept even when the lock fails, since closing it would
+            // drop the mapping lock.
+            if !held.writable {
+                let file =
+                    open_for_writing(path).map_err(|e| Error::io("open lock file", path, e))?;
+                if let Some(old) = held.file.replace(file) {
+                    held.retired.push(old);
+                }
+                held.writable = true;
+            }
+            if let Some(f) = &held.file {
+                set_lock(f, libc::F_WRLCK, DIR_BYTE, dir, path)?;
+            }
+            held.writer = true;
+        }
+        Role::Reader => {
+            if held.writer {
+                return Err(locked(dir));
+            }
+            if held.readers == 0 {
+                if let Some(f) = &held.file {
+                    set_lock(f, libc::F_RDLCK, DIR_BYTE, dir, path)?;
+                }
+            }
+            held.readers += 1;
+        }
+        Role::Mapper => {
+            if held.mappers == 0 {
+                if let Some(f) = &held.file {
+                    set_lock(f, libc::F_RDLCK, MAP_BYTE, dir, path)?;
+                }
+            }
+            held.mappers += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Takes `role`'s share of `dir`: joins this process's entry for the directory if there is
+/// one (found without opening the file: closing a second descriptor would release the locks
+/// held through the first), else opens `DIR/LOCK` (creating it if missing), takes the lock and
+/// adds the entry.
+fn acquire(dir: &Path, role: Role) -> Result<Registration> {
+    let dir_key = dir_id(dir)?;
+    let path = dir.join(LOCK_FILE);
+    let mut reg = registry();
+    if let Some(key) = find(&reg, dir_key, &path)? {
+        if let Some(held) = reg.get_mut(&key) {
+            join(held, role, dir, &path)?;
+            return Ok(Registration { key, role });
+        }
+    }
+    let file = match role {
+        Role::Writer => {
+            Some(open_for_writing(&path).map_err(|e| Error::io("open lock file", &path, e))?)
+        }
+        Role::Reader | Role::Mapper => open_for_reading(&path)?,
+    };
+    let key = match &file {
+        Some(f) => {
+            let m = f
+                .metadata()
+                .map_err(|e| Error::io("stat lock file", &path, e))?;
+            Key::Lock(m.dev(), m.ino())
+        }
+        None => Key::Dir(dir_key),
+    };
+    if let Some(held) = reg.get_mut(&key) {
+        // The file appeared under its name only now, yet the process holds it (it was
+        // renamed back, say): the new descriptor is kept, not closed.
+        if let Some(f) = file {
+            held.retired.push(f);
+        }
+        join(held, role, dir, &path)?;
+        return Ok(Registration { key, role });
+    }
+    let mut held = Held::empty(file, matches!(role, Role::Writer));
+    join(&mut held, role, dir, &path)?;
+    reg.insert(key, held);
+    Ok(Registration { key, role })
 }
 
 /// A held write lock on a log directory (one `Store`); released on drop.
@@ -266,43 +378,8 @@ impl DirLock {
     /// the directory. Views of this process or another that outlived their `Store` do not
     /// keep it out (they hold only the mapping byte).
     pub fn acquire(dir: &Path) -> Result<Self> {
-        let id = dir_id(dir)?;
-        let path = dir.join(LOCK_FILE);
-        let mut reg = registry();
-        if let Some(held) = reg.get_mut(&id) {
-            // Only mappings hold the entry (else the directory is taken in this process):
-            // the write lock is taken through a descriptor open for writing. A new descriptor
-            // is kept even when the lock fails, since closing it would drop the mapping lock.
-            if held.writer || held.readers > 0 {
-                return Err(locked(dir));
-            }
-            if !held.writable {
-                let file =
-                    open_for_writing(&path).map_err(|e| Error::io("open lock file", &path, e))?;
-                if let Some(old) = held.file.replace(file) {
-                    held.retired.push(old);
-                }
-                held.writable = true;
-            }
-            if let Some(f) = &held.file {
-                set_lock(f, libc::F_WRLCK, DIR_BYTE, dir, &path)?;
-            }
-            held.writer = true;
-        } else {
-            // Checked before opening the file: closing a second descriptor would release the
-            // locks held through the first.
-            let file =
-                open_for_writing(&path).map_err(|e| Error::io("open lock file", &path, e))?;
-            set_lock(&file, libc::F_WRLCK, DIR_BYTE, dir, &path)?;
-            let mut held = Held::empty(Some(file), true);
-            held.writer = true;
-            reg.insert(id, held);
-        }
         Ok(DirLock {
-            _reg: Registration {
-                id,
-                role: Role::Writer,
-            },
+            _reg: acquire(dir, Role::Writer)?,
         })
     }
 }
@@ -323,33 +400,8 @@ impl ReadLock {
     /// meanwhile sees the lock. Only if it cannot be created because the file system is
     /// read-only (`EROFS`; no `Store` can write there) is the directory read without a lock.
     pub fn acquire(dir: &Path) -> Result<Self> {
-        let id = dir_id(dir)?;
-        let path = dir.join(LOCK_FILE);
-        let mut reg = registry();
-        if let Some(held) = reg.get_mut(&id) {
-            if held.writer {
-                return Err(locked(dir));
-            }
-            if held.readers == 0 {
-                if let Some(f) = &held.file {
-                    set_lock(f, libc::F_RDLCK, DIR_BYTE, dir, &path)?;
-                }
-            }
-            held.readers += 1;
-        } else {
-            let file = open_for_reading(&path)?;
-            if let Some(f) = &file {
-                set_lock(f, libc::F_RDLCK, DIR_BYTE, dir, &path)?;
-            }
-            let mut held = Held::empty(file, false);
-            held.readers = 1;
-            reg.insert(id, held);
-        }
         Ok(ReadLock {
-            _reg: Registration {
-                id,
-                role: Role::Reader,
-            },
+            _reg: acquire(dir, Role::Reader)?,
         })
     }
 }
@@ -368,30 +420,8 @@ impl MapLock {
     /// be writing it; if nobody in this process does (only tests map files that way), the
     /// `LOCK` file is opened (created if missing) for the mapping lock alone.
     pub(crate) fn acquire(dir: &Path) -> Result<Self> {
-        let id = dir_id(dir)?;
-        let path = dir.join(LOCK_FILE);
-        let mut reg = registry();
-        if let Some(held) = reg.get_mut(&id) {
-            if held.mappers == 0 {
-                if let Some(f) = &held.file {
-                    set_lock(f, libc::F_RDLCK, MAP_BYTE, dir, &path)?;
-                }
-            }
-            held.mappers += 1;
-        } else {
-            let file = open_for_reading(&path)?;
-            if let Some(f) = &file {
-                set_lock(f, libc::F_RDLCK, MAP_BYTE, dir, &path)?;
-            }
-            let mut held = Held::empty(file, false);
-            held.mappers = 1;
-            reg.insert(id, held);
-        }
         Ok(MapLock {
-            _reg: Registration {
-                id,
-                role: Role::Mapper,
-            },
+            _reg: acquire(dir, Role::Mapper)?,
         })
     }
 }
@@ -401,11 +431,12 @@ impl MapLock {
 /// pooled file must not be rewritten. Asked with `F_GETLK`, which ignores this process's own
 /// locks. A directory without a `LOCK` file has no other mapper.
 pub(crate) fn others_map(dir: &Path) -> Result<bool> {
-    let id = dir_id(dir)?;
+    let dir_key = dir_id(dir)?;
     let path = dir.join(LOCK_FILE);
     let reg = registry();
     let opened;
-    let file = match reg.get(&id).map(|h| h.file.as_ref()) {
+    let held = find(&reg, dir_key, &path)?.and_then(|key| reg.get(&key));
+    let file = match held.map(|h| h.file.as_ref()) {
         Some(Some(f)) => f,
         Some(None) => return Ok(false),
         // Nothing of this process holds the directory: a descriptor opened and closed here
@@ -504,11 +535,9 @@ mod tests {
         assert!(!others_map(dir.path()).unwrap());
         drop(w);
         drop(m2);
-        let id = dir_id(dir.path()).unwrap();
-        assert!(
-            !registry().contains_key(&id),
-            "the entry goes with its last holder"
-        );
+        let path = dir.path().join(LOCK_FILE);
+        let key = find(&registry(), dir_id(dir.path()).unwrap(), &path).unwrap();
+        assert!(key.is_none(), "the entry goes with its last holder");
         ReadLock::acquire(dir.path()).unwrap();
     }
 
@@ -524,6 +553,26 @@ mod tests {
             ReadLock::acquire(dir.path()),
             Err(Error::Locked { .. })
         ));
+        drop(w);
+    }
+
+    #[test]
+    fn a_new_directory_is_not_mistaken_for_a_removed_one_whose_mappings_live() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        std::fs::create_dir(&dir).unwrap();
+        let w = DirLock::acquire(&dir).unwrap();
+        let m = MapLock::acquire(&dir).unwrap();
+        drop(w);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        // Whatever inode the new directory got, its own LOCK file is locked.
+        let w = DirLock::acquire(&dir).unwrap();
+        assert!(matches!(DirLock::acquire(&dir), Err(Error::Locked { .. })));
+        let path = dir.join(LOCK_FILE);
+        let key = find(&registry(), dir_id(&dir).unwrap(), &path).unwrap();
+        assert!(key.is_some());
+        drop(m);
         drop(w);
     }
 }
