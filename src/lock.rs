@@ -566,8 +566,12 @@ mod tests {
         drop(w);
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::create_dir(&dir).unwrap();
-        // Whatever inode the new directory got, its own LOCK file is locked.
+        // Whatever inode the new directory got, its own LOCK file is made and locked.
         let w = DirLock::acquire(&dir).unwrap();
+        assert!(
+            dir.join(LOCK_FILE).exists(),
+            "the new directory has no LOCK"
+        );
         assert!(matches!(DirLock::acquire(&dir), Err(Error::Locked { .. })));
         let path = dir.join(LOCK_FILE);
         let key = find(&registry(), dir_id(&dir).unwrap(), &path).unwrap();
