@@ -63,7 +63,16 @@ impl Source {
     }
 
     /// A file from the pool that no live segment maps, made ready for reuse.
+    ///
+    /// Nothing is taken while another process holds the directory's mapping lock (views of a
+    /// `Store` that was here before this one, see `crate::lock`): it may map any pooled file
+    /// that was once its segment, and would see the rewrite. The files stay pooled; once
+    /// that process's last view is gone, the next file is recycled again. If the lock cannot
+    /// be asked, nothing is recycled either.
     fn recycled(&self) -> Option<PreparedFile> {
+        if self.pool.len() == 0 || crate::lock::others_map(&self.dir).unwrap_or(true) {
+            return None;
+        }
         while let Some(path) = self.pool.take_unmapped() {
             match PreparedFile::recycle(&path, self.size, &self.opts) {
                 Ok(f) => return Some(f),

@@ -13,9 +13,12 @@
 //!
 //! # Locking
 //!
-//! A [`Store`](crate::Store) holds a POSIX write lock (`fcntl(F_SETLK)`, `F_WRLCK`) on
-//! `DIR/LOCK` while it is open. The inspection functions take a **read** lock (`F_RDLCK`) on
-//! the same file for as long as they read ([`ReadLock`]), non-blocking:
+//! A [`Store`](crate::Store) holds a POSIX write lock (`fcntl(F_SETLK)`, `F_WRLCK`) on byte 0
+//! of `DIR/LOCK` while it is open. The inspection functions take a **read** lock (`F_RDLCK`)
+//! on the same byte for as long as they read ([`ReadLock`]), non-blocking. Like every process
+//! that maps segment files, they also read-lock byte 1 while their maps live (see
+//! `src/lock.rs`). Files are opened without following symlinks or blocking on FIFOs; anything
+//! but a regular file under a segment name is refused, naming it.
 //!
 //! * if a `Store` has the directory open, in this process or another, they fail at once with
 //!   [`Error::Locked`] ("locked by another process"). Reading a live log

@@ -23,13 +23,16 @@ mod real;
 #[cfg(test)]
 pub(crate) mod sim;
 
-pub(crate) use real::{copy_on_write_fs, RealFs};
+pub(crate) use real::{copy_on_write_fs, regular, RealFs};
 
 /// File-system effects, one method per kind.
 pub(crate) trait Fs: Send + Sync + fmt::Debug {
-    /// Creates `path` (truncating it), open for reading and writing.
+    /// Creates `path` (truncating it), open for reading and writing. Never follows a symlink
+    /// and never blocks: anything but a regular file under that name is an error.
     fn create(&self, path: &Path) -> io::Result<File>;
-    /// Opens an existing file.
+    /// Opens an existing file. Never follows a symlink and never blocks (on a FIFO): anything
+    /// but a regular file is an error, so nothing outside the directory is read or written
+    /// through a name in it.
     fn open(&self, path: &Path, writable: bool) -> io::Result<File>;
     /// Gives the file real blocks for `len` bytes (`fallocate(fd, 0, 0, len)`).
     fn fallocate(&self, file: &File, path: &Path, len: u64) -> io::Result<()>;

@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -15,16 +15,25 @@ pub(crate) struct RealFs;
 
 impl Fs for RealFs {
     fn create(&self, path: &Path) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
+        regular(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(path),
+        )
     }
 
     fn open(&self, path: &Path, writable: bool) -> io::Result<File> {
-        OpenOptions::new().read(true).write(writable).open(path)
+        regular(
+            OpenOptions::new()
+                .read(true)
+                .write(writable)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(path),
+        )
     }
 
     /// `fallocate(fd, 0, 0, len)`, called directly rather than through fs2, whose
@@ -102,6 +111,40 @@ impl Fs for RealFs {
             .map(|e| e.map(|e| e.path()))
             .collect()
     }
+}
+
+/// Checks what an open without following a symlink (`O_NOFOLLOW`) and without blocking
+/// (`O_NONBLOCK`: a FIFO would wait for a writer) gave: only a regular file is one of the log's
+/// files. A symlink is refused (`ELOOP` from the open), and so is anything else that is not a
+/// regular file (a directory, a FIFO, a device), checked with `fstat` on the open descriptor,
+/// so nothing is ever written through a name that points elsewhere. The descriptor is made
+/// blocking again (`O_NONBLOCK` means nothing to a regular file, but it stays clean).
+pub(crate) fn regular(opened: io::Result<File>) -> io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let file = opened.map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a symbolic link, not a regular file (not followed)",
+            )
+        } else {
+            e
+        }
+    })?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a directory, FIFO, socket or device)",
+        ));
+    }
+    // SAFETY: plain `fcntl` calls on a descriptor we own; they touch no memory of ours.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
 }
 
 /// The copy-on-write file system `dir` is on, if it is one where a store into a shared

@@ -98,6 +98,13 @@ pub type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>, Vec<PathBuf>);
 
 /// Lists segment files (seq, path) in `dir`, oldest first, leftover prepared files, and
 /// pooled files (`*.pool`, sorted by name).
+///
+/// Every entry under one of these names is looked at without following it
+/// (`symlink_metadata`, which neither follows a symlink nor opens a FIFO): only regular files
+/// are the log's. A segment name (`*.seg`) on anything else (a symlink, a directory, a FIFO, a
+/// device) is refused with [`Error::Corrupt`] naming it: the log is not what was written, and
+/// nothing is followed or overwritten. A prepared or pooled name on anything else is left
+/// alone: never listed, so never written through, reused or removed.
 pub fn list_dir(fs: &dyn Fs, dir: &Path) -> Result<Listing> {
     let mut segs = Vec::new();
     let mut prepared = Vec::new();
@@ -110,16 +117,36 @@ pub fn list_dir(fs: &dyn Fs, dir: &Path) -> Result<Listing> {
             continue;
         };
         if let Some(seq) = parse_segment_file_name(name) {
+            if !is_regular(&path)? {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    "not a regular file (a symlink, directory, FIFO or device) under a segment \
+                     file's name",
+                ));
+            }
             segs.push((seq, path));
         } else if name.ends_with(PREPARED_SUFFIX) {
-            prepared.push(path);
-        } else if name.ends_with(POOL_SUFFIX) {
+            if is_regular(&path)? {
+                prepared.push(path);
+            }
+        } else if name.ends_with(POOL_SUFFIX) && is_regular(&path)? {
             pool.push(path);
         }
     }
     segs.sort();
     pool.sort();
     Ok((segs, prepared, pool))
+}
+
+/// Whether the directory entry at `path` is a regular file, not following a symlink. An entry
+/// gone meanwhile is not one.
+fn is_regular(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => Ok(m.file_type().is_file()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
 }
 
 /// Whether segment file `i` of `listed` (which failed to open) is one that was created but

@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 /// Files that live [`super::Segment`]s of this process map, by (device, inode), with how many.
 /// A pooled file is rewritten only when it is not in here (invariant I6), whichever `Store`
 /// of the process mapped it: a view can outlive its `Store`, and a later `Store` on the same
-/// directory finds the file in the pool.
+/// directory finds the file in the pool. Other processes' maps are kept from rewrites by the
+/// directory's mapping lock ([`crate::lock::MapLock`]), which every segment also holds.
 static MAPPED: Mutex<BTreeMap<(u64, u64), usize>> = Mutex::new(BTreeMap::new());
 
 pub(super) fn mapped_files() -> std::sync::MutexGuard<'static, BTreeMap<(u64, u64), usize>> {

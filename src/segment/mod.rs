@@ -30,6 +30,7 @@ use crate::format::{
     SEGMENT_MAGIC,
 };
 use crate::io::{allocate, Fs};
+use crate::lock::MapLock;
 
 mod header;
 mod mapped;
@@ -113,6 +114,9 @@ pub struct Segment {
     file: Mutex<Option<File>>,
     /// (device, inode): this segment's entry in the registry of mapped files.
     id: (u64, u64),
+    /// This process's mapping lock on the directory, held while the map lives (declared
+    /// after `map`, so dropped after it): another process does not rewrite the file meanwhile.
+    _map_lock: MapLock,
 }
 
 impl Segment {
@@ -135,12 +139,25 @@ impl Drop for Segment {
     }
 }
 
-/// The one place where a file is mapped.
+/// The directory a segment or pooled file at `path` is in (whose `LOCK` file carries the
+/// mapping lock).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// The one place where a file is mapped. The caller holds a [`MapLock`] of the file's
+/// directory for as long as the map lives.
 fn map_file(fs: &dyn Fs, file: &File, path: &Path, size: u64, writable: bool) -> Result<MmapRaw> {
     let len = usize::try_from(size)
         .map_err(|_| Error::InvalidConfig(format!("segment size {size} does not fit in memory")))?;
     // SAFETY: mapping is unsafe because another process could change or shorten the file
-    // while it is mapped. The directory is locked against other instances of this library,
+    // while it is mapped. The directory is locked against other instances of this library
+    // (byte 0 of `LOCK` while a `Store` or tool works in it, and the caller's `MapLock` on
+    // byte 1 for as long as the map lives, which keeps other processes' preparers from
+    // rewriting it: invariant I6),
     // the file has been allocated to at least `size` bytes before this call (I4), and
     // `MmapRaw` never hands out references: all access goes through the functions below, whose
     // own SAFETY comments state the rules. Files changed behind our back by other programs are
@@ -202,6 +219,7 @@ impl Segment {
             synced_mark: AtomicU64::new(0),
             file: Mutex::new(Some(prepared.file)),
             id: Segment::register(id),
+            _map_lock: prepared.map_lock,
         };
         // SAFETY: the segment is new: no reader can hold a slice into it yet (I1).
         if let Err(e) = unsafe { seg.write_at(0, header.as_bytes()) } {
@@ -269,6 +287,7 @@ impl Segment {
         if len < size && !allow_short {
             return Err(Error::corrupt(path, len, short_file_reason(len, size)));
         }
+        let map_lock = MapLock::acquire(dir_of(path))?;
         let map = map_file(&*opts.fs, &file, path, size.min(len), writable)?;
         let id = file_id(&file, path)?;
         let sealed = header.sealed_magic.get() == SEALED_MAGIC;
@@ -289,6 +308,7 @@ impl Segment {
             // Closed now: the map stays valid, and only the active segment needs an fd.
             file: Mutex::new(None),
             id: Segment::register(id),
+            _map_lock: map_lock,
         })
     }
 

@@ -6,8 +6,11 @@
 //! registry of mapped files, [`super::is_mapped`]: the segment of its old life is dropped with
 //! the last reader's view that holds it, whichever `Store` that view came from), invariant I6.
 //! Renaming it into the pool while views still map it changes no byte, so that happens as soon
-//! as its purge is durable. (No other process maps it: the directory lock keeps other
-//! writers out, and the read-only tools map files only while they hold the lock.)
+//! as its purge is durable. Another process may map pooled files too: views that outlived the
+//! `Store` that was here before this one. Such a process holds the directory's mapping lock
+//! ([`crate::lock`], byte 1 of `LOCK`), and the preparer takes nothing from the pool while it
+//! does. Pooled files are regular files: the listing at open skips anything else under a pool
+//! name, and a file opens only as a regular file, never through a symlink.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use memmap2::MmapRaw;
 use zerocopy::FromBytes;
 
-use super::{map_file, FileOptions, WriteVia};
+use super::{dir_of, map_file, FileOptions, WriteVia};
 use crate::error::{Error, Result};
 use crate::format::{SegmentHeader, PREPARED_SUFFIX, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC};
 use crate::io::{allocate, write_blocks, Fs};
+use crate::lock::MapLock;
 
 /// A preallocated, mapped file that is not a segment yet: a fresh `*.seg.tmp` file, or a
 /// recycled `*.pool` file whose header was blanked.
@@ -30,6 +31,9 @@ pub struct PreparedFile {
     pub(super) old_salt: Option<u32>,
     /// Taken from the pool (kept there, under its pool name, if given up).
     from_pool: bool,
+    /// This process's mapping lock on the directory (after `map`: dropped after it); moves
+    /// into the segment made of the file.
+    pub(super) map_lock: MapLock,
 }
 
 impl PreparedFile {
@@ -176,6 +180,7 @@ impl PreparedFile {
         let from_pool = path
             .to_str()
             .is_some_and(|p| p.ends_with(crate::format::POOL_SUFFIX));
+        let map_lock = MapLock::acquire(dir_of(&path))?;
         let map = map_file(&*opts.fs, &file, &path, size, true)?;
         match opts.via {
             WriteVia::Map => prefault_for_write(&map),
@@ -193,6 +198,7 @@ impl PreparedFile {
             recycled,
             old_salt,
             from_pool,
+            map_lock,
         })
     }
 
