@@ -19,6 +19,7 @@ use crate::state::LogState;
 use crate::version::{RunRef, Version};
 
 mod append_frames;
+mod combined;
 mod config;
 mod flush;
 #[cfg(test)]
@@ -27,6 +28,7 @@ mod recycle_tests;
 mod sim_tests;
 mod write;
 
+pub(crate) use combined::Before;
 use config::{check_first_index, check_fits};
 pub use config::{Allocation, Config, WriteMode};
 
