@@ -459,7 +459,9 @@ impl<T: Types> RaftLog<T> {
     }
 
     /// Calls `callback` on the flush thread once everything written before this call is
-    /// durable (or with the error that prevented it). Returns at once.
+    /// durable (or with the error that prevented it). Returns at once. The callback is called
+    /// exactly once, after those of earlier flushes, also when this returns an error (see
+    /// [`Store::flush`]).
     pub fn flush(
         &mut self,
         callback: impl FnOnce(Result<()>) + Send + 'static,
