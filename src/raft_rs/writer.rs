@@ -120,21 +120,16 @@ impl MmapRaftStorage {
     /// for another node in the same term is refused), its commit as the committed log id
     /// (which may only grow, and must name an entry the log holds or its snapshot).
     ///
-    /// The commit is checked before the vote is saved: a commit the log cannot hold
-    /// ([`RaftRsError::CommitNotInLog`], or a reversal the Raft layer refuses) saves nothing.
+    /// All or nothing: the vote and the commit are checked first and written in one call; a
+    /// commit the log cannot hold ([`RaftRsError::CommitNotInLog`], or a reversal the Raft
+    /// layer refuses) saves nothing.
     pub fn set_hard_state(&mut self, hs: &HardState) -> RaftRsResult<()> {
         let vote = HardVote::new(hs.term, hs.vote);
         let saved = self.log.state().vote;
+        let changed = saved != Some(vote) && !(saved.is_none() && vote == HardVote::default());
         let commit = self.commit_id(hs.commit)?;
-        if let Some(id) = &commit {
-            self.log.check_commit(id)?;
-        }
-        if saved != Some(vote) && !(saved.is_none() && vote == HardVote::default()) {
-            self.log.save_vote(vote)?;
-        }
-        if let Some(id) = commit {
-            self.log.commit(id)?;
-        }
+        self.log
+            .save_vote_and_commit(changed.then_some(vote), commit)?;
         Ok(())
     }
 

@@ -90,6 +90,29 @@ impl Store {
         }
     }
 
+    /// Sets several meta values as one call (one meta record each, [`Store::put_meta`]'s
+    /// rules): all are checked first, and on error none is written.
+    pub(crate) fn put_metas(&mut self, metas: &[(u64, &[u8])]) -> Result<()> {
+        self.check_writable()?;
+        let mut next = self.state.clone();
+        for (k, v) in metas {
+            next.apply_meta(*k, Arc::from(*v));
+        }
+        self.check_meta_size(&next, metas.first().map_or(0, |m| m.0))?;
+        let undo = self.begin();
+        let mut pending = Pending::default();
+        for (k, v) in metas {
+            if let Err(e) = self.roll_and_write(RecordKind::Meta, *k, v, &mut pending) {
+                return Err(self.rollback(undo, pending, e));
+            }
+            // At once: a rollover for the next record writes a checkpoint that carries it.
+            self.state.apply_meta(*k, Arc::from(*v));
+        }
+        self.finish(pending);
+        self.publish();
+        Ok(())
+    }
+
     /// Pass 2 of [`Store::append_parts_after`]: the first record, its effect on the writer's
     /// state and runs, then the entries. Nothing is published here (`finish` does).
     #[allow(clippy::too_many_arguments)]

@@ -51,6 +51,43 @@ impl<T: Types> RaftLog<T> {
         Ok(())
     }
 
+    /// `save_vote(vote)` then `commit(id)`, as one call: both are checked first (the rules of
+    /// [`RaftLog::save_vote`] and [`RaftLog::commit`]), then written together; on error
+    /// neither is. `None` (or a value already saved) writes nothing for it.
+    pub(crate) fn save_vote_and_commit(
+        &mut self,
+        vote: Option<T::Vote>,
+        commit: Option<T::LogId>,
+    ) -> RaftResult<(), T> {
+        if let Some(v) = &vote {
+            self.check_vote(v)?;
+        }
+        let commit = match commit {
+            Some(id) if self.check_commit(&id)? => Some(id),
+            _ => None,
+        };
+        let vote_bytes = vote.as_ref().map(|v| v.to_bytes());
+        let commit_bytes = commit.as_ref().map(|c| c.to_bytes());
+        let mut metas: Vec<(u64, &[u8])> = Vec::with_capacity(2);
+        if let Some(v) = &vote_bytes {
+            metas.push((META_VOTE, v));
+        }
+        if let Some(c) = &commit_bytes {
+            metas.push((META_COMMITTED, c));
+        }
+        if metas.is_empty() {
+            return Ok(());
+        }
+        self.store.put_metas(&metas)?;
+        if vote.is_some() {
+            self.state.vote = vote;
+        }
+        if commit.is_some() {
+            self.state.committed = commit;
+        }
+        Ok(())
+    }
+
     /// Replaces the log with a snapshot (every entry goes; the log continues after
     /// `reset.snapshot`, which becomes the purged log id; the committed log id moves up to
     /// it), saves the vote and user data given with it, and appends `entries` after it, as
