@@ -235,4 +235,39 @@ mod tests {
         assert_eq!((store.first_index(), store.next_index()), (100, 110));
         assert_eq!(store.meta(3), Some(&b"after"[..]));
     }
+
+    /// Several meta values are one call: when the second one needs a rollover that fails,
+    /// the first one is undone too, in memory and after a reopen.
+    #[test]
+    fn put_metas_is_all_or_nothing() {
+        let dir = scratch("rml-metas");
+        let fs = Arc::new(SimFs::new(dir.path()));
+        let mut store = Store::open_with_fs(dir.path(), config(), fs.clone()).unwrap();
+        let mut i = 0u64;
+        // Leave room for one 128-byte meta record, not two.
+        while 4096 - store.position().1 >= 256 {
+            store.append(i, &[i as u8; 8]).unwrap();
+            i += 1;
+        }
+        let value = [0xA5u8; 100];
+        let metas: [(u64, &[u8]); 2] = [(1, &value), (2, &value)];
+        fs.fail_nth(Kind::Rename, fs.calls(Kind::Rename) + 1, libc::EIO);
+        let err = store.put_metas(&metas).unwrap_err();
+        assert!(matches!(err, crate::Error::Io { .. }), "{err}");
+        assert_eq!((store.meta(1), store.meta(2)), (None, None));
+        assert_eq!(store.reader().view().meta(1), None);
+        store.sync().unwrap();
+        drop(store);
+        let mut store = Store::open_with_fs(dir.path(), config(), fs.clone()).unwrap();
+        assert_eq!((store.meta(1), store.meta(2)), (None, None));
+        assert_eq!(store.next_index(), i);
+        store.put_metas(&metas).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), config()).unwrap();
+        assert_eq!(
+            (store.meta(1), store.meta(2)),
+            (Some(&value[..]), Some(&value[..]))
+        );
+    }
 }
