@@ -45,15 +45,15 @@ pub enum Error {
 
     /// An entry that cannot fit in one segment, even an empty one. Nothing was written.
     #[error(
-        "entry {index} has a {size}-byte payload; with segment_size {segment_size} and the \
-         current meta values an entry holds at most {max} bytes of payload"
+        "entry {index} has a {size}-byte payload; with segment_size {segment_size} an entry \
+         holds at most {max} bytes of payload"
     )]
     EntryTooLarge {
         /// Log index of the entry.
         index: u64,
         /// The payload size the caller gave.
         size: usize,
-        /// The largest payload this configuration accepts now.
+        /// The largest payload this configuration accepts.
         max: usize,
         /// `Config::segment_size`.
         segment_size: u64,

@@ -115,19 +115,57 @@ impl Flusher {
         })
     }
 
-    /// Queues a request. On error the callback has already been called with it.
+    /// Queues a request. Its callback is called exactly once, after the callbacks of every
+    /// request submitted before it (callbacks complete in submission order, errors included).
+    ///
+    /// On a poisoned log this returns [`Error::Poisoned`], and the callback gets the same
+    /// error: at once if nothing is in flight, else from the flush thread after the earlier
+    /// requests' callbacks. If the thread is gone, [`Error::FlusherStopped`], and the callback
+    /// has been called with it. Never waits for the flush thread (a callback running there
+    /// may wait for a lock the caller holds).
     pub fn submit(&self, mut req: FlushRequest) -> Result<()> {
         if let Some(e) = self.poisoned() {
-            if let Some(cb) = req.callback.take() {
+            let Some(cb) = req.callback.take() else {
+                return Err(e);
+            };
+            let idle = self.done.load(Ordering::Acquire) == self.sent.load(Ordering::Relaxed);
+            let cb = match (&self.tx, idle) {
+                (Some(tx), false) => {
+                    // Earlier callbacks are still queued or running: this one goes behind
+                    // them, and the thread (which sees the poison) gives it the error. Only
+                    // the callback: nothing is synced on a poisoned log.
+                    let only_cb = FlushRequest {
+                        targets: Vec::new(),
+                        sync_dir: false,
+                        deletes: Vec::new(),
+                        writeback: None,
+                        callback: Some(cb),
+                    };
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                    match tx.send(only_cb) {
+                        Ok(()) => return Err(e),
+                        Err(mpsc::SendError(mut back)) => {
+                            self.sent.fetch_sub(1, Ordering::Relaxed);
+                            back.callback.take()
+                        }
+                    }
+                }
+                _ => Some(cb),
+            };
+            if let Some(cb) = cb {
                 cb(Err(e.clone()));
             }
             return Err(e);
         }
         let Some(tx) = &self.tx else {
+            if let Some(cb) = req.callback.take() {
+                cb(Err(Error::FlusherStopped));
+            }
             return Err(Error::FlusherStopped);
         };
         self.sent.fetch_add(1, Ordering::Relaxed);
         tx.send(req).map_err(|mpsc::SendError(mut req)| {
+            self.sent.fetch_sub(1, Ordering::Relaxed);
             if let Some(cb) = req.callback.take() {
                 cb(Err(Error::FlusherStopped));
             }
@@ -413,5 +451,58 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Callbacks complete in the order their requests were submitted, also when the log is
+    /// poisoned while earlier ones are still queued or running: a later callback never reports
+    /// the error before an earlier one has run.
+    #[test]
+    fn callbacks_run_in_submission_order_when_the_log_is_poisoned() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = crate::io::real();
+        let (pool, _) = Pool::new(dir.path(), 0, fs.clone(), Vec::new());
+        let flusher = Flusher::start(dir.path().to_path_buf(), fs, Arc::new(pool)).unwrap();
+        let order: Arc<Mutex<Vec<(u32, bool)>>> = Arc::default();
+        let record = |n: u32| -> Callback {
+            let order = order.clone();
+            Box::new(move |r: Result<()>| order.lock().unwrap().push((n, r.is_ok())))
+        };
+        // Request 1 holds the thread in its callback; request 2 waits in the channel.
+        let (entered_tx, entered) = mpsc::channel::<()>();
+        let (release, gate) = mpsc::channel::<()>();
+        let first = record(1);
+        flusher
+            .submit(request(Some(Box::new(move |r| {
+                entered_tx.send(()).unwrap();
+                let _ = gate.recv();
+                first(r);
+            }))))
+            .unwrap();
+        flusher.submit(request(Some(record(2)))).unwrap();
+        entered.recv().unwrap();
+        flusher.poison("a sync failed".into());
+        // Submitted while 1 and 2 are in flight: refused, and its callback waits its turn.
+        let err = flusher.submit(request(Some(record(3)))).unwrap_err();
+        assert!(matches!(err, Error::Poisoned(_)), "{err}");
+        assert!(order.lock().unwrap().is_empty(), "3 ran before 1 and 2");
+        release.send(()).unwrap();
+        drop(flusher); // finishes what is queued
+        let order = order.lock().unwrap().clone();
+        // 2 may have shared 1's batch (synced before the poison) or not.
+        let ids: Vec<u32> = order.iter().map(|o| o.0).collect();
+        assert_eq!(ids, vec![1, 2, 3], "{order:?}");
+        assert!(order[0].1 && !order[2].1, "{order:?}");
+
+        // With nothing in flight (or no thread), the callback runs at once.
+        let (pool, _) = Pool::new(dir.path(), 0, crate::io::real(), Vec::new());
+        let flusher =
+            Flusher::start(dir.path().to_path_buf(), crate::io::real(), Arc::new(pool)).unwrap();
+        flusher.poison("a sync failed".into());
+        let order: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let o = order.clone();
+        assert!(flusher
+            .submit(request(Some(Box::new(move |_| o.lock().unwrap().push(4)))))
+            .is_err());
+        assert_eq!(*order.lock().unwrap(), vec![4]);
     }
 }

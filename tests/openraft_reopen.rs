@@ -246,3 +246,32 @@ fn readers_do_not_take_the_writer_lock() {
         );
     });
 }
+
+/// An append that fails writes nothing, also when it would have moved the start of an empty
+/// log: an entry too large at index 5 leaves no purged log id, no commit and no entries, in
+/// memory and after a reopen; the log then takes the same index with a small entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_append_on_an_empty_log_moves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = open(tmp.path());
+    s.save_vote(&Vote::new(1, 0)).await.unwrap();
+    let before = observe(&mut s).await;
+    let huge = Entry {
+        log_id: lid(1, 0, 5),
+        payload: EntryPayload::Normal(KvRequest::Set {
+            key: "k".into(),
+            value: "v".repeat(config().segment_size as usize),
+        }),
+    };
+    assert!(s.blocking_append([huge]).await.is_err());
+    assert_eq!(observe(&mut s).await, before);
+    assert_eq!(s.state().unwrap().snapshot, None);
+    let (mut s, seen) = reopen(tmp.path(), s).await;
+    assert_eq!(seen, before);
+    assert_eq!(s.state().unwrap().snapshot, None);
+    // The same index with an entry that fits: the log starts after 4, as before.
+    s.blocking_append([normal(1, 0, 5)]).await.unwrap();
+    let (_s, seen) = reopen(tmp.path(), s).await;
+    assert_eq!(seen.state.last_purged_log_id, Some(lid(1, 0, 4)));
+    assert_eq!(indexes(&seen), vec![5]);
+}

@@ -366,7 +366,10 @@ fn large_entries() {
         ..Config::default()
     };
     let mut log = Log::open(dir.path(), config.clone()).unwrap();
-    let big: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
+    // Each entry fills most of a segment (the largest is `Config::max_payload`, less the
+    // 24-byte log id in front of the payload).
+    let len = config.max_payload() as u32 - 24;
+    let big: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
     log.append([(id(1, 0), &big[..]), (id(1, 1), &big[..])])
         .unwrap();
     let too_big = vec![0u8; 1 << 20];

@@ -22,7 +22,7 @@ use super::entry_codec::{decode_entry, encode_entry};
 use super::types::{
     log_id_from_stored, log_id_to_stored, vote_from_stored, vote_to_stored, OpenraftTypes,
 };
-use crate::raft::{LogId, RaftLog, RaftReader, RaftResult, RaftState, RaftView, Rules};
+use crate::raft::{LogId, RaftLog, RaftReader, RaftResult, RaftState, RaftView, Reset, Rules};
 use crate::Config;
 
 type SResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
@@ -367,17 +367,24 @@ where
                     spans = rest;
                 }
             }
-            if let Some((first, _, _)) = spans.first() {
-                if log.state().last.is_none() && first.index > 0 {
+            let entries = spans.iter().map(|(id, a, b)| (*id, &buf[*a..*b]));
+            match spans.first() {
+                Some((first, _, _)) if log.state().last.is_none() && first.index > 0 => {
                     // An empty log (nothing appended, nothing purged) asked to start at index
                     // k > 0: record entries up to k - 1 as purged, i.e. the log begins after
                     // them, as after a snapshot. Raft itself always starts at 0 or after a
-                    // purge; openraft's storage test suite starts anywhere.
-                    let before = LogId::new(first.term, first.node_id, first.index - 1);
-                    log.install_snapshot(before, Vec::new())?;
+                    // purge; openraft's storage test suite starts anywhere. The snapshot and
+                    // the entries are one call: if the entries are refused, nothing moved.
+                    let reset = Reset {
+                        snapshot: LogId::new(first.term, first.node_id, first.index - 1),
+                        data: Vec::new(),
+                        vote: None,
+                        user_data: None,
+                    };
+                    log.reset_and_append(reset, entries)?;
                 }
+                _ => log.append(entries)?,
             }
-            log.append(spans.iter().map(|(id, a, b)| (*id, &buf[*a..*b])))?;
             log.flush(move |r| callback.log_io_completed(r.map_err(io::Error::other)))
         };
         write(&mut log).map_err(|e| storage_err::<C>(ErrorSubject::Logs, ErrorVerb::Write, &e))

@@ -16,7 +16,10 @@ use super::types::Types;
 use crate::error::{Error, Result};
 use crate::store::{Config, Store};
 
+mod combined;
 mod frames;
+
+pub(crate) use combined::Reset;
 
 /// Which optional Raft rules a [`RaftLog`] enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +197,14 @@ impl<T: Types> RaftLog<T> {
     /// another node in the same term ([`StateError::VoteConflict`]). Make it durable (`sync`
     /// or `flush`) before answering the vote request.
     pub fn save_vote(&mut self, vote: T::Vote) -> RaftResult<(), T> {
+        self.check_vote(&vote)?;
+        self.store.put_meta(META_VOTE, &vote.to_bytes())?;
+        self.state.vote = Some(vote);
+        Ok(())
+    }
+
+    /// The rule of [`RaftLog::save_vote`]: `vote` is at least the saved one.
+    fn check_vote(&self, vote: &T::Vote) -> RaftResult<(), T> {
         if let Some(saved) = &self.state.vote {
             match vote.partial_cmp(saved) {
                 Some(Ordering::Greater | Ordering::Equal) => {}
@@ -211,8 +222,6 @@ impl<T: Types> RaftLog<T> {
                 }
             }
         }
-        self.store.put_meta(META_VOTE, &vote.to_bytes())?;
-        self.state.vote = Some(vote);
         Ok(())
     }
 
@@ -251,31 +260,17 @@ impl<T: Types> RaftLog<T> {
         let hint = entries.size_hint().0;
         spans.reserve(hint);
         buf.reserve(hint.saturating_mul(T::MAX_LOG_ID_LEN.min(64)));
-        let mut last = self.state.last.clone();
-        for (id, payload) in entries {
-            let index = T::log_index(&id);
-            check_follows::<T>(last.as_ref(), self.store.next_index(), &id)?;
-            let start = buf.len();
-            id.encode(buf);
-            spans.push(Span {
-                index,
-                id: start..buf.len(),
-                payload,
-            });
-            last = Some(id);
-        }
+        let last = encode_spans::<T, _>(
+            self.state.last.clone(),
+            self.store.next_index(),
+            entries,
+            buf,
+            spans,
+        )?;
         if spans.is_empty() {
             return Ok(());
         }
-        let buf = &buf[..];
-        let iter = spans.iter().map(|s| {
-            (
-                s.index,
-                buf.get(s.id.clone()).unwrap_or_default(),
-                s.payload,
-            )
-        });
-        self.store.append_parts(iter)?;
+        self.store.append_parts(parts(buf, spans))?;
         self.state.last = last;
         Ok(())
     }
@@ -284,34 +279,43 @@ impl<T: Types> RaftLog<T> {
     /// must be a log id the log holds (the entry at its index has it) or has purged (at or
     /// below the purged log id); otherwise [`StateError::LogIdMismatch`].
     pub fn commit(&mut self, log_id: T::LogId) -> RaftResult<(), T> {
-        if self.state.last.as_ref().is_none_or(|l| log_id > *l) {
+        if !self.check_commit(&log_id)? {
+            return Ok(());
+        }
+        self.store.put_meta(META_COMMITTED, &log_id.to_bytes())?;
+        self.state.committed = Some(log_id);
+        Ok(())
+    }
+
+    /// The rules of [`RaftLog::commit`], nothing written: `false` if `log_id` is already the
+    /// committed log id (nothing to write).
+    pub(crate) fn check_commit(&self, log_id: &T::LogId) -> RaftResult<bool, T> {
+        if self.state.last.as_ref().is_none_or(|l| log_id > l) {
             return Err(state_err(StateError::CommitBeyondLast {
                 last: self.state.last.clone(),
                 given: log_id.clone(),
             }));
         }
         if let Some(c) = &self.state.committed {
-            if log_id < *c {
+            if log_id < c {
                 return Err(state_err(StateError::CommitReversal {
                     committed: c.clone(),
                     given: log_id.clone(),
                 }));
             }
-            if log_id == *c {
-                return Ok(());
+            if log_id == c {
+                return Ok(false);
             }
         }
         let purged_below = self
             .state
             .purged
             .as_ref()
-            .is_some_and(|p| T::log_index(&log_id) <= T::log_index(p) && log_id <= *p);
+            .is_some_and(|p| T::log_index(log_id) <= T::log_index(p) && log_id <= p);
         if !purged_below {
-            self.check_stored(&log_id)?;
+            self.check_stored(log_id)?;
         }
-        self.store.put_meta(META_COMMITTED, &log_id.to_bytes())?;
-        self.state.committed = Some(log_id);
-        Ok(())
+        Ok(true)
     }
 
     /// Removes every entry after `log_id` (Raft conflict resolution); `None` removes all
@@ -319,7 +323,18 @@ impl<T: Types> RaftLog<T> {
     /// is a [`StateError::LogIdMismatch`] too), not below the purged log id, and (with the
     /// default rules) not below the committed one.
     pub fn truncate_after(&mut self, log_id: Option<T::LogId>) -> RaftResult<(), T> {
-        if log_id < self.state.purged {
+        let Some(from) = self.plan_truncate(&log_id)? else {
+            return Ok(());
+        };
+        self.store.truncate_from(from)?;
+        self.state.last = log_id.or_else(|| self.state.purged.clone());
+        Ok(())
+    }
+
+    /// The checks of [`RaftLog::truncate_after`]: the first index it removes, or `None` if it
+    /// removes nothing.
+    fn plan_truncate(&self, log_id: &Option<T::LogId>) -> RaftResult<Option<u64>, T> {
+        if *log_id < self.state.purged {
             return Err(state_err(StateError::TruncateBelowPurged {
                 purged: self.state.purged.clone(),
                 given: log_id.clone(),
@@ -327,31 +342,29 @@ impl<T: Types> RaftLog<T> {
         }
         let last_index = self.state.last.as_ref().map(|l| T::log_index(l));
         let index = log_id.as_ref().map(|l| T::log_index(l));
-        if let Some(id) = &log_id {
+        if let Some(id) = log_id {
             if index >= last_index {
                 // Nothing after it, but it must name an entry the log holds (or the purged id).
                 self.check_stored(id)?;
-                return Ok(());
+                return Ok(None);
             }
         } else if self.state.last.is_none() || self.state.last == self.state.purged {
-            return Ok(());
+            return Ok(None);
         }
-        if self.rules.truncate_keeps_committed && log_id < self.state.committed {
+        if self.rules.truncate_keeps_committed && *log_id < self.state.committed {
             return Err(state_err(StateError::TruncateBelowCommitted {
                 committed: self.state.committed.clone(),
                 given: log_id.clone(),
             }));
         }
-        let from = match &log_id {
+        let from = match log_id {
             Some(id) => {
                 self.check_stored(id)?;
                 successor::<T>(id)?
             }
             None => self.store.first_index(),
         };
-        self.store.truncate_from(from)?;
-        self.state.last = log_id.or_else(|| self.state.purged.clone());
-        Ok(())
+        Ok(Some(from))
     }
 
     /// Removes entries up to and including `log_id` (compaction). Whole segments are deleted
@@ -403,13 +416,7 @@ impl<T: Types> RaftLog<T> {
         let index = T::log_index(&last_log_id);
         let first = successor::<T>(&last_log_id)?;
         let snap_bytes = (last_log_id.clone(), data.clone()).to_bytes();
-        if let Err(room) = room::fits::<T>(&self.store, META_SNAPSHOT, snap_bytes.len()) {
-            return Err(state_err(StateError::MetaNoRoom {
-                what: "snapshot meta",
-                size: snap_bytes.len(),
-                room,
-            }));
-        }
+        room::check::<T>(&self.store, META_SNAPSHOT, snap_bytes.len(), &[])?;
         let keeps_suffix = self.log_id(index)?.as_ref() == Some(&last_log_id);
         let committed = match &self.state.committed {
             Some(c) if *c > last_log_id => c.clone(),
@@ -445,20 +452,16 @@ impl<T: Types> RaftLog<T> {
     /// is. Shrinking the data is always allowed.
     pub fn save_user_data(&mut self, data: Option<T::UserData>) -> RaftResult<(), T> {
         let bytes = data.to_bytes();
-        if let Err(room) = room::fits::<T>(&self.store, META_USER_DATA, bytes.len()) {
-            return Err(state_err(StateError::MetaNoRoom {
-                what: "user data",
-                size: bytes.len(),
-                room,
-            }));
-        }
+        room::check::<T>(&self.store, META_USER_DATA, bytes.len(), &[])?;
         self.store.put_meta(META_USER_DATA, &bytes)?;
         self.state.user_data = data;
         Ok(())
     }
 
     /// Calls `callback` on the flush thread once everything written before this call is
-    /// durable (or with the error that prevented it). Returns at once.
+    /// durable (or with the error that prevented it). Returns at once. The callback is called
+    /// exactly once, after those of earlier flushes, also when this returns an error (see
+    /// [`Store::flush`]).
     pub fn flush(
         &mut self,
         callback: impl FnOnce(Result<()>) + Send + 'static,
@@ -490,6 +493,48 @@ impl<T: Types> RaftLog<T> {
             given: id.clone(),
         }))
     }
+}
+
+/// Pass 1 of an append: checks that each entry follows the one before it (the first one
+/// `last`, see [`check_follows`]) and encodes its log id into `buf`, one span per entry.
+/// Returns the log id of the last entry (`last` if there is none).
+fn encode_spans<'a, T: Types, I>(
+    mut last: Option<T::LogId>,
+    engine_next: u64,
+    entries: I,
+    buf: &mut Vec<u8>,
+    spans: &mut Vec<Span<'a>>,
+) -> RaftResult<Option<T::LogId>, T>
+where
+    I: IntoIterator<Item = (T::LogId, &'a [u8])>,
+{
+    for (id, payload) in entries {
+        let index = T::log_index(&id);
+        check_follows::<T>(last.as_ref(), engine_next, &id)?;
+        let start = buf.len();
+        id.encode(buf);
+        spans.push(Span {
+            index,
+            id: start..buf.len(),
+            payload,
+        });
+        last = Some(id);
+    }
+    Ok(last)
+}
+
+/// The engine's view of encoded spans: `(index, encoded log id, payload)`.
+fn parts<'s, 'a: 's>(
+    buf: &'s [u8],
+    spans: &'s [Span<'a>],
+) -> impl Iterator<Item = (u64, &'s [u8], &'s [u8])> + Clone + 's {
+    spans.iter().map(move |s| {
+        (
+            s.index,
+            buf.get(s.id.clone()).unwrap_or_default(),
+            s.payload,
+        )
+    })
 }
 
 /// Checks that `id` may follow `last` (the last log id; `None`: a log with no entries and

@@ -18,6 +18,7 @@ mod types;
 
 pub use codec::{Codec, CodecError};
 pub use errors::{RaftError, RaftResult, StateError};
+pub(crate) use log::Reset;
 pub use log::{RaftLog, Rules};
 pub use reader::{RaftEntries, RaftReader, RaftView};
 pub use state::{

@@ -11,7 +11,7 @@ use super::codec;
 use super::error::{RaftRsError, RaftRsResult};
 use super::storage::MmapRaftStorage;
 use super::types::{EntryId, HardVote, RaftRsTypes, StoredConf};
-use crate::raft::Types;
+use crate::raft::{Reset, Types};
 use crate::Error;
 
 /// Bytes of an encoded log id in front of each entry's body.
@@ -32,7 +32,8 @@ impl MmapRaftStorage {
     /// snapshot takes any start). As Raft's log matching allows, entries the log already holds
     /// with the same term are skipped; from the first one whose term differs (or that is new),
     /// the log is truncated and the rest appended. A truncation of committed entries is refused
-    /// by the Raft layer. Everything is checked before the truncation is written.
+    /// by the Raft layer. All or nothing: everything is checked before the truncation is
+    /// written, and the truncation and the entries are written as one call.
     pub fn append(&mut self, ents: &[Entry]) -> RaftRsResult<()> {
         let Some(head) = ents.first() else {
             return Ok(());
@@ -100,34 +101,52 @@ impl MmapRaftStorage {
             }
             spans.push((start, self.buf.len()));
         }
-        if at.index <= last {
-            self.log.truncate_after(prev)?;
-        }
         let buf = &self.buf;
-        self.log.append(
-            new.iter()
-                .zip(&spans)
-                .map(|(e, &(a, b))| (EntryId::new(e.term, e.index), &buf[a..b])),
-        )?;
+        let entries = new
+            .iter()
+            .zip(&spans)
+            .map(|(e, &(a, b))| (EntryId::new(e.term, e.index), &buf[a..b]));
+        if at.index <= last {
+            // The truncation and the entries are one call: if the entries are refused, the
+            // entries they conflict with stay.
+            self.log.truncate_and_append(prev, entries)?;
+        } else {
+            self.log.append(entries)?;
+        }
         Ok(())
     }
 
     /// Saves a `HardState`: its term and vote as the log's vote (which may only grow: a vote
     /// for another node in the same term is refused), its commit as the committed log id
     /// (which may only grow, and must name an entry the log holds or its snapshot).
+    ///
+    /// All or nothing: the vote and the commit are checked first and written in one call; a
+    /// commit the log cannot hold ([`RaftRsError::CommitNotInLog`], or a reversal the Raft
+    /// layer refuses) saves nothing.
     pub fn set_hard_state(&mut self, hs: &HardState) -> RaftRsResult<()> {
         let vote = HardVote::new(hs.term, hs.vote);
         let saved = self.log.state().vote;
-        if saved != Some(vote) && !(saved.is_none() && vote == HardVote::default()) {
-            self.log.save_vote(vote)?;
-        }
-        self.set_commit(hs.commit)
+        let changed = saved != Some(vote) && !(saved.is_none() && vote == HardVote::default());
+        let commit = self.commit_id(hs.commit)?;
+        self.log
+            .save_vote_and_commit(changed.then_some(vote), commit)?;
+        Ok(())
     }
 
     /// Saves the committed index (a `LightReady`'s `commit_index`).
     pub fn set_commit(&mut self, index: u64) -> RaftRsResult<()> {
+        if let Some(id) = self.commit_id(index)? {
+            self.log.commit(id)?;
+        }
+        Ok(())
+    }
+
+    /// The log id to commit for `index`: `None` if it is already the committed index, else
+    /// the log id of the entry (or the snapshot) at `index`, or
+    /// [`RaftRsError::CommitNotInLog`].
+    fn commit_id(&self, index: u64) -> RaftRsResult<Option<EntryId>> {
         if index == self.log.state().committed.map_or(0, |c| c.index) {
-            return Ok(());
+            return Ok(None);
         }
         let view = self.reader.view();
         let id = match self.id_at(&view, index)? {
@@ -140,9 +159,7 @@ impl MmapRaftStorage {
                 })
             }
         };
-        drop(view);
-        self.log.commit(id)?;
-        Ok(())
+        Ok(Some(id))
     }
 
     /// Saves the configuration (after applying a conf change), stamped with the index of the
@@ -173,10 +190,10 @@ impl MmapRaftStorage {
     /// the configuration becomes the snapshot's. A snapshot below the first index is
     /// [`RaftRsError::SnapshotOutOfDate`]. The snapshot's data is the application's to keep.
     ///
-    /// Written as up to four records (drop the entries after it if the log holds its log id,
-    /// install the snapshot, the term, the configuration); a crash between them leaves a state
-    /// raft-rs can start from (the configuration is stamped, see
-    /// [`conf_state`](Self::conf_state)).
+    /// All or nothing, and one record: the reset of the log, the snapshot's log id and meta,
+    /// the commit, the new term and the configuration are written together (every check runs
+    /// first: a configuration too large for the meta room next to the snapshot meta is
+    /// refused with nothing written), so no crash separates them.
     pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> RaftRsResult<()> {
         let meta = snapshot.get_metadata();
         let first = self.first();
@@ -188,15 +205,24 @@ impl MmapRaftStorage {
         }
         let id = EntryId::new(meta.term, meta.index);
         let meta_bytes = codec::encode_pb("raft-rs snapshot meta", meta)?;
-        if self.last() > id.index && self.log.log_id(id.index)? == Some(id) {
-            // raft-rs's storage forgets every entry, also the ones after a snapshot it holds.
-            self.log.truncate_after(Some(id))?;
-        }
-        self.log.install_snapshot(id, meta_bytes)?;
-        if self.log.state().vote.is_none_or(|v| v.term < meta.term) {
-            self.log.save_vote(HardVote::new(meta.term, 0))?;
-        }
-        self.save_conf(meta.get_conf_state().clone())
+        let cs = meta.get_conf_state().clone();
+        let conf_state = codec::encode_pb("raft-rs conf state", &cs)?;
+        // raft-rs's storage forgets every entry, also the ones after a snapshot it holds.
+        let reset = Reset {
+            snapshot: id,
+            data: meta_bytes,
+            vote: (self.log.state().vote)
+                .is_none_or(|v| v.term < meta.term)
+                .then(|| HardVote::new(meta.term, 0)),
+            user_data: Some(Some(StoredConf {
+                snapshot_index: id.index,
+                conf_state,
+            })),
+        };
+        self.log
+            .reset_and_append(reset, std::iter::empty::<(EntryId, &[u8])>())?;
+        self.conf = cs;
+        Ok(())
     }
 
     /// Drops the entries before `compact_index` (`MemStorage::compact`): nothing to do at or

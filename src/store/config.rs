@@ -42,8 +42,9 @@ pub enum Allocation {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Size of each segment file in bytes (default 64 MiB). Between 4 KiB and 4 GiB, a multiple
-    /// of 8. An entry must fit in one segment, and the meta values (copied into every
-    /// segment's checkpoint) may use at most a quarter of one.
+    /// of 8. The meta values (copied into every segment's checkpoint) may use at most a
+    /// quarter of one, and every segment keeps that room for them, so an entry may be at most
+    /// [`Config::max_payload`] bytes.
     pub segment_size: u64,
     /// What recovery does with corruption (default: refuse to open).
     pub recovery_mode: RecoveryMode,
@@ -95,9 +96,29 @@ impl Config {
         Ok(())
     }
 
-    /// The most bytes the meta values may take in a checkpoint body.
+    /// The most bytes the meta values may take in a checkpoint body (the meta budget): a
+    /// quarter of a segment.
     pub(crate) fn meta_limit(&self) -> usize {
         usize::try_from(self.segment_size / 4).unwrap_or(usize::MAX)
+    }
+
+    /// The largest payload an entry may have: what a new segment holds after its header and
+    /// a checkpoint whose meta values use their whole budget (a quarter of a segment). It
+    /// depends on `segment_size` alone, so logs with the same configuration accept the same
+    /// entries whatever meta values each holds. Zero for a `segment_size` that
+    /// [`Config::validate`] refuses.
+    ///
+    /// ```
+    /// use raft_mmap_log::Config;
+    /// let config = Config { segment_size: 64 << 10, ..Config::default() };
+    /// // 65536 - 64 (segment header) - (24 + 16384) (checkpoint) - 24 (record header)
+    /// assert_eq!(config.max_payload(), 49_040);
+    /// ```
+    pub fn max_payload(&self) -> usize {
+        if self.validate().is_err() {
+            return 0;
+        }
+        max_payload_in(self.segment_size, self.meta_limit())
     }
 
     /// How this configuration writes into files in `dir`.
@@ -124,7 +145,7 @@ pub(super) fn check_first_index(first: u64) -> Result<()> {
 
 /// The largest payload that fits in a fresh segment of `segment_size` bytes after its header
 /// and a checkpoint of `checkpoint_len` bytes. Zero if not even an empty entry fits.
-pub(super) fn max_payload_in(segment_size: u64, checkpoint_len: usize) -> usize {
+fn max_payload_in(segment_size: u64, checkpoint_len: usize) -> usize {
     let room = usize::try_from(segment_size)
         .unwrap_or(usize::MAX)
         .saturating_sub(SEGMENT_HEADER_SIZE + record_size(checkpoint_len) + RECORD_HEADER_SIZE);

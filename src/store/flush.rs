@@ -11,6 +11,10 @@ impl Store {
     /// Asks for everything written so far to be made durable; `callback` runs on the flush
     /// thread once it is (or with the error that prevented it). Many flushes queued while a
     /// sync runs share the next sync. Returns at once.
+    ///
+    /// `callback` is called exactly once, after the callbacks of every earlier flush, also when
+    /// this returns an error: on a poisoned log it gets the same [`Error::Poisoned`] (at once
+    /// if no earlier flush is still in flight, else after those).
     pub fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
         self.submit_flush(Some(Box::new(callback)))
     }

@@ -19,6 +19,7 @@ use crate::state::LogState;
 use crate::version::{RunRef, Version};
 
 mod append_frames;
+mod combined;
 mod config;
 mod flush;
 #[cfg(test)]
@@ -27,7 +28,8 @@ mod recycle_tests;
 mod sim_tests;
 mod write;
 
-use config::{check_first_index, check_fits, max_payload_in};
+pub(crate) use combined::Before;
+use config::{check_first_index, check_fits};
 pub use config::{Allocation, Config, WriteMode};
 
 /// The log engine: one writer, any number of [`Reader`]s.
@@ -333,10 +335,12 @@ impl Store {
         self.state.metas.get(&key).map(|v| &v[..])
     }
 
-    /// The largest payload an entry may have with the current meta values: what a fresh
-    /// segment holds after its header and checkpoint.
+    /// The largest payload an entry may have: [`Config::max_payload`] of this log's
+    /// configuration. Every segment keeps room for a checkpoint whose meta values use their
+    /// whole budget, so the limit does not depend on the meta values held now: logs with the
+    /// same `segment_size` accept the same entries.
     pub fn max_payload(&self) -> usize {
-        max_payload_in(self.config.segment_size, checkpoint_len(&self.state))
+        self.config.max_payload()
     }
 
     /// How records are written into this log's files: [`WriteMode::Map`] or
@@ -556,8 +560,9 @@ impl Store {
         }
     }
 
-    /// Meta values are copied into every checkpoint: together they may use at most a quarter
-    /// of a segment.
+    /// Meta values are copied into every checkpoint: together they may use at most their
+    /// budget, a quarter of a segment (the room every segment keeps for them, see
+    /// [`Config::max_payload`]).
     fn check_meta_size(&self, next: &LogState, key: u64) -> Result<()> {
         let limit = self.config.meta_limit();
         let size = checkpoint_len(next);

@@ -73,7 +73,7 @@ impl Store {
         I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone,
     {
         self.check_writable()?;
-        let Some(new_segments) = self.plan_append(entries.clone())? else {
+        let Some(new_segments) = self.plan_append(&self.state, None, entries.clone())? else {
             return Ok(());
         };
         self.ensure_spares(new_segments)?;
@@ -92,23 +92,39 @@ impl Store {
     }
 
     /// Pass 1 of an append, nothing written: every entry against the append rule (the first
-    /// against the state, each later one against the entry before it) and the size limit, and
-    /// how many new segments the batch needs. `None`: the batch is empty.
-    fn plan_append<'a, I>(&self, entries: I) -> Result<Option<usize>>
+    /// against `state`, each later one against the entry before it) and the size limit, and
+    /// how many new segments the batch needs, after a record with a `lead`-byte body if one is
+    /// written first. `None`: nothing to write (no entry, no lead record).
+    pub(super) fn plan_append<'a, I>(
+        &self,
+        state: &LogState,
+        lead: Option<usize>,
+        entries: I,
+    ) -> Result<Option<usize>>
     where
         I: Iterator<Item = (u64, &'a [u8], &'a [u8])>,
     {
         let max = self.max_payload();
-        let cp = record_size(checkpoint_len(&self.state)) as u64;
+        // A new segment's checkpoint: the larger of the meta values now and after the call.
+        let cp = record_size(checkpoint_len(&self.state).max(checkpoint_len(state))) as u64;
         // The active segment may have another size than new ones (the config changed).
         let mut size = self.active.size();
         let mut pos = self.write_pos;
         let mut new_segments = 0usize;
+        if let Some(len) = lead {
+            let rs = record_size(len) as u64;
+            if pos + rs > size {
+                new_segments += 1;
+                size = self.config.segment_size;
+                pos = SEGMENT_HEADER_SIZE as u64 + cp;
+            }
+            pos += rs;
+        }
         // The index the next entry must have, once the first one is checked.
         let mut next: Option<u64> = None;
         for (index, prefix, payload) in entries {
             match next {
-                None => self.state.check_append(index)?,
+                None => state.check_append(index)?,
                 Some(n) => LogState::check_follows(n, index)?,
             }
             // Cannot overflow: a checked index is at most `MAX_INDEX`.
@@ -130,10 +146,10 @@ impl Store {
             }
             pos += rs;
         }
-        Ok(next.map(|_| new_segments))
+        Ok((next.is_some() || lead.is_some()).then_some(new_segments))
     }
 
-    fn write_entries<'a, I>(&mut self, entries: I, p: &mut Pending) -> Result<()>
+    pub(super) fn write_entries<'a, I>(&mut self, entries: I, p: &mut Pending) -> Result<()>
     where
         I: Iterator<Item = (u64, &'a [u8], &'a [u8])>,
     {
