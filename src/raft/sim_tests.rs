@@ -222,7 +222,7 @@ fn observe(log: &RaftLog<RaftTypes>) -> Model {
 #[test]
 fn raft_log_survives_a_power_cut_after_every_effect() {
     let workloads = workloads();
-    let cuts = power_cut_after_every_effect(
+    let explored = power_cut_after_every_effect(
         "rml-rsim",
         7_919,
         |seed, dir, fs| run(dir, fs, seed),
@@ -250,5 +250,5 @@ fn raft_log_survives_a_power_cut_after_every_effect() {
             );
         },
     );
-    eprintln!("typed sim crash model: {cuts} cuts over {workloads} workloads");
+    eprintln!("typed sim crash model: {explored} over {workloads} workloads");
 }

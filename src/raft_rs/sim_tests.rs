@@ -255,7 +255,7 @@ fn observe(s: &MmapRaftStorage) -> Model {
 #[test]
 fn raft_rs_storage_survives_a_power_cut_after_every_effect() {
     let workloads = workloads();
-    let cuts = power_cut_after_every_effect(
+    let explored = power_cut_after_every_effect(
         "rml-rrsim",
         7_919,
         |seed, dir, fs| run(dir, fs, seed),
@@ -281,5 +281,5 @@ fn raft_rs_storage_survives_a_power_cut_after_every_effect() {
             );
         },
     );
-    eprintln!("raft-rs sim crash model: {cuts} cuts over {workloads} workloads");
+    eprintln!("raft-rs sim crash model: {explored} over {workloads} workloads");
 }

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::io::sim::{power_cut_after_every_effect, scratch, workloads, Acked, Kind, Rng, SimFs};
+use crate::io::sim::{
+    power_cut_after_every_effect, scratch, workloads, Acked, Explored, Kind, Rng, SimFs,
+};
 use crate::{Config, Error, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -225,13 +227,13 @@ fn observe(store: &Store) -> Model {
 /// Runs each workload once dry (counting its effects), then once per effect k with a power
 /// cut right after effect k; recovers every image with the real file system and checks it
 /// against the model. Then appends to the recovered log, syncs, reopens and checks again
-/// (stale bytes, a previous life's or this one's, never come back). Returns the number of
-/// cuts and of recycled segments the dry runs installed.
-fn cut_after_every_effect(ops_of: fn(u64) -> Vec<Op>, config: &Config) -> (u64, u64) {
+/// (stale bytes, a previous life's or this one's, never come back). Returns what was explored
+/// and the number of recycled segments the dry runs installed.
+fn cut_after_every_effect(ops_of: fn(u64) -> Vec<Op>, config: &Config) -> (Explored, u64) {
     let mut recycled = 0u64;
     let mut effects_by_workload = Vec::new();
     let ops: Vec<Vec<Op>> = (0..workloads()).map(ops_of).collect();
-    let cuts = power_cut_after_every_effect(
+    let explored = power_cut_after_every_effect(
         "rml-sim",
         100_003,
         |seed, dir, fs| run(dir, fs, &ops[seed as usize], config),
@@ -300,10 +302,10 @@ fn cut_after_every_effect(ops_of: fn(u64) -> Vec<Op>, config: &Config) -> (u64, 
         },
     );
     eprintln!(
-        "sim crash model: {cuts} cuts, {recycled} recycled segments installed, effects per \
+        "sim crash model: {explored}, {recycled} recycled segments installed, effects per \
          workload {effects_by_workload:?}"
     );
-    (cuts, recycled)
+    (explored, recycled)
 }
 
 #[test]
@@ -313,8 +315,8 @@ fn power_cut_after_every_effect_recovers_an_acknowledged_state() {
 
 #[test]
 fn power_cut_after_every_effect_with_recycled_segments() {
-    let (cuts, recycled) = cut_after_every_effect(recycling_workload, &four_page_config());
-    assert!(cuts > 0);
+    let (explored, recycled) = cut_after_every_effect(recycling_workload, &four_page_config());
+    assert!(explored.cuts > 0);
     // Not vacuous: the workloads reuse pooled files.
     assert!(
         recycled >= workloads(),
