@@ -106,6 +106,9 @@ struct State {
     /// A digest of each image drawn at the cut.
     cut_digests: Vec<u64>,
     fail: Option<(Kind, u64, i32)>,
+    /// Fail the n-th directory fsync issued while a rename to a name with this suffix is
+    /// pending: (suffix, n, errno, such fsyncs so far).
+    fail_dir: Option<(&'static str, u64, i32, u64)>,
     calls: HashMap<Kind, u64>,
     /// Renames of a pooled file (`*.pool`) to a segment name: recycled segments installed.
     recycled: u64,
@@ -185,6 +188,12 @@ impl SimFs {
     /// Fails the `n`-th (1-based) call of `kind` with `errno`, doing nothing.
     pub(crate) fn fail_nth(&self, kind: Kind, n: u64, errno: i32) {
         self.lock().fail = Some((kind, n, errno));
+    }
+
+    /// Fails the `n`-th (1-based) directory fsync issued while a rename to a name ending in
+    /// `suffix` is pending (not durable yet) with `errno`, doing nothing.
+    pub(crate) fn fail_dir_fsync_after_rename_to(&self, suffix: &'static str, n: u64, errno: i32) {
+        self.lock().fail_dir = Some((suffix, n, errno, 0));
     }
 
     /// Effects performed so far.
@@ -426,6 +435,22 @@ impl Fs for SimFs {
         };
         if slow {
             std::thread::sleep(SLOW_DIR_FSYNC);
+        }
+        {
+            let mut st = self.lock();
+            let renamed = |st: &State, suffix: &str| {
+                st.pending.iter().any(|op| {
+                    matches!(op, NameOp::Rename(p, _) if p.to_str().is_some_and(|p| p.ends_with(suffix)))
+                })
+            };
+            if let Some((suffix, n, errno, seen)) = st.fail_dir {
+                if !st.cut_taken && renamed(&st, suffix) {
+                    st.fail_dir = Some((suffix, n, errno, seen + 1));
+                    if seen + 1 == n {
+                        return Err(io::Error::from_raw_os_error(errno));
+                    }
+                }
+            }
         }
         self.effect(
             Kind::SyncDir,

@@ -8,6 +8,11 @@
 //! Renaming it into the pool while views still map it changes no byte, so that happens as soon
 //! as its purge is durable. (No other process maps it: the directory lock keeps other
 //! writers out, and the read-only tools map files only while they hold the lock.)
+//!
+//! A file renamed into the pool is **staged** until a directory fsync after its rename has
+//! succeeded ([`Pool::commit_staged`]): until then a power cut may bring back its old segment
+//! name, and a rewrite (a blanked header) under that name would break the log. The preparer
+//! takes only committed files.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,14 +39,24 @@ pub(crate) struct Pool {
     dir: PathBuf,
     cap: usize,
     fs: Arc<dyn Fs>,
-    files: Mutex<Vec<PathBuf>>,
+    files: Mutex<Files>,
     token: AtomicU64,
+}
+
+/// The pooled files.
+#[derive(Debug, Default)]
+struct Files {
+    /// Renamed into the pool; the rename is durable: free for reuse.
+    ready: Vec<PathBuf>,
+    /// Renamed into the pool, but no directory fsync has succeeded since: not reusable yet.
+    staged: Vec<PathBuf>,
 }
 
 impl Pool {
     /// A pool of at most `cap` files in `dir` (0: recycling disabled), holding the pooled
-    /// files `found` in the directory at open, up to `cap`. Returns the pool and the found
-    /// files that did not fit (the caller removes them).
+    /// files `found` in the directory at open, up to `cap`, staged (the caller fsyncs the
+    /// directory and commits them). Returns the pool and the found files that did not fit
+    /// (the caller removes them).
     pub(crate) fn new(
         dir: &Path,
         cap: usize,
@@ -59,7 +74,12 @@ impl Pool {
             dir: dir.to_path_buf(),
             cap,
             fs,
-            files: Mutex::new(files),
+            // Their names may not be durable yet (a process killed before its directory
+            // fsync): staged until the opener's.
+            files: Mutex::new(Files {
+                ready: Vec::new(),
+                staged: files,
+            }),
             token: AtomicU64::new(token),
         };
         (pool, extra)
@@ -70,16 +90,32 @@ impl Pool {
         self.cap
     }
 
-    /// Files in the pool now (mapped or not).
+    /// Files in the pool now (mapped or not, staged or not).
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        let f = self.lock();
+        f.ready.len() + f.staged.len()
+    }
+
+    /// Whether files renamed into the pool wait for a directory fsync.
+    pub(crate) fn has_staged(&self) -> bool {
+        !self.lock().staged.is_empty()
+    }
+
+    /// Makes the staged files reusable: the caller has just fsynced the directory, after
+    /// their renames, successfully.
+    pub(crate) fn commit_staged(&self) {
+        let mut f = self.lock();
+        let staged = std::mem::take(&mut f.staged);
+        f.ready.extend(staged);
     }
 
     /// Pooled files that a view still maps.
     #[cfg(test)]
     pub(crate) fn mapped(&self) -> usize {
-        self.lock()
+        let f = self.lock();
+        f.ready
             .iter()
+            .chain(&f.staged)
             .filter(|p| self.still_mapped(p) != Some(false))
             .count()
     }
@@ -91,20 +127,22 @@ impl Pool {
     }
 
     /// Takes a purged segment whose purge is durable: renames it into the pool if there is
-    /// room. The caller fsyncs the directory after (a lost rename brings the purged segment
-    /// back, which the next open recycles or removes). Gives the segment back when the pool
-    /// is full (or disabled) or the rename failed: the caller removes the file instead.
+    /// room, staged. The caller fsyncs the directory after, and calls
+    /// [`Pool::commit_staged`] once that succeeded (a lost rename brings the purged segment
+    /// back, intact, which the next open recycles or removes). Gives the segment back when
+    /// the pool is full (or disabled) or the rename failed: the caller removes the file
+    /// instead.
     pub(crate) fn offer(&self, seg: Arc<Segment>) -> Result<(), Arc<Segment>> {
         // The segment may still be mapped (by views, or by `seg` itself until the caller
         // drops it): only the reuse waits for that, in `take_unmapped`.
         let mut files = self.lock();
-        if files.len() >= self.cap {
+        if files.ready.len() + files.staged.len() >= self.cap {
             return Err(seg);
         }
         let path = self.new_path();
         match self.fs.rename(seg.path(), &path) {
             Ok(()) => {
-                files.push(path);
+                files.staged.push(path);
                 Ok(())
             }
             Err(_) => Err(seg),
@@ -125,22 +163,24 @@ impl Pool {
     }
 
     /// Adds a file the preparer made for the pool (under a [`Pool::new_fresh_path`] name).
+    /// Reusable at once: its name was never a segment's, so a lost create only loses it.
     pub(crate) fn add(&self, path: PathBuf) {
-        self.lock().push(path);
+        self.lock().ready.push(path);
     }
 
-    /// Takes out of the pool a file that no live segment maps any more, oldest first; `None`
-    /// if there is none. A file that cannot even be opened is taken too (the caller's reuse
-    /// fails and removes it).
+    /// Takes out of the pool a file whose rename into the pool is durable and that no live
+    /// segment maps any more, oldest first; `None` if there is none. A file that cannot even
+    /// be opened is taken too (the caller's reuse fails and removes it).
     pub(crate) fn take_unmapped(&self) -> Option<PathBuf> {
         let mut files = self.lock();
         let i = files
+            .ready
             .iter()
             .position(|p| self.still_mapped(p) != Some(true))?;
-        Some(files.remove(i))
+        Some(files.ready.remove(i))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Files> {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
