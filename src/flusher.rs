@@ -349,9 +349,12 @@ fn process(fs: &dyn Fs, dir: &std::path::Path, batch: &[FlushRequest]) -> Result
 }
 
 /// Retires the files of purged segments (their purge is durable: `process` succeeded): each
-/// goes to the pool while it has room, else it is removed; then the directory is fsynced. A
-/// file that cannot be removed stays in `undeleted` for the next flush and is reported in
-/// `removals`; it never fails a callback, whose data is durable.
+/// goes to the pool while it has room, else it is removed; then the directory is fsynced,
+/// and only once that succeeded are the files renamed into the pool reusable
+/// ([`Pool::commit_staged`]; after a failed fsync they stay staged, and the next flush
+/// fsyncs the directory again). A file that cannot be removed stays in `undeleted` for the
+/// next flush and is reported in `removals`; it never fails a callback, whose data is
+/// durable.
 pub(crate) fn retire_purged(
     fs: &dyn Fs,
     dir: &std::path::Path,
@@ -359,11 +362,12 @@ pub(crate) fn retire_purged(
     undeleted: &mut Vec<Arc<Segment>>,
     removals: &RemovalFailures,
 ) {
-    if undeleted.is_empty() {
+    if undeleted.is_empty() && !pool.has_staged() {
         return;
     }
     let mut failed = Vec::new();
-    let mut removed = false;
+    // Files renamed into the pool whose rename is not durable yet need a directory fsync.
+    let mut removed = pool.has_staged();
     undeleted.retain(|seg| {
         let Err(seg) = pool.offer(seg.clone()) else {
             removed = true;
@@ -382,9 +386,10 @@ pub(crate) fn retire_purged(
         }
     });
     if removed {
-        if let Err(e) = sync_dir(fs, dir) {
+        match sync_dir(fs, dir) {
+            Ok(()) => pool.commit_staged(),
             // The removals are not durable yet; the next open removes what comes back.
-            failed.push((dir.to_path_buf(), e.to_string()));
+            Err(e) => failed.push((dir.to_path_buf(), e.to_string())),
         }
     }
     *removals.lock().unwrap_or_else(|e| e.into_inner()) = failed;

@@ -1,4 +1,4 @@
-//! `SimFs`: the real file system, plus the image a power cut would leave (test builds only).
+//! `SimFs`: the real file system, plus the images a power cut could leave (test builds only).
 //!
 //! Every effect is performed on the real files (so maps, reads and the engine work as usual)
 //! and recorded:
@@ -6,14 +6,31 @@
 //! * per file (by identity, so renames keep it): the **durable** bytes and size, as of its
 //!   last `fsync`, or the ranges of its last `msync`s (which also make the size durable);
 //! * the **durable names**: the directory as of its last fsync, and the name operations
-//!   (create, rename, remove) issued since, in order.
+//!   (create, rename, remove, and the replacement of a rename's target) issued since.
 //!
-//! [`SimFs::power_cut`] writes what a disk could hold after a cut at this moment into another
-//! directory: the durable names plus a prefix of the pending name operations (a journaling
-//! file system commits them in order), each file with its durable bytes, any subset of its
-//! unsynced pages, and its durable or its live size. With [`SimFs::cut_after`] the image is
+//! A power cut (`image::power_cut`) writes what a disk could hold after a cut at this moment
+//! into another directory:
+//!
+//! * **Names.** A create, rename or remove is durable only once the directory is fsynced
+//!   (`sync_dir`). Until then each file keeps, independently of every other file, any name it
+//!   had since the last directory fsync: its durable name (or none, if it was created since),
+//!   or the name after any of its own pending operations (none after a remove). So each
+//!   pending operation may be kept or lost, in any combination across files, yet the image is
+//!   always consistent: a file renamed after its create can appear under the new name only
+//!   (its create is then implied), a rename A->B then B->C leaves the file under A, B or C,
+//!   and one name never holds two files (a rename over an existing file either replaced it
+//!   or did not).
+//! * **Data.** A file's bytes are durable only after its own `fsync` or `msync`: its durable
+//!   bytes, plus any subset of the pages that differ from them now (written through the map
+//!   or with `pwrite`, both visible in the real file), each kept or lost independently, and
+//!   its durable or its live size.
+//!
+//! With [`SimFs::cut_after`] the images (several independent draws of the same moment) are
 //! taken right after the k-th effect and every later effect fails with EIO: the machine is
-//! off. [`SimFs::fail_nth`] fails one chosen call with an error instead.
+//! off. A directory fsync issued shortly before the cut is slow (it waits a little before
+//! taking effect, as a real one waits for the disk), so that other threads' effects can land
+//! between a name operation and the fsync that would make it durable, as they can on a real
+//! machine. [`SimFs::fail_nth`] fails one chosen call with an error instead.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,6 +42,11 @@ use std::sync::Mutex;
 use memmap2::MmapRaw;
 
 use super::{Fs, RealFs};
+
+mod harness;
+mod image;
+
+pub(crate) use harness::{power_cut_after_every_effect, scratch, workloads, Acked, Explored};
 
 const PAGE: usize = 4096;
 
@@ -44,12 +66,22 @@ pub(crate) enum Kind {
     ReadDir,
 }
 
+/// A name operation not yet made durable by a directory fsync, with the file identity it
+/// concerns.
 #[derive(Debug, Clone)]
 enum NameOp {
     Create(PathBuf, u64),
-    Rename(PathBuf, PathBuf, u64),
-    Remove(PathBuf),
+    /// Renamed to this name.
+    Rename(PathBuf, u64),
+    Remove(u64),
+    /// The file that held a rename's target name lost it (the rename replaced it).
+    Replaced(u64),
 }
+
+/// Effects before the cut during which a directory fsync is slow (see the module doc).
+const SLOW_DIR_FSYNC_WINDOW: u64 = 12;
+/// How long such a directory fsync waits before it takes effect.
+const SLOW_DIR_FSYNC: std::time::Duration = std::time::Duration::from_millis(2);
 
 #[derive(Debug, Default)]
 struct State {
@@ -62,15 +94,21 @@ struct State {
     pending: Vec<NameOp>,
     /// Durable bytes of each file (their length is the durable size).
     durable: HashMap<u64, Vec<u8>>,
-    /// Last live bytes of files removed from the directory (still needed if the removal is
-    /// lost in a cut).
+    /// Last live bytes of files removed from the directory, or replaced by a rename (still
+    /// needed if the removal is lost in a cut).
     removed: HashMap<u64, Vec<u8>>,
     effects: u64,
     cut_after: Option<u64>,
-    cut_dir: Option<PathBuf>,
+    /// One directory per image to draw at the cut.
+    cut_dirs: Vec<PathBuf>,
     cut_seed: u64,
     cut_taken: bool,
+    /// A digest of each image drawn at the cut.
+    cut_digests: Vec<u64>,
     fail: Option<(Kind, u64, i32)>,
+    /// Fail the n-th directory fsync issued while a rename to a name with this suffix is
+    /// pending: (suffix, n, errno, such fsyncs so far).
+    fail_dir: Option<(&'static str, u64, i32, u64)>,
     calls: HashMap<Kind, u64>,
     /// Renames of a pooled file (`*.pool`) to a segment name: recycled segments installed.
     recycled: u64,
@@ -129,18 +167,33 @@ impl SimFs {
         }
     }
 
-    /// Takes the power-cut image into `into` right after effect number `k` (1-based), drawing
-    /// the unsynced parts with `seed`; every later effect fails with EIO.
-    pub(crate) fn cut_after(&self, k: u64, into: &Path, seed: u64) {
+    /// Takes power-cut images right after effect number `k` (1-based), one into each of
+    /// `into`, drawing what is not durable independently for each (from `seed` and the
+    /// image's position); every later effect fails with EIO.
+    pub(crate) fn cut_after(&self, k: u64, into: &[&Path], seed: u64) {
         let mut st = self.lock();
         st.cut_after = Some(k);
-        st.cut_dir = Some(into.to_path_buf());
+        st.cut_dirs = into.iter().map(|p| p.to_path_buf()).collect();
         st.cut_seed = seed;
+    }
+
+    /// For each image of the cut, whether it differs from every image drawn before it (an
+    /// image equal to an earlier one need not be checked again). Empty if no cut was taken.
+    pub(crate) fn distinct_images(&self) -> Vec<bool> {
+        let st = self.lock();
+        let mut seen = std::collections::HashSet::new();
+        st.cut_digests.iter().map(|d| seen.insert(*d)).collect()
     }
 
     /// Fails the `n`-th (1-based) call of `kind` with `errno`, doing nothing.
     pub(crate) fn fail_nth(&self, kind: Kind, n: u64, errno: i32) {
         self.lock().fail = Some((kind, n, errno));
+    }
+
+    /// Fails the `n`-th (1-based) directory fsync issued while a rename to a name ending in
+    /// `suffix` is pending (not durable yet) with `errno`, doing nothing.
+    pub(crate) fn fail_dir_fsync_after_rename_to(&self, suffix: &'static str, n: u64, errno: i32) {
+        self.lock().fail_dir = Some((suffix, n, errno, 0));
     }
 
     /// Effects performed so far.
@@ -193,10 +246,16 @@ impl SimFs {
         record(&mut st);
         st.effects += 1;
         if st.cut_after == Some(st.effects) {
-            if let Some(into) = st.cut_dir.clone() {
-                let seed = st.cut_seed;
-                power_cut(&st, &into, seed);
-            }
+            let dirs = std::mem::take(&mut st.cut_dirs);
+            let digests = dirs
+                .iter()
+                .enumerate()
+                .map(|(i, into)| {
+                    let seed = st.cut_seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                    image::power_cut(&st, into, seed)
+                })
+                .collect();
+            st.cut_digests = digests;
             st.cut_taken = true;
         }
         Ok(r)
@@ -223,57 +282,6 @@ impl SimFs {
 
     fn id_of(st: &State, path: &Path) -> Option<u64> {
         st.live.get(path).copied()
-    }
-}
-
-/// Writes into `into` what a disk could hold if the power went off now.
-fn power_cut(st: &State, into: &Path, seed: u64) {
-    let mut rng = Rng(seed ^ 0x9E37_79B9_7F4A_7C15);
-    // Names: the durable ones, then a prefix of the pending operations.
-    let mut names = st.durable_names.clone();
-    let keep = rng.below(st.pending.len() as u64 + 1) as usize;
-    for op in &st.pending[..keep] {
-        match op {
-            NameOp::Create(p, id) => {
-                names.insert(p.clone(), *id);
-            }
-            NameOp::Rename(a, b, id) => {
-                names.remove(a);
-                names.insert(b.clone(), *id);
-            }
-            NameOp::Remove(p) => {
-                names.remove(p);
-            }
-        }
-    }
-    let live_path: HashMap<u64, &PathBuf> = st.live.iter().map(|(p, id)| (*id, p)).collect();
-    for (name, id) in names {
-        let durable = st.durable.get(&id).cloned().unwrap_or_default();
-        let live = match live_path.get(&id) {
-            Some(p) => read_all(p),
-            None => st.removed.get(&id).cloned().unwrap_or_default(),
-        };
-        // Size: durable, or (if it changed since) the live one.
-        let size = if live.len() != durable.len() && rng.below(2) == 0 {
-            live.len()
-        } else {
-            durable.len()
-        };
-        let mut bytes = durable;
-        bytes.resize(size, 0);
-        // Any subset of the pages that differ from the durable bytes.
-        let mut at = 0;
-        while at < size {
-            let end = (at + PAGE).min(size);
-            let src = live.get(at..end.min(live.len())).unwrap_or(&[]);
-            if src != &bytes[at..at + src.len()] && rng.below(2) == 0 {
-                bytes[at..at + src.len()].copy_from_slice(src);
-            }
-            at = end;
-        }
-        if let Some(file_name) = name.file_name() {
-            let _ = std::fs::write(into.join(file_name), &bytes);
-        }
     }
 }
 
@@ -373,6 +381,9 @@ impl Fs for SimFs {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        // A file the rename replaces keeps its last bytes, in case the replacement is lost.
+        let target = self.lock().live.get(to).copied();
+        let replaced = target.map(|id| (id, read_all(to)));
         self.effect(
             Kind::Rename,
             || RealFs.rename(from, to),
@@ -384,9 +395,12 @@ impl Fs for SimFs {
                     st.recycled += 1;
                 }
                 if let Some(id) = st.live.remove(from) {
+                    if let Some((old, bytes)) = replaced {
+                        st.removed.insert(old, bytes);
+                        st.pending.push(NameOp::Replaced(old));
+                    }
                     st.live.insert(to.to_path_buf(), id);
-                    st.pending
-                        .push(NameOp::Rename(from.to_path_buf(), to.to_path_buf(), id));
+                    st.pending.push(NameOp::Rename(to.to_path_buf(), id));
                 }
             },
         )
@@ -400,8 +414,8 @@ impl Fs for SimFs {
             |st| {
                 if let Some(id) = st.live.remove(path) {
                     st.removed.insert(id, last);
+                    st.pending.push(NameOp::Remove(id));
                 }
-                st.pending.push(NameOp::Remove(path.to_path_buf()));
             },
         )
     }
@@ -412,6 +426,32 @@ impl Fs for SimFs {
     }
 
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        let slow = {
+            let st = self.lock();
+            !st.pending.is_empty()
+                && st
+                    .cut_after
+                    .is_some_and(|c| c > st.effects && c - st.effects <= SLOW_DIR_FSYNC_WINDOW)
+        };
+        if slow {
+            std::thread::sleep(SLOW_DIR_FSYNC);
+        }
+        {
+            let mut st = self.lock();
+            let renamed = |st: &State, suffix: &str| {
+                st.pending.iter().any(|op| {
+                    matches!(op, NameOp::Rename(p, _) if p.to_str().is_some_and(|p| p.ends_with(suffix)))
+                })
+            };
+            if let Some((suffix, n, errno, seen)) = st.fail_dir {
+                if !st.cut_taken && renamed(&st, suffix) {
+                    st.fail_dir = Some((suffix, n, errno, seen + 1));
+                    if seen + 1 == n {
+                        return Err(io::Error::from_raw_os_error(errno));
+                    }
+                }
+            }
+        }
         self.effect(
             Kind::SyncDir,
             || Ok(()),
@@ -421,88 +461,4 @@ impl Fs for SimFs {
             },
         )
     }
-}
-
-/// A scratch directory for the seam's crash models, on `/dev/shm` when it exists.
-pub(crate) fn scratch(prefix: &str) -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix(prefix).tempdir_in(shm) {
-            return d;
-        }
-    }
-    tempfile::tempdir().expect("tempdir")
-}
-
-/// Number of workloads of the seam's crash models: `RML_SIM_WORKLOADS`, default 10.
-pub(crate) fn workloads() -> u64 {
-    std::env::var("RML_SIM_WORKLOADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
-}
-
-/// The last model state a crash model's flushes acknowledged, shared with flush callbacks.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Acked(std::sync::Arc<Mutex<usize>>);
-
-impl Acked {
-    /// Records that everything up to state `upto` is durable (never moves back).
-    pub(crate) fn raise(&self, upto: usize) {
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *g = (*g).max(upto);
-    }
-
-    /// A flush callback that raises the mark to `upto` if the flush succeeded.
-    pub(crate) fn on_flush(&self, upto: usize) -> impl FnOnce(crate::Result<()>) + Send + 'static {
-        let a = self.clone();
-        move |r| {
-            if r.is_ok() {
-                a.raise(upto)
-            }
-        }
-    }
-
-    /// The mark.
-    pub(crate) fn get(&self) -> usize {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// The power-cut loop of the seam's crash models. For each workload `seed` (see
-/// [`workloads`]): `run(seed, dir, fs)` once without a cut (the dry run, counting its effects),
-/// handed to `after_dry(seed, dir, fs, result)`; then once per effect k of the dry run, on a
-/// fresh directory, with a power cut right after effect k that writes the durable image
-/// (torn with seed `seed * seed_step + k`). A run that reaches no effect k takes no cut and
-/// is skipped; otherwise `check(seed, k, image, result)` recovers the image and checks it.
-/// Returns the number of cuts.
-pub(crate) fn power_cut_after_every_effect<R>(
-    prefix: &str,
-    seed_step: u64,
-    mut run: impl FnMut(u64, &Path, std::sync::Arc<SimFs>) -> R,
-    mut after_dry: impl FnMut(u64, &Path, &SimFs, R),
-    mut check: impl FnMut(u64, u64, &Path, R),
-) -> u64 {
-    let mut cuts = 0u64;
-    for seed in 0..workloads() {
-        let dry = scratch(prefix);
-        let fs = std::sync::Arc::new(SimFs::new(dry.path()));
-        let r = run(seed, dry.path(), fs.clone());
-        after_dry(seed, dry.path(), &fs, r);
-        for k in 1..=fs.effects() {
-            let dir = scratch(prefix);
-            let image = scratch(prefix);
-            let fs = std::sync::Arc::new(SimFs::new(dir.path()));
-            fs.cut_after(k, image.path(), seed * seed_step + k);
-            let r = run(seed, dir.path(), fs.clone());
-            if !fs.cut_taken() {
-                // Group commit merges flushes by timing, so a run may have fewer effects than
-                // the dry run: nothing to cut here.
-                continue;
-            }
-            cuts += 1;
-            check(seed, k, image.path(), r);
-        }
-    }
-    cuts
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{LogId, RaftLog, RaftTypes, Vote};
-use crate::io::sim::{power_cut_after_every_effect, workloads, Acked, Rng, SimFs};
+use crate::io::sim::{power_cut_after_every_effect, workloads, Acked, Explored, Rng, SimFs};
 use crate::Config;
 
 /// A run records the model after every change it issued, including the one in flight when
@@ -53,7 +53,9 @@ struct Run {
     vote_acked: Option<Vote>,
 }
 
-fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
+/// With `recycling`, a quarter of the steps more commit everything, purge it and sync: purged
+/// segments go to the pool and later rollovers reuse them.
+fn run(dir: &Path, fs: Arc<SimFs>, seed: u64, recycling: bool) -> Run {
     let mut states = vec![Model::default()];
     let acked = Acked::default();
     let mut vote_acked = None;
@@ -73,7 +75,7 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
         if fs.cut_taken() {
             break;
         }
-        let ok = match r.below(10) {
+        let ok = match r.below(if recycling { 13 } else { 10 }) {
             0 => {
                 term += r.below(2);
                 let v = Vote::new(term, 1 + r.below(3), r.below(2) == 0);
@@ -183,6 +185,28 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
                 }
                 _ => true,
             },
+            10.. => match m.entries.last().map(|e| e.0) {
+                Some(id) => {
+                    let mut ok = true;
+                    if Some(id) > m.committed {
+                        ok = log.commit(id).is_ok();
+                        m.committed = Some(id);
+                        states.push(m.clone());
+                    }
+                    if ok {
+                        ok = log.purge_upto(id).is_ok();
+                        m.entries.clear();
+                        m.purged = Some(id);
+                        states.push(m.clone());
+                    }
+                    ok = ok && log.sync().is_ok();
+                    if ok {
+                        acked.raise(states.len() - 1);
+                    }
+                    ok
+                }
+                None => true,
+            },
             _ => log.flush(acked.on_flush(applied)).is_ok(),
         };
         if ok {
@@ -219,14 +243,15 @@ fn observe(log: &RaftLog<RaftTypes>) -> Model {
     }
 }
 
-#[test]
-fn raft_log_survives_a_power_cut_after_every_effect() {
-    let workloads = workloads();
-    let cuts = power_cut_after_every_effect(
+/// Cuts each workload after every effect and checks every image; returns what was explored
+/// and the recycled segments the dry runs installed.
+fn cut_after_every_effect(recycling: bool) -> (Explored, u64) {
+    let mut recycled = 0;
+    let explored = power_cut_after_every_effect(
         "rml-rsim",
         7_919,
-        |seed, dir, fs| run(dir, fs, seed),
-        |_, _, _, _| {},
+        |seed, dir, fs| run(dir, fs, seed, recycling),
+        |_, _, fs, _| recycled += fs.recycled_installs(),
         |seed, k, image, r| {
             let log = RaftLog::<RaftTypes>::open(image, config()).unwrap_or_else(|e| {
                 panic!("workload {seed}, cut after effect {k}: recovery failed: {e}")
@@ -250,5 +275,25 @@ fn raft_log_survives_a_power_cut_after_every_effect() {
             );
         },
     );
-    eprintln!("typed sim crash model: {cuts} cuts over {workloads} workloads");
+    eprintln!(
+        "typed sim crash model (recycling: {recycling}): {explored} over {} workloads, \
+         {recycled} recycled segments installed",
+        workloads()
+    );
+    (explored, recycled)
+}
+
+#[test]
+fn raft_log_survives_a_power_cut_after_every_effect() {
+    cut_after_every_effect(false);
+}
+
+#[test]
+fn raft_log_with_recycled_segments_survives_a_power_cut_after_every_effect() {
+    let (explored, recycled) = cut_after_every_effect(true);
+    assert!(explored.cuts > 0);
+    assert!(
+        recycled >= workloads(),
+        "only {recycled} recycled segments installed"
+    );
 }

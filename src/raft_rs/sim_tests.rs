@@ -15,7 +15,7 @@ use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, Storage};
 
 use super::{MmapRaftStorage, RaftRsTypes};
-use crate::io::sim::{power_cut_after_every_effect, workloads, Acked, Rng, SimFs};
+use crate::io::sim::{power_cut_after_every_effect, workloads, Acked, Explored, Rng, SimFs};
 use crate::raft::RaftLog;
 use crate::Config;
 
@@ -94,7 +94,10 @@ fn open(dir: &Path, fs: Arc<SimFs>) -> Option<MmapRaftStorage> {
     MmapRaftStorage::from_log(log).ok()
 }
 
-fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
+/// With `recycling`, the workload is longer and a quarter of the steps more commit
+/// everything, compact it away and sync: purged segments go to the pool and later rollovers
+/// reuse them.
+fn run(dir: &Path, fs: Arc<SimFs>, seed: u64, recycling: bool) -> Run {
     let mut states = vec![Model::default()];
     let acked = Acked::default();
     let Some(mut s) = open(dir, fs.clone()) else {
@@ -105,11 +108,12 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
     let mut applied = 0usize;
     // The highest term used so far (entries, votes, snapshots).
     let mut term = 1u64;
-    for step in 0..40 + r.below(30) {
+    let steps = 40 + r.below(30) + if recycling { 40 } else { 0 };
+    for step in 0..steps {
         if fs.cut_taken() {
             break;
         }
-        let res = match r.below(13) {
+        let res = match r.below(if recycling { 17 } else { 13 }) {
             0 => {
                 let t = m.hs.0.max(term) + r.below(2);
                 let vote = if t == m.hs.0 && m.hs.1 != 0 {
@@ -212,6 +216,25 @@ fn run(dir: &Path, fs: Arc<SimFs>, seed: u64) -> Run {
                 let upto = states.len() - 1;
                 s.sync().map(|()| acked.raise(upto))
             }
+            13.. => {
+                let last = m.last();
+                let mut res = Ok(());
+                if last > m.hs.2 {
+                    m.hs.2 = last;
+                    states.push(m.clone());
+                    res = s.set_commit(last);
+                }
+                if let (Ok(()), Some(t)) = (&res, m.term_at(last)) {
+                    m.dummy = (t, last);
+                    m.entries.clear();
+                    states.push(m.clone());
+                    res = s.compact(last + 1);
+                }
+                res.and_then(|()| {
+                    let upto = states.len() - 1;
+                    s.sync().map(|()| acked.raise(upto))
+                })
+            }
             _ => s.flush(acked.on_flush(states.len() - 1)),
         };
         match res {
@@ -252,14 +275,16 @@ fn observe(s: &MmapRaftStorage) -> Model {
     }
 }
 
-#[test]
-fn raft_rs_storage_survives_a_power_cut_after_every_effect() {
-    let workloads = workloads();
-    let cuts = power_cut_after_every_effect(
+/// Cuts each workload after every effect and checks every image; returns what was explored
+/// and the recycled segments the dry runs installed.
+fn cut_after_every_effect(recycling: bool) -> (Explored, u64) {
+    let mut recycled = 0;
+    let explored = power_cut_after_every_effect(
         "rml-rrsim",
         7_919,
-        |seed, dir, fs| run(dir, fs, seed),
-        |seed, dry, _, r| {
+        |seed, dir, fs| run(dir, fs, seed, recycling),
+        |seed, dry, fs, r| {
+            recycled += fs.recycled_installs();
             // Without a cut the workload runs to its end and a reopen shows its last state.
             let s = MmapRaftStorage::open(dry, config()).expect("reopen the dry run");
             assert_eq!(
@@ -281,5 +306,25 @@ fn raft_rs_storage_survives_a_power_cut_after_every_effect() {
             );
         },
     );
-    eprintln!("raft-rs sim crash model: {cuts} cuts over {workloads} workloads");
+    eprintln!(
+        "raft-rs sim crash model (recycling: {recycling}): {explored} over {} workloads, \
+         {recycled} recycled segments installed",
+        workloads()
+    );
+    (explored, recycled)
+}
+
+#[test]
+fn raft_rs_storage_survives_a_power_cut_after_every_effect() {
+    cut_after_every_effect(false);
+}
+
+#[test]
+fn raft_rs_storage_with_recycled_segments_survives_a_power_cut_after_every_effect() {
+    let (explored, recycled) = cut_after_every_effect(true);
+    assert!(explored.cuts > 0);
+    assert!(
+        recycled >= workloads(),
+        "only {recycled} recycled segments installed"
+    );
 }

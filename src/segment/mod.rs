@@ -41,6 +41,8 @@ use header::{random_salt, short_file_reason};
 pub(crate) use mapped::is_mapped;
 use mapped::{file_id, mapped_files};
 pub(crate) use pool::Pool;
+#[cfg(test)]
+pub(crate) use pool::FRESH_POOL_SUFFIX;
 pub(crate) use prepared::PreparedFile;
 
 /// How bytes get into a segment file.

@@ -25,7 +25,7 @@ pub struct PreparedFile {
     pub(super) size: u64,
     pub(super) via: WriteVia,
     pub(super) fs: Arc<dyn Fs>,
-    /// A purged segment file from the pool: its bytes after the header are a previous life's.
+    /// A file from the pool: its bytes after the header may be a previous life's.
     pub(super) recycled: bool,
     /// The salt of that previous life, which the new one must not reuse.
     pub(super) old_salt: Option<u32>,
@@ -157,16 +157,19 @@ impl PreparedFile {
         allocate(fs, &file, path, size, size, false)?;
         fs.fsync(&file, path)
             .map_err(|e| Error::io("fsync pooled file", path, e))?;
-        // A file that was a segment holds its previous life after the header: the new
-        // segment is flagged recycled. One the preparer made holds only zeros, written with
-        // large `pwrite`s, so the cache may hold it as large folios (see `drop_cached_pages`):
-        // dropped, the map faults its pages back one by one. A purged segment's cached pages
-        // came from its map's faults, one page each, and are kept: no read-back.
-        let recycled = !super::pool::is_fresh(path);
-        if !recycled {
+        // Every pooled file may hold records after the header: a purged segment its previous
+        // life, and even a `*.fresh.pool` file the preparer wrote as zeros (once installed,
+        // its pages can reach the disk before its rename does, and a power cut then leaves
+        // records under the fresh pool name). So the new segment is always flagged recycled:
+        // the name is never trusted to mean "zeros only". The name is only a hint for the
+        // cache: a fresh file's zeros were written with large `pwrite`s, so the cache may hold
+        // it as large folios (see `drop_cached_pages`): dropped, the map faults its pages back
+        // one by one. A purged segment's cached pages came from its map's faults, one page
+        // each, and are kept: no read-back.
+        if super::pool::is_fresh(path) {
             drop_cached_pages(&file);
         }
-        Self::mapped(path.to_path_buf(), file, size, opts, recycled, old_salt)
+        Self::mapped(path.to_path_buf(), file, size, opts, true, old_salt)
     }
 
     fn mapped(

@@ -197,9 +197,12 @@ impl Store {
                 Err(_) => pending_deletes.push(seg.clone()),
             }
         }
-        if removed_any {
+        // Pooled files (found, or renamed into the pool above) are reusable only once their
+        // names are durable: after this fsync.
+        if removed_any || pool.has_staged() {
             crate::io::sync_dir(&*opts.fs, &dir)?;
         }
+        pool.commit_staged();
         let shift = purged.len();
         drop(purged);
 

@@ -182,3 +182,62 @@ fn a_view_that_outlives_its_store_keeps_its_bytes_when_the_log_is_reopened() {
     append(&mut store, 200..260);
     assert!(recycled_segments(&store) > 0, "no pooled file was reused");
 }
+
+/// A `*.fresh.pool` file is zeros only when the preparer wrote it, but its pages can reach
+/// the disk before the rename that made it a segment does: a power cut then leaves the name
+/// `*.fresh.pool` on a file full of records (under an old salt). Reused, it must be flagged
+/// recycled like any pooled file: sealed before those old records end, an unflagged segment
+/// made every later open fail ("record checksum mismatch" at its sealed end, where the old
+/// records go on).
+#[test]
+fn a_fresh_pool_file_holding_old_records_is_reused_as_a_recycled_segment() {
+    // A segment file full of valid records of another life.
+    let old = scratch("rml-recycle");
+    let mut store = Store::open(old.path(), config(0)).unwrap();
+    append(&mut store, 0..40);
+    store.sync().unwrap();
+    drop(store);
+    let mut segs: Vec<_> = std::fs::read_dir(old.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(crate::format::SEGMENT_SUFFIX))
+        .collect();
+    segs.sort();
+    let full = std::fs::read(&segs[0]).unwrap();
+
+    // A log whose pool holds it under a fresh pooled file's name.
+    let dir = scratch("rml-recycle");
+    drop(Store::open(dir.path(), config(1)).unwrap());
+    let fresh = dir
+        .path()
+        .join(format!("{:020}{}", 7, crate::segment::FRESH_POOL_SUFFIX));
+    std::fs::write(&fresh, &full).unwrap();
+
+    let mut store = Store::open(dir.path(), config(1)).unwrap();
+    // Enough to roll over into the pooled file, then a few entries in it, then one too large
+    // for the rest of it: the segment is sealed well before the old records end.
+    append(&mut store, 100..115);
+    assert!(!fresh.exists(), "the pooled file was not reused");
+    let big = vec![0xA5u8; 3000];
+    store.append(115, &big).unwrap();
+    assert_eq!(
+        recycled_segments(&store),
+        1,
+        "the reused file is flagged recycled"
+    );
+    store.sync().unwrap();
+    drop(store);
+
+    for _ in 0..2 {
+        let mut store = Store::open(dir.path(), config(1))
+            .unwrap_or_else(|e| panic!("reopen after reusing the pooled file: {e}"));
+        let view = store.reader().view();
+        assert_eq!((view.first_index(), view.next_index()), (100, 116));
+        for i in 100..115 {
+            assert_eq!(view.get(i), Some(&payload(i)[..]), "entry {i}");
+        }
+        assert_eq!(view.get(115), Some(&big[..]));
+        drop(view);
+        store.sync().unwrap();
+    }
+}

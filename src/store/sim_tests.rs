@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::io::sim::{power_cut_after_every_effect, scratch, workloads, Acked, Kind, Rng, SimFs};
+use crate::io::sim::{
+    power_cut_after_every_effect, scratch, workloads, Acked, Explored, Kind, Rng, SimFs,
+};
 use crate::{Config, Error, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -225,16 +227,31 @@ fn observe(store: &Store) -> Model {
 /// Runs each workload once dry (counting its effects), then once per effect k with a power
 /// cut right after effect k; recovers every image with the real file system and checks it
 /// against the model. Then appends to the recovered log, syncs, reopens and checks again
-/// (stale bytes, a previous life's or this one's, never come back). Returns the number of
-/// cuts and of recycled segments the dry runs installed.
-fn cut_after_every_effect(ops_of: fn(u64) -> Vec<Op>, config: &Config) -> (u64, u64) {
+/// (stale bytes, a previous life's or this one's, never come back). Returns what was explored
+/// and the number of recycled segments the dry runs installed.
+/// With `fail_dir_fsync`, the n-th directory fsync that would make a rename into the pool
+/// durable fails (EIO; n from 1 to 3 by workload): the flusher only records that failure.
+fn cut_after_every_effect(
+    ops_of: fn(u64) -> Vec<Op>,
+    config: &Config,
+    fail_dir_fsync: bool,
+) -> (Explored, u64) {
     let mut recycled = 0u64;
     let mut effects_by_workload = Vec::new();
     let ops: Vec<Vec<Op>> = (0..workloads()).map(ops_of).collect();
-    let cuts = power_cut_after_every_effect(
+    let explored = power_cut_after_every_effect(
         "rml-sim",
         100_003,
-        |seed, dir, fs| run(dir, fs, &ops[seed as usize], config),
+        |seed, dir, fs| {
+            if fail_dir_fsync {
+                fs.fail_dir_fsync_after_rename_to(
+                    crate::format::POOL_SUFFIX,
+                    1 + seed % 3,
+                    libc::EIO,
+                );
+            }
+            run(dir, fs, &ops[seed as usize], config)
+        },
         |_, _, fs, _| {
             recycled += fs.recycled_installs();
             effects_by_workload.push(fs.effects());
@@ -300,22 +317,38 @@ fn cut_after_every_effect(ops_of: fn(u64) -> Vec<Op>, config: &Config) -> (u64, 
         },
     );
     eprintln!(
-        "sim crash model: {cuts} cuts, {recycled} recycled segments installed, effects per \
+        "sim crash model: {explored}, {recycled} recycled segments installed, effects per \
          workload {effects_by_workload:?}"
     );
-    (cuts, recycled)
+    (explored, recycled)
 }
 
 #[test]
 fn power_cut_after_every_effect_recovers_an_acknowledged_state() {
-    cut_after_every_effect(workload, &config());
+    cut_after_every_effect(workload, &config(), false);
 }
 
 #[test]
 fn power_cut_after_every_effect_with_recycled_segments() {
-    let (cuts, recycled) = cut_after_every_effect(recycling_workload, &four_page_config());
-    assert!(cuts > 0);
+    let (explored, recycled) =
+        cut_after_every_effect(recycling_workload, &four_page_config(), false);
+    assert!(explored.cuts > 0);
     // Not vacuous: the workloads reuse pooled files.
+    assert!(
+        recycled >= workloads(),
+        "only {recycled} recycled segments installed"
+    );
+}
+
+/// The same, with a failed directory fsync after purged files were renamed into the pool:
+/// those renames may still be lost, so the files must not be rewritten until a later
+/// directory fsync succeeds (else a cut can leave a blanked file under its old segment name:
+/// "bad magic" at open, or a log that ends early).
+#[test]
+fn power_cut_after_every_effect_with_recycled_segments_and_a_failed_directory_fsync() {
+    let (explored, recycled) =
+        cut_after_every_effect(recycling_workload, &four_page_config(), true);
+    assert!(explored.cuts > 0);
     assert!(
         recycled >= workloads(),
         "only {recycled} recycled segments installed"
