@@ -218,7 +218,7 @@ fn a_fresh_pool_file_holding_old_records_is_reused_as_a_recycled_segment() {
     // for the rest of it: the segment is sealed well before the old records end.
     append(&mut store, 100..115);
     assert!(!fresh.exists(), "the pooled file was not reused");
-    let big = vec![0xA5u8; 3000];
+    let big = vec![0xA5u8; store.max_payload()];
     store.append(115, &big).unwrap();
     assert_eq!(
         recycled_segments(&store),
