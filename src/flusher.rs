@@ -10,7 +10,10 @@
 //! pages, so retrying could acknowledge data that is not on disk).
 //!
 //! Purged files go to the [`Pool`] of recycled segments while it has room (renamed to
-//! `<token>.pool`; the preparer reuses them once no view maps them), else they are removed.
+//! `<token>.pool`; the preparer reuses them once no view maps them), else they are removed:
+//! oldest first, with a directory fsync after each, so that the segment names a power cut
+//! can leave stay contiguous. Every directory fsync here is counted in [`DirSyncs`], so the
+//! writer knows which segment renames are durable.
 //!
 //! A blocking sync whose request would be the only one in flight ([`Flusher::run_if_idle`])
 //! runs the same `process` on the writer's thread instead: the flush thread is idle then
