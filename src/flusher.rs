@@ -10,7 +10,10 @@
 //! pages, so retrying could acknowledge data that is not on disk).
 //!
 //! Purged files go to the [`Pool`] of recycled segments while it has room (renamed to
-//! `<token>.pool`; the preparer reuses them once no view maps them), else they are removed.
+//! `<token>.pool`; the preparer reuses them once no view maps them), else they are removed:
+//! oldest first, with a directory fsync after each, so that the segment names a power cut
+//! can leave stay contiguous. Every directory fsync here is counted in [`DirSyncs`], so the
+//! writer knows which segment renames are durable.
 //!
 //! A blocking sync whose request would be the only one in flight ([`Flusher::run_if_idle`])
 //! runs the same `process` on the writer's thread instead: the flush thread is idle then
@@ -29,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::io::{sync_dir, Fs};
+use crate::io::{DirSyncs, Fs};
 use crate::segment::{Pool, Segment};
 
 /// A flush completion callback. It receives `Ok(())` once everything written before the
@@ -82,6 +85,7 @@ pub struct Flusher {
     done: Arc<AtomicU64>,
     dir: PathBuf,
     fs: Arc<dyn Fs>,
+    dir_syncs: Arc<DirSyncs>,
 }
 
 impl Flusher {
@@ -91,7 +95,10 @@ impl Flusher {
         let poison: Poison = Arc::default();
         let removals: RemovalFailures = Arc::default();
         let done = Arc::new(AtomicU64::new(0));
+        let dir_syncs: Arc<DirSyncs> = Arc::default();
         let thread = Thread {
+            dir_syncs: dir_syncs.clone(),
+            unsynced_removal: false,
             dir: dir.clone(),
             fs: fs.clone(),
             pool,
@@ -112,7 +119,14 @@ impl Flusher {
             done,
             dir,
             fs,
+            dir_syncs,
         })
+    }
+
+    /// Segment renames and the directory fsyncs that made them durable (shared with the
+    /// writer, which renames segments into place).
+    pub(crate) fn dir_syncs(&self) -> &DirSyncs {
+        &self.dir_syncs
     }
 
     /// Queues a request. Its callback is called exactly once, after the callbacks of every
@@ -198,7 +212,12 @@ impl Flusher {
         if let Some(e) = self.poisoned() {
             return Ok(Err(e));
         }
-        let r = process(&*self.fs, &self.dir, std::slice::from_ref(&req));
+        let r = process(
+            &*self.fs,
+            &self.dir,
+            &self.dir_syncs,
+            std::slice::from_ref(&req),
+        );
         if let Err(e) = &r {
             self.poison(e.to_string());
         }
@@ -253,9 +272,12 @@ struct Thread {
     poison: Poison,
     removals: RemovalFailures,
     done: Arc<AtomicU64>,
+    dir_syncs: Arc<DirSyncs>,
+    /// A purged file left its segment name, and no directory fsync has succeeded since.
+    unsynced_removal: bool,
 }
 
-fn run(t: Thread, rx: mpsc::Receiver<FlushRequest>) {
+fn run(mut t: Thread, rx: mpsc::Receiver<FlushRequest>) {
     // Purged segments whose files could not be removed yet.
     let mut undeleted: Vec<Arc<Segment>> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -273,7 +295,7 @@ fn run(t: Thread, rx: mpsc::Receiver<FlushRequest>) {
         let result = match already {
             Some(e) => Err(e),
             None => {
-                let r = process(&*t.fs, &t.dir, &batch);
+                let r = process(&*t.fs, &t.dir, &t.dir_syncs, &batch);
                 match &r {
                     Err(e) => {
                         let mut g = t.poison.lock().unwrap_or_else(|e| e.into_inner());
@@ -281,7 +303,7 @@ fn run(t: Thread, rx: mpsc::Receiver<FlushRequest>) {
                     }
                     Ok(()) => {
                         undeleted.extend(batch.iter().flat_map(|r| r.deletes.iter().cloned()));
-                        retire_purged(&*t.fs, &t.dir, &t.pool, &mut undeleted, &t.removals);
+                        retire_purged(&mut t, &mut undeleted);
                     }
                 }
                 r
@@ -301,7 +323,12 @@ fn run(t: Thread, rx: mpsc::Receiver<FlushRequest>) {
     }
 }
 
-fn process(fs: &dyn Fs, dir: &std::path::Path, batch: &[FlushRequest]) -> Result<()> {
+fn process(
+    fs: &dyn Fs,
+    dir: &std::path::Path,
+    dir_syncs: &DirSyncs,
+    batch: &[FlushRequest],
+) -> Result<()> {
     for (seg, from, to) in batch.iter().filter_map(|r| r.writeback.as_ref()) {
         seg.start_writeback(*from, *to);
     }
@@ -343,56 +370,62 @@ fn process(fs: &dyn Fs, dir: &std::path::Path, batch: &[FlushRequest]) -> Result
         }
     }
     if batch.iter().any(|r| r.sync_dir) {
-        sync_dir(fs, dir)?;
+        dir_syncs.sync(fs, dir)?;
     }
     Ok(())
 }
 
-/// Retires the files of purged segments (their purge is durable: `process` succeeded): each
-/// goes to the pool while it has room, else it is removed; then the directory is fsynced,
-/// and only once that succeeded are the files renamed into the pool reusable
+/// Retires the files of purged segments (their purge is durable: `process` succeeded), oldest
+/// first: each goes to the pool while it has room, else it is removed, and the directory is
+/// fsynced after each one before the next leaves its name. So at most one segment name is
+/// ever pending removal, and a power cut that loses it leaves the segments contiguous (it
+/// only brings back the oldest one, whose purge is durable). Files renamed into the pool are
+/// reusable only once a directory fsync after their rename succeeded
 /// ([`Pool::commit_staged`]; after a failed fsync they stay staged, and the next flush
-/// fsyncs the directory again). A file that cannot be removed stays in `undeleted` for the
-/// next flush and is reported in `removals`; it never fails a callback, whose data is
-/// durable.
-pub(crate) fn retire_purged(
-    fs: &dyn Fs,
-    dir: &std::path::Path,
-    pool: &Pool,
-    undeleted: &mut Vec<Arc<Segment>>,
-    removals: &RemovalFailures,
-) {
-    if undeleted.is_empty() && !pool.has_staged() {
+/// fsyncs the directory again before retiring anything more). A file that cannot be removed
+/// stops the retirement there (a later one gone would leave a gap): it and the later ones
+/// stay in `undeleted` for the next flush, and it is reported in `removals`; it never fails a
+/// callback, whose data is durable.
+fn retire_purged(t: &mut Thread, undeleted: &mut Vec<Arc<Segment>>) {
+    if undeleted.is_empty() && !t.pool.has_staged() && !t.unsynced_removal {
         return;
     }
     let mut failed = Vec::new();
-    // Files renamed into the pool whose rename is not durable yet need a directory fsync.
-    let mut removed = pool.has_staged();
-    undeleted.retain(|seg| {
-        let Err(seg) = pool.offer(seg.clone()) else {
-            removed = true;
-            return false;
+    let mut gone = t.pool.has_staged() || t.unsynced_removal;
+    loop {
+        if gone {
+            match t.dir_syncs.sync(&*t.fs, &t.dir) {
+                Ok(()) => {
+                    t.pool.commit_staged();
+                    t.unsynced_removal = false;
+                }
+                Err(e) => {
+                    // The last one's retirement is not durable yet: nothing more leaves
+                    // its name before a directory fsync succeeds (the next flush tries
+                    // again; the next open removes what comes back).
+                    t.unsynced_removal = true;
+                    failed.push((t.dir.clone(), e.to_string()));
+                    break;
+                }
+            }
+        }
+        let Some(seg) = undeleted.first().cloned() else {
+            break;
         };
-        match fs.remove(seg.path()) {
-            Ok(()) => {
-                removed = true;
-                false
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => {
-                failed.push((seg.path().to_path_buf(), e.to_string()));
-                true
-            }
-        }
-    });
-    if removed {
-        match sync_dir(fs, dir) {
-            Ok(()) => pool.commit_staged(),
-            // The removals are not durable yet; the next open removes what comes back.
-            Err(e) => failed.push((dir.to_path_buf(), e.to_string())),
-        }
+        gone = match t.pool.offer(seg) {
+            Ok(()) => true,
+            Err(seg) => match t.fs.remove(seg.path()) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => {
+                    failed.push((seg.path().to_path_buf(), e.to_string()));
+                    break;
+                }
+            },
+        };
+        undeleted.remove(0);
     }
-    *removals.lock().unwrap_or_else(|e| e.into_inner()) = failed;
+    *t.removals.lock().unwrap_or_else(|e| e.into_inner()) = failed;
 }
 
 #[cfg(test)]

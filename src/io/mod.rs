@@ -13,6 +13,7 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use memmap2::MmapRaw;
@@ -76,6 +77,42 @@ pub(crate) fn real() -> Arc<dyn Fs> {
 pub(crate) fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<()> {
     fs.sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Segments renamed into place, and how many of those renames a directory fsync has made
+/// durable: shared by the writer and the flush thread. The writer renames a new segment into
+/// place only once every earlier one's rename is durable ([`DirSyncs::sync_if_behind`]), so
+/// that a power cut never keeps a segment's name and loses an earlier one's (a gap recovery
+/// must refuse).
+#[derive(Debug, Default)]
+pub(crate) struct DirSyncs {
+    /// Renames of a segment into place so far.
+    renamed: AtomicU64,
+    /// Renames made durable: a directory fsync succeeded that began after each of them.
+    synced: AtomicU64,
+}
+
+impl DirSyncs {
+    /// Counts a rename of a segment into place (after it was issued).
+    pub(crate) fn renamed(&self) {
+        self.renamed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// fsyncs `dir`; once that succeeded, every rename counted before it began is durable.
+    pub(crate) fn sync(&self, fs: &dyn Fs, dir: &Path) -> Result<()> {
+        let renamed = self.renamed.load(Ordering::SeqCst);
+        sync_dir(fs, dir)?;
+        self.synced.fetch_max(renamed, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// fsyncs `dir` if a counted rename may not be durable yet.
+    pub(crate) fn sync_if_behind(&self, fs: &dyn Fs, dir: &Path) -> Result<()> {
+        if self.synced.load(Ordering::SeqCst) < self.renamed.load(Ordering::SeqCst) {
+            self.sync(fs, dir)?;
+        }
+        Ok(())
+    }
 }
 
 /// Gives the file `size` bytes of real blocks (invariant I4), keeping its first `keep` bytes

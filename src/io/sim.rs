@@ -19,7 +19,8 @@
 //!   always consistent: a file renamed after its create can appear under the new name only
 //!   (its create is then implied), a rename A->B then B->C leaves the file under A, B or C,
 //!   and one name never holds two files (a rename over an existing file either replaced it
-//!   or did not).
+//!   or did not). With `RML_SIM_NAMES=prefix` a cut keeps instead a prefix of all pending
+//!   name operations, in the order they were issued (a file system that orders them).
 //! * **Data.** A file's bytes are durable only after its own `fsync` or `msync`: its durable
 //!   bytes, plus any subset of the pages that differ from them now (written through the map
 //!   or with `pwrite`, both visible in the real file), each kept or lost independently, and

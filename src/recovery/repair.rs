@@ -16,8 +16,18 @@ use crate::segment::Segment;
 /// segment is sealed there instead), makes every kept record durable and seals older
 /// segments. Runs before the writer exists.
 pub fn repair(dir: &Path, plan: &mut Plan, opts: &FileOptions) -> Result<()> {
+    // Dropped segments are the newest ones: removed newest first (segment names are
+    // zero-padded, so they sort by sequence number), each removal durable before the next, so
+    // that a power cut during repair leaves the surviving segments contiguous (it can only
+    // bring back the newest dropped ones, which the next recovery drops again).
+    let mut remove = plan.remove.clone();
+    remove.sort_by(|a, b| b.file_name().cmp(&a.file_name()));
     let mut dir_changed = false;
-    for p in &plan.remove {
+    for p in &remove {
+        if dir_changed {
+            crate::io::sync_dir(&*opts.fs, dir)?;
+            dir_changed = false;
+        }
         match opts.fs.remove(p) {
             Ok(()) => dir_changed = true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -184,17 +184,27 @@ impl Store {
         // Purged leading segments can go now (to the pool while it has room): recovery has
         // just made the rest durable. A file that cannot be removed is retried at the next
         // flush.
+        // Oldest first, each one's name gone durably before the next one's goes: a power cut
+        // then only brings back the oldest of them, never leaves a gap. The first that cannot
+        // be removed stops it (the flusher retires it and the later ones).
         let purged: Vec<Arc<Segment>> = plan.segments.drain(..plan.purged_prefix).collect();
         let mut pending_deletes = Vec::new();
-        for seg in purged.iter() {
-            let Err(seg) = pool.offer(seg.clone()) else {
-                removed_any = true;
-                continue;
+        for (i, seg) in purged.iter().enumerate() {
+            let gone = match pool.offer(seg.clone()) {
+                Ok(()) => true,
+                Err(seg) => match opts.fs.remove(seg.path()) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                    Err(_) => {
+                        pending_deletes.extend(purged[i..].iter().cloned());
+                        break;
+                    }
+                },
             };
-            match opts.fs.remove(seg.path()) {
-                Ok(()) => removed_any = true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(_) => pending_deletes.push(seg.clone()),
+            if gone {
+                crate::io::sync_dir(&*opts.fs, &dir)?;
+                pool.commit_staged();
+                removed_any = false;
             }
         }
         // Pooled files (found, or renamed into the pool above) are reusable only once their
@@ -222,7 +232,11 @@ impl Store {
 
         let active = match plan.segments.last() {
             Some(s) => s.clone(),
-            None => Arc::new(Segment::install(preparer.first_file()?, &dir, next_seq)?),
+            None => {
+                let seg = Segment::install(preparer.first_file()?, &dir, next_seq)?;
+                flusher.dir_syncs().renamed();
+                Arc::new(seg)
+            }
         };
         let mut store = Store {
             flusher,

@@ -318,11 +318,18 @@ impl Store {
     /// Seals the active segment and starts the next one. Its effects on readers and the
     /// flusher wait in `p`.
     pub(super) fn rollover(&mut self, p: &mut Pending) -> Result<()> {
+        // The previous segment's rename must be durable before this one is issued: else a
+        // power cut could keep this name and lose that one (a gap). Nothing of this rollover
+        // is done yet if it fails.
+        self.flusher
+            .dir_syncs()
+            .sync_if_behind(&*self.opts.fs, &self.dir)?;
         let prepared = match self.spares.pop() {
             Some(f) => f,
             None => self.preparer.take()?,
         };
         let seg = Arc::new(Segment::install(prepared, &self.dir, self.next_seq)?);
+        self.flusher.dir_syncs().renamed();
         p.installed.push(seg.clone());
         self.next_seq += 1;
         if let Some(t) = self.tail.take() {
@@ -413,11 +420,23 @@ impl Store {
                 failures.push(format!("zeroing its bytes: {e}"));
             }
         }
-        for seg in p.installed.iter().rev() {
+        // Newest first, each removal durable before the next: a power cut never leaves a
+        // newer installed name without an older one (a gap). On a failure the older ones stay
+        // (the log is poisoned; recovery drops them as never written or after the cut).
+        for (i, seg) in p.installed.iter().rev().enumerate() {
+            if i > 0 {
+                if let Err(e) = crate::io::sync_dir(&*self.opts.fs, &self.dir) {
+                    failures.push(format!("{e}"));
+                    break;
+                }
+            }
             match self.opts.fs.remove(seg.path()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => failures.push(format!("removing {}: {e}", seg.path().display())),
+                Err(e) => {
+                    failures.push(format!("removing {}: {e}", seg.path().display()));
+                    break;
+                }
             }
         }
         let removed_files = !p.installed.is_empty();

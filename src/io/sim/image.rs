@@ -33,10 +33,10 @@ pub(super) fn power_cut(st: &State, into: &Path, seed: u64) -> u64 {
     digest.finish()
 }
 
-/// Whether name operations are kept per file, independently (`RML_SIM_NAMES=per-file`), or
-/// as a prefix of all pending ones, in the order they were issued (the default).
+/// Whether name operations are kept per file, independently (the default), or as a prefix
+/// of all pending ones, in the order they were issued (`RML_SIM_NAMES=prefix`).
 pub(crate) fn per_file_names() -> bool {
-    std::env::var("RML_SIM_NAMES").is_ok_and(|v| v == "per-file")
+    std::env::var("RML_SIM_NAMES").map_or(true, |v| v != "prefix")
 }
 
 /// The names on disk after the cut, as a file system that commits name operations in the
