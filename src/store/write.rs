@@ -111,14 +111,20 @@ impl Store {
         let mut size = self.active.size();
         let mut pos = self.write_pos;
         let mut new_segments = 0usize;
-        if let Some(len) = lead {
+        // Places a record of `len` body bytes: in the current segment if it fits, else at the
+        // start of a new one (after its checkpoint).
+        let new_size = self.config.segment_size;
+        let mut place = |len: usize| {
             let rs = record_size(len) as u64;
             if pos + rs > size {
                 new_segments += 1;
-                size = self.config.segment_size;
+                size = new_size;
                 pos = SEGMENT_HEADER_SIZE as u64 + cp;
             }
             pos += rs;
+        };
+        if let Some(len) = lead {
+            place(len);
         }
         // The index the next entry must have, once the first one is checked.
         let mut next: Option<u64> = None;
@@ -138,13 +144,7 @@ impl Store {
                     segment_size: self.config.segment_size,
                 });
             }
-            let rs = record_size(len) as u64;
-            if pos + rs > size {
-                new_segments += 1;
-                size = self.config.segment_size;
-                pos = SEGMENT_HEADER_SIZE as u64 + cp;
-            }
-            pos += rs;
+            place(len);
         }
         Ok((next.is_some() || lead.is_some()).then_some(new_segments))
     }
