@@ -10,9 +10,13 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 /// Magic bytes at offset 0 of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RMLOGSEG";
 /// Format version written in every new segment header. See "Format version history" in the
-/// docs: version 1 segments (no body checksum) are still read, and appended to while they are
-/// the active segment; every new segment is version 2.
-pub const FORMAT_VERSION: u32 = 2;
+/// docs: version 1 segments (no body checksum) and version 2 segments (no group records) are
+/// still read, and appended to while they are the active segment (never with group records);
+/// every new segment is version 3.
+pub const FORMAT_VERSION: u32 = 3;
+/// The first format version whose segments may hold group records ([`RecordKind::Group`],
+/// [`RecordKind::GroupCheckpoint`], [`RecordKind::GroupRemove`]).
+pub const GROUPS_FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Size of the segment header; records start at this offset.
@@ -102,7 +106,8 @@ pub struct RecordHeader {
     /// frames). Version 1: zero.
     pub body_crc: U32,
     /// Kind-specific: the log index of an entry, the `from` index of a truncate, the new first
-    /// index of a purge, the meta key of a meta record; zero for a checkpoint.
+    /// index of a purge, the meta key of a meta record, the group id of a group record; zero
+    /// for a checkpoint.
     pub arg: U64,
 }
 
@@ -132,6 +137,17 @@ pub enum RecordKind {
     /// Drop every entry; `arg` becomes both the first and the next index (a snapshot that
     /// replaces the log). Body: meta items, as for a purge, set in the same record.
     Reset = 6,
+    /// The records after this one, up to the next `Group` record or the end of the segment,
+    /// belong to group `arg` (at the start of a segment, after its checkpoints: group 0).
+    /// Empty body. Version 3 segments only.
+    Group = 7,
+    /// State of group `arg` at the start of a segment: only right after the checkpoint or
+    /// another group checkpoint, one per group other than 0 that exists. Body: as a
+    /// checkpoint's, with `prev_end` and `prev_crc` zero. Version 3 segments only.
+    GroupCheckpoint = 8,
+    /// Removes group `arg`: its entries, meta values and state (group 0: back to empty).
+    /// Empty body. Version 3 segments only.
+    GroupRemove = 9,
 }
 
 impl RecordKind {
@@ -144,6 +160,9 @@ impl RecordKind {
             4 => Self::Meta,
             5 => Self::Checkpoint,
             6 => Self::Reset,
+            7 => Self::Group,
+            8 => Self::GroupCheckpoint,
+            9 => Self::GroupRemove,
             _ => return None,
         })
     }
@@ -243,10 +262,13 @@ mod tests {
             RecordKind::Meta,
             RecordKind::Checkpoint,
             RecordKind::Reset,
+            RecordKind::Group,
+            RecordKind::GroupCheckpoint,
+            RecordKind::GroupRemove,
         ] {
             assert_eq!(RecordKind::from_u8(k as u8), Some(k));
         }
         assert_eq!(RecordKind::from_u8(0), None);
-        assert_eq!(RecordKind::from_u8(7), None);
+        assert_eq!(RecordKind::from_u8(10), None);
     }
 }

@@ -5,6 +5,8 @@
 //! * [`Store`] is the engine: `u64` indexes, byte payloads, small meta values; one writer.
 //! * [`Reader`] / [`View`] read from any thread without blocking the writer and return
 //!   payloads as `&[u8]` borrowed straight from the mapped segment files.
+//! * [`groups::Groups`] keeps many logs (groups, one per Raft group) in one directory and one
+//!   segment stream, written by many threads, made durable by one shared flush.
 //! * [`raft::RaftLog`] is the typed Raft layer on top (vote, append, commit, truncate, purge,
 //!   snapshot meta) with Raft's state rules checked before anything reaches disk.
 //!
@@ -37,6 +39,7 @@ mod error;
 mod flusher;
 pub mod format;
 pub mod frames;
+pub mod groups;
 mod index;
 pub mod inspect;
 mod io;

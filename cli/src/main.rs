@@ -73,6 +73,9 @@ enum Command {
         /// Only entries with index <= J (other records are then left out).
         #[arg(long, value_name = "J")]
         to: Option<u64>,
+        /// Only records of group G of a shared log (0: the log's own records).
+        #[arg(long, value_name = "G")]
+        group: Option<u64>,
         /// Output format: text (one line per record), json (one object per line), hex (text
         /// plus a full hex dump of each body).
         #[arg(long, value_enum, default_value_t = DumpFormat::Text)]
@@ -157,8 +160,13 @@ fn run(cli: Cli) -> Outcome {
             dir,
             from,
             to,
+            group,
             format,
-        } => show::dump(&dir, from, to, format),
+        } => show::dump(
+            &dir,
+            raft_mmap_log::inspect::DumpFilter { from, to, group },
+            format,
+        ),
     }
 }
 

@@ -318,6 +318,9 @@ fn kind_name(k: RecordKind) -> &'static str {
         RecordKind::Meta => "meta",
         RecordKind::Checkpoint => "checkpoint",
         RecordKind::Reset => "reset",
+        RecordKind::Group => "group",
+        RecordKind::GroupCheckpoint => "group-checkpoint",
+        RecordKind::GroupRemove => "group-remove",
     }
 }
 
@@ -332,8 +335,21 @@ fn meta_key_name(k: u64) -> String {
     }
 }
 
-/// What the record's argument means, in words.
+/// What the record's argument means, in words (with its group, for a shared log's group).
 fn describe(rec: &DumpRecord<'_>) -> String {
+    let own = describe_arg(rec);
+    let names_group = matches!(
+        rec.kind,
+        RecordKind::Group | RecordKind::GroupCheckpoint | RecordKind::GroupRemove
+    );
+    if rec.group != 0 && !names_group {
+        format!("group={} {own}", rec.group)
+    } else {
+        own
+    }
+}
+
+fn describe_arg(rec: &DumpRecord<'_>) -> String {
     match rec.kind {
         RecordKind::Entry => match entry_log_id(rec) {
             Some(id) => format!("index={} log_id={id}", rec.arg),
@@ -347,6 +363,11 @@ fn describe(rec: &DumpRecord<'_>) -> String {
             Some((f, n, m)) => format!("first={f} next={n} metas={m}"),
             None => "malformed".into(),
         },
+        RecordKind::GroupCheckpoint => match rec.checkpoint() {
+            Some((f, n, m)) => format!("group={} first={f} next={n} metas={m}", rec.arg),
+            None => format!("group={} malformed", rec.arg),
+        },
+        RecordKind::Group | RecordKind::GroupRemove => format!("group={}", rec.arg),
     }
 }
 
@@ -400,8 +421,8 @@ fn hex_block(b: &[u8], w: &mut impl Write) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn dump(dir: &Path, from: Option<u64>, to: Option<u64>, format: DumpFormat) -> Outcome {
-    if let (Some(f), Some(t)) = (from, to) {
+pub fn dump(dir: &Path, filter: DumpFilter, format: DumpFormat) -> Outcome {
+    if let (Some(f), Some(t)) = (filter.from, filter.to) {
         if f > t {
             return Err(Failure::Error(format!("--from {f} is after --to {t}")));
         }
@@ -413,7 +434,7 @@ pub fn dump(dir: &Path, from: Option<u64>, to: Option<u64>, format: DumpFormat) 
         let w = std::cell::RefCell::new(w_ref);
         inspect::dump::<Failure>(
             dir,
-            DumpFilter { from, to },
+            filter,
             |rec| {
                 count += 1;
                 let mut w = w.borrow_mut();
@@ -425,6 +446,7 @@ pub fn dump(dir: &Path, from: Option<u64>, to: Option<u64>, format: DumpFormat) 
                             "segment": seg,
                             "offset": rec.offset,
                             "kind": kind_name(rec.kind),
+                            "group": rec.group,
                             "arg": rec.arg,
                             "log_id": entry_log_id(rec).map(|i| log_id_json(&i)),
                             "len": rec.len,
@@ -482,7 +504,9 @@ pub fn dump(dir: &Path, from: Option<u64>, to: Option<u64>, format: DumpFormat) 
                         "sealed": end.sealed,
                     });
                     writeln!(w.borrow_mut(), "{v}")?;
-                } else if (from.is_none() && to.is_none()) || end.invalid.is_some() {
+                } else if (filter.from.is_none() && filter.to.is_none() && filter.group.is_none())
+                    || end.invalid.is_some()
+                {
                     writeln!(w.borrow_mut(), "{line}")?;
                 }
                 Ok(())

@@ -29,12 +29,18 @@ pub struct DumpRecord<'a> {
     pub crc: u32,
     /// The body.
     pub body: &'a [u8],
+    /// The group the record belongs to (0: the log's own; a shared log's group otherwise).
+    /// A `Group`, group checkpoint or group removal record names its group.
+    pub group: u64,
 }
 
 impl DumpRecord<'_> {
     /// For a checkpoint: `(first, next, meta count)`.
     pub fn checkpoint(&self) -> Option<(u64, u64, u32)> {
-        if self.kind != RecordKind::Checkpoint {
+        if !matches!(
+            self.kind,
+            RecordKind::Checkpoint | RecordKind::GroupCheckpoint
+        ) {
             return None;
         }
         let (h, _) = CheckpointHead::read_from_prefix(self.body).ok()?;
@@ -62,6 +68,8 @@ pub struct DumpFilter {
     pub from: Option<u64>,
     /// Only entries with index `<= to`.
     pub to: Option<u64>,
+    /// Only records of this group (see [`DumpRecord::group`]).
+    pub group: Option<u64>,
 }
 
 impl DumpFilter {
@@ -70,6 +78,9 @@ impl DumpFilter {
     }
 
     fn keeps(&self, rec: &DumpRecord<'_>) -> bool {
+        if self.group.is_some_and(|g| g != rec.group) {
+            return false;
+        }
         if !self.is_set() {
             return true;
         }
@@ -117,8 +128,13 @@ pub fn dump<E: From<Error>>(
         if seg.is_recycled() {
             records = records.recycled(seg.sealed_end());
         }
+        // After the checkpoints, records belong to group 0 until a `Group` record.
+        let mut group = 0u64;
         for found in records.by_ref() {
             let r = &found.record;
+            if r.kind == RecordKind::Group {
+                group = r.arg;
+            }
             let rec = DumpRecord {
                 path,
                 offset: found.offset,
@@ -127,6 +143,10 @@ pub fn dump<E: From<Error>>(
                 len: r.body.len() as u32,
                 crc: r.crc,
                 body: r.body,
+                group: match r.kind {
+                    RecordKind::GroupCheckpoint | RecordKind::GroupRemove => r.arg,
+                    _ => group,
+                },
             };
             if filter.keeps(&rec) {
                 on_record(&rec)?;

@@ -2,6 +2,7 @@
 //! uses and decides what is a torn tail (cut it) and what is corruption (refuse to open,
 //! naming the file and offset).
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,8 +90,12 @@ pub struct Plan {
     pub state: LogState,
     /// Index runs.
     pub runs: Vec<RunPlan>,
+    /// The other groups of a shared log, by id (never 0), each with a non-default state.
+    pub groups: BTreeMap<u64, GroupPlan>,
     /// Where writing resumes in the last segment.
     pub write_pos: u64,
+    /// The group the last record before `write_pos` belongs to (0 after the checkpoints).
+    pub stream_group: u64,
     /// The last segment needs a fresh checkpoint at `write_pos` (its own was lost).
     pub needs_checkpoint: bool,
     /// Files to delete: segments after a cut, never-written segment files, prepared files.
@@ -112,9 +117,13 @@ impl Plan {
     /// and no other run names its segment (always, for `Store::open`): the scan's offsets
     /// are then compacted in place to the run's. Otherwise they are copied. Scans whose
     /// segment holds no run lose their offsets too.
-    pub fn take_run_offsets(&mut self) -> Vec<Offsets> {
+    pub fn take_run_offsets(&mut self) -> (Vec<Offsets>, BTreeMap<u64, Vec<Offsets>>) {
         let mut runs_per_segment = vec![0usize; self.scans.len()];
-        for rp in &self.runs {
+        let all_runs = self
+            .runs
+            .iter()
+            .chain(self.groups.values().flat_map(|g| g.runs.iter()));
+        for rp in all_runs {
             if let Some(n) = runs_per_segment.get_mut(rp.segment) {
                 *n += 1;
             }
@@ -130,22 +139,49 @@ impl Plan {
                 scan.offsets = Offsets::default();
             }
         }
-        self.runs
-            .iter()
-            .map(|rp| {
-                let Some(scan) = self.scans.get_mut(rp.segment) else {
-                    return Offsets::default();
-                };
-                if runs_per_segment[rp.segment] == 1 {
-                    if let Some(scan) = Arc::get_mut(scan) {
-                        let mut offsets = std::mem::take(&mut scan.offsets);
-                        offsets.keep_only(&rp.slots);
-                        return offsets;
+        let scans = &mut self.scans;
+        let mut take = |runs: &[RunPlan]| -> Vec<Offsets> {
+            runs.iter()
+                .map(|rp| {
+                    let Some(scan) = scans.get_mut(rp.segment) else {
+                        return Offsets::default();
+                    };
+                    if runs_per_segment[rp.segment] == 1 {
+                        if let Some(scan) = Arc::get_mut(scan) {
+                            let mut offsets = std::mem::take(&mut scan.offsets);
+                            offsets.keep_only(&rp.slots);
+                            return offsets;
+                        }
                     }
-                }
-                scan.offsets.copy_of(&rp.slots)
-            })
-            .collect()
+                    scan.offsets.copy_of(&rp.slots)
+                })
+                .collect()
+        };
+        let main = take(&self.runs);
+        let groups = self
+            .groups
+            .iter()
+            .map(|(id, g)| (*id, take(&g.runs)))
+            .collect();
+        (main, groups)
+    }
+}
+
+/// A group's replayed state and index runs (group 0 is the log's own: [`Plan::state`] and
+/// [`Plan::runs`]).
+#[derive(Debug, Clone, Default)]
+pub struct GroupPlan {
+    /// Recovered state.
+    pub state: LogState,
+    /// Index runs.
+    pub runs: Vec<RunPlan>,
+}
+
+impl GroupPlan {
+    /// A group whose state is the default (no entry, no first index, no meta value) does not
+    /// exist: it is neither written in checkpoints nor kept.
+    pub fn exists(&self) -> bool {
+        self.state != LogState::default()
     }
 }
 
@@ -207,9 +243,8 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
     report.entry_records = scans.iter().map(|s| s.entries).sum();
     report.bytes_scanned = scans.iter().map(|s| s.end).sum();
 
-    // Merge oldest first.
-    let mut state = LogState::default();
-    let mut runs: Vec<RunPlan> = Vec::new();
+    // Merge oldest first. Group 0 is the log's own; the others are a shared log's groups.
+    let mut groups: BTreeMap<u64, GroupPlan> = BTreeMap::from([(0, GroupPlan::default())]);
     let mut keep = segments.len();
     let mut write_pos = SEGMENT_HEADER_SIZE as u64;
     let mut needs_checkpoint = segments.is_empty();
@@ -250,7 +285,7 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
         };
         // Damage in a range that was durable: corruption, never a torn write.
         let durable_damage = sealed_end.is_some() || synced_damage;
-        let mut items = scan.items.iter();
+        let mut items = scan.items.iter().peekable();
         match items.next() {
             Some(Item::Checkpoint {
                 offset,
@@ -264,13 +299,56 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
                     let prev = &scans[k - 1];
                     (prev.end, prev.last_crc) == (*prev_end, *prev_crc)
                 };
-                if k == 0 {
-                    state.first = *first;
-                    state.next = *next;
-                    state.metas = Arc::new(metas.clone());
-                } else if !chained
-                    || (state.first, state.next, &*state.metas) != (*first, *next, metas)
+                let main_cp = LogState {
+                    first: *first,
+                    next: *next,
+                    metas: Arc::new(metas.clone()),
+                };
+                // The group checkpoints right after it: the state of every other group.
+                let mut cp_groups: BTreeMap<u64, LogState> = BTreeMap::new();
+                while let Some(Item::GroupCheckpoint {
+                    offset,
+                    id,
+                    first,
+                    next,
+                    metas,
+                }) = items.peek()
                 {
+                    let st = LogState {
+                        first: *first,
+                        next: *next,
+                        metas: Arc::new(metas.clone()),
+                    };
+                    if *id == 0 || st == LogState::default() || cp_groups.insert(*id, st).is_some()
+                    {
+                        return Err(Error::corrupt(
+                            seg.path(),
+                            *offset,
+                            format!("malformed group checkpoint for group {id}"),
+                        ));
+                    }
+                    items.next();
+                }
+                if k == 0 {
+                    groups.clear();
+                    groups.insert(
+                        0,
+                        GroupPlan {
+                            state: main_cp,
+                            runs: Vec::new(),
+                        },
+                    );
+                    for (id, st) in cp_groups {
+                        groups.insert(
+                            id,
+                            GroupPlan {
+                                state: st,
+                                runs: Vec::new(),
+                            },
+                        );
+                    }
+                } else if !chained || !same_states(&groups, &main_cp, &cp_groups) {
+                    let state = groups.get(&0).map(|g| g.state.clone()).unwrap_or_default();
                     let why = format!(
                         "checkpoint says first={first} next={next} after a segment ending at {prev_end} \
                          (crc {prev_crc:#x}), but the previous segment ends at {} (crc {:#x}) with first={} next={}",
@@ -313,8 +391,10 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
                 break;
             }
         }
+        // Records after the checkpoints belong to group 0 until a group record says otherwise.
+        let mut group = 0u64;
         for item in items {
-            replay(seg, k, scan, item, &mut state, &mut runs)?;
+            replay_item(seg, k, scan, item, &mut groups, &mut group)?;
         }
         write_pos = scan.end;
         if let Some((off, why)) = cut {
@@ -358,22 +438,47 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
         let (off, why) = scan.recycled_end.clone()?;
         Some((seg.path().to_path_buf(), off, why))
     });
-    check_coverage(
-        &segments,
-        &state,
-        &runs,
-        report.cut.as_ref().or(recycled_end.as_ref()),
-    )?;
-    // Leading segments that no live entry needs.
-    let first_used = runs.first().map(|r| r.segment).unwrap_or(usize::MAX);
+    // Groups in their default state do not exist (see `GroupPlan::exists`).
+    groups.retain(|id, g| *id == 0 || g.exists());
+    let main = groups.remove(&0).unwrap_or_default();
+    for (id, g) in std::iter::once((&0, &main)).chain(groups.iter()) {
+        check_coverage(
+            &segments,
+            *id,
+            &g.state,
+            &g.runs,
+            report.cut.as_ref().or(recycled_end.as_ref()),
+        )?;
+    }
+    // Leading segments that no live entry of any group needs.
+    let first_used = std::iter::once(&main)
+        .chain(groups.values())
+        .filter_map(|g| g.runs.first().map(|r| r.segment))
+        .min()
+        .unwrap_or(usize::MAX);
     let purged_prefix = first_used.min(segments.len().saturating_sub(1));
+    let (state, runs) = (main.state, main.runs);
+    let stream_group = match scans.last() {
+        Some(scan) if !needs_checkpoint => scan
+            .items
+            .iter()
+            .rev()
+            .find_map(|item| match item {
+                Item::Group { id, .. } => Some(*id),
+                _ => None,
+            })
+            .unwrap_or(0),
+        _ => 0,
+    };
     report.elapsed = dir.elapsed + started.elapsed();
     Ok(Plan {
         segments,
         scans,
         state,
         runs,
+        groups,
         write_pos,
+        stream_group,
         needs_checkpoint,
         remove,
         pool: dir.pool.clone(),
@@ -388,6 +493,7 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
 /// released, depended on that record), so the error names its file and offset.
 fn check_coverage(
     segments: &[Arc<Segment>],
+    group: u64,
     state: &LogState,
     runs: &[RunPlan],
     cut: Option<&(PathBuf, u64, String)>,
@@ -413,10 +519,11 @@ fn check_coverage(
             path,
             *offset,
             format!(
-                "damaged record ({why}); without it entries {expect}..{} are missing, and the \
+                "damaged record ({why}); without it entries {expect}..{} {}are missing, and the \
                  segment that held them is gone, so the record was durable and this is \
                  corruption, not a torn write",
-                state.next
+                state.next,
+                of_group(group)
             ),
         ));
     }
@@ -428,10 +535,79 @@ fn check_coverage(
         path,
         offset,
         format!(
-            "entries {expect}..{} are missing: a segment that held them is gone",
-            state.next
+            "entries {expect}..{} {}are missing: a segment that held them is gone",
+            state.next,
+            of_group(group)
         ),
     ))
+}
+
+/// "of group G " for a shared log's group, nothing for the log's own.
+fn of_group(group: u64) -> String {
+    if group == 0 {
+        String::new()
+    } else {
+        format!("of group {group} ")
+    }
+}
+
+/// Whether a segment's checkpoints (`main` for group 0, `cp_groups` for the others) equal the
+/// replayed state of every group.
+fn same_states(
+    groups: &BTreeMap<u64, GroupPlan>,
+    main: &LogState,
+    cp_groups: &BTreeMap<u64, LogState>,
+) -> bool {
+    let replayed_main = groups.get(&0).map(|g| &g.state);
+    let others: Vec<(&u64, &LogState)> = groups
+        .iter()
+        .filter(|(id, g)| **id != 0 && g.exists())
+        .map(|(id, g)| (id, &g.state))
+        .collect();
+    replayed_main == Some(main)
+        && others.len() == cp_groups.len()
+        && others.iter().all(|(id, st)| cp_groups.get(id) == Some(*st))
+}
+
+/// Replays one record into the group it belongs to: a group record changes `group`, the
+/// group the next records belong to.
+fn replay_item(
+    seg: &Segment,
+    k: usize,
+    scan: &Scan,
+    item: &Item,
+    groups: &mut BTreeMap<u64, GroupPlan>,
+    group: &mut u64,
+) -> Result<()> {
+    match item {
+        Item::Group { id, .. } => *group = *id,
+        Item::GroupRemove { id, .. } => {
+            groups.insert(*id, GroupPlan::default());
+        }
+        Item::GroupCheckpoint { offset, id, .. } => {
+            return Err(Error::corrupt(
+                seg.path(),
+                *offset,
+                format!("group checkpoint for group {id} after other records"),
+            ))
+        }
+        _ => {
+            let g = groups.entry(*group).or_default();
+            replay(seg, k, scan, item, &mut g.state, &mut g.runs).map_err(|e| match e {
+                Error::Corrupt {
+                    path,
+                    offset,
+                    reason,
+                } if *group != 0 => Error::Corrupt {
+                    path,
+                    offset,
+                    reason: format!("group {group}: {reason}"),
+                },
+                e => e,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn corrupt_or_tolerate(
@@ -549,6 +725,8 @@ fn replay(
             runs.retain(|r| r.end() > *first);
         }
         Item::Meta { key, value, .. } => state.apply_meta(*key, value.clone()),
+        // Handled by `replay_item`.
+        Item::Group { .. } | Item::GroupCheckpoint { .. } | Item::GroupRemove { .. } => {}
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ use crate::segment::FileOptions;
 
 pub use codec::{checkpoint_len, encode_checkpoint, encode_meta_items};
 pub use files::{examine, list_dir};
-pub use merge::Plan;
+pub use merge::{GroupPlan, Plan, RunPlan};
 pub use repair::repair;
 pub use verdict::judge;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use zerocopy::FromBytes;
 
 use super::codec::{decode_checkpoint, decode_meta_items, Checkpoint, MetaItems};
-use crate::format::{RecordKind, SEGMENT_HEADER_SIZE};
+use crate::format::{RecordKind, GROUPS_FORMAT_VERSION, SEGMENT_HEADER_SIZE};
 use crate::index::Offsets;
 use crate::record::{decode_with, Decoded, Record, Seed};
 use crate::segment::Segment;
@@ -66,6 +66,29 @@ pub enum Item {
         key: u64,
         /// Value.
         value: Arc<[u8]>,
+    },
+    /// A group record: the records after it belong to group `id`.
+    Group {
+        /// Group id.
+        id: u64,
+    },
+    /// A group checkpoint: group `id`'s state at the start of the segment.
+    GroupCheckpoint {
+        /// File offset.
+        offset: u64,
+        /// Group id.
+        id: u64,
+        /// First retained index.
+        first: u64,
+        /// One past the last index.
+        next: u64,
+        /// Meta values.
+        metas: BTreeMap<u64, Arc<[u8]>>,
+    },
+    /// A group removal.
+    GroupRemove {
+        /// Group id.
+        id: u64,
     },
 }
 
@@ -240,12 +263,28 @@ impl<'a> Iterator for Records<'a> {
                 Some(metas) => Body::Purge(metas),
                 None => return self.halt(pos, "malformed purge body"),
             },
-            RecordKind::Checkpoint => match decode_checkpoint(r.body) {
-                Some(cp) => Body::Checkpoint(cp),
-                None => return self.halt(pos, "malformed checkpoint body"),
-            },
+            RecordKind::Checkpoint | RecordKind::GroupCheckpoint => {
+                match decode_checkpoint(r.body) {
+                    Some(cp) => Body::Checkpoint(cp),
+                    None => return self.halt(pos, "malformed checkpoint body"),
+                }
+            }
             RecordKind::Entry | RecordKind::Truncate | RecordKind::Meta => Body::Plain,
+            RecordKind::Group | RecordKind::GroupRemove => Body::Plain,
         };
+        let group_kind = matches!(
+            r.kind,
+            RecordKind::Group | RecordKind::GroupCheckpoint | RecordKind::GroupRemove
+        );
+        if group_kind && self.seed.version < GROUPS_FORMAT_VERSION {
+            return self.halt(
+                pos,
+                format!(
+                    "group record in a version {} segment (group records need version {})",
+                    self.seed.version, GROUPS_FORMAT_VERSION
+                ),
+            );
+        }
         self.pos = pos.saturating_add(r.size);
         Some(Found {
             offset: pos as u64,
@@ -411,6 +450,15 @@ fn add_item(items: &mut Vec<Item>, offsets: &mut Offsets, found: &Found<'_>) {
             metas: metas.clone(),
             reset: r.kind == RecordKind::Reset,
         },
+        (Body::Checkpoint(cp), RecordKind::GroupCheckpoint) => Item::GroupCheckpoint {
+            offset,
+            id: r.arg,
+            first: cp.first,
+            next: cp.next,
+            metas: cp.metas.clone(),
+        },
+        (_, RecordKind::Group) => Item::Group { id: r.arg },
+        (_, RecordKind::GroupRemove) => Item::GroupRemove { id: r.arg },
         (Body::Checkpoint(cp), _) => Item::Checkpoint {
             offset,
             first: cp.first,
@@ -425,7 +473,13 @@ fn add_item(items: &mut Vec<Item>, offsets: &mut Offsets, found: &Found<'_>) {
             value: Arc::from(r.body),
         },
         // A purge or checkpoint always carries its decoded body (see `Records::next`).
-        (Body::Plain, RecordKind::Purge | RecordKind::Reset | RecordKind::Checkpoint) => return,
+        (
+            Body::Plain,
+            RecordKind::Purge
+            | RecordKind::Reset
+            | RecordKind::Checkpoint
+            | RecordKind::GroupCheckpoint,
+        ) => return,
     };
     items.push(item);
 }

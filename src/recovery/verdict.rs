@@ -301,8 +301,16 @@ pub fn judge(dir: &Directory, mode: RecoveryMode) -> Result<Judged> {
 fn recovered(plan: &Plan) -> Recovered {
     let mut meta_sources = BTreeMap::new();
     for (seg, scan) in plan.segments.iter().zip(&plan.scans) {
+        // Only the log's own meta values (group 0): a shared log's groups have their own.
+        let mut group = 0u64;
         for item in &scan.items {
             let at = |offset: &u64| (seg.path().to_path_buf(), *offset);
+            if let Item::Group { id, .. } = item {
+                group = *id;
+            }
+            if group != 0 {
+                continue;
+            }
             match item {
                 Item::Checkpoint { offset, metas, .. } => {
                     for k in metas.keys() {
@@ -317,7 +325,11 @@ fn recovered(plan: &Plan) -> Recovered {
                 Item::Meta { offset, key, .. } => {
                     meta_sources.insert(*key, at(offset));
                 }
-                Item::Entries { .. } | Item::Truncate { .. } => {}
+                Item::Entries { .. }
+                | Item::Truncate { .. }
+                | Item::Group { .. }
+                | Item::GroupCheckpoint { .. }
+                | Item::GroupRemove { .. } => {}
             }
         }
     }

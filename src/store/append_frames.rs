@@ -12,10 +12,9 @@ use zerocopy::IntoBytes;
 use super::write::Pending;
 use super::Store;
 use crate::error::{Error, Result};
-use crate::format::{record_size, RecordKind, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
+use crate::format::{record_size, RecordKind, RECORD_HEADER_SIZE};
 use crate::frames::{parse, Frame};
 use crate::record;
-use crate::recovery::checkpoint_len;
 
 impl Store {
     /// Appends a batch of replication frames (from [`View::frames`](crate::View::frames)
@@ -51,22 +50,11 @@ impl Store {
             }
             _ => None,
         };
-        let max = self.max_payload();
+        let max = self.group_max_payload();
         let segment_size = self.config.segment_size;
-        let cp = record_size(checkpoint_len(&self.state)) as u64;
-        let mut size = self.active.size();
-        let mut pos = self.write_pos;
-        let mut new_segments = 0usize;
-        let mut fit = |rs: u64, new_segments: &mut usize| {
-            if pos + rs > size {
-                *new_segments += 1;
-                size = segment_size;
-                pos = SEGMENT_HEADER_SIZE as u64 + cp;
-            }
-            pos += rs;
-        };
+        let mut room = self.placement(&sim);
         if truncate.is_some() {
-            fit(record_size(0) as u64, &mut new_segments);
+            room.place(record_size(0) as u64);
         }
         for f in frames {
             sim.check_append(f.index)?;
@@ -79,12 +67,12 @@ impl Store {
                 });
             }
             sim.apply_append(f.index);
-            fit(f.size() as u64, &mut new_segments);
+            room.place(f.size() as u64);
         }
         if frames.is_empty() && truncate.is_none() {
             return Ok(());
         }
-        self.ensure_spares(new_segments)?;
+        self.ensure_spares(room.new_segments)?;
 
         // Pass 2: write; undone entirely if anything fails.
         let mut undo = self.begin();
@@ -115,9 +103,7 @@ impl Store {
         }
         for f in frames {
             let rs = f.size() as u64;
-            if self.write_pos + rs > self.active.size() {
-                self.rollover(p)?;
-            }
+            self.make_room(rs, p)?;
             let h = record::reseal(self.active.seed(), f.header, f.body);
             let pos = self.write_pos as usize;
             // SAFETY: `pos..pos+rs` is at or past the published end of the active segment

@@ -155,7 +155,13 @@ fn max_payload_in(segment_size: u64, checkpoint_len: usize) -> usize {
 /// Refuses a configuration whose segments are too small for the meta values the log already
 /// holds: every new segment starts with a checkpoint carrying them all.
 pub(super) fn check_fits(config: &Config, plan: &recovery::Plan) -> Result<()> {
-    let needed = checkpoint_len(&plan.state);
+    // Every group's checkpoint is copied into every segment, after the log's own.
+    let needed = plan
+        .groups
+        .values()
+        .fold(checkpoint_len(&plan.state), |n, g| {
+            n.saturating_add(crate::format::record_size(checkpoint_len(&g.state)))
+        });
     if needed <= config.meta_limit() {
         return Ok(());
     }

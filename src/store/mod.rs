@@ -8,12 +8,12 @@ use arc_swap::ArcSwap;
 
 use crate::error::{Error, Result};
 use crate::flusher::Flusher;
-use crate::format::RecordKind;
+use crate::format::{RecordKind, RECORD_HEADER_SIZE};
 use crate::index::Run;
 use crate::lock::DirLock;
 use crate::preparer::Preparer;
 use crate::reader::Reader;
-use crate::recovery::{self, checkpoint_len, RecoveryReport};
+use crate::recovery::{self, RecoveryReport};
 use crate::segment::{FileOptions, Pool, PreparedFile, Segment, WriteVia};
 use crate::state::LogState;
 use crate::version::{RunRef, Version};
@@ -22,6 +22,7 @@ mod append_frames;
 mod combined;
 mod config;
 mod flush;
+mod groups;
 #[cfg(test)]
 mod recycle_tests;
 #[cfg(test)]
@@ -31,6 +32,7 @@ mod write;
 pub(crate) use combined::Before;
 use config::{check_first_index, check_fits};
 pub use config::{Allocation, Config, WriteMode};
+pub use groups::GroupUsage;
 
 /// The log engine: one writer, any number of [`Reader`]s.
 ///
@@ -80,6 +82,13 @@ pub struct Store {
     #[cfg_attr(not(test), allow(dead_code))]
     pool: Arc<Pool>,
     next_seq: u64,
+    /// The group `state`, `current`, `version`, `tail` and `tail_len` belong to (0 unless a
+    /// shared log's group is being written, see `groups.rs`).
+    focus: u64,
+    /// The other groups of the log.
+    groups: groups::ParkedGroups,
+    /// The group of the last record written in the active segment (0 after its checkpoints).
+    stream_group: u64,
     report: RecoveryReport,
     _lock: DirLock,
 }
@@ -218,16 +227,29 @@ impl Store {
 
         // The runs adopt the offsets the scans collected (moved, not copied: the index is
         // never held twice).
-        let run_offsets = plan.take_run_offsets();
-        let mut runs = Vec::with_capacity(plan.runs.len());
-        for (rp, offsets) in plan.runs.iter().zip(run_offsets) {
-            let seg = rp
-                .segment
-                .checked_sub(shift)
-                .and_then(|k| plan.segments.get(k))
-                .ok_or_else(|| Error::corrupt(&dir, 0, "recovered index names a purged segment"))?
-                .clone();
-            runs.push(Arc::new(Run::adopt(seg, rp.first, offsets)));
+        let (run_offsets, group_offsets) = plan.take_run_offsets();
+        let adopt = |runs: &[recovery::RunPlan], offsets: Vec<crate::index::Offsets>| {
+            runs.iter()
+                .zip(offsets)
+                .map(|(rp, offsets)| {
+                    let seg = rp
+                        .segment
+                        .checked_sub(shift)
+                        .and_then(|k| plan.segments.get(k))
+                        .ok_or_else(|| {
+                            Error::corrupt(&dir, 0, "recovered index names a purged segment")
+                        })?
+                        .clone();
+                    Ok(Arc::new(Run::adopt(seg, rp.first, offsets)))
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+        let runs = adopt(&plan.runs, run_offsets)?;
+        let mut group_runs = Vec::with_capacity(plan.groups.len());
+        for (id, offsets) in group_offsets {
+            if let Some(gp) = plan.groups.get(&id) {
+                group_runs.push((id, adopt(&gp.runs, offsets)?));
+            }
         }
 
         let active = match plan.segments.last() {
@@ -263,9 +285,18 @@ impl Store {
             spares: Vec::new(),
             pool,
             next_seq,
+            focus: 0,
+            groups: groups::ParkedGroups::default(),
+            stream_group: plan.stream_group,
             report: plan.report.clone(),
             _lock: lock,
         };
+        for (id, runs) in group_runs {
+            if let Some(gp) = plan.groups.get(&id) {
+                let parked = groups::Parked::recovered(gp, runs, &store.active);
+                store.groups.insert(id, parked);
+            }
+        }
         let n_runs = runs.len();
         for (i, run) in runs.into_iter().enumerate() {
             let live = i + 1 == n_runs && Arc::ptr_eq(run.segment(), &store.active);
@@ -511,15 +542,7 @@ impl Store {
     /// Queues for deletion (after the next flush) the segments before the first one any live
     /// entry needs, never the active one.
     fn release_unneeded_segments(&mut self) {
-        let keep_from = match self.version.runs.first() {
-            Some(r) => self
-                .version
-                .segments
-                .iter()
-                .position(|s| Arc::ptr_eq(s, r.run.segment()))
-                .unwrap_or(0),
-            None => self.version.segments.len() - 1,
-        };
+        let keep_from = self.oldest_needed_segment();
         let gone: Vec<_> = self.version.segments.drain(..keep_from).collect();
         self.pending_deletes.extend(gone);
     }
@@ -582,7 +605,10 @@ impl Store {
     /// [`Config::max_payload`]).
     fn check_meta_size(&self, next: &LogState, key: u64) -> Result<()> {
         let limit = self.config.meta_limit();
-        let size = checkpoint_len(next);
+        // Every group's checkpoint is in every segment: they share the budget.
+        let size = self
+            .checkpoints_len(next)
+            .saturating_sub(RECORD_HEADER_SIZE);
         if size > limit {
             return Err(Error::MetaTooLarge {
                 key,

@@ -18,7 +18,7 @@ use crate::flusher::{FlushRequest, SyncTarget};
 use crate::format::{record_size, RecordKind, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
 use crate::index::Run;
 use crate::record;
-use crate::recovery::{checkpoint_len, encode_checkpoint};
+use crate::recovery::encode_checkpoint;
 use crate::segment::Segment;
 use crate::state::LogState;
 use crate::version::RunRef;
@@ -38,6 +38,7 @@ pub(super) struct Undo {
     segments_len: usize,
     next_seq: u64,
     dir_dirty: bool,
+    stream_group: u64,
     state: LogState,
 }
 
@@ -46,6 +47,35 @@ impl Undo {
     /// truncate inside the call): undoing it restores them all.
     pub(super) fn keep_runs(&mut self, runs: Vec<RunRef>) {
         self.runs = Some(runs);
+    }
+}
+
+/// Where a call's records will go, computed before anything is written: the segment-fit rule
+/// of the writer ([`Store::make_room`]) with a `Group` record before the first record of a
+/// group in each segment.
+pub(super) struct Placement {
+    size: u64,
+    pos: u64,
+    switch: u64,
+    new_size: u64,
+    new_start: u64,
+    new_switch: u64,
+    /// New segments needed so far.
+    pub(super) new_segments: usize,
+}
+
+impl Placement {
+    /// Places a record of `rs` bytes: in the current segment if it fits (with the `Group`
+    /// record before it, if one is due), else at the start of a new one.
+    pub(super) fn place(&mut self, rs: u64) {
+        if self.pos + self.switch + rs > self.size {
+            self.new_segments += 1;
+            self.size = self.new_size;
+            self.pos = self.new_start;
+            self.switch = self.new_switch;
+        }
+        self.pos += self.switch + rs;
+        self.switch = 0;
     }
 }
 
@@ -104,25 +134,9 @@ impl Store {
     where
         I: Iterator<Item = (u64, &'a [u8], &'a [u8])>,
     {
-        let max = self.max_payload();
-        // A new segment's checkpoint: the larger of the meta values now and after the call.
-        let cp = record_size(checkpoint_len(&self.state).max(checkpoint_len(state))) as u64;
-        // The active segment may have another size than new ones (the config changed).
-        let mut size = self.active.size();
-        let mut pos = self.write_pos;
-        let mut new_segments = 0usize;
-        // Places a record of `len` body bytes: in the current segment if it fits, else at the
-        // start of a new one (after its checkpoint).
-        let new_size = self.config.segment_size;
-        let mut place = |len: usize| {
-            let rs = record_size(len) as u64;
-            if pos + rs > size {
-                new_segments += 1;
-                size = new_size;
-                pos = SEGMENT_HEADER_SIZE as u64 + cp;
-            }
-            pos += rs;
-        };
+        let max = self.group_max_payload();
+        let mut room = self.placement(state);
+        let mut place = |len: usize| room.place(record_size(len) as u64);
         if let Some(len) = lead {
             place(len);
         }
@@ -146,7 +160,33 @@ impl Store {
             }
             place(len);
         }
-        Ok((next.is_some() || lead.is_some()).then_some(new_segments))
+        Ok((next.is_some() || lead.is_some()).then_some(room.new_segments))
+    }
+
+    /// The largest payload an entry of the focused group may have: [`Store::max_payload`],
+    /// less the `Group` record a shared log's group needs at the start of a new segment.
+    pub(crate) fn group_max_payload(&self) -> usize {
+        self.max_payload()
+            .saturating_sub(self.switch_len_in_new_segment() as usize)
+    }
+
+    /// Places records of the focused group, whose state will be `state`, after the write
+    /// position without writing them: how many new segments they need.
+    pub(super) fn placement(&self, state: &LogState) -> Placement {
+        // A new segment's checkpoints: the larger of the meta values now and after the call.
+        let cp = self
+            .checkpoints_len(&self.state)
+            .max(self.checkpoints_len(state)) as u64;
+        Placement {
+            // The active segment may have another size than new ones (the config changed).
+            size: self.active.size(),
+            pos: self.write_pos,
+            switch: self.switch_len(),
+            new_size: self.config.segment_size,
+            new_start: SEGMENT_HEADER_SIZE as u64 + cp,
+            new_switch: self.switch_len_in_new_segment(),
+            new_segments: 0,
+        }
     }
 
     pub(super) fn write_entries<'a, I>(&mut self, entries: I, p: &mut Pending) -> Result<()>
@@ -157,11 +197,12 @@ impl Store {
         let mut size = self.active.size();
         for (index, prefix, payload) in entries {
             let rs = record_size(prefix.len() + payload.len()) as u64;
-            if self.write_pos + rs > size {
+            if self.write_pos + self.switch_len() + rs > size {
                 self.rollover(p)?;
                 seed = self.active.seed();
                 size = self.active.size();
             }
+            self.switch_stream()?;
             let h = record::header_with(seed, RecordKind::Entry, index, &[prefix, payload]);
             let pos = self.write_pos as usize;
             // SAFETY: `pos..pos+rs` is at or past the published end of the active segment
@@ -261,9 +302,19 @@ impl Store {
         body: &[u8],
         p: &mut Pending,
     ) -> Result<()> {
-        if self.write_pos + record_size(body.len()) as u64 > self.active.size() {
+        // Records that belong to the focused group follow a `Group` record naming it; a group
+        // removal names its group itself.
+        let switch = if kind == RecordKind::GroupRemove {
+            0
+        } else {
+            self.switch_len()
+        };
+        if self.write_pos + switch + record_size(body.len()) as u64 > self.active.size() {
             self.ensure_spares(1)?;
             self.rollover(p)?;
+        }
+        if kind != RecordKind::GroupRemove {
+            self.switch_stream()?;
         }
         self.write_here(kind, arg, body)
     }
@@ -283,7 +334,7 @@ impl Store {
 
     /// Writes a record at the write position of the active segment. Never rolls over: a
     /// record that does not fit is an error (so a rollover can never recurse).
-    fn write_here(&mut self, kind: RecordKind, arg: u64, body: &[u8]) -> Result<()> {
+    pub(super) fn write_here(&mut self, kind: RecordKind, arg: u64, body: &[u8]) -> Result<()> {
         let rs = record_size(body.len()) as u64;
         if self.write_pos + rs > self.active.size() {
             return Err(Error::InvalidConfig(format!(
@@ -310,9 +361,10 @@ impl Store {
     /// Writes the active segment's opening checkpoint, chained to the previous segment's
     /// end and last record CRC.
     pub(super) fn write_checkpoint(&mut self, prev_end: u64, prev_crc: u32) -> Result<()> {
-        let body = encode_checkpoint(&self.state, prev_end, prev_crc);
+        let body = encode_checkpoint(&self.main_state(), prev_end, prev_crc);
         self.write_pos = SEGMENT_HEADER_SIZE as u64;
-        self.write_here(RecordKind::Checkpoint, 0, &body)
+        self.write_here(RecordKind::Checkpoint, 0, &body)?;
+        self.write_group_checkpoints()
     }
 
     /// Seals the active segment and starts the next one. Its effects on readers and the
@@ -372,6 +424,7 @@ impl Store {
             segments_len: self.version.segments.len(),
             next_seq: self.next_seq,
             dir_dirty: self.dir_dirty,
+            stream_group: self.stream_group,
             state: self.state.clone(),
         }
     }
@@ -459,6 +512,7 @@ impl Store {
         self.next_seq = u.next_seq;
         // Files were created and removed: make the removals durable with the next flush.
         self.dir_dirty = u.dir_dirty || removed_files;
+        self.stream_group = u.stream_group;
         self.state = u.state;
         if failures.is_empty() {
             err

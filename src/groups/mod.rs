@@ -1,0 +1,386 @@
+//! Many logs in one: [`Groups`] keeps any number of groups (a `u64` id each, say one per Raft
+//! group or region) in one directory and one segment stream, written by any number of
+//! threads.
+//!
+//! Each group is a log with the rules of a [`Store`]: its own first and next index, entries,
+//! truncate, purge, reset and meta values; [`Group::reader`] gives lock-free, zero-copy
+//! [`View`](crate::View)s of it alone. All groups share one set of segment files, one flush
+//! thread and one preparer: a flush makes every group's writes durable with one sync, and a
+//! [`WriteBatch`] writes the entries of many groups in one call (a Raft Ready loop over many
+//! regions). Creating a group costs no file and no thread; [`Groups::remove_group`] frees its
+//! space. A segment file goes once no group holds live entries in it;
+//! [`Groups::rewrite_lagging`] moves the few live entries of groups that lag behind forward,
+//! and [`Groups::oldest_groups`] names the groups that hold the oldest data, for the
+//! application to compact.
+//!
+//! ```
+//! use raft_mmap_log::groups::{Groups, WriteBatch};
+//! use raft_mmap_log::Config;
+//! let dir = tempfile::tempdir()?;
+//! let log = Groups::open(dir.path(), Config::default())?;
+//! let (a, b) = (log.group(7), log.group(8));
+//! a.append_batch([(1, &b"a1"[..]), (2, b"a2")])?;
+//! let mut batch = WriteBatch::new();
+//! batch.add_entries(8, [(1, &b"b1"[..])]);
+//! batch.add_entries(7, [(3, &b"a3"[..])]);
+//! log.write(&batch)?;
+//! log.sync()?; // one sync for both groups
+//! assert_eq!(a.reader().view().get(3), Some(&b"a3"[..]));
+//! assert_eq!(b.reader().view().get(1), Some(&b"b1"[..]));
+//! drop((a, b, log));
+//! let log = Groups::open(dir.path(), Config::default())?;
+//! assert_eq!(log.ids(), vec![7, 8]);
+//! assert_eq!(log.group(7).next_index(), 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::reader::Reader;
+use crate::store::{Before, Config, Store};
+use crate::RecoveryReport;
+
+mod batch;
+
+pub use crate::store::GroupUsage;
+pub use batch::WriteBatch;
+
+/// A shared log: one directory, one segment stream, many groups. `Clone` is cheap (all
+/// clones are the same log); the directory is released when the last clone and the last
+/// [`Group`] handle are dropped.
+#[derive(Clone)]
+pub struct Groups {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Mutex<Store>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+impl Groups {
+    /// Opens (or creates) the shared log in `dir`, recovering every group. A directory
+    /// written by [`Store`] opens too: its log is group 0.
+    ///
+    /// Fails as [`Store::open`] does ([`Error::Locked`], [`Error::Corrupt`] with file and
+    /// offset, [`Error::InvalidConfig`]).
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
+        Self::from_store(Store::open(dir, config)?)
+    }
+
+    #[cfg(test)]
+    #[allow(dead_code)] // for the seam crash tests
+    pub(crate) fn open_with_fs(
+        dir: impl AsRef<Path>,
+        config: Config,
+        fs: Arc<dyn crate::io::Fs>,
+    ) -> Result<Self> {
+        Self::from_store(Store::open_with_fs(dir, config, fs)?)
+    }
+
+    fn from_store(mut store: Store) -> Result<Self> {
+        store.prepare_for_groups()?;
+        let dir = store.dir().to_path_buf();
+        Ok(Groups {
+            inner: Arc::new(Inner {
+                store: Mutex::new(store),
+                dir,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        self.inner.lock()
+    }
+
+    /// A handle on group `id`, created on its first write (no file, no thread, nothing
+    /// written now). Handles are `Clone + Send + Sync`.
+    pub fn group(&self, id: u64) -> Group {
+        Group {
+            id,
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The groups that exist (written to and not removed), in increasing order.
+    pub fn ids(&self) -> Vec<u64> {
+        self.lock().group_ids()
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// What recovery found when the log was opened.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.lock().recovery_report().clone()
+    }
+
+    /// Writes every part of `batch` (entries and meta values of many groups) in one call:
+    /// readers see each group's part once the call returns, and one flush makes them all
+    /// durable.
+    ///
+    /// Every part is checked first (each group's rules, entry and meta sizes): a batch that
+    /// breaks a rule writes nothing. If writing then fails (an I/O error) after some groups'
+    /// parts were written, the log is poisoned with an error that says so (each group's own
+    /// part is all or nothing); if it fails in the first part, nothing was written.
+    pub fn write(&self, batch: &WriteBatch<'_>) -> Result<()> {
+        let mut store = self.lock();
+        for part in batch.parts() {
+            store.focus(part.group);
+            store.check_overwrite(&part.entries, &part.metas)?;
+        }
+        let total = batch.parts().len();
+        for (i, part) in batch.parts().iter().enumerate() {
+            store.focus(part.group);
+            let written = write_part(&mut store, &part.entries, &part.metas);
+            if let Err(e) = written {
+                if i == 0 || matches!(e, Error::Poisoned(_)) {
+                    return Err(e);
+                }
+                return Err(store.poison(format!(
+                    "a batch failed in group {} ({e}) after the parts of {i} of its {total} \
+                     groups were written",
+                    part.group
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks for everything written so far, in every group, to be made durable; `callback`
+    /// runs on the flush thread once it is. Many flushes share one sync. See
+    /// [`Store::flush`].
+    pub fn flush(&self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
+        self.lock().flush(callback)
+    }
+
+    /// Makes everything written so far, in every group, durable, blocking until it is. The
+    /// log is not locked while this waits: other threads keep writing, and their flushes join
+    /// the same sync.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+
+    /// Removes group `id`: its entries, meta values and state are gone once the removal is
+    /// durable (one small record); segments no other group needs are deleted after the next
+    /// flush. Readers already holding a view keep it. Removing a group that does not exist
+    /// writes nothing.
+    pub fn remove_group(&self, id: u64) -> Result<()> {
+        self.lock().remove_group(id)
+    }
+
+    /// The groups holding the oldest data, oldest first, at most `n`: the groups an
+    /// application should compact (purge) so that old segment files can go.
+    pub fn oldest_groups(&self, n: usize) -> Vec<GroupUsage> {
+        let mut all = self.lock().group_usage();
+        all.truncate(n);
+        all
+    }
+
+    /// Moves forward the live entries of every group that holds at most `max_entries` of
+    /// them in the oldest segment, so that the segment can go once no other group needs it:
+    /// each such group's entries are written again in the active segment (one reset record
+    /// and the entries, all or nothing per group; indexes, payloads and meta values stay as
+    /// they were). Returns the ids of the groups moved. Readers holding views keep reading
+    /// the old bytes; the old file goes after the next flush if nothing needs it.
+    pub fn rewrite_lagging(&self, max_entries: u64) -> Result<Vec<u64>> {
+        let mut store = self.lock();
+        let usage = store.group_usage();
+        let Some(oldest) = usage.first().map(|u| u.oldest_segment) else {
+            return Ok(Vec::new());
+        };
+        let mut moved = Vec::new();
+        for u in usage.iter().take_while(|u| u.oldest_segment == oldest) {
+            if u.entries_in_oldest > max_entries {
+                continue;
+            }
+            let total = u.next_index - u.first_index;
+            store.focus(u.id);
+            let view = store.reader().view();
+            let entries: Vec<(u64, &[u8])> = view.range(..).map(|e| (e.index, e.payload)).collect();
+            if entries.len() as u64 != total {
+                return Err(Error::corrupt(
+                    store.dir(),
+                    0,
+                    format!(
+                        "group {}: {} live entries but {total} expected",
+                        u.id,
+                        entries.len()
+                    ),
+                ));
+            }
+            store.append_parts_after(
+                Before::Reset {
+                    first: u.first_index,
+                    metas: &[],
+                },
+                entries.iter().map(|(i, p)| (*i, &[][..], *p)),
+            )?;
+            moved.push(u.id);
+        }
+        Ok(moved)
+    }
+}
+
+/// Writes one group's part of a batch: the entries (replacing any at or after the first
+/// one's index), then the meta values.
+fn write_part(store: &mut Store, entries: &[(u64, &[u8])], metas: &[(u64, &[u8])]) -> Result<()> {
+    if let Some(&(first, _)) = entries.first() {
+        store.append_parts_after(
+            Before::Truncate(first),
+            entries.iter().map(|(i, p)| (*i, &[][..], *p)),
+        )?;
+    }
+    if !metas.is_empty() {
+        store.put_metas(metas)?;
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panic while the lock was held cannot leave the store half-changed: every writer
+        // call is all or nothing or poisons the log, and panics are not caught half-way.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sync(&self) -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.lock().flush(move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| Error::FlusherStopped)?
+    }
+}
+
+/// A handle on one group of a [`Groups`] log: `Clone + Send + Sync`; any number of threads
+/// may write through handles at once (each call is serialized with the others' for its
+/// copy into the map). The rules and errors are [`Store`]'s.
+#[derive(Clone)]
+pub struct Group {
+    id: u64,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").field("id", &self.id).finish()
+    }
+}
+
+impl Group {
+    /// The group's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut store = self.inner.lock();
+        store.focus(self.id);
+        f(&mut store)
+    }
+
+    /// A lock-free reader of this group alone (see [`Reader`]); valid across later writes.
+    pub fn reader(&self) -> Reader {
+        let mut store = self.inner.lock();
+        Reader {
+            current: store.group_cell(self.id),
+        }
+    }
+
+    /// First retained index.
+    pub fn first_index(&self) -> u64 {
+        self.with(|s| s.first_index())
+    }
+
+    /// One past the last index.
+    pub fn next_index(&self) -> u64 {
+        self.with(|s| s.next_index())
+    }
+
+    /// Last index, `None` when the group has no entry.
+    pub fn last_index(&self) -> Option<u64> {
+        self.with(|s| s.last_index())
+    }
+
+    /// The latest value of meta key `key`, copied.
+    pub fn meta(&self, key: u64) -> Option<Vec<u8>> {
+        self.with(|s| s.meta(key).map(<[u8]>::to_vec))
+    }
+
+    /// The largest payload an entry of this group may have (a group other than 0 needs a
+    /// small record more at the start of a segment than a [`Store`] does).
+    pub fn max_payload(&self) -> usize {
+        self.with(|s| s.group_max_payload())
+    }
+
+    /// Appends one entry. See [`Store::append_batch`].
+    pub fn append(&self, index: u64, payload: &[u8]) -> Result<()> {
+        self.append_batch(std::iter::once((index, payload)))
+    }
+
+    /// Appends entries with consecutive indexes, all or nothing. See [`Store::append_batch`].
+    pub fn append_batch<'a, I>(&self, entries: I) -> Result<()>
+    where
+        I: IntoIterator<Item = (u64, &'a [u8])>,
+        I::IntoIter: Clone,
+    {
+        let entries = entries.into_iter();
+        self.with(|s| s.append_batch(entries))
+    }
+
+    /// Appends replication frames. See [`Store::append_frames`].
+    pub fn append_frames(&self, bytes: &[u8]) -> Result<()> {
+        self.with(|s| s.append_frames(bytes))
+    }
+
+    /// Removes every entry with index `>= from`. See [`Store::truncate_from`].
+    pub fn truncate_from(&self, from: u64) -> Result<()> {
+        self.with(|s| s.truncate_from(from))
+    }
+
+    /// Removes every entry with index `< first`. See [`Store::purge_to`].
+    pub fn purge_to(&self, first: u64) -> Result<()> {
+        self.with(|s| s.purge_to(first))
+    }
+
+    /// A purge and meta values in one record. See [`Store::purge_to_with_meta`].
+    pub fn purge_to_with_meta(&self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
+        self.with(|s| s.purge_to_with_meta(first, metas))
+    }
+
+    /// Drops every entry; `first` becomes the first and next index. See
+    /// [`Store::reset_to_with_meta`].
+    pub fn reset_to_with_meta(&self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
+        self.with(|s| s.reset_to_with_meta(first, metas))
+    }
+
+    /// Sets meta value `key`. See [`Store::put_meta`].
+    pub fn put_meta(&self, key: u64, value: &[u8]) -> Result<()> {
+        self.with(|s| s.put_meta(key, value))
+    }
+
+    /// Asks for everything written so far (in every group) to be made durable. See
+    /// [`Groups::flush`].
+    pub fn flush(&self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
+        self.inner.lock().flush(callback)
+    }
+
+    /// Makes everything written so far (in every group) durable, blocking until it is, with
+    /// the log unlocked while it waits. See [`Groups::sync`].
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+}
