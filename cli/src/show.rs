@@ -101,6 +101,14 @@ pub fn stat(dir: &Path, as_json: bool) -> Outcome {
             "prepared_files": st.prepared_files.len(),
             "pool_files": st.pool_files.len(),
             "pool_bytes": st.pool_bytes,
+            "groups": st.groups.iter().map(|g| json!({
+                "id": g.id,
+                "first_index": g.first,
+                "next_index": g.next,
+                "metas": g.metas,
+                "oldest_segment": g.oldest_segment.as_deref().map(file_name),
+                "pinned_bytes": g.pinned_bytes,
+            })).collect::<Vec<_>>(),
         });
         writeln!(w, "{v}")?;
         return finish(w);
@@ -112,6 +120,36 @@ pub fn stat(dir: &Path, as_json: bool) -> Outcome {
     let mut s = String::new();
     let _ = writeln!(s, "directory     {}", st.dir.display());
     let _ = writeln!(s, "segments      {}{seg_range}", st.segments.len());
+    if !st.groups.is_empty() {
+        // The groups that keep the most disk first: the ones to compact.
+        let mut by_pinned: Vec<_> = st.groups.iter().collect();
+        by_pinned.sort_by_key(|g| (std::cmp::Reverse(g.pinned_bytes), g.id));
+        let _ = writeln!(
+            s,
+            "groups        {} besides group 0 (the log shown below)",
+            st.groups.len()
+        );
+        for g in by_pinned.iter().take(10) {
+            let _ = writeln!(
+                s,
+                "  group {:<8} entries {}..{} ({}), {} meta values, pins {} from {}",
+                g.id,
+                g.first,
+                g.next,
+                g.next - g.first,
+                g.metas,
+                bytes(g.pinned_bytes),
+                g.oldest_segment.as_deref().map_or("-".into(), file_name)
+            );
+        }
+        if by_pinned.len() > 10 {
+            let _ = writeln!(
+                s,
+                "  ... {} more (stat --json lists all)",
+                by_pinned.len() - 10
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "bytes         {} on disk, {} of records",

@@ -51,7 +51,8 @@ use crate::segment::{FileOptions, Segment};
 
 pub use crate::lock::ReadLock;
 pub use crate::recovery::verdict::{
-    Decision, DropReason, EntryRun, Fate, FileVerdict, RecordCounts, Recovered, Verdict,
+    Decision, DropReason, EntryRun, Fate, FileVerdict, GroupSummary, RecordCounts, Recovered,
+    Verdict,
 };
 pub use dump::{dump, DumpEnd, DumpFilter, DumpRecord};
 pub use stat::{stat, SegmentInfo, Stat};

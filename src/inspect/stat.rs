@@ -51,6 +51,9 @@ pub struct Stat {
     /// Bytes of the pooled files (disk the pool holds, bounded by `Config::segment_pool`
     /// files).
     pub pool_bytes: u64,
+    /// The other groups of a shared log (`groups::Groups`), by id; empty for a single log.
+    /// Group 0 is the log shown by the fields above.
+    pub groups: Vec<super::GroupSummary>,
     /// The verdict shown: the strict one, or (when [`Stat::corruption`] is set) the
     /// `TruncateAtCorruption` one.
     pub verdict: Verdict,
@@ -119,6 +122,7 @@ pub(crate) fn stat_of(dir: &Path, insp: &Inspection) -> Result<Stat> {
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .sum(),
+        groups: rec.groups.clone(),
         verdict: v.clone(),
     })
 }

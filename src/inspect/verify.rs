@@ -143,6 +143,24 @@ pub(crate) fn verify_of(insp: &Inspection) -> VerifyReport {
         );
     }
 
+    if let Some(rec) = v.recovered.as_ref().filter(|r| !r.groups.is_empty()) {
+        let entries: u64 = rec.groups.iter().map(|g| g.next - g.first).sum();
+        let ids = match (rec.groups.first(), rec.groups.last()) {
+            (Some(a), Some(b)) if a.id != b.id => format!("ids {} to {}", a.id, b.id),
+            (Some(a), _) => format!("id {}", a.id),
+            _ => String::new(),
+        };
+        let at = v.files.first().map(|f| f.path.clone()).unwrap_or_default();
+        rep.add(
+            Severity::Note,
+            &at,
+            0,
+            format!(
+                "shared log: {} groups besides group 0 ({ids}), {entries} live entries among them",
+                rec.groups.len()
+            ),
+        );
+    }
     let newest_seq = v.files.last().map(|f| f.seq);
     let mut prev_seq: Option<u64> = None;
     for f in &v.files {

@@ -140,8 +140,28 @@ pub struct Recovered {
     pub meta_sources: BTreeMap<u64, (PathBuf, u64)>,
     /// Where the live entries are, oldest first.
     pub runs: Vec<EntryRun>,
+    /// The other groups of a shared log (`groups::Groups`), by id; empty for a single log.
+    pub groups: Vec<GroupSummary>,
     /// What recovery does, as `Store::recovery_report` gives it.
     pub report: RecoveryReport,
+}
+
+/// One group of a shared log, as recovery finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    /// Group id.
+    pub id: u64,
+    /// First retained index.
+    pub first: u64,
+    /// One past the last index.
+    pub next: u64,
+    /// Number of meta values.
+    pub metas: usize,
+    /// The oldest segment file holding one of its live entries (`None`: no entry).
+    pub oldest_segment: Option<PathBuf>,
+    /// Bytes of the segment files from that one to the newest: what this group keeps on
+    /// disk while it does not purge.
+    pub pinned_bytes: u64,
 }
 
 /// What recovery decides for a log directory, in one [`RecoveryMode`].
@@ -334,7 +354,26 @@ fn recovered(plan: &Plan) -> Recovered {
         }
     }
     let report = plan.report.clone();
+    let groups = plan
+        .groups
+        .iter()
+        .map(|(id, g)| {
+            let oldest = g.runs.first().map(|r| r.segment);
+            GroupSummary {
+                id: *id,
+                first: g.state.first,
+                next: g.state.next,
+                metas: g.state.metas.len(),
+                oldest_segment: oldest
+                    .and_then(|k| plan.segments.get(k))
+                    .map(|s| s.path().to_path_buf()),
+                pinned_bytes: oldest
+                    .map_or(0, |k| plan.segments.iter().skip(k).map(|s| s.size()).sum()),
+            }
+        })
+        .collect();
     Recovered {
+        groups,
         first: plan.state.first,
         next: plan.state.next,
         metas: plan
