@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::frontier::Frontier;
 use crate::io::{DirSyncs, Fs};
 use crate::segment::{Pool, Segment};
 
@@ -86,17 +87,24 @@ pub struct Flusher {
     dir: PathBuf,
     fs: Arc<dyn Fs>,
     dir_syncs: Arc<DirSyncs>,
+    frontier: Arc<Frontier>,
 }
 
 impl Flusher {
     /// Starts the thread for the log in `dir`; purged files go to `pool` while it has room.
-    pub(crate) fn start(dir: PathBuf, fs: Arc<dyn Fs>, pool: Arc<Pool>) -> Result<Self> {
+    pub(crate) fn start(
+        dir: PathBuf,
+        fs: Arc<dyn Fs>,
+        pool: Arc<Pool>,
+        frontier: Arc<Frontier>,
+    ) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<FlushRequest>();
         let poison: Poison = Arc::default();
         let removals: RemovalFailures = Arc::default();
         let done = Arc::new(AtomicU64::new(0));
         let dir_syncs: Arc<DirSyncs> = Arc::default();
         let thread = Thread {
+            frontier: frontier.clone(),
             dir_syncs: dir_syncs.clone(),
             unsynced_removal: false,
             dir: dir.clone(),
@@ -120,6 +128,7 @@ impl Flusher {
             dir,
             fs,
             dir_syncs,
+            frontier,
         })
     }
 
@@ -216,6 +225,7 @@ impl Flusher {
             &*self.fs,
             &self.dir,
             &self.dir_syncs,
+            &self.frontier,
             std::slice::from_ref(&req),
         );
         if let Err(e) = &r {
@@ -228,6 +238,11 @@ impl Flusher {
     pub fn poisoned(&self) -> Option<Error> {
         let g = self.poison.lock().unwrap_or_else(|e| e.into_inner());
         g.as_ref().map(|m| Error::Poisoned(m.clone()))
+    }
+
+    /// The poison cell, for a concurrent append that poisons the log without the writer.
+    pub(crate) fn poison_cell(&self) -> Poison {
+        self.poison.clone()
     }
 
     /// Poisons the log (the writer could not restore a consistent state): every later write
@@ -273,6 +288,8 @@ struct Thread {
     removals: RemovalFailures,
     done: Arc<AtomicU64>,
     dir_syncs: Arc<DirSyncs>,
+    /// Concurrent appends still copying: a range is synced only once it is written.
+    frontier: Arc<Frontier>,
     /// A purged file left its segment name, and no directory fsync has succeeded since.
     unsynced_removal: bool,
 }
@@ -295,7 +312,7 @@ fn run(mut t: Thread, rx: mpsc::Receiver<FlushRequest>) {
         let result = match already {
             Some(e) => Err(e),
             None => {
-                let r = process(&*t.fs, &t.dir, &t.dir_syncs, &batch);
+                let r = process(&*t.fs, &t.dir, &t.dir_syncs, &t.frontier, &batch);
                 match &r {
                     Err(e) => {
                         let mut g = t.poison.lock().unwrap_or_else(|e| e.into_inner());
@@ -327,6 +344,7 @@ fn process(
     fs: &dyn Fs,
     dir: &std::path::Path,
     dir_syncs: &DirSyncs,
+    frontier: &Frontier,
     batch: &[FlushRequest],
 ) -> Result<()> {
     for (seg, from, to) in batch.iter().filter_map(|r| r.writeback.as_ref()) {
@@ -350,6 +368,9 @@ fn process(
     for (seg, end, seal) in targets {
         let from = seg.synced();
         if end > from {
+            // Reservations below `end` may still be copying: sync (and vouch for in the
+            // synced mark) only what is written.
+            frontier.wait_below(seg.seq(), end);
             // The synced mark, one sync behind: `[.., from)` is durable, so the header may
             // say so, and it becomes durable with this sync (one range from the header on,
             // so still one sync). Never the new `end`: the header page could reach the disk

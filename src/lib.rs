@@ -37,6 +37,7 @@
 
 mod error;
 mod flusher;
+mod frontier;
 pub mod format;
 pub mod frames;
 pub mod groups;

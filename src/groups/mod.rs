@@ -163,7 +163,7 @@ impl Groups {
     /// runs on the flush thread once it is. Many flushes share one sync. See
     /// [`Store::flush`].
     pub fn flush(&self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
-        self.lock().flush(callback)
+        self.inner.lock_undrained().flush(callback)
     }
 
     /// Makes everything written so far, in every group, durable, blocking until it is. The
@@ -250,7 +250,17 @@ fn write_part(store: &mut Store, entries: &[(u64, &[u8])], metas: &[(u64, &[u8])
 }
 
 impl Inner {
+    /// The log, with every concurrent append's copy completed and published: what calls
+    /// that write under the lock, or read the writer's state, need.
     fn lock(&self) -> MutexGuard<'_, Store> {
+        let store = self.lock_undrained();
+        store.drain_reservations();
+        store
+    }
+
+    /// The log, while concurrent appends may still be copying (their reservations are
+    /// behind the write position, unpublished).
+    fn lock_undrained(&self) -> MutexGuard<'_, Store> {
         // A panic while the lock was held cannot leave the store half-changed: every writer
         // call is all or nothing or poisons the log, and panics are not caught half-way.
         self.store.lock().unwrap_or_else(|e| e.into_inner())
@@ -258,7 +268,7 @@ impl Inner {
 
     fn sync(&self) -> Result<()> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.lock().flush(move |r| {
+        self.lock_undrained().flush(move |r| {
             let _ = tx.send(r);
         })?;
         rx.recv().map_err(|_| Error::FlusherStopped)?
@@ -294,7 +304,7 @@ impl Group {
 
     /// A lock-free reader of this group alone (see [`Reader`]); valid across later writes.
     pub fn reader(&self) -> Reader {
-        let mut store = self.inner.lock();
+        let mut store = self.inner.lock_undrained();
         Reader {
             current: store.group_cell(self.id),
         }
@@ -332,13 +342,30 @@ impl Group {
     }
 
     /// Appends entries with consecutive indexes, all or nothing. See [`Store::append_batch`].
+    ///
+    /// Concurrent with the other writers: the log is locked only to check the batch and
+    /// reserve its place (its indexes and its bytes in the active segment); the records are
+    /// copied after the lock is released, while other threads reserve and copy theirs.
+    /// Readers see the batch once it is copied and every earlier batch of this group is too;
+    /// a flush covers it once it is copied. Several threads may append to the same group:
+    /// each reserves the next indexes, and the batches are published in index order.
+    ///
+    /// All or nothing: a batch refused by a rule, or whose reservation fails, leaves
+    /// nothing; a copy that fails (an I/O error of the `pwrite` mode) poisons the log.
     pub fn append_batch<'a, I>(&self, entries: I) -> Result<()>
     where
         I: IntoIterator<Item = (u64, &'a [u8])>,
-        I::IntoIter: Clone,
     {
-        let entries = entries.into_iter();
-        self.with(|s| s.append_batch(entries))
+        let entries: Vec<(u64, &'a [u8])> = entries.into_iter().collect();
+        let reservation = {
+            let mut store = self.inner.lock_undrained();
+            store.focus(self.id);
+            store.reserve_append(&entries)?
+        };
+        match reservation {
+            Some(r) => r.copy(),
+            None => Ok(()),
+        }
     }
 
     /// Appends replication frames. See [`Store::append_frames`].
@@ -375,7 +402,7 @@ impl Group {
     /// Asks for everything written so far (in every group) to be made durable. See
     /// [`Groups::flush`].
     pub fn flush(&self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
-        self.inner.lock().flush(callback)
+        self.inner.lock_undrained().flush(callback)
     }
 
     /// Makes everything written so far (in every group) durable, blocking until it is, with

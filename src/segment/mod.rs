@@ -427,6 +427,17 @@ impl Segment {
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) }
     }
 
+    /// The little-endian `u32` at `offset` (a record's CRC field), copied out.
+    ///
+    /// # Safety
+    /// As for [`Segment::bytes`], for `offset..offset + 4`: written, and not written while it
+    /// is read (the writes that filled it happen before this call).
+    pub(crate) unsafe fn read_u32(&self, offset: usize) -> u32 {
+        // SAFETY: forwarded to the caller.
+        let b = unsafe { self.bytes(offset, 4) };
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
     /// The whole mapped file as one slice, for recovery's scan.
     ///
     /// # Safety
@@ -442,8 +453,10 @@ impl Segment {
     ///
     /// # Safety
     /// `offset..offset + data.len()` must be inside the map and not yet published: no reader
-    /// may hold or build a slice over it until the writer publishes it (I1). Only one thread
-    /// (the writer, or recovery before the writer exists) calls this.
+    /// may hold or build a slice over it until the writer publishes it (I1). One thread writes
+    /// the range: the writer, recovery before the writer exists, or the thread holding the
+    /// reservation of that range (a shared log's concurrent append, `store::reserve`); ranges
+    /// written at the same time by different threads never overlap.
     pub(crate) unsafe fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         debug_assert!(offset
             .checked_add(data.len())

@@ -114,6 +114,7 @@ impl Store {
                 self.active.write_at(pos + RECORD_HEADER_SIZE, f.tail)?;
             }
             self.last_crc = h.crc.get();
+            self.crc_at = None;
             self.index_entry(f.index, pos, rs, p);
         }
         Ok(())

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::reserve::Publisher;
 use super::write::Pending;
 use super::Store;
 use crate::error::Result;
@@ -31,14 +32,17 @@ pub(super) struct Parked {
     pub(super) version: Version,
     pub(super) tail: Option<Arc<Run>>,
     pub(super) tail_len: u64,
+    pub(super) publisher: Arc<Publisher>,
 }
 
 impl Parked {
     /// A group that does not exist yet (default state, nothing published).
     pub(super) fn empty() -> Self {
+        let current = Arc::new(ArcSwap::from_pointee(Version::default()));
         Parked {
             state: LogState::default(),
-            current: Arc::new(ArcSwap::from_pointee(Version::default())),
+            publisher: Arc::new(Publisher::new(current.clone())),
+            current,
             version: Version::default(),
             tail: None,
             tail_len: 0,
@@ -69,9 +73,11 @@ impl Parked {
                 run,
             });
         }
+        let current = Arc::new(ArcSwap::from_pointee(version.clone()));
         Parked {
             state,
-            current: Arc::new(ArcSwap::from_pointee(version.clone())),
+            publisher: Arc::new(Publisher::new(current.clone())),
+            current,
             version,
             tail,
             tail_len,
@@ -146,6 +152,7 @@ impl Store {
             version: std::mem::replace(&mut self.version, incoming.version),
             tail: std::mem::replace(&mut self.tail, incoming.tail),
             tail_len: std::mem::replace(&mut self.tail_len, incoming.tail_len),
+            publisher: std::mem::replace(&mut self.publisher, incoming.publisher),
         };
         self.version.segments = segments;
         self.groups.insert(self.focus, out);
@@ -357,6 +364,11 @@ impl Store {
             self.sync()?;
         }
         Ok(())
+    }
+
+    /// Waits until every concurrent append's records are copied and published.
+    pub(crate) fn drain_reservations(&self) {
+        self.frontier.drain();
     }
 
     /// Poisons the log with `why` (see [`crate::Error::Poisoned`]).

@@ -27,6 +27,7 @@ mod groups;
 mod recycle_tests;
 #[cfg(test)]
 mod sim_tests;
+mod reserve;
 mod write;
 
 pub(crate) use combined::Before;
@@ -72,6 +73,13 @@ pub struct Store {
     writeback_pos: u64,
     /// CRC of the last record written (the next segment's checkpoint names it).
     last_crc: u32,
+    /// The last record was copied by a concurrent append at this offset of the active
+    /// segment: `last_crc` is read from there at the next rollover.
+    crc_at: Option<u64>,
+    /// The open reservations of concurrent appends (`reserve.rs`), shared with the flusher.
+    frontier: Arc<crate::frontier::Frontier>,
+    /// The focused group's publisher of concurrent appends.
+    publisher: Arc<reserve::Publisher>,
     /// The run receiving appends (always in `active`, always `version.runs.last()`).
     tail: Option<Arc<Run>>,
     tail_len: u64,
@@ -172,7 +180,13 @@ impl Store {
                 Err(e) => return Err(Error::io("remove pooled file", p, e)),
             }
         }
-        let flusher = Flusher::start(dir.clone(), opts.fs.clone(), pool.clone())?;
+        let frontier = Arc::new(crate::frontier::Frontier::default());
+        let flusher = Flusher::start(
+            dir.clone(),
+            opts.fs.clone(),
+            pool.clone(),
+            frontier.clone(),
+        )?;
         let preparer = Preparer::start(
             dir.clone(),
             config.segment_size,
@@ -260,14 +274,18 @@ impl Store {
                 Arc::new(seg)
             }
         };
+        let current = Arc::new(ArcSwap::from_pointee(Version::default()));
         let mut store = Store {
+            publisher: Arc::new(reserve::Publisher::new(current.clone())),
+            frontier,
+            crc_at: None,
             flusher,
             preparer,
             dir: dir.clone(),
             config,
             opts,
             state: state.clone(),
-            current: Arc::new(ArcSwap::from_pointee(Version::default())),
+            current,
             version: Version::new(
                 state.first,
                 state.next,

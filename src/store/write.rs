@@ -29,6 +29,7 @@ pub(super) struct Undo {
     write_pos: u64,
     writeback_pos: u64,
     last_crc: u32,
+    crc_at: Option<u64>,
     tail: Option<Arc<Run>>,
     tail_len: u64,
     /// A copy of the runs when the log is empty (an append may then drop them all).
@@ -83,7 +84,7 @@ impl Placement {
 #[derive(Default)]
 pub(super) struct Pending {
     /// Runs frozen by a rollover, and the length readers may see of each.
-    publish: Vec<(Arc<Run>, u64)>,
+    pub(super) publish: Vec<(Arc<Run>, u64)>,
     /// Segments sealed by the call, for the flusher to sync and mark.
     sealed: Vec<SyncTarget>,
     /// Segment files the call installed.
@@ -210,6 +211,7 @@ impl Store {
             // inside the map (checked against the segment size just above).
             unsafe { self.active.write_record(pos, &h, [prefix, payload])? };
             self.last_crc = h.crc.get();
+            self.crc_at = None;
             self.index_entry(index, pos, rs, p);
         }
         Ok(())
@@ -354,6 +356,7 @@ impl Store {
             self.active.write_at(pos + RECORD_HEADER_SIZE, body)?;
         }
         self.last_crc = h.crc.get();
+        self.crc_at = None;
         self.write_pos += rs;
         Ok(())
     }
@@ -392,6 +395,14 @@ impl Store {
             self.tail_len = 0;
         }
         let old = std::mem::replace(&mut self.active, seg.clone());
+        // The old segment's last record may have been copied by a concurrent append: every
+        // reservation is written by now (`reserve.rs`), so its CRC can be read back.
+        if let Some(at) = self.crc_at {
+            // SAFETY: `at` is the offset of the last record of the old segment, whose copy
+            // completed before this rollover (the reserving caller drained the frontier, or
+            // copied it itself); it is never written again.
+            self.last_crc = unsafe { old.read_u32(at as usize) };
+        }
         let old_end = self.write_pos;
         p.first_end.get_or_insert(old_end);
         // The sealed segment's write-back starts in the background once the call succeeds:
@@ -405,6 +416,7 @@ impl Store {
         self.dir_dirty = true;
         p.layout_changed = true;
         self.write_checkpoint(old_end, self.last_crc)?;
+        self.crc_at = None;
         self.writeback_pos = SEGMENT_HEADER_SIZE as u64;
         Ok(())
     }
@@ -416,6 +428,7 @@ impl Store {
             write_pos: self.write_pos,
             writeback_pos: self.writeback_pos,
             last_crc: self.last_crc,
+            crc_at: self.crc_at,
             tail: self.tail.clone(),
             tail_len: self.tail_len,
             runs: self.state.is_empty().then(|| self.version.runs.clone()),
@@ -432,17 +445,25 @@ impl Store {
     /// Makes a successful call visible: the version readers hold is superseded first, then
     /// run lengths are published, sealed segments go to the flusher, and the new version is
     /// stored.
-    pub(super) fn finish(&mut self, p: Pending) {
+    pub(super) fn finish(&mut self, mut p: Pending) {
         if p.layout_changed {
             self.current.load().supersede();
         }
-        for (run, len) in p.publish {
+        for (run, len) in p.publish.drain(..) {
             run.publish(len);
         }
         if let Some(t) = &self.tail {
             t.publish(self.tail_len);
         }
-        for target in p.sealed {
+        self.submit_seals(&mut p);
+        if p.layout_changed {
+            self.store_version();
+        }
+    }
+
+    /// Sends the seal requests of segments a call rolled over from to the flusher.
+    pub(super) fn submit_seals(&mut self, p: &mut Pending) {
+        for target in p.sealed.drain(..) {
             let _ = self.flusher.submit(FlushRequest {
                 targets: vec![target],
                 sync_dir: true,
@@ -450,9 +471,6 @@ impl Store {
                 writeback: None,
                 callback: None,
             });
-        }
-        if p.layout_changed {
-            self.store_version();
         }
     }
 
@@ -497,6 +515,7 @@ impl Store {
         self.write_pos = u.write_pos;
         self.writeback_pos = u.writeback_pos;
         self.last_crc = u.last_crc;
+        self.crc_at = u.crc_at;
         self.tail = u.tail;
         self.tail_len = u.tail_len;
         match u.runs {
@@ -522,6 +541,32 @@ impl Store {
                 failures.join("; ")
             ))
         }
+    }
+}
+
+/// One record of a reservation, copied after the writer's lock is released
+/// ([`crate::store::reserve`]).
+pub(crate) struct Copy<'a> {
+    pub(super) segment: Arc<Segment>,
+    pub(super) pos: usize,
+    pub(super) index: u64,
+    pub(super) payload: &'a [u8],
+}
+
+impl Copy<'_> {
+    /// Writes the entry record (both checksums computed here).
+    pub(super) fn write(&self) -> Result<()> {
+        let h = record::header_with(
+            self.segment.seed(),
+            RecordKind::Entry,
+            self.index,
+            &[self.payload],
+        );
+        // SAFETY: `pos..pos + record size` was reserved for this record under the writer's
+        // lock (inside the map: the reservation checked it against the segment size) and is
+        // published only once this copy completes (`reserve::Publisher`); only the holder of
+        // the reservation writes it.
+        unsafe { self.segment.write_record(self.pos, &h, [&[], self.payload]) }
     }
 }
 
