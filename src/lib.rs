@@ -37,9 +37,9 @@
 
 mod error;
 mod flusher;
-mod frontier;
 pub mod format;
 pub mod frames;
+mod frontier;
 pub mod groups;
 mod index;
 pub mod inspect;

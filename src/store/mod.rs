@@ -25,9 +25,9 @@ mod flush;
 mod groups;
 #[cfg(test)]
 mod recycle_tests;
+mod reserve;
 #[cfg(test)]
 mod sim_tests;
-mod reserve;
 mod write;
 
 pub(crate) use combined::Before;
@@ -181,12 +181,7 @@ impl Store {
             }
         }
         let frontier = Arc::new(crate::frontier::Frontier::default());
-        let flusher = Flusher::start(
-            dir.clone(),
-            opts.fs.clone(),
-            pool.clone(),
-            frontier.clone(),
-        )?;
+        let flusher = Flusher::start(dir.clone(), opts.fs.clone(), pool.clone(), frontier.clone())?;
         let preparer = Preparer::start(
             dir.clone(),
             config.segment_size,
