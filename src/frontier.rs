@@ -1,10 +1,18 @@
-//! The stream's open reservations: which bytes of the active segment concurrent appends of a
-//! shared log have reserved but not written yet (see `store::reserve`). The flusher syncs a
-//! range only once no earlier reservation is open in it ([`Frontier::wait_below`]), so what a
-//! sync makes durable, and what the synced mark vouches for, is written.
+//! The two orders of concurrent appends (see `store::reserve`):
+//!
+//! - [`Frontier`]: the stream's open reservations, the bytes of the active segment that
+//!   concurrent appends of a shared log have reserved but not written yet. The flusher syncs a
+//!   range only once no earlier reservation is open in it ([`Frontier::wait_below`]), so what
+//!   a sync makes durable, and what the synced mark vouches for, is written.
+//! - [`InOrder`]: one group's reservations, applied (published to readers) in reservation
+//!   order however their copies complete.
+//!
+//! Both are checked by a model checker (`tests/loom_frontier.rs`, which compiles this file
+//! with `loom`'s mutex and condition variable through `frontier_sync`).
 
-use std::collections::BTreeMap;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::collections::{BTreeMap, VecDeque};
+
+use super::frontier_sync::{Condvar, Mutex, MutexGuard};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The critical sections below cannot leave their data half-changed (no call in them
@@ -62,6 +70,57 @@ impl Frontier {
         let mut s = lock(&self.open);
         while !s.open.is_empty() {
             s = self.closed.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Items completed in any order, applied in the order they were enqueued.
+#[derive(Debug)]
+pub struct InOrder<T> {
+    state: Mutex<InOrderState<T>>,
+}
+
+#[derive(Debug)]
+struct InOrderState<T> {
+    /// (ticket, item, completed), in enqueue order.
+    queue: VecDeque<(u64, Option<T>, bool)>,
+    /// An item failed: nothing is applied any more.
+    broken: bool,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder {
+            state: Mutex::new(InOrderState {
+                queue: VecDeque::new(),
+                broken: false,
+            }),
+        }
+    }
+}
+
+impl<T> InOrder<T> {
+    /// Queues `item` under `ticket`, after every item queued before.
+    pub fn enqueue(&self, ticket: u64, item: T) {
+        lock(&self.state)
+            .queue
+            .push_back((ticket, Some(item), false));
+    }
+
+    /// Marks `ticket` completed (`ok`) or failed, then applies, in order and under this
+    /// queue's lock, every completed item at the head of the queue. After a failure nothing
+    /// more is applied (the items are dropped).
+    pub fn complete(&self, ticket: u64, ok: bool, mut apply: impl FnMut(T)) {
+        let mut s = lock(&self.state);
+        s.broken |= !ok;
+        if let Some(q) = s.queue.iter_mut().find(|q| q.0 == ticket) {
+            q.2 = true;
+        }
+        while s.queue.front().is_some_and(|q| q.2) {
+            let item = s.queue.pop_front().and_then(|q| q.1);
+            if let (false, Some(item)) = (s.broken, item) {
+                apply(item);
+            }
         }
     }
 }

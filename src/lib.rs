@@ -40,6 +40,10 @@ mod flusher;
 pub mod format;
 pub mod frames;
 mod frontier;
+/// The synchronization types of `frontier` (`tests/loom_frontier.rs` gives it loom's).
+mod frontier_sync {
+    pub use std::sync::{Condvar, Mutex, MutexGuard};
+}
 pub mod groups;
 mod index;
 pub mod inspect;

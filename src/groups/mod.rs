@@ -296,7 +296,8 @@ impl Group {
         self.id
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+    /// Runs `f` on the log with this group focused (every concurrent append drained).
+    pub(crate) fn with_store<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
         let mut store = self.inner.lock();
         store.focus(self.id);
         f(&mut store)
@@ -312,28 +313,28 @@ impl Group {
 
     /// First retained index.
     pub fn first_index(&self) -> u64 {
-        self.with(|s| s.first_index())
+        self.with_store(|s| s.first_index())
     }
 
     /// One past the last index.
     pub fn next_index(&self) -> u64 {
-        self.with(|s| s.next_index())
+        self.with_store(|s| s.next_index())
     }
 
     /// Last index, `None` when the group has no entry.
     pub fn last_index(&self) -> Option<u64> {
-        self.with(|s| s.last_index())
+        self.with_store(|s| s.last_index())
     }
 
     /// The latest value of meta key `key`, copied.
     pub fn meta(&self, key: u64) -> Option<Vec<u8>> {
-        self.with(|s| s.meta(key).map(<[u8]>::to_vec))
+        self.with_store(|s| s.meta(key).map(<[u8]>::to_vec))
     }
 
     /// The largest payload an entry of this group may have (a group other than 0 needs a
     /// small record more at the start of a segment than a [`Store`] does).
     pub fn max_payload(&self) -> usize {
-        self.with(|s| s.group_max_payload())
+        self.with_store(|s| s.group_max_payload())
     }
 
     /// Appends one entry. See [`Store::append_batch`].
@@ -370,33 +371,33 @@ impl Group {
 
     /// Appends replication frames. See [`Store::append_frames`].
     pub fn append_frames(&self, bytes: &[u8]) -> Result<()> {
-        self.with(|s| s.append_frames(bytes))
+        self.with_store(|s| s.append_frames(bytes))
     }
 
     /// Removes every entry with index `>= from`. See [`Store::truncate_from`].
     pub fn truncate_from(&self, from: u64) -> Result<()> {
-        self.with(|s| s.truncate_from(from))
+        self.with_store(|s| s.truncate_from(from))
     }
 
     /// Removes every entry with index `< first`. See [`Store::purge_to`].
     pub fn purge_to(&self, first: u64) -> Result<()> {
-        self.with(|s| s.purge_to(first))
+        self.with_store(|s| s.purge_to(first))
     }
 
     /// A purge and meta values in one record. See [`Store::purge_to_with_meta`].
     pub fn purge_to_with_meta(&self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
-        self.with(|s| s.purge_to_with_meta(first, metas))
+        self.with_store(|s| s.purge_to_with_meta(first, metas))
     }
 
     /// Drops every entry; `first` becomes the first and next index. See
     /// [`Store::reset_to_with_meta`].
     pub fn reset_to_with_meta(&self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
-        self.with(|s| s.reset_to_with_meta(first, metas))
+        self.with_store(|s| s.reset_to_with_meta(first, metas))
     }
 
     /// Sets meta value `key`. See [`Store::put_meta`].
     pub fn put_meta(&self, key: u64, value: &[u8]) -> Result<()> {
-        self.with(|s| s.put_meta(key, value))
+        self.with_store(|s| s.put_meta(key, value))
     }
 
     /// Asks for everything written so far (in every group) to be made durable. See

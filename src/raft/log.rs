@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::path::Path;
 
 use super::codec::Codec;
+use super::engine::LogEngine;
 use super::errors::{RaftError, RaftResult, StateError};
 use super::reader::RaftReader;
 use super::room;
@@ -14,6 +15,7 @@ use super::state::{
 };
 use super::types::Types;
 use crate::error::{Error, Result};
+use crate::groups::Group;
 use crate::store::{Config, Store};
 
 mod combined;
@@ -73,8 +75,12 @@ impl Default for Rules {
 /// assert_eq!(log.state(), &state);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct RaftLog<T: Types> {
-    store: Store,
+///
+/// `S` is the engine underneath: [`Store`] (the default, a log with a directory of its own),
+/// or [`Group`](crate::groups::Group) for one Raft group of a shared log
+/// ([`RaftLog::for_group`]), with the same API and rules.
+pub struct RaftLog<T: Types, S: LogEngine = Store> {
+    store: S,
     state: RaftState<T>,
     rules: Rules,
     buf: Vec<u8>,
@@ -83,7 +89,7 @@ pub struct RaftLog<T: Types> {
     _t: PhantomData<fn() -> T>,
 }
 
-impl<T: Types> std::fmt::Debug for RaftLog<T> {
+impl<T: Types, S: LogEngine + std::fmt::Debug> std::fmt::Debug for RaftLog<T, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RaftLog")
             .field("store", &self.store)
@@ -140,7 +146,35 @@ impl<T: Types> RaftLog<T> {
         Self::from_store(Store::open_with_fs(dir, config, fs)?, Rules::default())
     }
 
-    fn from_store(store: Store, rules: Rules) -> RaftResult<Self, T> {
+    /// The engine underneath (for tools and statistics).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl<T: Types> RaftLog<T, Group> {
+    /// The typed Raft log of one group of a shared log ([`crate::groups::Groups`]): the same
+    /// API and rules as a log of its own, the group's state decoded from its meta values
+    /// and last entry, with the default [`Rules`]. One `RaftLog` per group at a time: it
+    /// keeps the group's Raft state, so writes through other handles of the group would not
+    /// be seen by it.
+    pub fn for_group(group: Group) -> RaftResult<Self, T> {
+        Self::for_group_with_rules(group, Rules::default())
+    }
+
+    /// [`RaftLog::for_group`] with explicit [`Rules`].
+    pub fn for_group_with_rules(group: Group, rules: Rules) -> RaftResult<Self, T> {
+        Self::from_store(group, rules)
+    }
+
+    /// The group underneath.
+    pub fn group(&self) -> &Group {
+        &self.store
+    }
+}
+
+impl<T: Types, S: LogEngine> RaftLog<T, S> {
+    fn from_store(store: S, rules: Rules) -> RaftResult<Self, T> {
         let snap = store.reader().view();
         let last_entry = snap
             .last_index()
@@ -171,11 +205,6 @@ impl<T: Types> RaftLog<T> {
     /// The current state (vote, last, committed, purged, user data, snapshot meta).
     pub fn state(&self) -> &RaftState<T> {
         &self.state
-    }
-
-    /// The engine underneath (for tools and statistics).
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     /// A typed reader handle for other threads.

@@ -6,6 +6,7 @@
 //! snapshot meta) is stored as engine meta values, which every segment's checkpoint carries.
 
 pub mod codec;
+mod engine;
 mod errors;
 pub mod inspect;
 mod log;
@@ -17,6 +18,7 @@ pub(crate) mod state;
 mod types;
 
 pub use codec::{Codec, CodecError};
+pub use engine::LogEngine;
 pub use errors::{RaftError, RaftResult, StateError};
 pub(crate) use log::Reset;
 pub use log::{RaftLog, Rules};

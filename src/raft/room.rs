@@ -8,11 +8,11 @@
 
 use std::mem::size_of;
 
+use super::engine::Calls;
 use super::errors::{RaftError, RaftResult, StateError};
 use super::state::{META_COMMITTED, META_PURGED, META_SNAPSHOT, META_USER_DATA, META_VOTE};
 use super::types::Types;
 use crate::format::{CheckpointHead, MetaItemHead};
-use crate::store::Store;
 
 /// Encoded length of an empty `Vec<u8>` (its `u32` length).
 const EMPTY_BYTES_LEN: usize = 4;
@@ -20,7 +20,7 @@ const EMPTY_BYTES_LEN: usize = 4;
 /// Bytes counted for meta `key` other than its item head, or `None` if it takes no room: the
 /// declared largest encoding (or the stored one, if that is larger) for the fixed-size values,
 /// the stored encoding for the user data.
-fn reserved<T: Types>(store: &Store, key: u64, sizes: &[(u64, usize)]) -> Option<usize> {
+fn reserved<T: Types>(store: &impl Calls, key: u64, sizes: &[(u64, usize)]) -> Option<usize> {
     let stored = stored_len(store, key, sizes);
     let declared = match key {
         META_VOTE => T::MAX_VOTE_LEN,
@@ -33,18 +33,18 @@ fn reserved<T: Types>(store: &Store, key: u64, sizes: &[(u64, usize)]) -> Option
 
 /// The size of the value of `key`: as given in `sizes` (a value the same call writes), else
 /// as stored.
-fn stored_len(store: &Store, key: u64, sizes: &[(u64, usize)]) -> Option<usize> {
+fn stored_len(store: &impl Calls, key: u64, sizes: &[(u64, usize)]) -> Option<usize> {
     match sizes.iter().find(|(k, _)| *k == key) {
         Some((_, n)) => Some(*n),
-        None => store.meta(key).map(<[u8]>::len),
+        None => store.meta_len(key),
     }
 }
 
 /// The largest encoded size the value of `key` (user data or snapshot meta) may have so that
 /// the vote, committed, purged and snapshot meta keep their room, when the values of `sizes`
 /// (keys and encoded sizes written in the same call) replace the stored ones.
-fn room<T: Types>(store: &Store, key: u64, sizes: &[(u64, usize)]) -> usize {
-    let limit = store.config().meta_limit();
+fn room<T: Types>(store: &impl Calls, key: u64, sizes: &[(u64, usize)]) -> usize {
+    let limit = store.meta_limit();
     let item = size_of::<MetaItemHead>();
     let used = [
         META_VOTE,
@@ -67,13 +67,13 @@ fn room<T: Types>(store: &Store, key: u64, sizes: &[(u64, usize)]) -> usize {
 /// `sizes`, fits: within [`room`], or no larger than the stored value (shrinking is always
 /// allowed). `Err` holds the room.
 pub(crate) fn fits<T: Types>(
-    store: &Store,
+    store: &impl Calls,
     key: u64,
     size: usize,
     sizes: &[(u64, usize)],
 ) -> Result<(), usize> {
     let room = room::<T>(store, key, sizes);
-    let stored = store.meta(key).map_or(0, <[u8]>::len);
+    let stored = store.meta_len(key).unwrap_or(0);
     if size <= room || size <= stored {
         Ok(())
     } else {
@@ -85,7 +85,7 @@ pub(crate) fn fits<T: Types>(
 /// `size` bytes, written with the values of `sizes`, must leave the fixed-size values their
 /// room ([`StateError::MetaNoRoom`]).
 pub(crate) fn check<T: Types>(
-    store: &Store,
+    store: &impl Calls,
     key: u64,
     size: usize,
     sizes: &[(u64, usize)],

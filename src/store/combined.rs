@@ -14,7 +14,7 @@ use crate::recovery;
 
 /// What a combined call writes before its entries.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Before<'m> {
+pub enum Before<'m> {
     /// Removes every entry with index `>= from` (a truncate that removes nothing writes
     /// nothing).
     Truncate(u64),

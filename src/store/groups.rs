@@ -366,6 +366,14 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes the focused group's checkpoint body may take: the meta budget less what every
+    /// other group's checkpoint takes in each segment.
+    pub(crate) fn group_meta_limit(&self) -> usize {
+        let own = record_size(checkpoint_len(&self.state));
+        let others = self.checkpoints_len(&self.state).saturating_sub(own);
+        self.config.meta_limit().saturating_sub(others)
+    }
+
     /// Waits until every concurrent append's records are copied and published.
     pub(crate) fn drain_reservations(&self) {
         self.frontier.drain();

@@ -22,13 +22,12 @@
 //! A copy that fails (a `pwrite` error) or unwinds poisons the log and stops its group's
 //! publishing: nothing after the hole is shown or acknowledged.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
 use crate::error::Result;
-use crate::frontier::Frontier;
+use crate::frontier::{Frontier, InOrder};
 use crate::index::Run;
 use crate::version::Version;
 
@@ -46,22 +45,10 @@ pub(crate) struct Publication {
     pub(crate) version: Option<Arc<Version>>,
 }
 
-struct Queued {
-    ticket: u64,
-    done: bool,
-    publication: Publication,
-}
-
 /// One group's reservations, published in reservation order.
 pub(crate) struct Publisher {
     cell: Arc<ArcSwap<Version>>,
-    queue: Mutex<PublisherState>,
-}
-
-struct PublisherState {
-    queue: VecDeque<Queued>,
-    /// A copy failed: nothing more is published.
-    broken: bool,
+    queue: InOrder<Publication>,
 }
 
 impl Publisher {
@@ -69,38 +56,19 @@ impl Publisher {
     pub(crate) fn new(cell: Arc<ArcSwap<Version>>) -> Self {
         Publisher {
             cell,
-            queue: Mutex::new(PublisherState {
-                queue: VecDeque::new(),
-                broken: false,
-            }),
+            queue: InOrder::default(),
         }
     }
 
     /// Queues reservation `ticket` (under the writer's lock, so in reservation order).
     pub(crate) fn enqueue(&self, ticket: u64, publication: Publication) {
-        lock(&self.queue).queue.push_back(Queued {
-            ticket,
-            done: false,
-            publication,
-        });
+        self.queue.enqueue(ticket, publication);
     }
 
     /// Marks `ticket` written (`ok`) or failed, and publishes every written reservation at
     /// the head of the queue. A failed one stops publishing for good.
     pub(crate) fn complete(&self, ticket: u64, ok: bool) {
-        let mut s = lock(&self.queue);
-        if !ok {
-            s.broken = true;
-        }
-        if let Some(q) = s.queue.iter_mut().find(|q| q.ticket == ticket) {
-            q.done = true;
-        }
-        while s.queue.front().is_some_and(|q| q.done) {
-            let Some(q) = s.queue.pop_front() else { break };
-            if s.broken {
-                continue;
-            }
-            let p = q.publication;
+        self.queue.complete(ticket, ok, |p| {
             if p.version.is_some() {
                 // As `Store::finish`: a reader still holding the old version never pairs
                 // its layout with entries published after it.
@@ -112,7 +80,7 @@ impl Publisher {
             if let Some(v) = p.version {
                 self.cell.store(v);
             }
-        }
+        });
     }
 }
 

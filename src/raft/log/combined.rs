@@ -6,6 +6,7 @@
 
 use super::{encode_spans, parts, state_err, successor, RaftLog};
 use crate::raft::codec::Codec;
+use crate::raft::engine::LogEngine;
 use crate::raft::errors::{RaftResult, StateError};
 use crate::raft::room;
 use crate::raft::state::{
@@ -27,7 +28,7 @@ pub(crate) struct Reset<T: Types> {
     pub(crate) user_data: Option<Option<T::UserData>>,
 }
 
-impl<T: Types> RaftLog<T> {
+impl<T: Types, S: LogEngine> RaftLog<T, S> {
     /// `truncate_after(keep)` then `append(entries)`, as one call: every rule of both is
     /// checked first (the entries must follow `keep`, or the purged log id when `keep` is
     /// `None`), and on error nothing is written.

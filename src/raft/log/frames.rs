@@ -4,11 +4,12 @@
 use super::{check_follows, state_err, RaftLog};
 use crate::error::{Error, Result};
 use crate::frames::{parse, Frame};
+use crate::raft::engine::LogEngine;
 use crate::raft::errors::{RaftResult, StateError};
 use crate::raft::state::split_entry;
 use crate::raft::types::Types;
 
-impl<T: Types> RaftLog<T> {
+impl<T: Types, S: LogEngine> RaftLog<T, S> {
     /// Appends a batch of replication frames from the leader (its
     /// [`RaftView::frames`](crate::raft::RaftView::frames)), resolving conflicts as Raft does.
     ///

@@ -1,0 +1,159 @@
+//! What a [`RaftLog`](super::RaftLog) writes to: a [`Store`] (a log with a directory of its
+//! own) or a [`Group`] of a shared log ([`crate::groups`]). The Raft layer is the same for
+//! both; only these calls differ.
+
+use crate::error::Result;
+use crate::frames::Frame;
+use crate::groups::Group;
+use crate::reader::Reader;
+use crate::store::{Before, Store};
+
+mod sealed {
+    /// Only the crate's engines implement [`super::LogEngine`].
+    pub trait Sealed {}
+    impl Sealed for crate::store::Store {}
+    impl Sealed for crate::groups::Group {}
+}
+
+/// The engine under a [`RaftLog`](super::RaftLog): [`Store`] (the default: a log with its own
+/// directory) or [`Group`] (one group of a shared log, many Raft groups in one directory).
+/// Implemented by these two only.
+#[allow(private_bounds)] // the calls are crate-private; the trait is sealed
+pub trait LogEngine: sealed::Sealed + Calls + Send {}
+
+impl LogEngine for Store {}
+impl LogEngine for Group {}
+
+/// The engine calls the Raft layer makes (each one `Store`'s, for a group through its log).
+pub(crate) trait Calls {
+    fn reader(&self) -> Reader;
+    fn first_index(&self) -> u64;
+    fn next_index(&self) -> u64;
+    /// Length of meta value `key`.
+    fn meta_len(&self, key: u64) -> Option<usize>;
+    /// Bytes the meta values of this log may take in a checkpoint (for a group: what the
+    /// other groups' checkpoints leave of the shared budget).
+    fn meta_limit(&self) -> usize;
+    fn append_parts<'a, I>(&mut self, entries: I) -> Result<()>
+    where
+        I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone;
+    fn append_parts_after<'a, I>(&mut self, before: Before<'_>, entries: I) -> Result<()>
+    where
+        I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone;
+    fn write_frames(&mut self, truncate_from: Option<u64>, frames: &[Frame<'_>]) -> Result<()>;
+    fn put_meta(&mut self, key: u64, value: &[u8]) -> Result<()>;
+    fn put_metas(&mut self, metas: &[(u64, &[u8])]) -> Result<()>;
+    fn truncate_from(&mut self, from: u64) -> Result<()>;
+    fn purge_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()>;
+    fn reset_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()>;
+    fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()>;
+    fn sync(&mut self) -> Result<()>;
+}
+
+impl Calls for Store {
+    fn reader(&self) -> Reader {
+        Store::reader(self)
+    }
+    fn first_index(&self) -> u64 {
+        Store::first_index(self)
+    }
+    fn next_index(&self) -> u64 {
+        Store::next_index(self)
+    }
+    fn meta_len(&self, key: u64) -> Option<usize> {
+        self.meta(key).map(<[u8]>::len)
+    }
+    fn meta_limit(&self) -> usize {
+        self.group_meta_limit()
+    }
+    fn append_parts<'a, I>(&mut self, entries: I) -> Result<()>
+    where
+        I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone,
+    {
+        Store::append_parts(self, entries)
+    }
+    fn append_parts_after<'a, I>(&mut self, before: Before<'_>, entries: I) -> Result<()>
+    where
+        I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone,
+    {
+        Store::append_parts_after(self, before, entries)
+    }
+    fn write_frames(&mut self, truncate_from: Option<u64>, frames: &[Frame<'_>]) -> Result<()> {
+        Store::write_frames(self, truncate_from, frames)
+    }
+    fn put_meta(&mut self, key: u64, value: &[u8]) -> Result<()> {
+        Store::put_meta(self, key, value)
+    }
+    fn put_metas(&mut self, metas: &[(u64, &[u8])]) -> Result<()> {
+        Store::put_metas(self, metas)
+    }
+    fn truncate_from(&mut self, from: u64) -> Result<()> {
+        Store::truncate_from(self, from)
+    }
+    fn purge_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
+        Store::purge_to_with_meta(self, first, metas)
+    }
+    fn reset_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
+        Store::reset_to_with_meta(self, first, metas)
+    }
+    fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
+        Store::flush(self, callback)
+    }
+    fn sync(&mut self) -> Result<()> {
+        Store::sync(self)
+    }
+}
+
+impl Calls for Group {
+    fn reader(&self) -> Reader {
+        Group::reader(self)
+    }
+    fn first_index(&self) -> u64 {
+        Group::first_index(self)
+    }
+    fn next_index(&self) -> u64 {
+        Group::next_index(self)
+    }
+    fn meta_len(&self, key: u64) -> Option<usize> {
+        self.with_store(|s| s.meta(key).map(<[u8]>::len))
+    }
+    fn meta_limit(&self) -> usize {
+        self.with_store(|s| s.group_meta_limit())
+    }
+    fn append_parts<'a, I>(&mut self, entries: I) -> Result<()>
+    where
+        I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone,
+    {
+        self.with_store(|s| s.append_parts(entries))
+    }
+    fn append_parts_after<'a, I>(&mut self, before: Before<'_>, entries: I) -> Result<()>
+    where
+        I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone,
+    {
+        self.with_store(|s| s.append_parts_after(before, entries))
+    }
+    fn write_frames(&mut self, truncate_from: Option<u64>, frames: &[Frame<'_>]) -> Result<()> {
+        self.with_store(|s| s.write_frames(truncate_from, frames))
+    }
+    fn put_meta(&mut self, key: u64, value: &[u8]) -> Result<()> {
+        Group::put_meta(self, key, value)
+    }
+    fn put_metas(&mut self, metas: &[(u64, &[u8])]) -> Result<()> {
+        self.with_store(|s| s.put_metas(metas))
+    }
+    fn truncate_from(&mut self, from: u64) -> Result<()> {
+        Group::truncate_from(self, from)
+    }
+    fn purge_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
+        Group::purge_to_with_meta(self, first, metas)
+    }
+    fn reset_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
+        Group::reset_to_with_meta(self, first, metas)
+    }
+    fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
+        Group::flush(self, callback)
+    }
+    fn sync(&mut self) -> Result<()> {
+        Group::sync(self)
+    }
+}
