@@ -471,7 +471,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = crate::io::real();
         let (pool, _) = Pool::new(dir.path(), 0, fs.clone(), Vec::new());
-        let flusher = Flusher::start(dir.path().to_path_buf(), fs, Arc::new(pool)).unwrap();
+        let flusher =
+            Flusher::start(dir.path().to_path_buf(), fs, Arc::new(pool), Arc::default()).unwrap();
         assert!(matches!(flusher.run_if_idle(request(None)), Ok(Ok(()))));
 
         // A request whose callback holds the thread until released.
@@ -520,7 +521,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = crate::io::real();
         let (pool, _) = Pool::new(dir.path(), 0, fs.clone(), Vec::new());
-        let flusher = Flusher::start(dir.path().to_path_buf(), fs, Arc::new(pool)).unwrap();
+        let flusher =
+            Flusher::start(dir.path().to_path_buf(), fs, Arc::new(pool), Arc::default()).unwrap();
         let order: Arc<Mutex<Vec<(u32, bool)>>> = Arc::default();
         let record = |n: u32| -> Callback {
             let order = order.clone();
@@ -554,8 +556,13 @@ mod tests {
 
         // With nothing in flight (or no thread), the callback runs at once.
         let (pool, _) = Pool::new(dir.path(), 0, crate::io::real(), Vec::new());
-        let flusher =
-            Flusher::start(dir.path().to_path_buf(), crate::io::real(), Arc::new(pool)).unwrap();
+        let flusher = Flusher::start(
+            dir.path().to_path_buf(),
+            crate::io::real(),
+            Arc::new(pool),
+            Arc::default(),
+        )
+        .unwrap();
         flusher.poison("a sync failed".into());
         let order: Arc<Mutex<Vec<u32>>> = Arc::default();
         let o = order.clone();
