@@ -24,13 +24,33 @@ fn new_chunk() -> Box<[AtomicU32; CHUNK]> {
     Box::new([const { AtomicU32::new(0) }; CHUNK])
 }
 
+/// Chunks per leaf of a run's chunk table.
+const LEAF: usize = 64;
+
+type Chunk = Box<[AtomicU32; CHUNK]>;
+type Leaf = Box<[OnceLock<Chunk>; LEAF]>;
+
+/// A leaf of empty chunk cells (allocated when its first chunk is).
+#[cold]
+fn new_leaf() -> Leaf {
+    Box::new([const { OnceLock::new() }; LEAF])
+}
+
 /// Consecutive entries of one segment.
+///
+/// Its chunks hang from a two-level table whose leaves are allocated with their first
+/// chunk, so that a run of a few entries (a shared log's group writes a few entries into
+/// each segment) costs one chunk, one leaf and a small root, not a table sized for the
+/// whole segment.
 #[derive(Debug)]
 pub struct Run {
     segment: Arc<Segment>,
     first: u64,
     published: AtomicU64,
-    chunks: Box<[OnceLock<Box<[AtomicU32; CHUNK]>>]>,
+    /// Leaves of `LEAF` chunk cells each; chunk `c` is cell `c % LEAF` of leaf `c / LEAF`.
+    chunks: Box<[OnceLock<Leaf>]>,
+    /// Chunks the run may have (its capacity in slots, divided by `CHUNK`, rounded up).
+    max_chunks: usize,
 }
 
 impl Run {
@@ -39,7 +59,8 @@ impl Run {
         // A segment cannot hold more records than this, so a run never needs more slots.
         let capacity =
             (segment.size() as usize).saturating_sub(SEGMENT_HEADER_SIZE) / RECORD_HEADER_SIZE + 1;
-        let chunks = (0..capacity.div_ceil(CHUNK))
+        let max_chunks = capacity.div_ceil(CHUNK);
+        let chunks = (0..max_chunks.div_ceil(LEAF))
             .map(|_| OnceLock::new())
             .collect();
         Run {
@@ -47,7 +68,28 @@ impl Run {
             first,
             published: AtomicU64::new(0),
             chunks,
+            max_chunks,
         }
+    }
+
+    /// Chunk `c`, if allocated.
+    #[inline]
+    fn chunk(&self, c: usize) -> Option<&Chunk> {
+        self.chunks.get(c / LEAF)?.get()?.get(c % LEAF)?.get()
+    }
+
+    /// The cell of chunk `c` (its leaf allocated if needed); `None` past the capacity.
+    #[inline]
+    fn chunk_cell(&self, c: usize) -> Option<&OnceLock<Chunk>> {
+        if c >= self.max_chunks {
+            return None;
+        }
+        let leaf = self.chunks.get(c / LEAF)?;
+        let leaf = match leaf.get() {
+            Some(l) => l,
+            None => leaf.get_or_init(new_leaf),
+        };
+        leaf.get(c % LEAF)
     }
 
     /// Allocates the chunks of slots `0..slots` now (at most the run's capacity), instead of
@@ -57,9 +99,14 @@ impl Run {
     /// milliseconds, so the allocations are made at once, before that prefault starts, and not
     /// one every 1,024 entries in the middle of it.
     pub fn reserve(&self, slots: u64) {
-        let n = usize::try_from(slots).unwrap_or(usize::MAX).div_ceil(CHUNK);
-        for cell in self.chunks.iter().take(n) {
-            cell.get_or_init(new_chunk);
+        let n = usize::try_from(slots)
+            .unwrap_or(usize::MAX)
+            .div_ceil(CHUNK)
+            .min(self.max_chunks);
+        for c in 0..n {
+            if let Some(cell) = self.chunk_cell(c) {
+                cell.get_or_init(new_chunk);
+            }
         }
     }
 
@@ -78,15 +125,18 @@ impl Run {
     pub fn adopt(segment: Arc<Segment>, first: u64, offsets: Offsets) -> Self {
         let mut run = Run::new(segment, first);
         let len = offsets.len as u64;
-        if offsets.chunks.len() > run.chunks.len() {
+        if offsets.chunks.len() > run.max_chunks {
             // Not reachable through recovery (a segment holds no more records than the run
             // has room for), but a longer run must still hold them all.
+            run.max_chunks = offsets.chunks.len();
             let mut table = std::mem::take(&mut run.chunks).into_vec();
-            table.resize_with(offsets.chunks.len(), OnceLock::new);
+            table.resize_with(run.max_chunks.div_ceil(LEAF), OnceLock::new);
             run.chunks = table.into_boxed_slice();
         }
-        for (cell, chunk) in run.chunks.iter().zip(offsets.chunks) {
-            let _ = cell.set(chunk);
+        for (c, chunk) in offsets.chunks.into_iter().enumerate() {
+            if let Some(cell) = run.chunk_cell(c) {
+                let _ = cell.set(chunk);
+            }
         }
         run.publish(len);
         run
@@ -113,7 +163,7 @@ impl Run {
     /// the store, which sizes runs by the segment).
     #[inline]
     pub fn set(&self, slot: usize, offset: u32) -> bool {
-        let Some(cell) = self.chunks.get(slot / CHUNK) else {
+        let Some(cell) = self.chunk_cell(slot / CHUNK) else {
             return false;
         };
         let chunk = match cell.get() {
@@ -134,7 +184,7 @@ impl Run {
     #[inline]
     pub fn offset(&self, slot: u64) -> Option<u32> {
         let slot = usize::try_from(slot).ok()?;
-        let chunk = self.chunks.get(slot / CHUNK)?.get()?;
+        let chunk = self.chunk(slot / CHUNK)?;
         Some(chunk[slot % CHUNK].load(Ordering::Relaxed))
     }
 
@@ -146,7 +196,7 @@ impl Run {
         let Ok(slot) = usize::try_from(slot) else {
             return &[];
         };
-        let Some(chunk) = self.chunks.get(slot / CHUNK).and_then(|c| c.get()) else {
+        let Some(chunk) = self.chunk(slot / CHUNK) else {
             return &[];
         };
         let start = slot % CHUNK;
@@ -158,8 +208,14 @@ impl Run {
 
     /// Resident bytes of the index for this run.
     pub fn heap_bytes(&self) -> usize {
-        let chunks = self.chunks.iter().filter(|c| c.get().is_some()).count();
-        chunks * CHUNK * 4 + std::mem::size_of_val(&*self.chunks)
+        let leaves: Vec<&Leaf> = self.chunks.iter().filter_map(|l| l.get()).collect();
+        let chunks: usize = leaves
+            .iter()
+            .map(|l| l.iter().filter(|c| c.get().is_some()).count())
+            .sum();
+        chunks * CHUNK * 4
+            + leaves.len() * std::mem::size_of::<[OnceLock<Chunk>; LEAF]>()
+            + std::mem::size_of_val(&*self.chunks)
     }
 }
 
@@ -272,13 +328,17 @@ mod tests {
         // `reserve` allocates the chunks up to a slot count, never past the capacity.
         let r3 = Run::new(seg.clone(), 0);
         let empty = r3.heap_bytes();
+        let leaf = std::mem::size_of::<[OnceLock<Chunk>; LEAF]>();
         r3.reserve(2500);
-        assert_eq!(r3.heap_bytes(), empty + 3 * CHUNK * 4);
+        assert_eq!(r3.heap_bytes(), empty + 3 * CHUNK * 4 + leaf);
         r3.reserve(u64::MAX);
+        let chunks = capacity.div_ceil(CHUNK);
         assert_eq!(
             r3.heap_bytes(),
-            empty + capacity.div_ceil(CHUNK) * CHUNK * 4
+            empty + chunks * CHUNK * 4 + chunks.div_ceil(LEAF) * leaf
         );
+        // An empty run costs its root only (a 1 MiB segment: one leaf cell).
+        assert!(empty < 256, "{empty} bytes for an empty run");
         assert!(r3.set(capacity - 1, 5));
         let r2 = Run::from_offsets(seg, 7, &[64, 88]);
         assert_eq!(r2.published(), 2);
