@@ -17,6 +17,16 @@ mod frontier_sync {
 mod frontier;
 
 use frontier::{Frontier, InOrder};
+
+/// Runs `f` under loom with at most three preemptions per execution (loom's usual bound:
+/// enough for the races here, which need one or two), so that the check stays in seconds.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(3);
+    }
+    b.check(f);
+}
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::{Arc, Mutex};
 
@@ -30,7 +40,7 @@ struct Res {
 /// order), then copy and complete concurrently; a flusher waits for the first one's range.
 #[test]
 fn the_flusher_never_passes_an_unwritten_reservation_and_publishing_keeps_order() {
-    loom::model(|| {
+    model(|| {
         let frontier = Arc::new(Frontier::default());
         let queue: Arc<InOrder<u64>> = Arc::new(InOrder::default());
         let log = Arc::new(Mutex::new(0u64)); // the write position
@@ -99,7 +109,7 @@ fn the_flusher_never_passes_an_unwritten_reservation_and_publishing_keeps_order(
 /// The flusher waits while the first reservation is open, even if a later one is written.
 #[test]
 fn wait_below_returns_only_after_the_earlier_reservation_is_written() {
-    loom::model(|| {
+    model(|| {
         let frontier = Arc::new(Frontier::default());
         let first = Arc::new(AtomicBool::new(false));
         let t0 = frontier.open(1, 0);
@@ -131,7 +141,7 @@ fn wait_below_returns_only_after_the_earlier_reservation_is_written() {
 /// After a failed copy nothing later of the group is published, and the earlier ones are.
 #[test]
 fn nothing_is_published_after_a_failed_reservation() {
-    loom::model(|| {
+    model(|| {
         let queue: Arc<InOrder<u64>> = Arc::new(InOrder::default());
         let applied = Arc::new(Mutex::new(Vec::new()));
         for t in 0..3u64 {
