@@ -189,12 +189,15 @@ impl Groups {
         all
     }
 
-    /// Moves forward the live entries of every group that holds at most `max_entries` of
-    /// them in the oldest segment, so that the segment can go once no other group needs it:
-    /// each such group's entries are written again in the active segment (one reset record
-    /// and the entries, all or nothing per group; indexes, payloads and meta values stay as
-    /// they were). Returns the ids of the groups moved. Readers holding views keep reading
-    /// the old bytes; the old file goes after the next flush if nothing needs it.
+    /// Moves forward the live entries of the groups that hold the oldest segment and have at
+    /// most `max_entries` live entries in all (an idle group: raft-engine rewrites regions
+    /// with fewer than 32), so that the segment can go once no other group needs it: each
+    /// such group's entries are written again in the active segment (one reset record and
+    /// the entries, all or nothing per group; indexes, payloads and meta values stay as they
+    /// were). Groups with more live entries are left to the application, which should purge
+    /// them: [`Groups::oldest_groups`] names them. Returns the ids of the groups moved.
+    /// Readers holding views keep reading the old bytes; the old file goes after the next
+    /// flush if nothing needs it.
     pub fn rewrite_lagging(&self, max_entries: u64) -> Result<Vec<u64>> {
         let mut store = self.lock();
         let usage = store.group_usage();
@@ -203,10 +206,10 @@ impl Groups {
         };
         let mut moved = Vec::new();
         for u in usage.iter().take_while(|u| u.oldest_segment == oldest) {
-            if u.entries_in_oldest > max_entries {
+            let total = u.next_index - u.first_index;
+            if total > max_entries {
                 continue;
             }
-            let total = u.next_index - u.first_index;
             store.focus(u.id);
             let view = store.reader().view();
             let entries: Vec<(u64, &[u8])> = view.range(..).map(|e| (e.index, e.payload)).collect();
