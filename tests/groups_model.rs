@@ -21,7 +21,7 @@
 //! segment file older than the oldest one a live entry needs may remain; at the end of each
 //! case every group is removed and the directory must shrink to at most two segment files.
 //!
-//! Case count: `PROPTEST_CASES` (default 48).
+//! Case count: `PROPTEST_CASES` (default 1000, a few seconds).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -171,7 +171,10 @@ fn check_view(view: &View, id: u64, m: &GModel, what: &str) {
     }
     assert_eq!(m.entries.len() as u64, m.len(), "model of group {id}");
     if m.first > 0 {
-        assert!(view.get(m.first - 1).is_none(), "{what}: group {id} get(first-1)");
+        assert!(
+            view.get(m.first - 1).is_none(),
+            "{what}: group {id} get(first-1)"
+        );
     }
     assert!(view.get(m.next).is_none(), "{what}: group {id} get(next)");
     let ranged: Vec<(u64, &[u8])> = view.range(..).map(|e| (e.index, e.payload)).collect();
@@ -192,7 +195,11 @@ fn check_view(view: &View, id: u64, m: &GModel, what: &str) {
         // A range in the middle.
         let (a, b) = (m.first + 1, m.next - 1);
         let mid: Vec<u64> = view.range(a..b).map(|e| e.index).collect();
-        assert_eq!(mid, (a..b).collect::<Vec<_>>(), "{what}: group {id} range(a..b)");
+        assert_eq!(
+            mid,
+            (a..b).collect::<Vec<_>>(),
+            "{what}: group {id} range(a..b)"
+        );
     }
     for k in 0..META_KEYS {
         assert_eq!(
@@ -222,20 +229,45 @@ type MetaOp = Option<(u8, u8)>;
 enum Op {
     /// Append a batch to group `g`; `skip` jumps ahead when it is empty, and 1 in 16 appends
     /// is made non-consecutive on purpose (must be refused).
-    Append { g: u8, skip: u8, sizes: Vec<u16> },
+    Append {
+        g: u8,
+        skip: u8,
+        sizes: Vec<u16>,
+    },
     /// Truncate from `first + at % (len + 2)`; 1 in 13 below the first index (refused).
-    Truncate { g: u8, at: u16 },
+    Truncate {
+        g: u8,
+        at: u16,
+    },
     /// Purge to `first + at % (len + 4)`, with a meta value or not.
-    Purge { g: u8, at: u16, meta: MetaOp },
+    Purge {
+        g: u8,
+        at: u16,
+        meta: MetaOp,
+    },
     /// Reset to `first + at % (len + 4)` with a meta value or not; 1 in 11 below the first
     /// index (refused).
-    Reset { g: u8, at: u16, meta: MetaOp },
-    Meta { g: u8, key: u8, len: u8 },
+    Reset {
+        g: u8,
+        at: u16,
+        meta: MetaOp,
+    },
+    Meta {
+        g: u8,
+        key: u8,
+        len: u8,
+    },
     /// A write batch: per part, a group, where its entries start (back from the next index),
     /// their sizes and a meta value.
-    Batch { parts: Vec<(u8, u16, Vec<u16>, MetaOp)> },
-    Remove { g: u8 },
-    Rewrite { max: u8 },
+    Batch {
+        parts: Vec<(u8, u16, Vec<u16>, MetaOp)>,
+    },
+    Remove {
+        g: u8,
+    },
+    Rewrite {
+        max: u8,
+    },
     Sync,
     Reopen,
 }
@@ -306,6 +338,10 @@ struct Runner {
     models: Vec<GModel>,
     generation: u64,
     step: usize,
+    /// The oldest segment live entries needed at the last purge, reset, removal, rewrite or
+    /// open: the engine lets the segments before it go then (after the next flush), and at
+    /// no other time (not at a truncate, nor when a write moves on to a new segment).
+    floor: u64,
 }
 
 impl Runner {
@@ -352,8 +388,16 @@ impl Runner {
             check_view(&h.reader().view(), id, m, what);
             // A handle made now reads the same.
             check_view(&log.group(id).reader().view(), id, m, what);
-            assert_eq!(h.first_index(), m.first, "{what}: group {id} Group::first_index");
-            assert_eq!(h.next_index(), m.next, "{what}: group {id} Group::next_index");
+            assert_eq!(
+                h.first_index(),
+                m.first,
+                "{what}: group {id} Group::first_index"
+            );
+            assert_eq!(
+                h.next_index(),
+                m.next,
+                "{what}: group {id} Group::next_index"
+            );
             assert_eq!(
                 h.last_index(),
                 (!m.is_empty()).then(|| m.next - 1),
@@ -418,16 +462,29 @@ impl Runner {
         );
     }
 
-    /// After a sync: no segment older than the oldest one a live entry needs is left.
+    /// The oldest segment live entries need now (the active one if none).
+    fn oldest_needed(&self) -> u64 {
+        let newest = *seg_seqs(&self.dir).last().expect("no segment file");
+        let usage = self.log().oldest_groups(1);
+        usage.first().map_or(newest, |u| u.oldest_segment)
+    }
+
+    /// Segments before the oldest one needed now go at the next flush.
+    fn released(&mut self) {
+        self.floor = self.oldest_needed();
+    }
+
+    /// After a sync: no segment older than the oldest one live entries needed at the last
+    /// release (see [`Runner::floor`]) is left, and the segment files have no gap.
     fn check_files_after_sync(&self, what: &str) {
         let seqs = seg_seqs(&self.dir);
-        let usage = self.log().oldest_groups(1);
         let newest = *seqs.last().expect("no segment file");
-        let oldest_needed = usage.first().map_or(newest, |u| u.oldest_segment);
         assert!(
-            seqs.iter().all(|s| *s >= oldest_needed),
-            "{what}: segment files {seqs:?} remain after a sync, the oldest needed is \
-             {oldest_needed}"
+            seqs.iter().all(|s| *s >= self.floor),
+            "{what}: segment files {seqs:?} remain after a sync, the oldest needed at the last \
+             release was {}, now {}",
+            self.floor,
+            self.oldest_needed()
         );
         // Nothing between them is missing.
         assert_eq!(
@@ -503,7 +560,11 @@ impl Runner {
                     self.handles[k].purge_to(to)
                 }
                 .unwrap_or_else(|e| panic!("{what}: purge to {to}: {e}"));
+                let changed = to > self.models[k].first;
                 self.models[k].purge_to(to);
+                if changed {
+                    self.released();
+                }
                 self.models[k].metas.extend(metas);
             }
             Op::Reset { g, at, meta } => {
@@ -523,6 +584,7 @@ impl Runner {
                 } else {
                     r.unwrap_or_else(|e| panic!("{what}: reset to {to}: {e}"));
                     self.models[k].reset_to(to);
+                    self.released();
                     self.models[k].metas.extend(metas);
                 }
             }
@@ -541,7 +603,11 @@ impl Runner {
                 self.log()
                     .remove_group(self.ids[k])
                     .unwrap_or_else(|e| panic!("{what}: remove_group: {e}"));
+                let existed = self.models[k].exists();
                 self.models[k] = GModel::default();
+                if existed {
+                    self.released();
+                }
             }
             Op::Rewrite { max } => {
                 let usage = self.log().oldest_groups(usize::MAX);
@@ -561,7 +627,13 @@ impl Runner {
                     .log()
                     .rewrite_lagging(u64::from(*max))
                     .unwrap_or_else(|e| panic!("{what}: rewrite_lagging: {e}"));
-                assert_eq!(moved, want, "{what}: moved groups (usage before: {usage:?})");
+                assert_eq!(
+                    moved, want,
+                    "{what}: moved groups (usage before: {usage:?})"
+                );
+                if !moved.is_empty() {
+                    self.released();
+                }
                 // A moved group now lives in newer segments only.
                 let after = self.log().oldest_groups(usize::MAX);
                 // (Unless the oldest segment was the active one: the entries stay in it.)
@@ -586,9 +658,15 @@ impl Runner {
                 self.check_files_after_sync(&what);
             }
             Op::Reopen => {
+                let newest_before = *seg_seqs(&self.dir).last().unwrap();
                 self.handles.clear();
                 self.log = None;
                 self.open();
+                self.released();
+                // Open deletes the leading segments no live entry needs; when the newest one
+                // is a recycled file it is sealed and a new segment started, and it stays
+                // until the next release.
+                self.floor = self.floor.min(newest_before);
             }
         }
     }
@@ -650,14 +728,18 @@ impl Runner {
         let ok = order.iter().all(|k| {
             let e = &merged[k];
             let consecutive = e.windows(2).all(|w| w[1].0 == w[0].0 + 1);
-            consecutive && e.first().is_none_or(|(s, _)| self.models[*k].accepts_overwrite(*s))
+            consecutive
+                && e.first()
+                    .is_none_or(|(s, _)| self.models[*k].accepts_overwrite(*s))
         });
         let r = self.log().write(&batch);
         if ok {
             r.unwrap_or_else(|e| panic!("{what}: write batch: {e}"));
             for k in order {
                 self.models[k].overwrite(&merged[&k]);
-                self.models[k].metas.extend(metas.remove(&k).unwrap_or_default());
+                self.models[k]
+                    .metas
+                    .extend(metas.remove(&k).unwrap_or_default());
             }
         } else {
             assert!(r.is_err(), "{what}: a batch breaking a rule was accepted");
@@ -710,8 +792,10 @@ fn run_case(case: &Case) {
         models: vec![GModel::default(); case.ids.len()],
         generation: 0,
         step: 0,
+        floor: 0,
     };
     r.open();
+    r.released();
     r.check_all("opened");
     for (step, op) in case.ops.iter().enumerate() {
         r.step = step;
@@ -723,7 +807,12 @@ fn run_case(case: &Case) {
         if !matches!(op, Op::Reopen) {
             // Views taken before the operation still read the state before it.
             for (k, v) in before.iter().enumerate() {
-                check_view(v, r.ids[k], &models_before[k], &format!("{what} (older view)"));
+                check_view(
+                    v,
+                    r.ids[k],
+                    &models_before[k],
+                    &format!("{what} (older view)"),
+                );
             }
         }
         drop(before);
@@ -735,7 +824,7 @@ fn proptest_cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(48)
+        .unwrap_or(1000)
 }
 
 proptest! {
@@ -823,7 +912,10 @@ fn truncated_run_does_not_pin_its_segment_after_reopen() {
     let after = log.oldest_groups(10);
     assert_eq!(after, before, "oldest_groups changed across a reopen");
     let ua = after.iter().find(|u| u.id == 1).unwrap();
-    assert_eq!(ua.oldest_segment, newest, "group 1 lives in the newest segment only");
+    assert_eq!(
+        ua.oldest_segment, newest,
+        "group 1 lives in the newest segment only"
+    );
     assert_eq!(ua.entries_in_oldest, 3);
     // Group 2 lets go of everything: no live entry is left in the old segments.
     log.group(2).purge_to(i).unwrap();
