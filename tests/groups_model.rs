@@ -225,6 +225,9 @@ fn seg_seqs(dir: &Path) -> Vec<u64> {
 
 type MetaOp = Option<(u8, u8)>;
 
+/// Entries or meta values: (index or key, bytes).
+type Items = Vec<(u64, Arc<[u8]>)>;
+
 #[derive(Debug, Clone)]
 enum Op {
     /// Append a batch to group `g`; `skip` jumps ahead when it is empty, and 1 in 16 appends
@@ -674,9 +677,9 @@ impl Runner {
     fn batch(&mut self, parts: &[(u8, u16, Vec<u16>, MetaOp)], what: &str) {
         // What the batch holds per group (merged as WriteBatch merges parts), in order.
         let mut order: Vec<usize> = Vec::new();
-        let mut merged: BTreeMap<usize, Vec<(u64, Arc<[u8]>)>> = BTreeMap::new();
-        let mut metas: BTreeMap<usize, Vec<(u64, Arc<[u8]>)>> = BTreeMap::new();
-        let mut adds: Vec<(usize, Vec<(u64, Arc<[u8]>)>, Vec<(u64, Arc<[u8]>)>)> = Vec::new();
+        let mut merged: BTreeMap<usize, Items> = BTreeMap::new();
+        let mut metas: BTreeMap<usize, Items> = BTreeMap::new();
+        let mut adds: Vec<(usize, Items, Items)> = Vec::new();
         for (g, back, sizes, meta) in parts {
             let k = self.pick(*g);
             if !order.contains(&k) {
