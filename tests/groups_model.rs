@@ -800,10 +800,20 @@ fn run_case(case: &Case) {
     r.open();
     r.released();
     r.check_all("opened");
+    // Views held across many operations (taken every 16 steps, dropped at a reopen), with the
+    // models of their time: their segments go meanwhile, and pooled files get reused, but
+    // never while a view maps them.
+    let mut held: Option<(Vec<View>, Vec<GModel>)> = None;
     for (step, op) in case.ops.iter().enumerate() {
         r.step = step;
+        if step % 16 == 0 {
+            held = Some((r.views(), r.models.clone()));
+        }
         let before: Vec<View> = r.views();
         let models_before = r.models.clone();
+        if matches!(op, Op::Reopen) {
+            held = None;
+        }
         r.apply(op);
         let what = format!("step {step} {op:?}");
         r.check_all(&what);
@@ -819,7 +829,13 @@ fn run_case(case: &Case) {
             }
         }
         drop(before);
+        if let Some((views, models)) = &held {
+            for (k, v) in views.iter().enumerate() {
+                check_view(v, r.ids[k], &models[k], &format!("{what} (held view)"));
+            }
+        }
     }
+    drop(held);
     r.check_cleanup();
 }
 
