@@ -3,11 +3,13 @@
 //! * **`writers_and_readers`**: 8 writer threads, each appending to its own two groups (by
 //!   `Group::append_batch` and by [`WriteBatch`]es over both, with purges now and then), four
 //!   of them also appending to one shared group through cloned `Group` handles (each takes
-//!   the next index and retries on `NonConsecutive`; one of them purges it); every writer syncs after its batches and
-//!   notes what is acknowledged. Two reader threads read views of random groups all along and
-//!   check every payload (derived from group and index) and that a view never goes back. At
-//!   the end the log is reopened: everything acknowledged is there. `RML_GROUPS_THREADS_MS`
-//!   sets how long the writers run (default 1500 ms).
+//!   the next index and retries on `NonConsecutive`; one of them purges it); every writer
+//!   syncs after its batches and notes what is acknowledged. Two reader threads read views of
+//!   random groups all along and check every payload (derived from group and index) and that
+//!   a view never goes back. At the end the segment files are few (purged ones went), and the
+//!   log is reopened: everything acknowledged is there, each group starting where its writer
+//!   last purged it. `RML_GROUPS_THREADS_MS` sets how long the writers run (default 1500
+//!   ms).
 //! * **`kill9_rounds`**: a child process (this binary again, `child_entry`) runs 8 writer
 //!   threads that write synced batches to their groups (appends, write batches, purges) and
 //!   print "acked group index" lines once `sync` returns; the parent SIGKILLs it at a random
@@ -194,6 +196,13 @@ fn writers_and_readers() {
                             }
                         }
                     }
+                    if batches % 16 == 15 {
+                        // Now and then both groups keep only their last ~40 entries, so that
+                        // old segments can go however long this runs.
+                        for g in [&ga, &gb] {
+                            g.purge_to(g.next_index().saturating_sub(40)).unwrap();
+                        }
+                    }
                     if t < 4 {
                         // The shared group: take the next index, retry when another thread
                         // took it first.
@@ -210,7 +219,7 @@ fn writers_and_readers() {
                                 Err(e) => panic!("writer {t}: shared append: {e}"),
                             }
                         }
-                        if t == 0 && rng.chance(1, 8) {
+                        if t == 0 && batches % 8 == 7 {
                             // Only writer 0 purges the shared group: the last ~100 stay.
                             let to = shared.next_index().saturating_sub(100);
                             shared.purge_to(to).unwrap();
