@@ -949,3 +949,62 @@ fn truncated_run_does_not_pin_its_segment_after_reopen() {
         assert_eq!(view.get(j), Some(&payload(1, j, 1, 50)[..]));
     }
 }
+
+/// Many groups on small segments: every group's checkpoint is copied into every new segment,
+/// so groups cannot grow without bound. Creating one more group may be refused, but cleanly:
+/// the log stays writable, every group that exists still takes an entry of its
+/// `max_payload()`, a sync succeeds and the log reopens with everything synced.
+///
+/// Fails on the engine as of this test: the 72nd group's first append (4 KiB segments) has
+/// its rollover write group checkpoints past the end of the new segment ("a 24-byte record
+/// does not fit in segment ... at offset 4096"); the next sync fails (`msync`: invalid
+/// argument) and the directory no longer opens ("not a segment file (bad magic)").
+#[test]
+fn many_groups_on_small_segments_stay_usable() {
+    let tmp = common::scratch("groups-many");
+    let dir = tmp.path().join("log");
+    let config = Config {
+        segment_size: 4096,
+        prepare_ahead: false,
+        ..Config::default()
+    };
+    let log = Groups::open(&dir, config.clone()).unwrap();
+    let mut created = Vec::new();
+    let mut refused = None;
+    for id in 1..=200u64 {
+        match log.group(id).append(1, &payload(id, 1, 0, 10)) {
+            Ok(()) => created.push(id),
+            Err(e) => {
+                refused = Some(format!("group {id}: {e}"));
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "{} groups created; then {}",
+        created.len(),
+        refused.as_deref().unwrap_or("none refused")
+    );
+    log.sync()
+        .unwrap_or_else(|e| panic!("sync after {refused:?}: {e}"));
+    for id in &created {
+        let g = log.group(*id);
+        let max = g.max_payload();
+        g.append(2, &payload(*id, 2, 0, max))
+            .unwrap_or_else(|e| panic!("group {id}: an entry of max_payload {max} bytes: {e}"));
+    }
+    log.sync().unwrap();
+    drop(log);
+    let log =
+        Groups::open(&dir, config).unwrap_or_else(|e| panic!("reopen after {refused:?}: {e}"));
+    assert_eq!(log.ids(), created);
+    for id in &created {
+        let view = log.group(*id).reader().view();
+        assert_eq!(view.get(1), Some(&payload(*id, 1, 0, 10)[..]), "group {id}");
+        assert_eq!(
+            (view.first_index(), view.next_index()),
+            (1, 3),
+            "group {id}"
+        );
+    }
+}
