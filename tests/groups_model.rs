@@ -11,7 +11,8 @@
 //! and segment deletion happen all the time.
 //!
 //! After every operation, every group (also removed and never written ones) is read through a
-//! fresh view and through a view taken before the operation (which must still read the state
+//! fresh view, through a reader taken at open (before the group was written), through views
+//! held since up to 16 operations before, and through a view taken before the operation (which must still read the state
 //! before it, byte for byte, even when the operation made its segments go): first and next
 //! index, every entry by `get` and by `range`, meta values, and the `Group` accessors. Payloads
 //! start with their group id and index, so a group reading another group's bytes is named as
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use raft_mmap_log::groups::{Group, Groups, WriteBatch};
-use raft_mmap_log::{Config, View};
+use raft_mmap_log::{Config, Reader, View};
 
 mod common;
 
@@ -338,6 +339,9 @@ struct Runner {
     ids: Vec<u64>,
     log: Option<Groups>,
     handles: Vec<Group>,
+    /// Readers taken right after each open, before most groups exist: they must see every
+    /// later write, removal and re-creation of their group.
+    readers: Vec<Reader>,
     models: Vec<GModel>,
     generation: u64,
     step: usize,
@@ -352,6 +356,7 @@ impl Runner {
         let log = Groups::open(&self.dir, self.config.clone())
             .unwrap_or_else(|e| panic!("step {}: open: {e}", self.step));
         self.handles = self.ids.iter().map(|id| log.group(*id)).collect();
+        self.readers = self.handles.iter().map(Group::reader).collect();
         self.log = Some(log);
     }
 
@@ -389,6 +394,12 @@ impl Runner {
             let id = self.ids[k];
             let m = &self.models[k];
             check_view(&h.reader().view(), id, m, what);
+            check_view(
+                &self.readers[k].view(),
+                id,
+                m,
+                &format!("{what} (early reader)"),
+            );
             // A handle made now reads the same.
             check_view(&log.group(id).reader().view(), id, m, what);
             assert_eq!(
@@ -663,6 +674,7 @@ impl Runner {
             Op::Reopen => {
                 let newest_before = *seg_seqs(&self.dir).last().unwrap();
                 self.handles.clear();
+                self.readers.clear();
                 self.log = None;
                 self.open();
                 self.released();
@@ -772,6 +784,7 @@ impl Runner {
             seqs.len()
         );
         self.handles.clear();
+        self.readers.clear();
         self.log = None;
         self.open();
         self.check_all("reopened after emptying every group");
@@ -792,6 +805,7 @@ fn run_case(case: &Case) {
         ids: case.ids.clone(),
         log: None,
         handles: Vec::new(),
+        readers: Vec::new(),
         models: vec![GModel::default(); case.ids.len()],
         generation: 0,
         step: 0,

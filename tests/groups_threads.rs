@@ -12,7 +12,8 @@
 //!   ms).
 //! * **`kill9_rounds`**: a child process (this binary again, `child_entry`) runs 8 writer
 //!   threads that write synced batches to their groups (appends, write batches, purges) and
-//!   print "acked group index" lines once `sync` returns; the parent SIGKILLs it at a random
+//!   print "acked group index" lines once `sync` returns, while its main thread calls
+//!   `rewrite_lagging(8)` every few milliseconds; the parent SIGKILLs it at a random
 //!   moment, reopens, and checks that every acknowledged entry is there with its payload, that
 //!   every group is a contiguous run of correct entries, and that no purge went further than
 //!   one that was issued. `RML_GROUPS_KILL9_ROUNDS` (default 20) sets the number of kills,
@@ -300,7 +301,8 @@ fn kill9_config() -> Config {
 /// Entry point of the child process; a no-op in a normal test run.
 ///
 /// Protocol (stdout): `RML OPEN`; `RML P <group> <first>` before a purge is issued; `RML A
-/// <group> <last index>` once a sync that covers that entry returned.
+/// <group> <last index>` once a sync that covers that entry returned; `RML M <n>` when
+/// `rewrite_lagging` moved `n` groups.
 #[test]
 fn child_entry() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
@@ -368,7 +370,20 @@ fn child_entry() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(20));
+    // Meanwhile this thread moves lagging groups forward (a kill may land in a rewrite: each
+    // group's move is all or nothing).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(3));
+        match log.rewrite_lagging(8) {
+            Ok(moved) if !moved.is_empty() => emit(&format!("RML M {}\n", moved.len())),
+            Ok(_) => {}
+            Err(e) => {
+                emit(&format!("RML FAIL rewrite_lagging: {e}\n"));
+                std::process::exit(6);
+            }
+        }
+    }
     emit("RML FAIL child was not killed in time\n");
     drop(threads);
     std::process::exit(4);
@@ -385,7 +400,7 @@ fn kill9_rounds() {
     let started = Instant::now();
     // What the log held when last opened by the parent: group -> (first, next).
     let mut known: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-    let (mut total_acks, mut beyond) = (0usize, 0u64);
+    let (mut total_acks, mut beyond, mut moved) = (0usize, 0u64, 0u64);
     for round in 0..rounds {
         let delay = Duration::from_millis(20 + rng.below(300));
         let (out, err) = spawn_and_kill(
@@ -418,6 +433,7 @@ fn kill9_rounds() {
                     let e = purges.entry(g).or_insert(0);
                     *e = (*e).max(to);
                 }
+                ["M", n] => moved += n.parse::<u64>().unwrap(),
                 ["FAIL", ..] => panic!("round {round}: child reported: {line}\nstderr:\n{err}"),
                 _ => {}
             }
@@ -472,7 +488,7 @@ fn kill9_rounds() {
     }
     eprintln!(
         "groups kill9: {rounds} kills in {:.1?}: {total_acks} acks, {beyond} unacknowledged \
-         entries survived",
+         entries survived, {moved} group moves by rewrite_lagging",
         started.elapsed()
     );
 }
