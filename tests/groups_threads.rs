@@ -12,8 +12,8 @@
 //!   ms).
 //! * **`kill9_rounds`**: a child process (this binary again, `child_entry`) runs 8 writer
 //!   threads that write synced batches to their groups (appends, write batches, purges) and
-//!   print "acked group index" lines once `sync` returns, while its main thread calls
-//!   `rewrite_lagging(8)` every few milliseconds; the parent SIGKILLs it at a random
+//!   print "acked group index" lines once `sync` returns (with `RML_GROUPS_KILL9_REWRITE=1`
+//!   its main thread also calls `rewrite_lagging(8)` every few milliseconds); the parent SIGKILLs it at a random
 //!   moment, reopens, and checks that every acknowledged entry is there with its payload, that
 //!   every group is a contiguous run of correct entries, and that no purge went further than
 //!   one that was issued. `RML_GROUPS_KILL9_ROUNDS` (default 20) sets the number of kills,
@@ -24,6 +24,9 @@
 //!   segment file is gone from the directory (deleted or renamed into the pool) while the
 //!   held slice keeps its bytes, also after much more writing (a pooled file is not reused
 //!   while a view maps it), and the group reads the same, also after a reopen.
+//! * **`rewrite_lagging_cut_midway_keeps_every_entry`**: a kill in the middle of
+//!   `rewrite_lagging`, simulated exactly (the call's bytes put a prefix at a time into a copy
+//!   taken before it), must not lose the moved group's entries.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -290,6 +293,9 @@ fn writers_and_readers() {
 // SIGKILL
 
 const CHILD_ENV: &str = "RML_GROUPS_KILL9_CHILD";
+/// `1`: the child also calls `rewrite_lagging` (off by default while a kill in the middle of a
+/// rewrite loses the group's entries: `rewrite_lagging_cut_midway_keeps_every_entry`).
+const REWRITE_ENV: &str = "RML_GROUPS_KILL9_REWRITE";
 
 fn kill9_config() -> Config {
     Config {
@@ -370,11 +376,16 @@ fn child_entry() {
             })
         })
         .collect();
-    // Meanwhile this thread moves lagging groups forward (a kill may land in a rewrite: each
-    // group's move is all or nothing).
+    // Meanwhile this thread moves lagging groups forward, if asked to (a kill may land in a
+    // rewrite: each group's move must be all or nothing, see
+    // `rewrite_lagging_cut_midway_keeps_every_entry`).
+    let rewrite = std::env::var(REWRITE_ENV).is_ok_and(|v| v == "1");
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(3));
+        if !rewrite {
+            continue;
+        }
         match log.rewrite_lagging(8) {
             Ok(moved) if !moved.is_empty() => emit(&format!("RML M {}\n", moved.len())),
             Ok(_) => {}
@@ -613,4 +624,82 @@ fn rewrite_lagging_frees_the_oldest_segment() {
     for i in 1..4 {
         check_payload(LAG, i, view.get(i).unwrap(), "after reopen");
     }
+}
+
+/// `rewrite_lagging` moves a group's entries by writing a reset record and the entries again:
+/// a process killed in the middle of that must not lose entries that were durable before it.
+/// The kill is simulated exactly: the bytes the call wrote are put, a prefix at a time, into
+/// a copy of the log taken before it (a SIGKILL keeps what was copied into the page cache,
+/// in order); every such copy must open with the group's entries all there.
+#[test]
+fn rewrite_lagging_cut_midway_keeps_every_entry() {
+    let tmp = common::scratch("groups-gc-cut");
+    let dir = tmp.path().join("log");
+    let config = Config {
+        segment_size: 64 << 10,
+        prepare_ahead: false,
+        segment_pool: 0,
+        ..Config::default()
+    };
+    let log = Groups::open(&dir, config.clone()).unwrap();
+    const LAG: u64 = 3;
+    let (lag, busy) = (log.group(LAG), log.group(10));
+    append_n(&lag, 1, 20);
+    while seg_names(&dir).len() < 2 {
+        append_n(&busy, 1, 10);
+    }
+    append_n(&busy, 1, 10);
+    busy.purge_to(busy.next_index() - 1).unwrap();
+    log.sync().unwrap();
+    assert_eq!(log.oldest_groups(1)[0].id, LAG);
+
+    let before = tmp.path().join("before");
+    std::fs::create_dir_all(&before).unwrap();
+    common::copy_segments(&dir, &before);
+    assert_eq!(log.rewrite_lagging(32).unwrap(), vec![LAG]);
+    log.sync().unwrap();
+    let after = tmp.path().join("after");
+    std::fs::create_dir_all(&after).unwrap();
+    common::copy_segments(&dir, &after);
+    drop((lag, busy, log));
+
+    // The call wrote into the newest segment only (it had room): find the range it wrote.
+    let name = seg_names(&before).last().unwrap().clone();
+    assert_eq!(
+        seg_names(&after).last(),
+        Some(&name),
+        "the rewrite rolled over"
+    );
+    let old = std::fs::read(before.join(&name)).unwrap();
+    let new = std::fs::read(after.join(&name)).unwrap();
+    // Bytes past the segment header (the header's marks are the flusher's).
+    let diff: Vec<usize> = (64..old.len()).filter(|&i| old[i] != new[i]).collect();
+    let (a, b) = (diff[0], diff[diff.len() - 1] + 1);
+    eprintln!("rewrite wrote bytes {a}..{b} of {name}");
+
+    let crash = tmp.path().join("crash");
+    let mut cuts = 0;
+    for cut in (a..=b).step_by(8) {
+        let _ = std::fs::remove_dir_all(&crash);
+        std::fs::create_dir_all(&crash).unwrap();
+        for n in seg_names(&before) {
+            std::fs::copy(before.join(&n), crash.join(&n)).unwrap();
+        }
+        let mut img = old.clone();
+        img[a..cut].copy_from_slice(&new[a..cut]);
+        std::fs::write(crash.join(&name), &img).unwrap();
+        let log = Groups::open(&crash, config.clone())
+            .unwrap_or_else(|e| panic!("cut at {cut} ({a}..{b} written): open: {e}"));
+        let view = log.group(LAG).reader().view();
+        assert_eq!(
+            (view.first_index(), view.next_index()),
+            (1, 21),
+            "cut at {cut} ({a}..{b} written): group {LAG} lost entries"
+        );
+        for i in 1..=20 {
+            check_payload(LAG, i, view.get(i).unwrap(), &format!("cut at {cut}"));
+        }
+        cuts += 1;
+    }
+    eprintln!("{cuts} cuts recovered every entry");
 }
