@@ -694,6 +694,10 @@ fn replay(
                 if let Some(r) = runs.last_mut() {
                     r.truncate(from.saturating_sub(r.first));
                 }
+                // A truncate at the first index leaves the runs before it no live entry (as
+                // the writer's `normalize_runs` drops them): kept, they would pin their
+                // segment.
+                runs.retain(|r| r.end() > state.first);
             }
         }
         Item::Purge {
