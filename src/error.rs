@@ -81,6 +81,23 @@ pub enum Error {
         max: usize,
     },
 
+    /// A shared log's group that would make the checkpoints too large: every segment starts
+    /// with the state of every group, and together they may take at most a quarter of a
+    /// segment. Nothing was written. Use larger segments, or fewer groups.
+    #[error(
+        "too many groups for this segment size: with this group the {groups} groups' \
+         checkpoints would take {size} bytes of every segment; at most {max} bytes are allowed \
+         (use a larger segment_size)"
+    )]
+    TooManyGroups {
+        /// Groups that would exist, this one included.
+        groups: usize,
+        /// Bytes of every segment's checkpoints with this group.
+        size: usize,
+        /// The limit (a quarter of a segment).
+        max: usize,
+    },
+
     /// An append whose index does not follow the last one. Nothing was written.
     #[error("non-consecutive append: expected index {expected}, got {got}")]
     NonConsecutive {

@@ -630,8 +630,9 @@ impl Runner {
                     Some(first) => usage
                         .iter()
                         .filter(|u| {
+                            // Groups with at most `max` live entries in all.
                             u.oldest_segment == first.oldest_segment
-                                && u.entries_in_oldest <= u64::from(*max)
+                                && u.next_index - u.first_index <= u64::from(*max)
                         })
                         .map(|u| u.id)
                         .collect(),

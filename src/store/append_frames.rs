@@ -72,6 +72,7 @@ impl Store {
         if frames.is_empty() && truncate.is_none() {
             return Ok(());
         }
+        self.check_group_room()?;
         self.ensure_spares(room.new_segments)?;
 
         // Pass 2: write; undone entirely if anything fails.

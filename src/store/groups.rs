@@ -240,6 +240,7 @@ impl Store {
     pub(super) fn make_room(&mut self, rs: u64, p: &mut Pending) -> Result<()> {
         if self.write_pos + self.switch_len() + rs > self.active.size() {
             self.rollover(p)?;
+            self.check_fits_after_rollover(rs)?;
         }
         self.switch_stream()
     }
@@ -372,6 +373,33 @@ impl Store {
         let own = record_size(checkpoint_len(&self.state));
         let others = self.checkpoints_len(&self.state).saturating_sub(own);
         self.config.meta_limit().saturating_sub(others)
+    }
+
+    /// Refuses to create the focused group (its first record) when every segment's
+    /// checkpoints would then pass their budget ([`Error::TooManyGroups`]): a group that
+    /// exists adds a checkpoint record to every new segment, and the budget is what keeps
+    /// room for the largest entry after them.
+    pub(super) fn check_group_room(&self) -> Result<()> {
+        if self.focus == 0 || self.state != LogState::default() {
+            return Ok(());
+        }
+        // The smallest state of a group that exists.
+        let created = LogState {
+            next: 1,
+            ..LogState::default()
+        };
+        let size = self
+            .checkpoints_len(&created)
+            .saturating_sub(RECORD_HEADER_SIZE);
+        let max = self.config.meta_limit();
+        if size > max {
+            return Err(crate::Error::TooManyGroups {
+                groups: self.group_ids().len() + 1,
+                size,
+                max,
+            });
+        }
+        Ok(())
     }
 
     /// Waits until every concurrent append's records are copied and published.

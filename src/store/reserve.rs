@@ -209,6 +209,7 @@ impl super::Store {
                 }
                 self.frontier.drain();
                 self.rollover(p)?;
+                self.check_fits_after_rollover(rs)?;
             }
             self.switch_stream()?;
             let pos = self.write_pos;

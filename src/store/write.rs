@@ -161,6 +161,9 @@ impl Store {
             }
             place(len);
         }
+        if next.is_some() || lead.is_some() {
+            self.check_group_room()?;
+        }
         Ok((next.is_some() || lead.is_some()).then_some(room.new_segments))
     }
 
@@ -202,6 +205,7 @@ impl Store {
                 self.rollover(p)?;
                 seed = self.active.seed();
                 size = self.active.size();
+                self.check_fits_after_rollover(rs)?;
             }
             self.switch_stream()?;
             let h = record::header_with(seed, RecordKind::Entry, index, &[prefix, payload]);
@@ -286,6 +290,9 @@ impl Store {
     /// Writes one small record (meta, truncate, purge, reset), rolling over first if it does
     /// not fit. All or nothing, like an append.
     pub(super) fn write_record(&mut self, kind: RecordKind, arg: u64, body: &[u8]) -> Result<()> {
+        if kind != RecordKind::GroupRemove {
+            self.check_group_room()?;
+        }
         let undo = self.begin();
         let mut pending = Pending::default();
         match self.roll_and_write(kind, arg, body, &mut pending) {
@@ -332,6 +339,22 @@ impl Store {
             }
             Err(e) => Err(self.rollback(undo, pending, e)),
         }
+    }
+
+    /// After a rollover: a record of `rs` bytes (and the `Group` record before it) must fit
+    /// in the new segment, after its checkpoints. The planning pass and the meta and group
+    /// budgets guarantee it; this check keeps a broken promise from writing past the map.
+    pub(super) fn check_fits_after_rollover(&self, rs: u64) -> Result<()> {
+        let end = self.write_pos + self.switch_len() + rs;
+        if end > self.active.size() {
+            return Err(Error::InvalidConfig(format!(
+                "a {rs}-byte record does not fit in the new segment {} after its checkpoints \
+                 (it would end at {end}, segment_size {})",
+                self.active.path().display(),
+                self.active.size()
+            )));
+        }
+        Ok(())
     }
 
     /// Writes a record at the write position of the active segment. Never rolls over: a
