@@ -15,7 +15,7 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"RMLOGSEG";
 /// every new segment is version 3.
 pub const FORMAT_VERSION: u32 = 3;
 /// The first format version whose segments may hold group records ([`RecordKind::Group`],
-/// [`RecordKind::GroupCheckpoint`], [`RecordKind::GroupRemove`]).
+/// [`RecordKind::GroupCheckpoint`], [`RecordKind::GroupRemove`], [`RecordKind::Rewrite`]).
 pub const GROUPS_FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
@@ -148,6 +148,12 @@ pub enum RecordKind {
     /// Removes group `arg`: its entries, meta values and state (group 0: back to empty).
     /// Empty body. Version 3 segments only.
     GroupRemove = 9,
+    /// Replaces every entry of the record's group with the `count` entry records that follow
+    /// it at once, in the same segment, with indexes `arg..arg + count` (meta values
+    /// unchanged): a group's live entries moved forward. Body: `count` (`u64`). Recovery
+    /// applies it only whole: a rewrite whose entries are not all there was cut short by a
+    /// crash, and the log is cut at the rewrite record. Version 3 segments only.
+    Rewrite = 10,
 }
 
 impl RecordKind {
@@ -163,6 +169,7 @@ impl RecordKind {
             7 => Self::Group,
             8 => Self::GroupCheckpoint,
             9 => Self::GroupRemove,
+            10 => Self::Rewrite,
             _ => return None,
         })
     }
@@ -265,10 +272,11 @@ mod tests {
             RecordKind::Group,
             RecordKind::GroupCheckpoint,
             RecordKind::GroupRemove,
+            RecordKind::Rewrite,
         ] {
             assert_eq!(RecordKind::from_u8(k as u8), Some(k));
         }
         assert_eq!(RecordKind::from_u8(0), None);
-        assert_eq!(RecordKind::from_u8(10), None);
+        assert_eq!(RecordKind::from_u8(11), None);
     }
 }

@@ -12,8 +12,9 @@
 //!   ms).
 //! * **`kill9_rounds`**: a child process (this binary again, `child_entry`) runs 8 writer
 //!   threads that write synced batches to their groups (appends, write batches, purges) and
-//!   print "acked group index" lines once `sync` returns (with `RML_GROUPS_KILL9_REWRITE=1`
-//!   its main thread also calls `rewrite_lagging(8)` every few milliseconds); the parent SIGKILLs it at a random
+//!   print "acked group index" lines once `sync` returns (its main thread also calls
+//!   `rewrite_lagging(8)` every few milliseconds, unless `RML_GROUPS_KILL9_REWRITE=0`); the
+//!   parent SIGKILLs it at a random
 //!   moment, reopens, and checks that every acknowledged entry is there with its payload, that
 //!   every group is a contiguous run of correct entries, and that no purge went further than
 //!   one that was issued. `RML_GROUPS_KILL9_ROUNDS` (default 20) sets the number of kills,
@@ -293,8 +294,7 @@ fn writers_and_readers() {
 // SIGKILL
 
 const CHILD_ENV: &str = "RML_GROUPS_KILL9_CHILD";
-/// `1`: the child also calls `rewrite_lagging` (off by default while a kill in the middle of a
-/// rewrite loses the group's entries: `rewrite_lagging_cut_midway_keeps_every_entry`).
+/// `0`: the child does not call `rewrite_lagging` (it does by default).
 const REWRITE_ENV: &str = "RML_GROUPS_KILL9_REWRITE";
 
 fn kill9_config() -> Config {
@@ -379,7 +379,7 @@ fn child_entry() {
     // Meanwhile this thread moves lagging groups forward, if asked to (a kill may land in a
     // rewrite: each group's move must be all or nothing, see
     // `rewrite_lagging_cut_midway_keeps_every_entry`).
-    let rewrite = std::env::var(REWRITE_ENV).is_ok_and(|v| v == "1");
+    let rewrite = std::env::var(REWRITE_ENV).map_or(true, |v| v != "0");
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(3));

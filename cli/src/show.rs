@@ -359,6 +359,7 @@ fn kind_name(k: RecordKind) -> &'static str {
         RecordKind::Group => "group",
         RecordKind::GroupCheckpoint => "group-checkpoint",
         RecordKind::GroupRemove => "group-remove",
+        RecordKind::Rewrite => "rewrite",
     }
 }
 
@@ -406,6 +407,10 @@ fn describe_arg(rec: &DumpRecord<'_>) -> String {
             None => format!("group={} malformed", rec.arg),
         },
         RecordKind::Group | RecordKind::GroupRemove => format!("group={}", rec.arg),
+        RecordKind::Rewrite => match <[u8; 8]>::try_from(rec.body) {
+            Ok(n) => format!("first={} entries={}", rec.arg, u64::from_le_bytes(n)),
+            Err(_) => format!("first={} malformed", rec.arg),
+        },
     }
 }
 

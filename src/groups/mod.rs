@@ -43,6 +43,8 @@ use crate::store::{Before, Config, Store};
 use crate::RecoveryReport;
 
 mod batch;
+#[cfg(test)]
+mod sim_tests;
 
 pub use crate::store::GroupUsage;
 pub use batch::WriteBatch;
@@ -194,7 +196,9 @@ impl Groups {
     /// with fewer than 32), so that the segment can go once no other group needs it: each
     /// such group's entries are written again in the active segment (one reset record and
     /// the entries, all or nothing per group; indexes, payloads and meta values stay as they
-    /// were). Groups with more live entries are left to the application, which should purge
+    /// were; the rewrite record and the entries lie in one segment, and recovery applies
+    /// the rewrite only whole). Groups with more live entries are left to the application,
+    /// which should purge
     /// them: [`Groups::oldest_groups`] names them. Returns the ids of the groups moved.
     /// Readers holding views keep reading the old bytes; the old file goes after the next
     /// flush if nothing needs it.
@@ -224,14 +228,15 @@ impl Groups {
                     ),
                 ));
             }
-            store.append_parts_after(
-                Before::Reset {
-                    first: u.first_index,
-                    metas: &[],
-                },
+            match store.append_parts_after(
+                Before::Rewrite,
                 entries.iter().map(|(i, p)| (*i, &[][..], *p)),
-            )?;
-            moved.push(u.id);
+            ) {
+                Ok(()) => moved.push(u.id),
+                // Too large to move in one segment: left to the application to purge.
+                Err(Error::InvalidConfig(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(moved)
     }

@@ -94,6 +94,9 @@ pub struct Plan {
     pub groups: BTreeMap<u64, GroupPlan>,
     /// Where writing resumes in the last segment.
     pub write_pos: u64,
+    /// CRC field of the last record before `write_pos` (the next segment's checkpoint names
+    /// it).
+    pub last_crc: u32,
     /// The group the last record before `write_pos` belongs to (0 after the checkpoints).
     pub stream_group: u64,
     /// The last segment needs a fresh checkpoint at `write_pos` (its own was lost).
@@ -247,6 +250,9 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
     let mut groups: BTreeMap<u64, GroupPlan> = BTreeMap::from([(0, GroupPlan::default())]);
     let mut keep = segments.len();
     let mut write_pos = SEGMENT_HEADER_SIZE as u64;
+    // CRC field of the last kept record, and the group the stream was in there.
+    let mut last_crc = 0u32;
+    let mut stream_group = 0u64;
     let mut needs_checkpoint = segments.is_empty();
     for (k, (seg, scan)) in segments.iter().zip(&scans).enumerate() {
         let newest = k + 1 == segments.len();
@@ -393,10 +399,71 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
         }
         // Records after the checkpoints belong to group 0 until a group record says otherwise.
         let mut group = 0u64;
-        for item in items {
-            replay_item(seg, k, scan, item, &mut groups, &mut group)?;
+        let mut rewrite_cut: Option<(u64, String, u32)> = None;
+        while let Some(item) = items.next() {
+            let Item::Rewrite {
+                offset,
+                first,
+                count,
+                prev_crc,
+            } = item
+            else {
+                replay_item(seg, k, scan, item, &mut groups, &mut group)?;
+                continue;
+            };
+            // Its entries follow at once (possibly with later consecutive entries of the
+            // group in the same item).
+            let entries = match items.peek() {
+                Some(Item::Entries {
+                    offset: at,
+                    first: f,
+                    slots,
+                }) if f == first && slots.len() as u64 >= *count => {
+                    let n = usize::try_from(*count).unwrap_or(usize::MAX);
+                    let split = slots.start.saturating_add(n).min(slots.end);
+                    let own = Item::Entries {
+                        offset: *at,
+                        first: *first,
+                        slots: slots.start..split,
+                    };
+                    let rest = (split < slots.end).then(|| Item::Entries {
+                        offset: scan.offsets.get(split).map_or(*at, u64::from),
+                        first: first.saturating_add(*count),
+                        slots: split..slots.end,
+                    });
+                    items.next();
+                    Some((own, rest))
+                }
+                _ if *count == 0 => None,
+                _ => {
+                    let why = format!(
+                        "the rewrite of group {group} at index {first} lacks some of its {count} \
+                         entries (a crash cut it short)"
+                    );
+                    rewrite_cut = Some((*offset, why, *prev_crc));
+                    break;
+                }
+            };
+            replay_rewrite(seg, k, scan, *offset, *first, &mut groups, group)?;
+            if let Some((own, rest)) = entries {
+                replay_item(seg, k, scan, &own, &mut groups, &mut group)?;
+                if let Some(rest) = rest {
+                    replay_item(seg, k, scan, &rest, &mut groups, &mut group)?;
+                }
+            }
         }
         write_pos = scan.end;
+        last_crc = scan.last_crc;
+        stream_group = group;
+        let mut durable_damage = durable_damage;
+        if let Some((off, why, prev_crc)) = rewrite_cut {
+            // The writer writes a rewrite and its entries in one call, before any flush
+            // covers them: only a torn tail can cut it, and the log ends before it.
+            write_pos = off;
+            last_crc = prev_crc;
+            durable_damage |= seg.synced_mark().is_some_and(|m| off < m);
+            cut = Some((off, why));
+        }
         if let Some((off, why)) = cut {
             // A sealed segment was fully durable when it was marked, and an unsealed one up
             // to its synced mark: damage there is not a torn write, whether or not it is the
@@ -458,18 +525,9 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
         .unwrap_or(usize::MAX);
     let purged_prefix = first_used.min(segments.len().saturating_sub(1));
     let (state, runs) = (main.state, main.runs);
-    let stream_group = match scans.last() {
-        Some(scan) if !needs_checkpoint => scan
-            .items
-            .iter()
-            .rev()
-            .find_map(|item| match item {
-                Item::Group { id, .. } => Some(*id),
-                _ => None,
-            })
-            .unwrap_or(0),
-        _ => 0,
-    };
+    if needs_checkpoint {
+        stream_group = 0;
+    }
     report.elapsed = dir.elapsed + started.elapsed();
     Ok(Plan {
         segments,
@@ -478,6 +536,7 @@ pub fn merge(dir: &Directory, mode: RecoveryMode) -> Result<Plan> {
         runs,
         groups,
         write_pos,
+        last_crc,
         stream_group,
         needs_checkpoint,
         remove,
@@ -567,6 +626,27 @@ fn same_states(
     replayed_main == Some(main)
         && others.len() == cp_groups.len()
         && others.iter().all(|(id, st)| cp_groups.get(id) == Some(*st))
+}
+
+/// Replays a rewrite record of `group` (its entries follow): the group's entries are
+/// dropped and its next index becomes `first` (a reset without meta values).
+fn replay_rewrite(
+    seg: &Segment,
+    k: usize,
+    scan: &Scan,
+    offset: u64,
+    first: u64,
+    groups: &mut BTreeMap<u64, GroupPlan>,
+    group: u64,
+) -> Result<()> {
+    let as_reset = Item::Purge {
+        offset,
+        first,
+        metas: Vec::new(),
+        reset: true,
+    };
+    let mut g = group;
+    replay_item(seg, k, scan, &as_reset, groups, &mut g)
 }
 
 /// Replays one record into the group it belongs to: a group record changes `group`, the
@@ -730,7 +810,10 @@ fn replay(
         }
         Item::Meta { key, value, .. } => state.apply_meta(*key, value.clone()),
         // Handled by `replay_item`.
-        Item::Group { .. } | Item::GroupCheckpoint { .. } | Item::GroupRemove { .. } => {}
+        Item::Group { .. }
+        | Item::GroupCheckpoint { .. }
+        | Item::GroupRemove { .. }
+        | Item::Rewrite { .. } => {}
     }
     Ok(())
 }

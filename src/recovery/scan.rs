@@ -85,6 +85,17 @@ pub enum Item {
         /// Meta values.
         metas: BTreeMap<u64, Arc<[u8]>>,
     },
+    /// A rewrite: the group's entries are replaced by the `count` entries that follow.
+    Rewrite {
+        /// File offset.
+        offset: u64,
+        /// First index of the entries that follow.
+        first: u64,
+        /// Number of entries that follow.
+        count: u64,
+        /// CRC field of the record before it (where the log ends if the rewrite is cut).
+        prev_crc: u32,
+    },
     /// A group removal.
     GroupRemove {
         /// Group id.
@@ -129,6 +140,8 @@ pub enum Body {
     Purge(MetaItems),
     /// A checkpoint.
     Checkpoint(Checkpoint),
+    /// A rewrite's entry count.
+    Rewrite(u64),
 }
 
 /// One valid record: where it is, the record, and its checked body.
@@ -271,10 +284,17 @@ impl<'a> Iterator for Records<'a> {
             }
             RecordKind::Entry | RecordKind::Truncate | RecordKind::Meta => Body::Plain,
             RecordKind::Group | RecordKind::GroupRemove => Body::Plain,
+            RecordKind::Rewrite => match <[u8; 8]>::try_from(r.body) {
+                Ok(count) => Body::Rewrite(u64::from_le_bytes(count)),
+                Err(_) => return self.halt(pos, "malformed rewrite body"),
+            },
         };
         let group_kind = matches!(
             r.kind,
-            RecordKind::Group | RecordKind::GroupCheckpoint | RecordKind::GroupRemove
+            RecordKind::Group
+                | RecordKind::GroupCheckpoint
+                | RecordKind::GroupRemove
+                | RecordKind::Rewrite
         );
         if group_kind && self.seed.version < GROUPS_FORMAT_VERSION {
             return self.halt(
@@ -334,7 +354,7 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     };
     for found in records.by_ref() {
         ahead.advance(found.offset as usize);
-        add_item(&mut scan.items, &mut scan.offsets, &found);
+        add_item(&mut scan.items, &mut scan.offsets, &found, scan.last_crc);
         scan.records += 1;
         if found.record.kind == RecordKind::Entry {
             scan.entries += 1;
@@ -420,7 +440,7 @@ fn looks_cached(bytes: &[u8]) -> bool {
 
 /// Adds a record to the items (an entry's offset to `offsets`), grouping consecutive
 /// entries into one item.
-fn add_item(items: &mut Vec<Item>, offsets: &mut Offsets, found: &Found<'_>) {
+fn add_item(items: &mut Vec<Item>, offsets: &mut Offsets, found: &Found<'_>, prev_crc: u32) {
     let (offset, r) = (found.offset, &found.record);
     let item = match (&found.body, r.kind) {
         (_, RecordKind::Entry) => {
@@ -458,6 +478,12 @@ fn add_item(items: &mut Vec<Item>, offsets: &mut Offsets, found: &Found<'_>) {
             metas: cp.metas.clone(),
         },
         (_, RecordKind::Group) => Item::Group { id: r.arg },
+        (Body::Rewrite(count), _) => Item::Rewrite {
+            offset,
+            first: r.arg,
+            count: *count,
+            prev_crc,
+        },
         (_, RecordKind::GroupRemove) => Item::GroupRemove { id: r.arg },
         (Body::Checkpoint(cp), _) => Item::Checkpoint {
             offset,
@@ -478,7 +504,8 @@ fn add_item(items: &mut Vec<Item>, offsets: &mut Offsets, found: &Found<'_>) {
             RecordKind::Purge
             | RecordKind::Reset
             | RecordKind::Checkpoint
-            | RecordKind::GroupCheckpoint,
+            | RecordKind::GroupCheckpoint
+            | RecordKind::Rewrite,
         ) => return,
     };
     items.push(item);

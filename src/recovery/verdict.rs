@@ -349,7 +349,8 @@ fn recovered(plan: &Plan) -> Recovered {
                 | Item::Truncate { .. }
                 | Item::Group { .. }
                 | Item::GroupCheckpoint { .. }
-                | Item::GroupRemove { .. } => {}
+                | Item::GroupRemove { .. }
+                | Item::Rewrite { .. } => {}
             }
         }
     }

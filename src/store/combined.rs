@@ -26,6 +26,11 @@ pub enum Before<'m> {
         /// Meta values set with the reset.
         metas: &'m [(u64, &'m [u8])],
     },
+    /// Writes the group's live entries again (the entries given must be exactly them, from
+    /// its first index on): one rewrite record, then the entries, all in one segment (a new
+    /// one if they do not fit in the active one), so that recovery applies the rewrite only
+    /// whole ([`RecordKind::Rewrite`]).
+    Rewrite,
 }
 
 impl Store {
@@ -65,19 +70,61 @@ impl Store {
                 after.apply_reset(first);
                 (RecordKind::Reset, first, recovery::encode_meta_items(metas))
             }
+            Before::Rewrite => {
+                let (first, next) = (after.first, after.next);
+                let indexes = entries.clone().map(|e| e.0);
+                if !indexes.eq(first..next) {
+                    return Err(Error::InvalidConfig(format!(
+                        "a rewrite must give the live entries {first}..{next}, in order"
+                    )));
+                }
+                after.apply_reset(first);
+                (
+                    RecordKind::Rewrite,
+                    first,
+                    (next - first).to_le_bytes().to_vec(),
+                )
+            }
         };
-        let new_segments = self
+        let mut new_segments = self
             .plan_append(&after, Some(body.len()), entries.clone())?
             .unwrap_or(0);
+        let mut roll_first = None;
+        if matches!(before, Before::Rewrite) {
+            // One segment holds the whole rewrite: the active one, or the next.
+            let total = self.switch_len_in_new_segment() + rewrite_len(body.len(), entries.clone());
+            let room = self.config.segment_size.saturating_sub(
+                crate::format::SEGMENT_HEADER_SIZE as u64
+                    + self.checkpoints_len(&self.state) as u64,
+            );
+            if total > room {
+                return Err(Error::InvalidConfig(format!(
+                    "a rewrite of {total} bytes does not fit in one segment ({room} bytes after \
+                     its checkpoints)"
+                )));
+            }
+            let here = self.write_pos + self.switch_len() + total <= self.active.size();
+            new_segments = usize::from(!here);
+            roll_first = (!here).then_some(total);
+        }
         self.ensure_spares(new_segments)?;
 
         // Pass 2: write; undone entirely if anything fails.
         let mut undo = self.begin();
         undo.keep_runs(self.version.runs.clone());
         let mut pending = Pending::default();
-        match self.write_after(before, kind, arg, &body, after, entries, &mut pending) {
+        match self.write_after(
+            before,
+            kind,
+            arg,
+            &body,
+            after,
+            entries,
+            roll_first,
+            &mut pending,
+        ) {
             Ok(()) => {
-                if matches!(before, Before::Reset { .. }) {
+                if matches!(before, Before::Reset { .. } | Before::Rewrite) {
                     // Segments before the reset hold no live entry: deleted after the next
                     // flush, as after any reset.
                     self.release_unneeded_segments();
@@ -124,15 +171,21 @@ impl Store {
         body: &[u8],
         after: crate::state::LogState,
         entries: I,
+        roll_first: Option<u64>,
         p: &mut Pending,
     ) -> Result<()>
     where
         I: Iterator<Item = (u64, &'a [u8], &'a [u8])>,
     {
+        if let Some(total) = roll_first {
+            // A rewrite that does not fit here goes whole into the next segment.
+            self.rollover(p)?;
+            self.check_fits_after_rollover(total)?;
+        }
         self.roll_and_write(kind, arg, body, p)?;
         match before {
             Before::Truncate(from) => self.apply_truncate(from),
-            Before::Reset { .. } => {
+            Before::Reset { .. } | Before::Rewrite => {
                 self.state = after;
                 self.tail = None;
                 self.tail_len = 0;
@@ -142,6 +195,12 @@ impl Store {
         p.layout_changed = true;
         self.write_entries(entries, p)
     }
+}
+
+/// Bytes of a rewrite record with a `body`-byte body and its entries.
+fn rewrite_len<'a>(body: usize, entries: impl Iterator<Item = (u64, &'a [u8], &'a [u8])>) -> u64 {
+    let records = entries.map(|(_, a, b)| crate::format::record_size(a.len() + b.len()) as u64);
+    crate::format::record_size(body) as u64 + records.sum::<u64>()
 }
 
 #[cfg(test)]

@@ -290,7 +290,7 @@ impl Store {
             active,
             write_pos: plan.write_pos,
             writeback_pos: plan.write_pos,
-            last_crc: plan.scans.last().map(|s| s.last_crc).unwrap_or(0),
+            last_crc: plan.last_crc,
             tail: None,
             tail_len: 0,
             dir_dirty: false,
