@@ -1,0 +1,334 @@
+//! Child side of `compare groups`: one cell (workload configuration) of one engine, in a
+//! fresh directory: open, prefill, the timed workload, resource readings, close, reopen.
+
+use std::path::Path;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{summarize, Batch, Fail, Gen, R};
+
+/// Entries per group per write (a Raft Ready's new entries for one group).
+pub const PER_GROUP: usize = 16;
+
+/// Groups in the Ready-loop workload.
+pub const READY_GROUPS: u64 = 256;
+
+/// Above this many groups the separate-directories engine is not run (a store per group
+/// means a flush thread and a preparer thread per group, and at least one file).
+pub const DIRS_MAX_GROUPS: u64 = 256;
+
+/// A multi-group log as the workloads see it. Groups are numbered `0..groups`; each engine
+/// maps the number to its own id space. Shared by reference between writer threads.
+pub trait GEngine: Send + Sync + Sized {
+    fn open(dir: &Path, groups: u64) -> R<Self>;
+    /// Writes each group's batch; with `durable`, returns once all of them are durable.
+    fn write(&self, parts: &[(u64, &Batch)], durable: bool) -> R<()>;
+    /// One independent writer's durable write: one group's batch, then a sync.
+    fn append_sync(&self, group: u64, batch: &Batch) -> R<()> {
+        self.write(&[(group, batch)], true)
+    }
+    /// Makes everything written so far durable in every group (end of the prefill).
+    fn sync_all(&self) -> R<()>;
+    fn last_index(&self, group: u64) -> R<Option<u64>>;
+    fn close(self) -> R<()>;
+}
+
+/// One workload configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell {
+    /// One writer; each round writes `k` groups' entries and makes them durable at once.
+    Ready { groups: u64, k: usize },
+    /// `threads` writers, each doing durable writes round-robin over its own groups.
+    Indep { threads: usize, groups: u64 },
+}
+
+impl Cell {
+    pub fn spec(&self) -> String {
+        match self {
+            Cell::Ready { groups, k } => format!("ready:{groups}:{k}"),
+            Cell::Indep { threads, groups } => format!("indep:{threads}:{groups}"),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Cell> {
+        let f: Vec<&str> = s.split(':').collect();
+        match f.as_slice() {
+            ["ready", g, k] => Some(Cell::Ready {
+                groups: g.parse().ok()?,
+                k: k.parse().ok()?,
+            }),
+            ["indep", t, g] => Some(Cell::Indep {
+                threads: t.parse().ok()?,
+                groups: g.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn groups(&self) -> u64 {
+        match *self {
+            Cell::Ready { groups, .. } | Cell::Indep { groups, .. } => groups,
+        }
+    }
+
+    pub fn workload(&self) -> &'static str {
+        match self {
+            Cell::Ready { .. } => "ready",
+            Cell::Indep { .. } => "indep",
+        }
+    }
+}
+
+/// Fields of /proc/self/status (KiB for the memory ones).
+pub fn status(names: &[&str]) -> Value {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mut m = serde_json::Map::new();
+    for n in names {
+        let v = s
+            .lines()
+            .find(|l| l.starts_with(&format!("{n}:")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok());
+        m.insert(n.to_string(), json!(v));
+    }
+    Value::Object(m)
+}
+
+#[derive(Default)]
+struct Usage {
+    files: u64,
+    dirs: u64,
+    len: u64,
+    allocated: u64,
+}
+
+fn usage(dir: &Path, u: &mut Usage) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let md = e.metadata()?;
+        if md.is_dir() {
+            u.dirs += 1;
+            usage(&e.path(), u)?;
+        } else if md.is_file() {
+            u.files += 1;
+            u.len += md.len();
+            u.allocated += md.blocks() * 512;
+        }
+    }
+    Ok(())
+}
+
+fn wrong(what: String) -> Fail {
+    Fail::Error(what)
+}
+
+/// Writes one batch of entries into every group (256 groups per write), then makes it all
+/// durable: every group exists before the timed part, and no dirty page is left for it.
+fn prefill<E: GEngine>(e: &E, gen: &Gen, next: &mut [u64]) -> R<()> {
+    let ids: Vec<u64> = (0..next.len() as u64).collect();
+    for chunk in ids.chunks(256) {
+        let batches: Vec<Batch> = chunk
+            .iter()
+            .map(|&g| {
+                let mut b = gen.batch();
+                gen.fill(&mut b, next[g as usize], PER_GROUP);
+                b
+            })
+            .collect();
+        let parts: Vec<(u64, &Batch)> = chunk.iter().copied().zip(batches.iter()).collect();
+        e.write(&parts, false)?;
+        for &g in chunk {
+            next[g as usize] += PER_GROUP as u64;
+        }
+    }
+    e.sync_all()
+}
+
+/// The Ready loop: one thread, rounds of `k` groups picked round-robin.
+fn ready<E: GEngine>(
+    e: &E,
+    gen: &Gen,
+    next: &mut [u64],
+    k: usize,
+    secs: f64,
+) -> R<(u64, f64, Vec<Duration>)> {
+    let g = next.len();
+    if k == 0 || k > g {
+        return Err(wrong(format!("K = {k} must be in 1..={g}")));
+    }
+    let mut batches: Vec<Batch> = (0..k).map(|_| gen.batch()).collect();
+    let mut lat = Vec::new();
+    let mut cursor = 0usize;
+    let mut entries = 0u64;
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        let ids: Vec<u64> = (0..k).map(|j| ((cursor + j) % g) as u64).collect();
+        cursor = (cursor + k) % g;
+        for (b, &id) in batches.iter_mut().zip(&ids) {
+            gen.fill(b, next[id as usize], PER_GROUP);
+        }
+        let parts: Vec<(u64, &Batch)> = ids.iter().copied().zip(batches.iter()).collect();
+        let t0 = Instant::now();
+        e.write(&parts, true)?;
+        lat.push(t0.elapsed());
+        for &id in &ids {
+            next[id as usize] += PER_GROUP as u64;
+        }
+        entries += (k * PER_GROUP) as u64;
+    }
+    Ok((entries, start.elapsed().as_secs_f64(), lat))
+}
+
+/// Independent writers: thread `t` owns groups `t, t + T, t + 2T, ...` and writes them
+/// round-robin, each write made durable before the next.
+fn indep<E: GEngine>(
+    e: &E,
+    gen: &Gen,
+    next: &mut [u64],
+    threads: usize,
+    secs: f64,
+) -> R<(u64, f64, Vec<Duration>)> {
+    let g = next.len();
+    if threads == 0 || threads > g {
+        return Err(wrong(format!("T = {threads} must be in 1..={g}")));
+    }
+    let mut shares: Vec<Vec<(u64, u64)>> = (0..threads)
+        .map(|t| {
+            (t..g)
+                .step_by(threads)
+                .map(|i| (i as u64, next[i]))
+                .collect()
+        })
+        .collect();
+    let barrier = Barrier::new(threads + 1);
+    let dur = Duration::from_secs_f64(secs);
+    let (results, wall) = std::thread::scope(|s| {
+        let handles: Vec<_> = shares
+            .iter_mut()
+            .map(|share| {
+                let barrier = &barrier;
+                s.spawn(move || -> R<Vec<Duration>> {
+                    let mut b = gen.batch();
+                    let mut lat = Vec::new();
+                    barrier.wait();
+                    let end = Instant::now() + dur;
+                    let mut i = 0usize;
+                    while Instant::now() < end {
+                        let n = share.len();
+                        let (group, nx) = &mut share[i % n];
+                        gen.fill(&mut b, *nx, PER_GROUP);
+                        let t0 = Instant::now();
+                        e.append_sync(*group, &b)?;
+                        lat.push(t0.elapsed());
+                        *nx += PER_GROUP as u64;
+                        i += 1;
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let results: Vec<R<Vec<Duration>>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(wrong("a writer thread panicked".into())))
+            })
+            .collect();
+        (results, start.elapsed().as_secs_f64())
+    });
+    let mut lat = Vec::new();
+    for r in results {
+        lat.extend(r?);
+    }
+    for share in &shares {
+        for &(group, nx) in share {
+            next[group as usize] = nx;
+        }
+    }
+    Ok(((lat.len() * PER_GROUP) as u64, wall, lat))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Runs one cell of engine `E` in `dir` (which must not exist yet) and reports it.
+pub fn run_cell<E: GEngine>(dir: &Path, cell: Cell, secs: f64, entry_size: usize) -> R<Value> {
+    let base = status(&["Threads", "RssAnon", "RssFile"]);
+    let gen = Gen::new(entry_size);
+    let groups = cell.groups();
+    let t = Instant::now();
+    let e = E::open(dir, groups)?;
+    let open_ms = ms(t.elapsed());
+    let mut next = vec![1u64; groups as usize];
+    let t = Instant::now();
+    prefill(&e, &gen, &mut next)?;
+    let prefill_ms = ms(t.elapsed());
+    let after_prefill: u64 = next.iter().map(|n| n - 1).sum();
+    let (entries, wall, mut lat) = match cell {
+        Cell::Ready { k, .. } => ready(&e, &gen, &mut next, k, secs)?,
+        Cell::Indep { threads, .. } => indep(&e, &gen, &mut next, threads, secs)?,
+    };
+    if lat.is_empty() {
+        return Err(wrong("no write finished in the time given".into()));
+    }
+    // Writer threads have exited: what is left is the child's 2 (main, RSS sampler) plus the
+    // engine's own threads.
+    let during = status(&["Threads", "VmRSS", "RssAnon", "RssFile", "VmHWM"]);
+    let per_op = match cell {
+        Cell::Ready { k, .. } => k * PER_GROUP,
+        Cell::Indep { .. } => PER_GROUP,
+    };
+    let lat_summary = summarize(&mut lat, per_op);
+    let t = Instant::now();
+    e.close()?;
+    let close_ms = ms(t.elapsed());
+    let mut u = Usage::default();
+    usage(dir, &mut u).map_err(|err| wrong(format!("reading {}: {err}", dir.display())))?;
+    let t = Instant::now();
+    let e = E::open(dir, groups)?;
+    let reopen_ms = ms(t.elapsed());
+    for (g, &nx) in next.iter().enumerate() {
+        let last = e.last_index(g as u64)?;
+        if last != Some(nx - 1) {
+            return Err(wrong(format!(
+                "after reopen group {g} ends at {last:?}, expected {}",
+                nx - 1
+            )));
+        }
+    }
+    e.close()?;
+    let total: u64 = next.iter().map(|n| n - 1).sum();
+    Ok(json!({
+        "entries": entries,
+        "secs": wall,
+        "entries_per_s": entries as f64 / wall,
+        "ops": lat_summary["ops"],
+        "p50_us": lat_summary["p50_us"],
+        "p99_us": lat_summary["p99_us"],
+        "p999_us": lat_summary["p999_us"],
+        "open_ms": open_ms,
+        "prefill_ms": prefill_ms,
+        "prefill_entries": after_prefill,
+        "close_ms": close_ms,
+        "reopen_ms": reopen_ms,
+        "entries_in_log": total,
+        "files": u.files,
+        "dirs": u.dirs,
+        "file_bytes": u.len,
+        "disk_bytes": u.allocated,
+        "threads_base": base["Threads"],
+        "threads": during["Threads"],
+        "rss_kib": during["VmRSS"],
+        "rss_anon_kib": during["RssAnon"],
+        "rss_file_kib": during["RssFile"],
+        "rss_anon_base_kib": base["RssAnon"],
+        "vm_hwm_kib": during["VmHWM"],
+    }))
+}
