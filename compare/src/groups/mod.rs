@@ -45,6 +45,7 @@ OPTIONS:
   --entry-size B     payload bytes, >= 8 (default 256)
   --out FILE         also write the raw results (every run) as JSON to FILE
   --json             print the JSON instead of the tables
+  --render FILE      print the tables of a report saved with --out (runs nothing)
   --timeout SECS     per-child limit (default 120)
   -h, --help         this text";
 
@@ -56,6 +57,7 @@ struct Args {
     entry_size: usize,
     only: Vec<String>,
     out: Option<PathBuf>,
+    render: Option<PathBuf>,
     json: bool,
     timeout: Duration,
     quick: bool,
@@ -76,6 +78,7 @@ fn parse(args: &[String]) -> Args {
         entry_size: 256,
         only: Vec::new(),
         out: None,
+        render: None,
         json: false,
         timeout: Duration::from_secs(120),
         quick: false,
@@ -115,6 +118,7 @@ fn parse(args: &[String]) -> Args {
                 }
             }
             "--out" => a.out = Some(PathBuf::from(val())),
+            "--render" => a.render = Some(PathBuf::from(val())),
             "--json" => a.json = true,
             "--timeout" => {
                 a.timeout =
@@ -145,6 +149,27 @@ pub fn main(args: &[String]) {
     let a = parse(args);
     if let Some(engine) = &a.child {
         run_child(engine, &a);
+        return;
+    }
+    if let Some(path) = &a.render {
+        let report: Value = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| die(&format!("cannot read a report from {}", path.display())));
+        let engines: Vec<&str> = ENGINES
+            .iter()
+            .copied()
+            .filter(|e| {
+                report["results"]
+                    .as_object()
+                    .is_some_and(|r| r.values().any(|c| c.get(*e).is_some()))
+            })
+            .collect();
+        let cells: Vec<Cell> = cells(&a)
+            .into_iter()
+            .filter(|c| report["results"].get(c.spec()).is_some())
+            .collect();
+        print!("{}", report::render(&report, &engines, &cells));
         return;
     }
     run_parent(&a);
