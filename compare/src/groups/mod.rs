@@ -41,7 +41,10 @@ OPTIONS:
   --quick            1 s per cell (default 3 s)
   --secs S           seconds per cell
   --runs N           repetitions of every cell (default 3)
-  --only NAME[,..]   engines (ours, raft-engine, dirs) and/or workloads (ready, indep)
+  --only NAME[,..]   engines (ours, raft-engine, dirs; diagnostics: ours-zerofill = ours
+                     with Allocation::ZeroFill, ours-pwrite = ours with WriteMode::Pwrite)
+                     and/or workloads (ready, indep)
+  --cells SPEC[,..]  only these cells: ready:G:K or indep:T:G (e.g. indep:8:256)
   --entry-size B     payload bytes, >= 8 (default 256)
   --out FILE         also write the raw results (every run) as JSON to FILE
   --json             print the JSON instead of the tables
@@ -49,13 +52,26 @@ OPTIONS:
   --timeout SECS     per-child limit (default 120)
   -h, --help         this text";
 
-pub const ENGINES: [&str; 3] = ["ours", "raft-engine", "dirs"];
+pub const ENGINES: [&str; 5] = [
+    "ours",
+    "raft-engine",
+    "dirs",
+    "ours-zerofill",
+    "ours-pwrite",
+];
+
+/// Run when `--only` names no engine (`ours-zerofill` and `ours-pwrite` are diagnostics, run
+/// when named).
+const WORKLOADS: [&str; 2] = ["ready", "indep"];
+
+const DEFAULT_ENGINES: [&str; 3] = ["ours", "raft-engine", "dirs"];
 
 struct Args {
     secs: f64,
     runs: usize,
     entry_size: usize,
     only: Vec<String>,
+    cells: Vec<Cell>,
     out: Option<PathBuf>,
     render: Option<PathBuf>,
     json: bool,
@@ -77,6 +93,7 @@ fn parse(args: &[String]) -> Args {
         runs: 3,
         entry_size: 256,
         only: Vec::new(),
+        cells: Vec::new(),
         out: None,
         render: None,
         json: false,
@@ -115,6 +132,13 @@ fn parse(args: &[String]) -> Args {
                         die(&format!("unknown engine or workload {n:?}"));
                     }
                     a.only.push(n.to_string());
+                }
+            }
+            "--cells" => {
+                for spec in val().split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    a.cells.push(
+                        Cell::parse(spec).unwrap_or_else(|| die(&format!("bad cell {spec:?}"))),
+                    );
                 }
             }
             "--out" => a.out = Some(PathBuf::from(val())),
@@ -189,7 +213,15 @@ fn run_child(engine: &str, a: &Args) {
     let (secs, size) = (a.secs, a.entry_size);
     let r = std::panic::catch_unwind(|| match engine {
         #[cfg(feature = "ours")]
-        "ours" => work::run_cell::<ours::OursGroups>(&dir, cell, secs, size),
+        "ours" => work::run_cell::<ours::OursGroups<{ ours::DEFAULT }>>(&dir, cell, secs, size),
+        #[cfg(feature = "ours")]
+        "ours-zerofill" => {
+            work::run_cell::<ours::OursGroups<{ ours::ZERO_FILL }>>(&dir, cell, secs, size)
+        }
+        #[cfg(feature = "ours")]
+        "ours-pwrite" => {
+            work::run_cell::<ours::OursGroups<{ ours::PWRITE }>>(&dir, cell, secs, size)
+        }
         #[cfg(feature = "ours")]
         "dirs" => work::run_cell::<dirs::Dirs>(&dir, cell, secs, size),
         "raft-engine" => work::run_cell::<raftengine::RaftEngineGroups>(&dir, cell, secs, size),
@@ -214,18 +246,26 @@ fn run_child(engine: &str, a: &Args) {
 
 // ---------------------------------------------------------------- parent side
 
-fn wanted(a: &Args, name: &str, all: &[&str]) -> bool {
+/// Whether `name` (one of `all`) is selected: named in `--only`, or in `default` when
+/// `--only` names none of `all`.
+fn wanted(a: &Args, name: &str, all: &[&str], default: &[&str]) -> bool {
     let chosen: Vec<&String> = a
         .only
         .iter()
         .filter(|o| all.contains(&o.as_str()))
         .collect();
-    chosen.is_empty() || chosen.iter().any(|o| *o == name)
+    if chosen.is_empty() {
+        return default.contains(&name);
+    }
+    chosen.iter().any(|o| *o == name)
 }
 
 fn cells(a: &Args) -> Vec<Cell> {
+    if !a.cells.is_empty() {
+        return a.cells.clone();
+    }
     let mut v = Vec::new();
-    if wanted(a, "ready", &["ready", "indep"]) {
+    if wanted(a, "ready", &WORKLOADS, &WORKLOADS) {
         for k in [1, 16, 64] {
             v.push(Cell::Ready {
                 groups: READY_GROUPS,
@@ -233,7 +273,7 @@ fn cells(a: &Args) -> Vec<Cell> {
             });
         }
     }
-    if wanted(a, "indep", &["ready", "indep"]) {
+    if wanted(a, "indep", &WORKLOADS, &WORKLOADS) {
         for threads in [1, 2, 8] {
             for groups in [1u64, 16, 256, 4096] {
                 if groups >= threads as u64 {
@@ -326,7 +366,13 @@ fn configs() -> Value {
     let mut m = Map::new();
     #[cfg(feature = "ours")]
     {
-        m.insert("ours".into(), json!(format!("{:?}", ours::config())));
+        for (name, v) in [
+            ("ours", ours::DEFAULT),
+            ("ours-zerofill", ours::ZERO_FILL),
+            ("ours-pwrite", ours::PWRITE),
+        ] {
+            m.insert(name.into(), json!(format!("{:?}", ours::config(v))));
+        }
         m.insert("dirs".into(), json!(format!("{:?}", dirs::config())));
     }
     m.insert(
@@ -340,7 +386,7 @@ fn run_parent(a: &Args) {
     let engines: Vec<&str> = ENGINES
         .iter()
         .copied()
-        .filter(|e| wanted(a, e, &ENGINES))
+        .filter(|e| wanted(a, e, &ENGINES, &DEFAULT_ENGINES))
         .collect();
     let cells = cells(a);
     if engines.is_empty() || cells.is_empty() {

@@ -3,28 +3,47 @@
 use std::path::Path;
 
 use raft_mmap_log::groups::{Group, Groups, WriteBatch};
-use raft_mmap_log::Config;
+use raft_mmap_log::{Allocation, Config, WriteMode};
 
 use super::work::GEngine;
 use crate::harness::{err, Batch, R};
 
+/// The default engine, `ours`.
+pub const DEFAULT: u8 = 0;
+/// Diagnostic `ours-zerofill`: new segment files get their blocks written with zeros
+/// instead of `fallocate`d, so that a sync never has unwritten extents to convert.
+pub const ZERO_FILL: u8 = 1;
+/// Diagnostic `ours-pwrite`: records written with `pwrite` instead of copied into the map,
+/// so that a sync never has to write-protect mapped pages (and the next write never faults).
+pub const PWRITE: u8 = 2;
+
 /// The configuration measured: the brief's `segment_size: 64 << 20` over the defaults (which
-/// is the default segment size too, so this is `Config::default()`).
-pub fn config() -> Config {
+/// is the default segment size too, so `DEFAULT` is `Config::default()`).
+pub fn config(variant: u8) -> Config {
     Config {
         segment_size: 64 << 20,
+        allocation: if variant == ZERO_FILL {
+            Allocation::ZeroFill
+        } else {
+            Allocation::Auto
+        },
+        write_mode: if variant == PWRITE {
+            WriteMode::Pwrite
+        } else {
+            WriteMode::Auto
+        },
         ..Config::default()
     }
 }
 
-pub struct OursGroups {
+pub struct OursGroups<const VARIANT: u8> {
     log: Groups,
     handles: Vec<Group>,
 }
 
-impl GEngine for OursGroups {
+impl<const VARIANT: u8> GEngine for OursGroups<VARIANT> {
     fn open(dir: &Path, groups: u64) -> R<Self> {
-        let log = Groups::open(dir, config()).map_err(err("Groups::open"))?;
+        let log = Groups::open(dir, config(VARIANT)).map_err(err("Groups::open"))?;
         let handles = (0..groups).map(|g| log.group(g + 1)).collect();
         Ok(Self { log, handles })
     }

@@ -254,6 +254,19 @@ fn indep<E: GEngine>(
     Ok(((lat.len() * PER_GROUP) as u64, wall, lat))
 }
 
+/// CPU time (user + system, µs) and context switches (voluntary, involuntary) of the whole
+/// process so far.
+fn rusage() -> (f64, i64, i64) {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return (0.0, 0, 0);
+    }
+    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    (us(ru.ru_utime) + us(ru.ru_stime), ru.ru_nvcsw, ru.ru_nivcsw)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -271,10 +284,12 @@ pub fn run_cell<E: GEngine>(dir: &Path, cell: Cell, secs: f64, entry_size: usize
     prefill(&e, &gen, &mut next)?;
     let prefill_ms = ms(t.elapsed());
     let after_prefill: u64 = next.iter().map(|n| n - 1).sum();
+    let ru0 = rusage();
     let (entries, wall, mut lat) = match cell {
         Cell::Ready { k, .. } => ready(&e, &gen, &mut next, k, secs)?,
         Cell::Indep { threads, .. } => indep(&e, &gen, &mut next, threads, secs)?,
     };
+    let ru1 = rusage();
     if lat.is_empty() {
         return Err(wrong("no write finished in the time given".into()));
     }
@@ -310,6 +325,10 @@ pub fn run_cell<E: GEngine>(dir: &Path, cell: Cell, secs: f64, entry_size: usize
         "secs": wall,
         "entries_per_s": entries as f64 / wall,
         "ops": lat_summary["ops"],
+        "mean_us": lat_summary["busy_secs"].as_f64().unwrap_or(0.0) * 1e6 / lat.len() as f64,
+        "cpu_us_per_entry": (ru1.0 - ru0.0) / entries.max(1) as f64,
+        "vol_switches_per_op": (ru1.1 - ru0.1) as f64 / lat.len() as f64,
+        "invol_switches_per_op": (ru1.2 - ru0.2) as f64 / lat.len() as f64,
         "p50_us": lat_summary["p50_us"],
         "p99_us": lat_summary["p99_us"],
         "p999_us": lat_summary["p999_us"],
