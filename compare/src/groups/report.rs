@@ -117,21 +117,24 @@ fn cell_label(c: &Cell) -> String {
 fn perf_table(out: &mut String, report: &Value, engines: &[&str], cells: &[Cell]) {
     let _ = writeln!(
         out,
-        "| cell | engine | entries/s, median (min–max) | p50 µs | p99 µs | mean µs | entries/s ÷ raft-engine | CPU µs / entry | switches / write (vol+invol) | runs ok |"
+        "| cell | engine | entries/s, median (min–max) | p50 µs | p99 µs | mean µs | entries/s ÷ raft-engine | CPU µs / entry | switches / write (vol+invol) | bare fdatasync p50 µs, before / after | runs ok |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for c in cells {
         let base = stat(runs_of(report, c, "raft-engine"), "entries_per_s");
         for e in engines {
             let runs = runs_of(report, c, e);
             if let Some(w) = why(runs) {
-                let _ = writeln!(out, "| {} | {e} | {w} | | | | | | | 0 |", cell_label(c));
+                let _ = writeln!(out, "| {} | {e} | {w} | | | | | | | | 0 |", cell_label(c));
                 continue;
             }
             let eps = stat(runs, "entries_per_s");
             let _ = writeln!(
                 out,
-                "| {} | {e} | {} | {} | {} | {} | {} | {} | {}+{} | {}/{} |",
+                "| {} | {e} | {} | {} | {} | {} | {} | {} | {}+{} | {} / {} | {}/{} |",
                 cell_label(c),
                 with_range(eps),
                 with_range(stat(runs, "p50_us")),
@@ -145,6 +148,8 @@ fn perf_table(out: &mut String, report: &Value, engines: &[&str], cells: &[Cell]
                 med(stat(runs, "cpu_us_per_entry"), 1.0),
                 med(stat(runs, "vol_switches_per_op"), 1.0),
                 med(stat(runs, "invol_switches_per_op"), 1.0),
+                med(stat(runs, "probe_before_p50_us"), 1.0),
+                med(stat(runs, "probe_after_p50_us"), 1.0),
                 ok_count(runs),
                 runs.len()
             );

@@ -254,6 +254,41 @@ fn indep<E: GEngine>(
     Ok(((lat.len() * PER_GROUP) as u64, wall, lat))
 }
 
+/// The device's durable-write latency right now: p50 (µs) of up to 60 4 KiB `pwrite` +
+/// `fdatasync` at consecutive offsets of a 1 MiB file whose blocks were written and synced
+/// first (within 0.4 s). On a shared VM this swings between two regimes (about 0.2 ms and
+/// 2-4 ms) from minute to minute; each cell records it before and after its workload.
+fn fdatasync_probe(dir: &Path) -> R<f64> {
+    use std::os::unix::fs::FileExt;
+    let io = |e: std::io::Error| wrong(format!("fdatasync probe: {e}"));
+    let path = dir.join("probe.dat");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    file.write_all_at(&vec![0u8; 1 << 20], 0).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    let block = [0xA5u8; 4096];
+    let mut lat = Vec::new();
+    let t = Instant::now();
+    for i in 0..60u64 {
+        let t0 = Instant::now();
+        file.write_all_at(&block, i * 4096).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        lat.push(t0.elapsed());
+        if t.elapsed() > Duration::from_millis(400) {
+            break;
+        }
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    lat.sort();
+    Ok(lat[lat.len() / 2].as_secs_f64() * 1e6)
+}
+
 /// CPU time (user + system, µs) and context switches (voluntary, involuntary) of the whole
 /// process so far.
 fn rusage() -> (f64, i64, i64) {
@@ -274,6 +309,12 @@ fn ms(d: Duration) -> f64 {
 /// Runs one cell of engine `E` in `dir` (which must not exist yet) and reports it.
 pub fn run_cell<E: GEngine>(dir: &Path, cell: Cell, secs: f64, entry_size: usize) -> R<Value> {
     let base = status(&["Threads", "RssAnon", "RssFile"]);
+    let probe_dir = dir
+        .parent()
+        .ok_or_else(|| wrong("cell directory without a parent".into()))?;
+    std::fs::create_dir_all(probe_dir)
+        .map_err(|e| wrong(format!("creating {}: {e}", probe_dir.display())))?;
+    let probe_before = fdatasync_probe(probe_dir)?;
     let gen = Gen::new(entry_size);
     let groups = cell.groups();
     let t = Instant::now();
@@ -304,6 +345,7 @@ pub fn run_cell<E: GEngine>(dir: &Path, cell: Cell, secs: f64, entry_size: usize
     let t = Instant::now();
     e.close()?;
     let close_ms = ms(t.elapsed());
+    let probe_after = fdatasync_probe(probe_dir)?;
     let mut u = Usage::default();
     usage(dir, &mut u).map_err(|err| wrong(format!("reading {}: {err}", dir.display())))?;
     let t = Instant::now();
@@ -332,6 +374,8 @@ pub fn run_cell<E: GEngine>(dir: &Path, cell: Cell, secs: f64, entry_size: usize
         "p50_us": lat_summary["p50_us"],
         "p99_us": lat_summary["p99_us"],
         "p999_us": lat_summary["p999_us"],
+        "probe_before_p50_us": probe_before,
+        "probe_after_p50_us": probe_after,
         "open_ms": open_ms,
         "prefill_ms": prefill_ms,
         "prefill_entries": after_prefill,
