@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::{mpsc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use raft_mmap_log::{Config, Store};
 
@@ -46,12 +47,14 @@ impl GEngine for Dirs {
     }
 
     /// K `append_batch`es, then (durable) K `flush` callbacks waited for.
-    fn write(&self, parts: &[(u64, &Batch)], durable: bool) -> R<()> {
+    fn write(&self, parts: &[(u64, &Batch)], durable: bool) -> R<Option<Duration>> {
+        let t = Instant::now();
         for (g, b) in parts {
             self.store(*g)
                 .append_batch(b.iter())
                 .map_err(err("Store::append_batch"))?;
         }
+        let written = t.elapsed();
         if durable {
             let (tx, rx) = mpsc::channel();
             for (g, _) in parts {
@@ -69,14 +72,17 @@ impl GEngine for Dirs {
                     .map_err(err("flush callback"))?;
             }
         }
-        Ok(())
+        Ok(Some(written))
     }
 
-    fn append_sync(&self, group: u64, batch: &Batch) -> R<()> {
+    fn append_sync(&self, group: u64, batch: &Batch) -> R<Option<Duration>> {
+        let t = Instant::now();
         let mut s = self.store(group);
         s.append_batch(batch.iter())
             .map_err(err("Store::append_batch"))?;
-        s.sync().map_err(err("Store::sync"))
+        let written = t.elapsed();
+        s.sync().map_err(err("Store::sync"))?;
+        Ok(Some(written))
     }
 
     fn sync_all(&self) -> R<()> {

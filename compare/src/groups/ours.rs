@@ -1,6 +1,7 @@
 //! raft-mmap-log's shared log: one [`Groups`] for all groups (group number `n` is id `n + 1`).
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use raft_mmap_log::groups::{Group, Groups, WriteBatch};
 use raft_mmap_log::{Allocation, Config, WriteMode};
@@ -49,24 +50,29 @@ impl<const VARIANT: u8> GEngine for OursGroups<VARIANT> {
     }
 
     /// One `WriteBatch` for all parts, one `Groups::write`, then one `Groups::sync`.
-    fn write(&self, parts: &[(u64, &Batch)], durable: bool) -> R<()> {
+    fn write(&self, parts: &[(u64, &Batch)], durable: bool) -> R<Option<Duration>> {
+        let t = Instant::now();
         let mut wb = WriteBatch::new();
         for (g, b) in parts {
             wb.add_entries(g + 1, b.iter());
         }
         self.log.write(&wb).map_err(err("Groups::write"))?;
+        let written = t.elapsed();
         if durable {
             self.log.sync().map_err(err("Groups::sync"))?;
         }
-        Ok(())
+        Ok(Some(written))
     }
 
     /// `Group::append_batch` + `Group::sync` (threads' syncs share one fsync when they meet).
-    fn append_sync(&self, group: u64, batch: &Batch) -> R<()> {
+    fn append_sync(&self, group: u64, batch: &Batch) -> R<Option<Duration>> {
+        let t = Instant::now();
         let h = &self.handles[group as usize];
         h.append_batch(batch.iter())
             .map_err(err("Group::append_batch"))?;
-        h.sync().map_err(err("Group::sync"))
+        let written = t.elapsed();
+        h.sync().map_err(err("Group::sync"))?;
+        Ok(Some(written))
     }
 
     fn sync_all(&self) -> R<()> {

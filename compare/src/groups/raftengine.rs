@@ -2,6 +2,7 @@
 //! entries as raft-proto `eraftpb::Entry` messages, configured as in `engines/raftengine.rs`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use raft_engine::{Config, Engine as RaftEngine, LogBatch, ReadableSize};
 use raft_proto::eraftpb::Entry;
@@ -45,7 +46,7 @@ impl GEngine for RaftEngineGroups {
 
     /// One `LogBatch`, `add_entries` per region, one `Engine::write(sync)`. raft-engine's
     /// write queue makes concurrent writers share one fsync (its group commit).
-    fn write(&self, parts: &[(u64, &Batch)], durable: bool) -> R<()> {
+    fn write(&self, parts: &[(u64, &Batch)], durable: bool) -> R<Option<Duration>> {
         let mut lb = LogBatch::default();
         for (g, b) in parts {
             lb.add_entries::<M>(g + 1, &entries(b))
@@ -54,7 +55,7 @@ impl GEngine for RaftEngineGroups {
         self.engine
             .write(&mut lb, durable)
             .map_err(err("Engine::write"))?;
-        Ok(())
+        Ok(None)
     }
 
     /// The prefill's last write was not synced: write it again (the last group's entries,

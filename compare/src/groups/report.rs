@@ -117,7 +117,7 @@ fn cell_label(c: &Cell) -> String {
 fn perf_table(out: &mut String, report: &Value, engines: &[&str], cells: &[Cell]) {
     let _ = writeln!(
         out,
-        "| cell | engine | entries/s, median (min–max) | p50 µs | p99 µs | mean µs | entries/s ÷ raft-engine | CPU µs / entry | switches / write (vol+invol) | bare fdatasync p50 µs, before / after | runs ok |"
+        "| cell | engine | entries/s, median (min–max) | p50 µs | p99 µs | mean µs | write part p50 / p99 µs | entries/s ÷ raft-engine | CPU µs / entry | switches / write (vol+invol) | bare fdatasync p50 µs, before / after | runs ok |"
     );
     let _ = writeln!(
         out,
@@ -128,18 +128,20 @@ fn perf_table(out: &mut String, report: &Value, engines: &[&str], cells: &[Cell]
         for e in engines {
             let runs = runs_of(report, c, e);
             if let Some(w) = why(runs) {
-                let _ = writeln!(out, "| {} | {e} | {w} | | | | | | | | 0 |", cell_label(c));
+                let _ = writeln!(out, "| {} | {e} | {w} | | | | | | | | | 0 |", cell_label(c));
                 continue;
             }
             let eps = stat(runs, "entries_per_s");
             let _ = writeln!(
                 out,
-                "| {} | {e} | {} | {} | {} | {} | {} | {} | {}+{} | {} / {} | {}/{} |",
+                "| {} | {e} | {} | {} | {} | {} | {} / {} | {} | {} | {}+{} | {} / {} | {}/{} |",
                 cell_label(c),
                 with_range(eps),
                 with_range(stat(runs, "p50_us")),
                 with_range(stat(runs, "p99_us")),
                 med(stat(runs, "mean_us"), 1.0),
+                med(stat(runs, "write_part_p50_us"), 1.0),
+                med(stat(runs, "write_part_p99_us"), 1.0),
                 if *e == "raft-engine" {
                     "1".into()
                 } else {

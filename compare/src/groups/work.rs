@@ -24,9 +24,12 @@ pub const DIRS_MAX_GROUPS: u64 = 256;
 pub trait GEngine: Send + Sync + Sized {
     fn open(dir: &Path, groups: u64) -> R<Self>;
     /// Writes each group's batch; with `durable`, returns once all of them are durable.
-    fn write(&self, parts: &[(u64, &Batch)], durable: bool) -> R<()>;
-    /// One independent writer's durable write: one group's batch, then a sync.
-    fn append_sync(&self, group: u64, batch: &Batch) -> R<()> {
+    /// Returns how long the writing part took before the sync, for an engine where the two
+    /// are separate calls (`None` for one call doing both).
+    fn write(&self, parts: &[(u64, &Batch)], durable: bool) -> R<Option<Duration>>;
+    /// One independent writer's durable write: one group's batch, then a sync; returns the
+    /// writing part's time as [`GEngine::write`] does.
+    fn append_sync(&self, group: u64, batch: &Batch) -> R<Option<Duration>> {
         self.write(&[(group, batch)], true)
     }
     /// Makes everything written so far durable in every group (end of the prefill).
@@ -139,7 +142,7 @@ fn prefill<E: GEngine>(e: &E, gen: &Gen, next: &mut [u64]) -> R<()> {
             })
             .collect();
         let parts: Vec<(u64, &Batch)> = chunk.iter().copied().zip(batches.iter()).collect();
-        e.write(&parts, false)?;
+        let _ = e.write(&parts, false)?;
         for &g in chunk {
             next[g as usize] += PER_GROUP as u64;
         }
@@ -148,19 +151,18 @@ fn prefill<E: GEngine>(e: &E, gen: &Gen, next: &mut [u64]) -> R<()> {
 }
 
 /// The Ready loop: one thread, rounds of `k` groups picked round-robin.
-fn ready<E: GEngine>(
-    e: &E,
-    gen: &Gen,
-    next: &mut [u64],
-    k: usize,
-    secs: f64,
-) -> R<(u64, f64, Vec<Duration>)> {
+/// What a timed workload measured: entries, wall seconds, per-write latencies and (engines
+/// with separate calls) the writing part of each.
+type Measured = (u64, f64, Vec<Duration>, Vec<Duration>);
+
+fn ready<E: GEngine>(e: &E, gen: &Gen, next: &mut [u64], k: usize, secs: f64) -> R<Measured> {
     let g = next.len();
     if k == 0 || k > g {
         return Err(wrong(format!("K = {k} must be in 1..={g}")));
     }
     let mut batches: Vec<Batch> = (0..k).map(|_| gen.batch()).collect();
     let mut lat = Vec::new();
+    let mut part = Vec::new();
     let mut cursor = 0usize;
     let mut entries = 0u64;
     let start = Instant::now();
@@ -173,25 +175,20 @@ fn ready<E: GEngine>(
         }
         let parts: Vec<(u64, &Batch)> = ids.iter().copied().zip(batches.iter()).collect();
         let t0 = Instant::now();
-        e.write(&parts, true)?;
+        let w = e.write(&parts, true)?;
         lat.push(t0.elapsed());
+        part.extend(w);
         for &id in &ids {
             next[id as usize] += PER_GROUP as u64;
         }
         entries += (k * PER_GROUP) as u64;
     }
-    Ok((entries, start.elapsed().as_secs_f64(), lat))
+    Ok((entries, start.elapsed().as_secs_f64(), lat, part))
 }
 
 /// Independent writers: thread `t` owns groups `t, t + T, t + 2T, ...` and writes them
 /// round-robin, each write made durable before the next.
-fn indep<E: GEngine>(
-    e: &E,
-    gen: &Gen,
-    next: &mut [u64],
-    threads: usize,
-    secs: f64,
-) -> R<(u64, f64, Vec<Duration>)> {
+fn indep<E: GEngine>(e: &E, gen: &Gen, next: &mut [u64], threads: usize, secs: f64) -> R<Measured> {
     let g = next.len();
     if threads == 0 || threads > g {
         return Err(wrong(format!("T = {threads} must be in 1..={g}")));
@@ -211,9 +208,10 @@ fn indep<E: GEngine>(
             .iter_mut()
             .map(|share| {
                 let barrier = &barrier;
-                s.spawn(move || -> R<Vec<Duration>> {
+                s.spawn(move || -> R<(Vec<Duration>, Vec<Duration>)> {
                     let mut b = gen.batch();
                     let mut lat = Vec::new();
+                    let mut part = Vec::new();
                     barrier.wait();
                     let end = Instant::now() + dur;
                     let mut i = 0usize;
@@ -222,18 +220,19 @@ fn indep<E: GEngine>(
                         let (group, nx) = &mut share[i % n];
                         gen.fill(&mut b, *nx, PER_GROUP);
                         let t0 = Instant::now();
-                        e.append_sync(*group, &b)?;
+                        let w = e.append_sync(*group, &b)?;
                         lat.push(t0.elapsed());
+                        part.extend(w);
                         *nx += PER_GROUP as u64;
                         i += 1;
                     }
-                    Ok(lat)
+                    Ok((lat, part))
                 })
             })
             .collect();
         barrier.wait();
         let start = Instant::now();
-        let results: Vec<R<Vec<Duration>>> = handles
+        let results: Vec<R<(Vec<Duration>, Vec<Duration>)>> = handles
             .into_iter()
             .map(|h| {
                 h.join()
@@ -242,16 +241,18 @@ fn indep<E: GEngine>(
             .collect();
         (results, start.elapsed().as_secs_f64())
     });
-    let mut lat = Vec::new();
+    let (mut lat, mut part) = (Vec::new(), Vec::new());
     for r in results {
-        lat.extend(r?);
+        let (l, p) = r?;
+        lat.extend(l);
+        part.extend(p);
     }
     for share in &shares {
         for &(group, nx) in share {
             next[group as usize] = nx;
         }
     }
-    Ok(((lat.len() * PER_GROUP) as u64, wall, lat))
+    Ok(((lat.len() * PER_GROUP) as u64, wall, lat, part))
 }
 
 /// The device's durable-write latency right now: p50 (µs) of up to 60 4 KiB `pwrite` +
@@ -326,7 +327,7 @@ pub fn run_cell<E: GEngine>(dir: &Path, cell: Cell, secs: f64, entry_size: usize
     let prefill_ms = ms(t.elapsed());
     let after_prefill: u64 = next.iter().map(|n| n - 1).sum();
     let ru0 = rusage();
-    let (entries, wall, mut lat) = match cell {
+    let (entries, wall, mut lat, mut part) = match cell {
         Cell::Ready { k, .. } => ready(&e, &gen, &mut next, k, secs)?,
         Cell::Indep { threads, .. } => indep(&e, &gen, &mut next, threads, secs)?,
     };
@@ -342,6 +343,11 @@ pub fn run_cell<E: GEngine>(dir: &Path, cell: Cell, secs: f64, entry_size: usize
         Cell::Indep { .. } => PER_GROUP,
     };
     let lat_summary = summarize(&mut lat, per_op);
+    let part_summary = if part.is_empty() {
+        Value::Null
+    } else {
+        summarize(&mut part, per_op)
+    };
     let t = Instant::now();
     e.close()?;
     let close_ms = ms(t.elapsed());
@@ -374,6 +380,9 @@ pub fn run_cell<E: GEngine>(dir: &Path, cell: Cell, secs: f64, entry_size: usize
         "p50_us": lat_summary["p50_us"],
         "p99_us": lat_summary["p99_us"],
         "p999_us": lat_summary["p999_us"],
+        "write_part_p50_us": part_summary["p50_us"],
+        "write_part_p99_us": part_summary["p99_us"],
+        "write_part_p999_us": part_summary["p999_us"],
         "probe_before_p50_us": probe_before,
         "probe_after_p50_us": probe_after,
         "open_ms": open_ms,
