@@ -42,7 +42,8 @@ OPTIONS:
   --secs S           seconds per cell
   --runs N           repetitions of every cell (default 3)
   --only NAME[,..]   engines (ours, raft-engine, dirs; diagnostics: ours-zerofill = ours
-                     with Allocation::ZeroFill, ours-pwrite = ours with WriteMode::Pwrite)
+                     with Allocation::ZeroFill, ours-pwrite = ours with WriteMode::Pwrite,
+                     ours-sharded = 8 Groups logs, group n in log n % 8)
                      and/or workloads (ready, indep)
   --cells SPEC[,..]  only these cells: ready:G:K or indep:T:G (e.g. indep:8:256)
   --entry-size B     payload bytes, >= 8 (default 256)
@@ -52,16 +53,17 @@ OPTIONS:
   --timeout SECS     per-child limit (default 120)
   -h, --help         this text";
 
-pub const ENGINES: [&str; 5] = [
+pub const ENGINES: [&str; 6] = [
     "ours",
     "raft-engine",
     "dirs",
     "ours-zerofill",
     "ours-pwrite",
+    "ours-sharded",
 ];
 
-/// Run when `--only` names no engine (`ours-zerofill` and `ours-pwrite` are diagnostics, run
-/// when named).
+/// Run when `--only` names no engine (`ours-zerofill`, `ours-pwrite` and `ours-sharded` are
+/// diagnostics, run when named).
 const WORKLOADS: [&str; 2] = ["ready", "indep"];
 
 const DEFAULT_ENGINES: [&str; 3] = ["ours", "raft-engine", "dirs"];
@@ -218,6 +220,8 @@ fn run_child(engine: &str, a: &Args) {
         "ours-zerofill" => {
             work::run_cell::<ours::OursGroups<{ ours::ZERO_FILL }>>(&dir, cell, secs, size)
         }
+        #[cfg(feature = "ours")]
+        "ours-sharded" => work::run_cell::<ours::OursSharded>(&dir, cell, secs, size),
         #[cfg(feature = "ours")]
         "ours-pwrite" => {
             work::run_cell::<ours::OursGroups<{ ours::PWRITE }>>(&dir, cell, secs, size)
