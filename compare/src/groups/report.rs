@@ -121,7 +121,7 @@ fn perf_table(out: &mut String, report: &Value, engines: &[&str], cells: &[Cell]
     );
     let _ = writeln!(
         out,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for c in cells {
         let base = stat(runs_of(report, c, "raft-engine"), "entries_per_s");
