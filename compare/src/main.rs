@@ -6,6 +6,7 @@
 //! prints one `CELL {json}` line per finished workload and a final `RSS {json}` line.
 
 mod engines;
+mod groups;
 mod harness;
 mod openraft_read;
 mod sys;
@@ -25,6 +26,7 @@ compare: run the same workloads against raft-mmap-log and the crates a user woul
 
 USAGE: cargo run --release -p compare -- [OPTIONS]
        cargo run --release -p compare -- openraft-read [--help]   (openraft's read path)
+       cargo run --release -p compare -- groups [--help]          (many groups in one process)
 
 OPTIONS:
   --entries N        entries in the append / bulk / read / recovery log (default 1000000; quick 100000)
@@ -419,6 +421,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("openraft-read") {
         openraft_read::main(&args[1..]);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("groups") {
+        groups::main(&args[1..]);
         return;
     }
     let cli = parse_cli();
