@@ -25,6 +25,8 @@ impl LogEngine for Store {}
 impl LogEngine for Group {}
 
 /// The engine calls the Raft layer makes (each one `Store`'s, for a group through its log).
+// The combined calls serve the raft-rs adapter.
+#[cfg_attr(not(feature = "raft-rs"), allow(dead_code))]
 pub(crate) trait Calls {
     fn reader(&self) -> Reader;
     fn first_index(&self) -> u64;

@@ -20,6 +20,7 @@ mod types;
 pub use codec::{Codec, CodecError};
 pub use engine::LogEngine;
 pub use errors::{RaftError, RaftResult, StateError};
+#[cfg_attr(not(feature = "raft-rs"), allow(unused_imports))]
 pub(crate) use log::Reset;
 pub use log::{RaftLog, Rules};
 pub use reader::{RaftEntries, RaftReader, RaftView};

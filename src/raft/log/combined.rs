@@ -1,3 +1,4 @@
+#![cfg_attr(not(feature = "raft-rs"), allow(dead_code))] // used by the raft-rs adapter
 //! Two-step writes of the adapters as one all-or-nothing call: a truncate and the entries
 //! after it (raft-rs's `append` with a conflict), and a snapshot that replaces the log with
 //! the entries after it (openraft's first append at an index past 0, raft-rs's
