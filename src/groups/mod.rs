@@ -8,7 +8,8 @@
 //! thread and one preparer: a flush makes every group's writes durable with one sync, and a
 //! [`WriteBatch`] writes the entries of many groups in one call (a Raft Ready loop over many
 //! regions). Creating a group costs no file and no thread; [`Groups::remove_group`] frees its
-//! space. A segment file goes once no group holds live entries in it;
+//! space. A segment file goes once no group holds live entries in it (released by the purge,
+//! reset, rewrite or removal that empties it, or at the next open);
 //! [`Groups::rewrite_lagging`] moves the few live entries of groups that lag behind forward,
 //! and [`Groups::oldest_groups`] names the groups that hold the oldest data, for the
 //! application to compact.
@@ -114,7 +115,9 @@ impl Groups {
         }
     }
 
-    /// The groups that exist (written to and not removed), in increasing order.
+    /// The groups that exist, in increasing order: written to, not removed, and not back in
+    /// the default state (no entry at index 0, no meta value: an empty group there is the
+    /// same as no group, and is not kept).
     pub fn ids(&self) -> Vec<u64> {
         self.lock().group_ids()
     }
