@@ -29,7 +29,7 @@ const SEGMENT_SIZE: u64 = 4096;
 
 /// The format versions with committed cases (`tests/data/vN`), oldest first; the last one is
 /// `FORMAT_VERSION`. When the format moves on, the files of older versions stay as they are.
-const VERSIONS: [u32; 2] = [1, 2];
+const VERSIONS: [u32; 3] = [1, 2, 3];
 /// The oldest version (the mixed-version and refusal tests start from its files).
 const V1: u32 = VERSIONS[0];
 
