@@ -38,7 +38,7 @@ fn config() -> Config {
 fn payload(group: u64, index: u64, gen: u64) -> Vec<u8> {
     let len = ((group % 97) * 13 + index * 29 + gen * 7) % 400;
     (0..len)
-        .map(|k| (group.rotate_left(3) ^ index * 7 ^ k * 31 ^ gen * 101) as u8)
+        .map(|k| (group.rotate_left(3) ^ (index * 7) ^ (k * 31) ^ (gen * 101)) as u8)
         .collect()
 }
 
