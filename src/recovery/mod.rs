@@ -18,7 +18,9 @@
 mod codec;
 pub(crate) mod files;
 mod merge;
+mod plan;
 mod repair;
+mod replay;
 pub(crate) mod scan;
 pub(crate) mod verdict;
 
@@ -29,7 +31,7 @@ use crate::segment::FileOptions;
 
 pub use codec::{checkpoint_len, encode_checkpoint, encode_meta_items};
 pub use files::{examine, list_dir};
-pub use merge::{GroupPlan, Plan, RunPlan};
+pub use plan::{GroupPlan, Plan, RunPlan};
 pub use repair::repair;
 pub use verdict::judge;
 

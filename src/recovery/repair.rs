@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::merge::Plan;
+use super::plan::Plan;
 use super::scan::first_nonzero;
 use crate::error::{Error, Result};
 use crate::format::SEGMENT_HEADER_SIZE;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::files::Directory;
-use super::merge::{merge, Plan};
+use super::merge::merge;
+use super::plan::Plan;
 use super::scan::Item;
 use super::{RecoveryMode, RecoveryReport};
 use crate::error::{Error, Result};

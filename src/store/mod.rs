@@ -16,13 +16,15 @@ use crate::reader::Reader;
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{FileOptions, Pool, PreparedFile, Segment, WriteVia};
 use crate::state::LogState;
-use crate::version::{RunRef, Version};
+use crate::version::Version;
 
 mod append_frames;
 mod combined;
 mod config;
 mod flush;
 mod groups;
+mod open;
+mod placement;
 #[cfg(test)]
 mod recycle_tests;
 mod reserve;
@@ -31,7 +33,7 @@ mod sim_tests;
 mod write;
 
 pub(crate) use combined::Before;
-use config::{check_first_index, check_fits};
+use config::check_first_index;
 pub use config::{Allocation, Config, WriteMode};
 pub use groups::GroupUsage;
 
@@ -142,209 +144,6 @@ impl Store {
     /// values the log already holds (they are copied into every segment's checkpoint).
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
         Self::open_with_fs(dir, config, crate::io::real())
-    }
-
-    /// [`Store::open`] with every file-system effect going through `fs` (tests use a
-    /// simulated file system that models power cuts).
-    pub(crate) fn open_with_fs(
-        dir: impl AsRef<Path>,
-        config: Config,
-        fs: Arc<dyn crate::io::Fs>,
-    ) -> Result<Self> {
-        config.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
-        let lock = DirLock::acquire(&dir)?;
-        let opts = FileOptions {
-            via: config.write_via(&dir),
-            zero_fill: config.allocation == Allocation::ZeroFill,
-            fs,
-        };
-        let mut plan = recovery::plan(&dir, config.recovery_mode, true, &opts)?;
-        check_fits(&config, &plan)?;
-        recovery::repair(&dir, &mut plan, &opts)?;
-
-        // Pooled files found here are kept (up to the pool size) for reuse; the rest go.
-        let (pool, extra) = Pool::new(
-            &dir,
-            config.segment_pool,
-            opts.fs.clone(),
-            plan.pool.clone(),
-        );
-        let pool = Arc::new(pool);
-        let mut removed_any = false;
-        for p in &extra {
-            match opts.fs.remove(p) {
-                Ok(()) => removed_any = true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove pooled file", p, e)),
-            }
-        }
-        let frontier = Arc::new(crate::frontier::Frontier::default());
-        let flusher = Flusher::start(dir.clone(), opts.fs.clone(), pool.clone(), frontier.clone())?;
-        let preparer = Preparer::start(
-            dir.clone(),
-            config.segment_size,
-            opts.clone(),
-            pool.clone(),
-            config.prepare_ahead,
-        )?;
-
-        let state = plan.state.clone();
-        let next_seq = match plan.segments.last() {
-            Some(s) => s
-                .seq()
-                .checked_add(1)
-                .ok_or_else(|| Error::corrupt(s.path(), 16, "segment sequence number overflows"))?,
-            None => 1,
-        };
-
-        // Purged leading segments can go now (to the pool while it has room): recovery has
-        // just made the rest durable. A file that cannot be removed is retried at the next
-        // flush.
-        // Oldest first, each one's name gone durably before the next one's goes: a power cut
-        // then only brings back the oldest of them, never leaves a gap. The first that cannot
-        // be removed stops it (the flusher retires it and the later ones).
-        let purged: Vec<Arc<Segment>> = plan.segments.drain(..plan.purged_prefix).collect();
-        let mut pending_deletes = Vec::new();
-        for (i, seg) in purged.iter().enumerate() {
-            let gone = match pool.offer(seg.clone()) {
-                Ok(()) => true,
-                Err(seg) => match opts.fs.remove(seg.path()) {
-                    Ok(()) => true,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                    Err(_) => {
-                        pending_deletes.extend(purged[i..].iter().cloned());
-                        break;
-                    }
-                },
-            };
-            if gone {
-                crate::io::sync_dir(&*opts.fs, &dir)?;
-                pool.commit_staged();
-                removed_any = false;
-            }
-        }
-        // Pooled files (found, or renamed into the pool above) are reusable only once their
-        // names are durable: after this fsync.
-        if removed_any || pool.has_staged() {
-            crate::io::sync_dir(&*opts.fs, &dir)?;
-        }
-        pool.commit_staged();
-        let shift = purged.len();
-        drop(purged);
-
-        // The runs adopt the offsets the scans collected (moved, not copied: the index is
-        // never held twice).
-        let (run_offsets, group_offsets) = plan.take_run_offsets();
-        let adopt = |runs: &[recovery::RunPlan], offsets: Vec<crate::index::Offsets>| {
-            runs.iter()
-                .zip(offsets)
-                .map(|(rp, offsets)| {
-                    let seg = rp
-                        .segment
-                        .checked_sub(shift)
-                        .and_then(|k| plan.segments.get(k))
-                        .ok_or_else(|| {
-                            Error::corrupt(&dir, 0, "recovered index names a purged segment")
-                        })?
-                        .clone();
-                    Ok(Arc::new(Run::adopt(seg, rp.first, offsets)))
-                })
-                .collect::<Result<Vec<_>>>()
-        };
-        let runs = adopt(&plan.runs, run_offsets)?;
-        let mut group_runs = Vec::with_capacity(plan.groups.len());
-        for (id, offsets) in group_offsets {
-            if let Some(gp) = plan.groups.get(&id) {
-                group_runs.push((id, adopt(&gp.runs, offsets)?));
-            }
-        }
-
-        let active = match plan.segments.last() {
-            Some(s) => s.clone(),
-            None => {
-                let seg = Segment::install(preparer.first_file()?, &dir, next_seq)?;
-                flusher.dir_syncs().renamed();
-                Arc::new(seg)
-            }
-        };
-        let current = Arc::new(ArcSwap::from_pointee(Version::default()));
-        let mut store = Store {
-            publisher: Arc::new(reserve::Publisher::new(current.clone())),
-            frontier,
-            crc_at: None,
-            flusher,
-            preparer,
-            dir: dir.clone(),
-            config,
-            opts,
-            state: state.clone(),
-            current,
-            version: Version::new(
-                state.first,
-                state.next,
-                plan.segments.clone(),
-                state.metas.clone(),
-            ),
-            active,
-            write_pos: plan.write_pos,
-            writeback_pos: plan.write_pos,
-            last_crc: plan.last_crc,
-            tail: None,
-            tail_len: 0,
-            dir_dirty: false,
-            pending_deletes,
-            spares: Vec::new(),
-            pool,
-            next_seq,
-            focus: 0,
-            groups: groups::ParkedGroups::default(),
-            stream_group: plan.stream_group,
-            report: plan.report.clone(),
-            _lock: lock,
-        };
-        for (id, runs) in group_runs {
-            if let Some(gp) = plan.groups.get(&id) {
-                let parked = groups::Parked::recovered(gp, runs, &store.active);
-                store.groups.insert(id, parked);
-            }
-        }
-        let n_runs = runs.len();
-        for (i, run) in runs.into_iter().enumerate() {
-            let live = i + 1 == n_runs && Arc::ptr_eq(run.segment(), &store.active);
-            let len = run.published();
-            if live {
-                store.tail = Some(run.clone());
-                store.tail_len = len;
-            }
-            store.version.runs.push(RunRef {
-                limit: if live { u64::MAX } else { len },
-                run,
-            });
-        }
-        if plan.segments.is_empty() {
-            // A brand-new log: the segment made above needs its checkpoint.
-            store.next_seq += 1;
-            store.version.segments.push(store.active.clone());
-            store.dir_dirty = true;
-            store.write_checkpoint(0, 0)?;
-            store.sync()?;
-        } else if plan.needs_checkpoint {
-            // The newest segment lost its checkpoint: chain the new one to its predecessor.
-            let (prev_end, prev_crc) = match plan.scans.len().checked_sub(2) {
-                Some(k) => (plan.scans[k].end, plan.scans[k].last_crc),
-                None => (0, 0),
-            };
-            store.write_checkpoint(prev_end, prev_crc)?;
-            store.sync()?;
-        } else if store.active.sealed_end().is_some() {
-            // A sealed segment is never appended to again.
-            store.roll_to_new_segment()?;
-            store.sync()?;
-        }
-        store.publish();
-        Ok(store)
     }
 
     /// The directory of the log.

@@ -27,8 +27,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 
 use crate::error::Result;
+use crate::format::RecordKind;
 use crate::frontier::{Frontier, InOrder};
 use crate::index::Run;
+use crate::record;
+use crate::segment::Segment;
 use crate::version::Version;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -84,10 +87,36 @@ impl Publisher {
     }
 }
 
+/// One record of a reservation, copied after the writer's lock is released
+/// ([`crate::store::reserve`]).
+pub(super) struct Copy<'a> {
+    pub(super) segment: Arc<Segment>,
+    pub(super) pos: usize,
+    pub(super) index: u64,
+    pub(super) payload: &'a [u8],
+}
+
+impl Copy<'_> {
+    /// Writes the entry record (both checksums computed here).
+    pub(super) fn write(&self) -> Result<()> {
+        let h = record::header_with(
+            self.segment.seed(),
+            RecordKind::Entry,
+            self.index,
+            &[self.payload],
+        );
+        // SAFETY: `pos..pos + record size` was reserved for this record under the writer's
+        // lock (inside the map: the reservation checked it against the segment size) and is
+        // published only once this copy completes (`reserve::Publisher`); only the holder of
+        // the reservation writes it.
+        unsafe { self.segment.write_record(self.pos, &h, [&[], self.payload]) }
+    }
+}
+
 /// A reservation whose records are still to be copied: what the copy needs, and the tickets
 /// to close. Dropping it without [`Reservation::copy`] (an unwinding copy) poisons the log.
 pub(crate) struct Reservation<'a> {
-    pub(super) copies: Vec<super::write::Copy<'a>>,
+    pub(super) copies: Vec<Copy<'a>>,
     pub(super) ticket: u64,
     pub(super) publisher: Arc<Publisher>,
     pub(super) frontier: Arc<Frontier>,
@@ -194,7 +223,7 @@ impl super::Store {
     fn reserve_entries<'a>(
         &mut self,
         entries: &[(u64, &'a [u8])],
-        copies: &mut Vec<super::write::Copy<'a>>,
+        copies: &mut Vec<Copy<'a>>,
         p: &mut super::write::Pending,
     ) -> Result<()> {
         for &(index, payload) in entries {
@@ -213,7 +242,7 @@ impl super::Store {
             }
             self.switch_stream()?;
             let pos = self.write_pos;
-            copies.push(super::write::Copy {
+            copies.push(Copy {
                 segment: self.active.clone(),
                 pos: pos as usize,
                 index,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use zerocopy::IntoBytes;
 
+use super::placement::Placement;
 use super::Store;
 use crate::error::{Error, Result};
 use crate::flusher::{FlushRequest, SyncTarget};
@@ -48,35 +49,6 @@ impl Undo {
     /// truncate inside the call): undoing it restores them all.
     pub(super) fn keep_runs(&mut self, runs: Vec<RunRef>) {
         self.runs = Some(runs);
-    }
-}
-
-/// Where a call's records will go, computed before anything is written: the segment-fit rule
-/// of the writer ([`Store::make_room`]) with a `Group` record before the first record of a
-/// group in each segment.
-pub(super) struct Placement {
-    size: u64,
-    pos: u64,
-    switch: u64,
-    new_size: u64,
-    new_start: u64,
-    new_switch: u64,
-    /// New segments needed so far.
-    pub(super) new_segments: usize,
-}
-
-impl Placement {
-    /// Places a record of `rs` bytes: in the current segment if it fits (with the `Group`
-    /// record before it, if one is due), else at the start of a new one.
-    pub(super) fn place(&mut self, rs: u64) {
-        if self.pos + self.switch + rs > self.size {
-            self.new_segments += 1;
-            self.size = self.new_size;
-            self.pos = self.new_start;
-            self.switch = self.new_switch;
-        }
-        self.pos += self.switch + rs;
-        self.switch = 0;
     }
 }
 
@@ -564,32 +536,6 @@ impl Store {
                 failures.join("; ")
             ))
         }
-    }
-}
-
-/// One record of a reservation, copied after the writer's lock is released
-/// ([`crate::store::reserve`]).
-pub(crate) struct Copy<'a> {
-    pub(super) segment: Arc<Segment>,
-    pub(super) pos: usize,
-    pub(super) index: u64,
-    pub(super) payload: &'a [u8],
-}
-
-impl Copy<'_> {
-    /// Writes the entry record (both checksums computed here).
-    pub(super) fn write(&self) -> Result<()> {
-        let h = record::header_with(
-            self.segment.seed(),
-            RecordKind::Entry,
-            self.index,
-            &[self.payload],
-        );
-        // SAFETY: `pos..pos + record size` was reserved for this record under the writer's
-        // lock (inside the map: the reservation checked it against the segment size) and is
-        // published only once this copy completes (`reserve::Publisher`); only the holder of
-        // the reservation writes it.
-        unsafe { self.segment.write_record(self.pos, &h, [&[], self.payload]) }
     }
 }
 
