@@ -36,7 +36,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::reader::Reader;
@@ -277,12 +277,12 @@ impl Inner {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One sync for everything written so far: run on this thread after the log is let go
-    /// when the flush thread is idle (no thread hop), else queued behind the others (their
-    /// syncs and this one share the thread's next one).
     fn sync(&self) -> Result<()> {
-        let wait = self.lock_undrained().sync_unlocked()?;
-        wait.wait()
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.lock_undrained().flush(move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| Error::FlusherStopped)?
     }
 }
 
