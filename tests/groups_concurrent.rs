@@ -4,7 +4,7 @@
 //! and truncates in between, readers on other threads must only ever see whole, checked
 //! records in index order, and everything synced must be there after a reopen.
 //!
-//! `RML_CONCURRENT_ROUNDS` (default 300) sets the batches per writer thread.
+//! `RML_CONCURRENT_ROUNDS` (default 1500) sets the batches per writer thread.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +24,7 @@ fn rounds() -> u64 {
     std::env::var("RML_CONCURRENT_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
+        .unwrap_or(1500)
 }
 
 fn config(segment_size: u64) -> Config {
@@ -56,8 +56,12 @@ fn run(segment_size: u64) {
     const OWN: u64 = 6; // threads with a group of their own: groups 1..=6
     const SHARED: u64 = 100; // appended to by 3 threads at once
     let stop = Arc::new(AtomicBool::new(false));
+    // The shared group starts with entry 0: an empty group accepts any first index, so a
+    // thread whose later range reserved first would otherwise start the group past the
+    // others' ranges, and they would wait for ever.
+    log.group(SHARED).append(0, &payload(SHARED, 0)).unwrap();
     // The shared group's next index, taken with the append so indexes stay consecutive.
-    let shared_next = Arc::new(Mutex::new(0u64));
+    let shared_next = Arc::new(Mutex::new(1u64));
     let synced: Arc<Mutex<BTreeMap<u64, u64>>> = Arc::default();
     let mut writers = Vec::new();
     for t in 0..OWN + 3 {
@@ -88,7 +92,11 @@ fn run(segment_size: u64) {
                     loop {
                         match g.append_batch(bodies.iter().zip(first..).map(|(b, i)| (i, &b[..]))) {
                             Ok(()) => break,
-                            Err(Error::NonConsecutive { .. }) => std::thread::yield_now(),
+                            // Not its turn yet: the thread with the indexes before these
+                            // has not reserved them. Sleep rather than spin, so it runs.
+                            Err(Error::NonConsecutive { .. }) => {
+                                std::thread::sleep(std::time::Duration::from_micros(20))
+                            }
                             Err(e) => panic!("{e}"),
                         }
                     }
