@@ -8,6 +8,9 @@ use raft::{GetEntriesContext, Storage};
 use raft_mmap_log::format::MAX_INDEX;
 use raft_mmap_log::raft_rs::MmapRaftStorage;
 
+#[path = "support/raft_rs_store_engine.rs"]
+mod engine;
+
 #[path = "support/raft_rs_storage.rs"]
 #[allow(dead_code)]
 mod helpers;

@@ -110,7 +110,15 @@ impl Inspection {
 
     /// The live entries of a plan of this inspection: index, file, offset, body.
     pub fn live_entries(plan: &Plan) -> impl Iterator<Item = LiveEntry<'_>> + '_ {
-        plan.runs.iter().flat_map(move |run| {
+        Self::live_entries_of(plan, &plan.runs)
+    }
+
+    /// The live entries of `runs` (the main log's or a group's) of a plan of this inspection.
+    pub fn live_entries_of<'a>(
+        plan: &'a Plan,
+        runs: &'a [crate::recovery::RunPlan],
+    ) -> impl Iterator<Item = LiveEntry<'a>> + 'a {
+        runs.iter().flat_map(move |run| {
             let seg = plan.segments.get(run.segment);
             let offsets = plan.scans.get(run.segment).map(|scan| run.offsets(scan));
             offsets

@@ -22,8 +22,11 @@ use super::entry_codec::{decode_entry, encode_entry};
 use super::types::{
     log_id_from_stored, log_id_to_stored, vote_from_stored, vote_to_stored, OpenraftTypes,
 };
-use crate::raft::{LogId, RaftLog, RaftReader, RaftResult, RaftState, RaftView, Reset, Rules};
-use crate::Config;
+use crate::groups::Group;
+use crate::raft::{
+    LogEngine, LogId, RaftLog, RaftReader, RaftResult, RaftState, RaftView, Reset, Rules,
+};
+use crate::{Config, Store};
 
 type SResult<T, C> = Result<T, StorageError<<C as RaftTypeConfig>::NodeId>>;
 
@@ -65,14 +68,17 @@ fn storage_err<C: RaftTypeConfig>(
 /// its index; an entry is never skipped. Application data that postcard cannot read back
 /// fails the `append`, which then writes nothing.
 ///
+/// `S` is the engine: [`Store`] (the default, a directory per Raft group) or [`Group`], one
+/// group of a shared log with many ([`MmapLogStore::for_group`]).
+///
 /// Requires openraft's own `Entry<C>` as the entry type, openraft's default leader-id mode
 /// (the `single-term-leader` feature off) and node ids convertible to and from `u64`.
-pub struct MmapLogStore<C: RaftTypeConfig> {
-    log: Arc<Mutex<RaftLog<OpenraftTypes>>>,
+pub struct MmapLogStore<C: RaftTypeConfig, S: LogEngine = Store> {
+    log: Arc<Mutex<RaftLog<OpenraftTypes, S>>>,
     reader: MmapLogReader<C>,
 }
 
-impl<C: RaftTypeConfig> Clone for MmapLogStore<C> {
+impl<C: RaftTypeConfig, S: LogEngine> Clone for MmapLogStore<C, S> {
     fn clone(&self) -> Self {
         MmapLogStore {
             log: self.log.clone(),
@@ -81,7 +87,7 @@ impl<C: RaftTypeConfig> Clone for MmapLogStore<C> {
     }
 }
 
-impl<C: RaftTypeConfig> Debug for MmapLogStore<C> {
+impl<C: RaftTypeConfig, S: LogEngine> Debug for MmapLogStore<C, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MmapLogStore").finish_non_exhaustive()
     }
@@ -100,9 +106,33 @@ where
             OPENRAFT_RULES,
         )?))
     }
+}
 
+impl<C> MmapLogStore<C, Group>
+where
+    C: RaftTypeConfig<Entry = Entry<C>>,
+    C::NodeId: Into<u64> + From<u64>,
+{
+    /// The log store of one Raft group of a shared log ([`crate::groups::Groups`]), with
+    /// [`OPENRAFT_RULES`]: a new group starts empty (created on its first write), an existing
+    /// one comes back as it was left. Every group's appends share the log's flush thread, so
+    /// one `fdatasync` makes many groups' entries durable. One store per group at a time (its
+    /// clones share one writer).
+    pub fn for_group(group: Group) -> RaftResult<Self, OpenraftTypes> {
+        Ok(Self::from_log(RaftLog::for_group_with_rules(
+            group,
+            OPENRAFT_RULES,
+        )?))
+    }
+}
+
+impl<C, S: LogEngine> MmapLogStore<C, S>
+where
+    C: RaftTypeConfig<Entry = Entry<C>>,
+    C::NodeId: Into<u64> + From<u64>,
+{
     /// Wraps a log opened by the caller (use [`OPENRAFT_RULES`] or stricter-compatible rules).
-    pub fn from_log(log: RaftLog<OpenraftTypes>) -> Self {
+    pub fn from_log(log: RaftLog<OpenraftTypes, S>) -> Self {
         let reader = MmapLogReader {
             reader: log.reader(),
             _c: PhantomData,
@@ -126,12 +156,12 @@ where
     /// Runs `f` with the log locked (statistics, tools). Keep it short: appends wait for it.
     pub fn with_log<R>(
         &self,
-        f: impl FnOnce(&mut RaftLog<OpenraftTypes>) -> R,
+        f: impl FnOnce(&mut RaftLog<OpenraftTypes, S>) -> R,
     ) -> crate::Result<R> {
         Ok(f(&mut *self.lock_raw()?))
     }
 
-    fn lock_raw(&self) -> crate::Result<MutexGuard<'_, RaftLog<OpenraftTypes>>> {
+    fn lock_raw(&self) -> crate::Result<MutexGuard<'_, RaftLog<OpenraftTypes, S>>> {
         self.log.lock().map_err(|_| {
             crate::Error::Poisoned("a thread panicked holding the store's lock".into())
         })
@@ -140,7 +170,7 @@ where
     fn lock(
         &self,
         subject: ErrorSubject<C::NodeId>,
-    ) -> SResult<MutexGuard<'_, RaftLog<OpenraftTypes>>, C> {
+    ) -> SResult<MutexGuard<'_, RaftLog<OpenraftTypes, S>>, C> {
         self.log.lock().map_err(|_| {
             storage_err::<C>(
                 subject,
@@ -153,7 +183,7 @@ where
     /// Asks the flush thread for a flush of everything written so far; the returned receiver
     /// completes when it is durable. The lock is released before the caller awaits.
     fn request_flush(
-        log: &mut RaftLog<OpenraftTypes>,
+        log: &mut RaftLog<OpenraftTypes, S>,
     ) -> RaftResult<
         <C::AsyncRuntime as AsyncRuntime>::OneshotReceiver<crate::Result<()>>,
         OpenraftTypes,
@@ -253,7 +283,7 @@ where
     }
 }
 
-impl<C> RaftLogReader<C> for MmapLogStore<C>
+impl<C, S: LogEngine + 'static> RaftLogReader<C> for MmapLogStore<C, S>
 where
     C: RaftTypeConfig<Entry = Entry<C>>,
     C::NodeId: Into<u64> + From<u64>,
@@ -266,7 +296,7 @@ where
     }
 }
 
-impl<C> RaftLogStorage<C> for MmapLogStore<C>
+impl<C, S: LogEngine + 'static> RaftLogStorage<C> for MmapLogStore<C, S>
 where
     C: RaftTypeConfig<Entry = Entry<C>>,
     C::NodeId: Into<u64> + From<u64>,
@@ -346,7 +376,7 @@ where
         }
 
         let mut log = self.lock(ErrorSubject::Logs)?;
-        let write = |log: &mut RaftLog<OpenraftTypes>| -> RaftResult<(), OpenraftTypes> {
+        let write = |log: &mut RaftLog<OpenraftTypes, S>| -> RaftResult<(), OpenraftTypes> {
             // Entries at or below the purge point are already covered by the snapshot (Raft
             // only purges committed entries): skip them, provided they do not contradict it.
             let mut spans = &spans[..];

@@ -36,6 +36,10 @@ pub(crate) trait Calls {
     /// Bytes the meta values of this log may take in a checkpoint (for a group: what the
     /// other groups' checkpoints leave of the shared budget).
     fn meta_limit(&self) -> usize;
+    /// The largest payload an entry may have.
+    fn max_payload(&self) -> usize;
+    /// The segment size the log was opened with.
+    fn segment_size(&self) -> u64;
     fn append_parts<'a, I>(&mut self, entries: I) -> Result<()>
     where
         I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone;
@@ -67,6 +71,12 @@ impl Calls for Store {
     }
     fn meta_limit(&self) -> usize {
         self.group_meta_limit()
+    }
+    fn max_payload(&self) -> usize {
+        Store::max_payload(self)
+    }
+    fn segment_size(&self) -> u64 {
+        self.config().segment_size
     }
     fn append_parts<'a, I>(&mut self, entries: I) -> Result<()>
     where
@@ -121,6 +131,12 @@ impl Calls for Group {
     }
     fn meta_limit(&self) -> usize {
         self.with_store(|s| s.group_meta_limit())
+    }
+    fn max_payload(&self) -> usize {
+        Group::max_payload(self)
+    }
+    fn segment_size(&self) -> u64 {
+        self.with_store(|s| s.config().segment_size)
     }
     fn append_parts<'a, I>(&mut self, entries: I) -> Result<()>
     where

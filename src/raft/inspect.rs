@@ -186,13 +186,48 @@ pub fn verify(dir: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<RaftVerifyR
     Ok(out)
 }
 
-/// Raft-level invariants, checked on the state recovery would open.
+/// Raft-level invariants, checked on the state recovery would open: the main log's, then each
+/// group's of a shared log.
 fn check_raft(insp: &Inspection, out: &mut RaftVerifyReport) {
     let (Ok(plan), Some(rec)) = (&insp.strict.plan, &insp.strict.verdict.recovered) else {
         return;
     };
-    let metas = &rec.metas;
-    let entries_are_ids = Inspection::live_entries(plan)
+    let main = Subject {
+        group: None,
+        metas: rec.metas.clone(),
+        sources: &rec.meta_sources,
+        first: rec.first,
+        runs: &plan.runs,
+    };
+    check_subject(plan, &main, out);
+    for (&id, g) in &plan.groups {
+        let group = Subject {
+            group: Some(id),
+            metas: (g.state.metas.iter())
+                .map(|(&k, v)| (k, v.to_vec()))
+                .collect(),
+            sources: &BTreeMap::new(),
+            first: g.state.first,
+            runs: &g.runs,
+        };
+        check_subject(plan, &group, out);
+    }
+}
+
+/// One log to check: the main log (group 0) or a group of a shared log.
+struct Subject<'a> {
+    /// `None` for the main log.
+    group: Option<u64>,
+    metas: BTreeMap<u64, Vec<u8>>,
+    /// Where each meta key was last set (known for the main log only).
+    sources: &'a BTreeMap<u64, (std::path::PathBuf, u64)>,
+    first: u64,
+    runs: &'a [crate::recovery::RunPlan],
+}
+
+fn check_subject(plan: &crate::recovery::Plan, sub: &Subject<'_>, out: &mut RaftVerifyReport) {
+    let metas = &sub.metas;
+    let entries_are_ids = Inspection::live_entries_of(plan, sub.runs)
         .next()
         .is_some_and(|e| matches!(decode_log_id(e.index, e.body), MetaValue::Value(_)));
     if !RaftMetas::any_raft_key(metas) && !entries_are_ids {
@@ -200,6 +235,10 @@ fn check_raft(insp: &Inspection, out: &mut RaftVerifyReport) {
     }
     out.raft_checked = true;
     let rep = &mut out.report;
+    let who = match sub.group {
+        Some(g) => format!("group {g}: "),
+        None => String::new(),
+    };
 
     // Where each meta key was last set, to point problems at a record.
     let fallback = plan
@@ -208,7 +247,7 @@ fn check_raft(insp: &Inspection, out: &mut RaftVerifyReport) {
         .map(|s| (s.path().to_path_buf(), SEGMENT_HEADER_SIZE as u64))
         .unwrap_or_default();
     let at = |k: u64| {
-        rec.meta_sources
+        sub.sources
             .get(&k)
             .cloned()
             .unwrap_or_else(|| fallback.clone())
@@ -233,14 +272,14 @@ fn check_raft(insp: &Inspection, out: &mut RaftVerifyReport) {
                 Severity::Problem,
                 &p,
                 o,
-                format!("{name} does not decode: {e}"),
+                format!("{who}{name} does not decode: {e}"),
             );
         }
     }
 
     // Every live entry: its log id decodes, names its index, and log ids increase.
     let mut prev: Option<LogId> = None;
-    for e in Inspection::live_entries(plan) {
+    for e in Inspection::live_entries_of(plan, sub.runs) {
         out.raft_entries_checked += 1;
         let index = e.index;
         match decode_log_id(index, e.body) {
@@ -251,7 +290,7 @@ fn check_raft(insp: &Inspection, out: &mut RaftVerifyReport) {
                             Severity::Problem,
                             e.path,
                             e.offset,
-                            format!("log id {id} of entry {index} is not greater than the previous one {p}"),
+                            format!("{who}log id {id} of entry {index} is not greater than the previous one {p}"),
                         );
                     }
                 }
@@ -262,7 +301,7 @@ fn check_raft(insp: &Inspection, out: &mut RaftVerifyReport) {
                     Severity::Problem,
                     e.path,
                     e.offset,
-                    format!("entry {index}: log id does not decode: {error}"),
+                    format!("{who}entry {index}: log id does not decode: {error}"),
                 );
             }
             MetaValue::Absent => {}
@@ -270,15 +309,15 @@ fn check_raft(insp: &Inspection, out: &mut RaftVerifyReport) {
     }
     let last = prev.or_else(|| raft.purged.value().copied());
     if let Some(p) = raft.purged.value() {
-        if p.index.checked_add(1) != Some(rec.first) {
+        if p.index.checked_add(1) != Some(sub.first) {
             let (path, o) = at(META_PURGED);
             rep.add(
                 Severity::Problem,
                 &path,
                 o,
                 format!(
-                    "purged log id {p} does not match the first index {}",
-                    rec.first
+                    "{who}purged log id {p} does not match the first index {}",
+                    sub.first
                 ),
             );
         }
@@ -291,7 +330,7 @@ fn check_raft(insp: &Inspection, out: &mut RaftVerifyReport) {
                 Severity::Problem,
                 &path,
                 o,
-                format!("committed log id {c} is beyond the last log id {l}"),
+                format!("{who}committed log id {c} is beyond the last log id {l}"),
             );
         }
     }
@@ -302,7 +341,7 @@ fn check_raft(insp: &Inspection, out: &mut RaftVerifyReport) {
                 Severity::Problem,
                 &path,
                 o,
-                format!("snapshot last log id {s} is beyond the purged log id {p}"),
+                format!("{who}snapshot last log id {s} is beyond the purged log id {p}"),
             );
         }
     }

@@ -202,6 +202,17 @@ impl<T: Types, S: LogEngine> RaftLog<T, S> {
         })
     }
 
+    /// The engine underneath, for the adapters.
+    #[cfg_attr(not(feature = "raft-rs"), allow(dead_code))]
+    pub(crate) fn engine(&self) -> &S {
+        &self.store
+    }
+
+    /// The largest record an entry may take: its encoded log id and its payload together.
+    pub fn max_payload(&self) -> usize {
+        self.store.max_payload()
+    }
+
     /// The current state (vote, last, committed, purged, user data, snapshot meta).
     pub fn state(&self) -> &RaftState<T> {
         &self.state

@@ -11,8 +11,9 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError, NO_LIMIT};
 use super::error::{engine_err, RaftRsResult};
 use super::types::{EntryId, RaftRsTypes};
 use super::{codec, shared};
-use crate::raft::{RaftLog, RaftReader, RaftView};
-use crate::{Config, Error};
+use crate::groups::Group;
+use crate::raft::{LogEngine, RaftLog, RaftReader, RaftView};
+use crate::{Config, Error, Store};
 
 /// Builds the data of a snapshot whose meta the storage chose (the committed index, its term
 /// and the current `ConfState`) for the peer `to`; see [`MmapRaftStorage::set_snapshot_data`].
@@ -47,8 +48,13 @@ pub const DEFAULT_SHARE_MIN: usize = 1024;
 ///
 /// The log's dummy entry (raft-rs's entry at the snapshot index, whose term `term` must
 /// answer) is not stored: its term is the purged log id's, or 0 for a log that never purged.
-pub struct MmapRaftStorage {
-    pub(super) log: RaftLog<RaftRsTypes>,
+///
+/// `S` is the engine: [`Store`] (the default, a directory per Raft group) or [`Group`], one
+/// region of a shared log with many ([`MmapRaftStorage::for_group`]). A Ready loop over many
+/// regions writes each one's Ready with [`write_ready`](Self::write_ready), makes them all
+/// durable with one [`Groups::sync`](crate::groups::Groups::sync), then advances each.
+pub struct MmapRaftStorage<S: LogEngine = Store> {
+    pub(super) log: RaftLog<RaftRsTypes, S>,
     pub(super) reader: RaftReader<RaftRsTypes>,
     /// The effective configuration (see [`MmapRaftStorage::conf_state`]).
     pub(super) conf: ConfState,
@@ -59,7 +65,7 @@ pub struct MmapRaftStorage {
     pub(super) buf: Vec<u8>,
 }
 
-impl fmt::Debug for MmapRaftStorage {
+impl<S: LogEngine> fmt::Debug for MmapRaftStorage<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MmapRaftStorage")
             .field("state", self.log.state())
@@ -74,9 +80,25 @@ impl MmapRaftStorage {
     pub fn open(dir: impl AsRef<Path>, config: Config) -> RaftRsResult<Self> {
         Self::from_log(RaftLog::open(dir, config)?)
     }
+}
 
+impl MmapRaftStorage<Group> {
+    /// The storage of one region (Raft group) of a shared log, with the Raft layer's default
+    /// rules: a new group's log is empty (created on its first write), an existing one comes
+    /// back as it was left. One storage per group at a time (see [`RaftLog::for_group`]).
+    pub fn for_group(group: Group) -> RaftRsResult<Self> {
+        Self::from_log(RaftLog::for_group(group)?)
+    }
+
+    /// The group underneath.
+    pub fn group(&self) -> &Group {
+        self.log.group()
+    }
+}
+
+impl<S: LogEngine> MmapRaftStorage<S> {
     /// Wraps a log opened by the caller.
-    pub fn from_log(log: RaftLog<RaftRsTypes>) -> RaftRsResult<Self> {
+    pub fn from_log(log: RaftLog<RaftRsTypes, S>) -> RaftRsResult<Self> {
         let conf = effective_conf(&log)?;
         Ok(MmapRaftStorage {
             reader: log.reader(),
@@ -110,7 +132,7 @@ impl MmapRaftStorage {
     }
 
     /// The log underneath (state, statistics, readers).
-    pub fn log(&self) -> &RaftLog<RaftRsTypes> {
+    pub fn log(&self) -> &RaftLog<RaftRsTypes, S> {
         &self.log
     }
 
@@ -151,7 +173,7 @@ impl MmapRaftStorage {
         let st = self.log.state();
         match (&st.purged, &st.last) {
             (Some(p), _) => p.index.saturating_add(1),
-            (None, Some(_)) => self.log.store().first_index(),
+            (None, Some(_)) => self.log.engine().first_index(),
             (None, None) => 1,
         }
     }
@@ -214,7 +236,7 @@ impl MmapRaftStorage {
 }
 
 /// The configuration a reopened log starts with (see [`MmapRaftStorage::conf_state`]).
-fn effective_conf(log: &RaftLog<RaftRsTypes>) -> crate::Result<ConfState> {
+fn effective_conf<S: LogEngine>(log: &RaftLog<RaftRsTypes, S>) -> crate::Result<ConfState> {
     let st = log.state();
     let stored = match &st.user_data {
         Some(c) => Some((
@@ -232,7 +254,7 @@ fn effective_conf(log: &RaftLog<RaftRsTypes>) -> crate::Result<ConfState> {
     })
 }
 
-impl Storage for MmapRaftStorage {
+impl<S: LogEngine> Storage for MmapRaftStorage<S> {
     fn initial_state(&self) -> raft::Result<RaftState> {
         Ok(RaftState::new(self.hard_state(), self.conf.clone()))
     }

@@ -11,7 +11,7 @@ use super::codec;
 use super::error::{RaftRsError, RaftRsResult};
 use super::storage::MmapRaftStorage;
 use super::types::{EntryId, HardVote, RaftRsTypes, StoredConf};
-use crate::raft::{Reset, Types};
+use crate::raft::{LogEngine, Reset, Types};
 use crate::Error;
 
 /// Bytes of an encoded log id in front of each entry's body.
@@ -24,7 +24,7 @@ fn out_of_order(after: EntryId, e: &Entry) -> RaftRsError {
     }
 }
 
-impl MmapRaftStorage {
+impl<S: LogEngine> MmapRaftStorage<S> {
     /// Appends entries, removing the stored entries they conflict with (`MemStorage::append`).
     ///
     /// `ents` must be one run (consecutive indexes, terms never going down) starting at or
@@ -85,7 +85,7 @@ impl MmapRaftStorage {
         // Bodies, and their sizes against what a segment holds, before any write.
         self.buf.clear();
         let mut spans = Vec::with_capacity(new.len());
-        let max = self.log.store().max_payload();
+        let max = self.log.max_payload();
         for e in new {
             let start = self.buf.len();
             codec::encode_body(e, &mut self.buf)?;
@@ -95,7 +95,7 @@ impl MmapRaftStorage {
                     index: e.index,
                     size,
                     max: max.saturating_sub(ID_LEN),
-                    segment_size: self.log.store().config().segment_size,
+                    segment_size: self.log.engine().segment_size(),
                 }
                 .into());
             }
@@ -256,6 +256,24 @@ impl MmapRaftStorage {
     /// entries, hard state), and makes it durable before returning, so the caller may then
     /// send the Ready's persisted messages and call `advance`.
     pub fn persist_ready(&mut self, rd: &raft::Ready) -> RaftRsResult<()> {
+        if self.write_ready(rd)? {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what a `Ready` asks to persist, as [`persist_ready`](Self::persist_ready) does,
+    /// but does not make it durable: returns whether anything was written. A Ready loop over
+    /// many regions of one shared log writes every region's Ready this way, then makes them
+    /// all durable with one sync ([`Groups::sync`](crate::groups::Groups::sync), or
+    /// [`sync`](Self::sync) on any of them), and only then sends their persisted messages and
+    /// advances them.
+    ///
+    /// Each part is all or nothing; a failure leaves the parts before it written (not
+    /// durable): the caller must not advance the region, and may retry the same Ready, whose
+    /// parts already written are then skipped (entries the log holds with the same term) or
+    /// written again unchanged.
+    pub fn write_ready(&mut self, rd: &raft::Ready) -> RaftRsResult<bool> {
         let mut wrote = false;
         if !rd.snapshot().is_empty() {
             self.apply_snapshot(rd.snapshot())?;
@@ -269,10 +287,7 @@ impl MmapRaftStorage {
             self.set_hard_state(hs)?;
             wrote = true;
         }
-        if wrote {
-            self.sync()?;
-        }
-        Ok(())
+        Ok(wrote)
     }
 
     /// Makes everything written so far durable, blocking until it is.

@@ -11,6 +11,8 @@ use raft::{GetEntriesContext, Storage};
 use raft_mmap_log::raft_rs::MmapRaftStorage;
 use raft_mmap_log::Config;
 
+use crate::engine::{open_log, Tested};
+
 pub(crate) fn config() -> Config {
     Config {
         segment_size: 64 << 10,
@@ -18,23 +20,19 @@ pub(crate) fn config() -> Config {
     }
 }
 
-pub(crate) fn open(dir: &Path) -> MmapRaftStorage {
-    MmapRaftStorage::open(dir, config()).expect("open")
+pub(crate) fn open(dir: &Path) -> Tested {
+    MmapRaftStorage::from_log(open_log(dir)).expect("open")
 }
 
 /// Syncs, drops and reopens.
-pub(crate) fn reopen(mut s: MmapRaftStorage, dir: &Path) -> MmapRaftStorage {
+pub(crate) fn reopen(mut s: Tested, dir: &Path) -> Tested {
     s.sync().expect("sync");
     drop(s);
     open(dir)
 }
 
 /// Runs `check` on `s`, then on the reopened directory; returns the reopened storage.
-pub(crate) fn twice(
-    s: MmapRaftStorage,
-    dir: &Path,
-    check: impl Fn(&MmapRaftStorage),
-) -> MmapRaftStorage {
+pub(crate) fn twice(s: Tested, dir: &Path, check: impl Fn(&Tested)) -> Tested {
     check(&s);
     let s = reopen(s, dir);
     check(&s);
@@ -61,13 +59,13 @@ pub(crate) fn new_snapshot(index: u64, term: u64, voters: Vec<u64>) -> Snapshot 
 }
 
 /// `MemStorage`'s `storage.wl().entries = ents`: a new log takes its first entry at any index.
-pub(crate) fn with_entries(dir: &Path, ents: &[Entry]) -> MmapRaftStorage {
+pub(crate) fn with_entries(dir: &Path, ents: &[Entry]) -> Tested {
     let mut s = open(dir);
     s.append(ents).expect("append");
     s
 }
 
-pub(crate) fn all_entries(s: &MmapRaftStorage) -> Vec<Entry> {
+pub(crate) fn all_entries(s: &Tested) -> Vec<Entry> {
     let (first, last) = (s.first_index().unwrap(), s.last_index().unwrap());
     s.entries(first, last + 1, None, GetEntriesContext::empty(false))
         .unwrap()
