@@ -8,6 +8,8 @@
 mod engines;
 mod groups;
 mod harness;
+#[cfg(feature = "ours")]
+mod openraft_cluster;
 mod openraft_read;
 mod sys;
 
@@ -27,6 +29,7 @@ compare: run the same workloads against raft-mmap-log and the crates a user woul
 USAGE: cargo run --release -p compare -- [OPTIONS]
        cargo run --release -p compare -- openraft-read [--help]   (openraft's read path)
        cargo run --release -p compare -- groups [--help]          (many groups in one process)
+       cargo run --release -p compare -- openraft-cluster [--help] (3 openraft nodes, G groups)
 
 OPTIONS:
   --entries N        entries in the append / bulk / read / recovery log (default 1000000; quick 100000)
@@ -421,6 +424,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("openraft-read") {
         openraft_read::main(&args[1..]);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("openraft-cluster") {
+        #[cfg(feature = "ours")]
+        openraft_cluster::main(&args[1..]);
+        #[cfg(not(feature = "ours"))]
+        die("openraft-cluster needs the `ours` feature");
         return;
     }
     if args.first().map(String::as_str) == Some("groups") {

@@ -38,8 +38,8 @@ pub trait LogBackend: Send + Sync + Sized + 'static {
         -> impl Future<Output = Result<Self::Log, BoxError>> + Send;
     /// The groups that have a log.
     fn existing_groups(&self) -> Vec<GroupId>;
-    /// Deletes the log of `group`, whose Raft has been shut down.
-    fn remove_group(&self, group: GroupId) -> Result<(), BoxError>;
+    /// Deletes the log of `group`, whose Raft has been shut down (its log stores dropped).
+    fn remove_group(&self, group: GroupId) -> impl Future<Output = Result<(), BoxError>> + Send;
     /// Called once every Raft of the node is shut down.
     fn close(&self) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
@@ -91,7 +91,7 @@ impl LogBackend for SharedLog {
     fn existing_groups(&self) -> Vec<GroupId> {
         self.groups.ids()
     }
-    fn remove_group(&self, group: GroupId) -> Result<(), BoxError> {
+    async fn remove_group(&self, group: GroupId) -> Result<(), BoxError> {
         self.groups.remove_group(group)?;
         Ok(self.groups.sync()?)
     }
@@ -354,7 +354,7 @@ impl<B: LogBackend> Node<B> {
                 .await
                 .map_err(|e| format!("shutdown: {e}"))?;
         }
-        self.backend.remove_group(group)?;
+        self.backend.remove_group(group).await?;
         let _ = std::fs::remove_file(self.dir.join("snapshots").join(format!("group-{group}")));
         Ok(())
     }
