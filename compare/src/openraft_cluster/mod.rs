@@ -204,10 +204,12 @@ async fn run_cell<B: LogBackend>(
     c.write_keys(0..warm_up, IN_FLIGHT, route).await?;
 
     let t = Instant::now();
+    let sched0 = sched();
     let lat = c
         .write_keys(warm_up..warm_up + keys, IN_FLIGHT, route)
         .await?;
     let secs = t.elapsed().as_secs_f64();
+    let sched1 = sched();
     let (p50, p99) = percentiles(&lat);
     let during = crate::groups::work::status(&["Threads", "VmRSS"]);
 
@@ -231,9 +233,30 @@ async fn run_cell<B: LogBackend>(
         "reopen_ms": reopen.as_secs_f64() * 1e3,
         "restart_ms": up.as_secs_f64() * 1e3,
         "catch_up_ms": catch_up.as_secs_f64() * 1e3,
+        // CPU time of the process's threads in the timed writes, and how long they waited
+        // runnable for a CPU (both per client write, in µs).
+        "cpu_us_per_write": (sched1.0 - sched0.0) as f64 / 1e3 / keys as f64,
+        "runq_us_per_write": (sched1.1 - sched0.1) as f64 / 1e3 / keys as f64,
         "threads": during["Threads"],
         "rss_kib": during["VmRSS"],
     }))
+}
+
+/// Nanoseconds this process's live threads have spent on a CPU and waiting runnable for one
+/// (`/proc/self/task/*/schedstat`).
+fn sched() -> (u64, u64) {
+    let mut total = (0, 0);
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        let mut f = s.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+        total.0 += f.next().unwrap_or(0);
+        total.1 += f.next().unwrap_or(0);
+    }
+    total
 }
 
 // ---------------------------------------------------------------- parent side
@@ -356,9 +379,10 @@ fn render(report: &Value, backends: &[&str], groups: &[u64]) -> String {
         let _ = writeln!(s, "### G = {g}\n");
         let _ = writeln!(
             s,
-            "| backend | writes/s | vs ours | p50 ms | p99 ms | restart ms | catch-up ms |"
+            "| backend | writes/s | vs ours | p50 ms | p99 ms | restart ms | catch-up ms | \
+             CPU µs/write | run-queue wait µs/write |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         let runs_of = |b: &str| -> Vec<Value> {
             report["results"][g.to_string()][b]
                 .as_array()
@@ -369,7 +393,7 @@ fn render(report: &Value, backends: &[&str], groups: &[u64]) -> String {
         for b in backends {
             let runs = runs_of(b);
             if let Some(why) = why(&runs) {
-                let _ = writeln!(s, "| {b} | {why} | | | | | |");
+                let _ = writeln!(s, "| {b} | {why} | | | | | | | |");
                 continue;
             }
             let rate = stat(&runs, "writes_per_s");
@@ -379,12 +403,14 @@ fn render(report: &Value, backends: &[&str], groups: &[u64]) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {b} | {} | {ratio} | {} | {} | {} | {} |",
+                "| {b} | {} | {ratio} | {} | {} | {} | {} | {} | {} |",
                 with_range(rate),
                 with_range(stat(&runs, "p50_ms")),
                 with_range(stat(&runs, "p99_ms")),
                 with_range(stat(&runs, "restart_ms")),
                 with_range(stat(&runs, "catch_up_ms")),
+                with_range(stat(&runs, "cpu_us_per_write")),
+                with_range(stat(&runs, "runq_us_per_write")),
             );
         }
         let _ = writeln!(s);
