@@ -64,7 +64,14 @@ pub fn repair(dir: &Path, plan: &mut Plan, opts: &FileOptions) -> Result<()> {
             seg.write_synced_mark(end)?;
             seg.sync_range(0, SEGMENT_HEADER_SIZE as u64)?;
         }
-        if k + 1 == n && !seal_recycled {
+        // A newest segment closed cleanly at `end` holds no byte of its last life past it:
+        // nothing to zero. Its closed mark becomes a plain one, durable with the sync below
+        // and so before anything is written past `end` (else a power cut could leave this
+        // life's unsynced records there under a mark that says there are none).
+        let closed_clean = k + 1 == n && !seal_recycled && seg.closed_end() == Some(end);
+        if closed_clean {
+            seg.write_synced_mark(end)?;
+        } else if k + 1 == n && !seal_recycled {
             zero_after(seg, end)?;
         }
         seg.sync_range(0, end)?;

@@ -106,20 +106,29 @@ impl Segment {
     }
 
     /// At close, once no flush runs: writes the synced mark up to everything synced (if it
-    /// lags) and syncs the header. Best effort: a failure leaves the older mark, which only
-    /// makes recovery more lenient.
-    pub(crate) fn mark_synced_on_close(&self) {
+    /// lags) and syncs the header. With `written_end` (the end of every byte this process
+    /// wrote into the segment) equal to everything synced, the mark is a *closed* one: the
+    /// next open need not look for this life's bytes after it. Best effort: a failure leaves
+    /// the older mark, which only makes recovery more lenient (or slower).
+    pub(crate) fn mark_synced_on_close(&self, written_end: u64) {
         let synced = self.synced();
+        let closed = written_end == synced;
         if !self.writable
             || self.is_sealed_marked()
-            || synced <= self.synced_mark().unwrap_or(0)
             || synced < SEGMENT_HEADER_SIZE as u64
+            || (synced <= self.synced_mark().unwrap_or(0) && !closed)
         {
             return;
         }
-        if self.write_synced_mark(synced).is_ok() {
+        if self.write_mark(synced, closed).is_ok() {
             let _ = self.sync_range(0, SEGMENT_HEADER_SIZE as u64);
         }
+    }
+
+    /// The end a closed synced mark named when the file was opened: the writer before closed
+    /// cleanly, and wrote nothing at or after it.
+    pub fn closed_end(&self) -> Option<u64> {
+        self.closed_end
     }
 
     /// The synced mark (header bytes 56..64) as last written or read at open: `Some(end)`
@@ -136,6 +145,11 @@ impl Segment {
     /// `end` must already be durable. Called by the flusher (or recovery, before it exists)
     /// only.
     pub(crate) fn write_synced_mark(&self, end: u64) -> Result<()> {
+        self.write_mark(end, false)
+    }
+
+    /// Writes a synced mark (`closed`: a closed one, see [`Segment::mark_synced_on_close`]).
+    fn write_mark(&self, end: u64, closed: bool) -> Result<()> {
         let Ok(end32) = u32::try_from(end) else {
             return Err(Error::corrupt(
                 &self.path,
@@ -143,13 +157,19 @@ impl Segment {
                 format!("synced mark {end} does not fit the header"),
             ));
         };
+        let check = if closed {
+            header::closed_mark_check(self.salt, end32)
+        } else {
+            header::synced_mark_check(self.salt, end32)
+        };
         let mut mark = [0u8; 8];
         mark[..4].copy_from_slice(&end32.to_le_bytes());
-        mark[4..].copy_from_slice(&header::synced_mark_check(self.salt, end32).to_le_bytes());
+        mark[4..].copy_from_slice(&check.to_le_bytes());
         // SAFETY: bytes 56..64 of the header are never covered by a reference: readers only
         // borrow record ranges (>= SEGMENT_HEADER_SIZE), recovery's whole-file slices are
         // dropped before the flusher starts, and `synced_mark()` reads the atomic, not the map.
-        // Only the flusher (or recovery, before it exists) writes these bytes.
+        // Only the flusher (or recovery, before it exists, or the last owner at close) writes
+        // these bytes.
         unsafe { self.write_at(56, &mark)? };
         self.synced_mark.store(end, Ordering::Release);
         Ok(())

@@ -112,6 +112,10 @@ pub struct Segment {
     /// every record below it was durable when it was written (0: none). Only the flusher
     /// (or recovery, before it exists) writes it.
     synced_mark: AtomicU64,
+    /// The end a closed synced mark named when the file was opened: the previous writer
+    /// closed cleanly with every byte it wrote below it (`docs/format.md`, "The closed
+    /// mark"). Never changes; the header's mark itself may be rewritten since.
+    closed_end: Option<u64>,
     /// The file descriptor, only while it is needed (the active segment): the map stays
     /// valid without it, so a log with thousands of segments does not hold thousands of fds.
     /// Reopened by path when needed again.
@@ -221,6 +225,7 @@ impl Segment {
             synced: AtomicU64::new(0),
             sealed_end: AtomicU64::new(0),
             synced_mark: AtomicU64::new(0),
+            closed_end: None,
             file: Mutex::new(Some(prepared.file)),
             id: Segment::register(id),
             _map_lock: prepared.map_lock,
@@ -295,6 +300,7 @@ impl Segment {
         let map = map_file(&*opts.fs, &file, path, size.min(len), writable)?;
         let id = file_id(&file, path)?;
         let sealed = header.sealed_magic.get() == SEALED_MAGIC;
+        let mark = header::parse_synced_mark(&header);
         Ok(Segment {
             path: path.to_path_buf(),
             seq,
@@ -308,7 +314,8 @@ impl Segment {
             writable,
             synced: AtomicU64::new(0),
             sealed_end: AtomicU64::new(if sealed { header.sealed_end.get() } else { 0 }),
-            synced_mark: AtomicU64::new(header::parse_synced_mark(&header).unwrap_or(0)),
+            synced_mark: AtomicU64::new(mark.map_or(0, |m| m.end)),
+            closed_end: mark.filter(|m| m.closed).map(|m| m.end),
             // Closed now: the map stays valid, and only the active segment needs an fd.
             file: Mutex::new(None),
             id: Segment::register(id),
