@@ -120,8 +120,8 @@ impl Decoder {
                         let o = Adapter::Openraft.entry(rec.arg, rec.body, 0).is_ok();
                         let r = Adapter::RaftRs.entry(rec.arg, rec.body, 0).is_ok();
                         match (o, r) {
-                            (true, false) => ev.openraft += 1,
-                            (false, true) => ev.raft_rs += 1,
+                            (true, false) => ev.openraft = ev.openraft.saturating_add(1),
+                            (false, true) => ev.raft_rs = ev.raft_rs.saturating_add(1),
                             _ => {}
                         }
                     }
