@@ -36,11 +36,14 @@ pub enum DecodeMode {
 /// One of the library's Raft adapters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Adapter {
+    /// `raft_mmap_log::openraft`.
     Openraft,
+    /// `raft_mmap_log::raft_rs`.
     RaftRs,
 }
 
 impl Adapter {
+    /// As `--decode` names it.
     pub fn name(self) -> &'static str {
         match self {
             Adapter::Openraft => "openraft",
