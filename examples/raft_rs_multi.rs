@@ -21,6 +21,7 @@
 #[path = "raft_rs_multi/backend.rs"]
 mod backend;
 #[path = "raft_rs_multi/cluster.rs"]
+#[allow(dead_code)] // latency figures, used by `compare cluster`
 mod cluster;
 #[path = "raft_rs_cluster/network.rs"]
 mod network;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -343,6 +343,16 @@ impl<L: NodeLog> Cluster<L> {
         self.nodes
             .get(&id)
             .map_or(0, |n| n.status.syncs.load(Ordering::Relaxed))
+    }
+
+    /// Time node `id`'s rounds spent writing and syncing so far.
+    pub fn write_and_sync_time(&self, id: u64) -> (Duration, Duration) {
+        let us = |a: &AtomicU64| Duration::from_micros(a.load(Ordering::Relaxed));
+        self.nodes
+            .get(&id)
+            .map_or((Duration::ZERO, Duration::ZERO), |n| {
+                (us(&n.status.write_micros), us(&n.status.sync_micros))
+            })
     }
 
     /// Regions node `id` created because a message named a region it did not have.

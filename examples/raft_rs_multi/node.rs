@@ -75,6 +75,9 @@ pub struct Status {
     /// Ready rounds that wrote something, and the syncs they made (one each).
     pub rounds: AtomicU64,
     pub syncs: AtomicU64,
+    /// Time those rounds spent writing (every region's `write_ready`) and syncing, in µs.
+    pub write_micros: AtomicU64,
+    pub sync_micros: AtomicU64,
     /// Regions created because a message (or proposal) named a region the node did not have.
     pub created_on_contact: AtomicU64,
 }
@@ -177,7 +180,7 @@ fn run_node<L: NodeLog>(
         lock(&n.status.recovered).insert(region, last);
     }
     n.publish(None);
-    let open = started.elapsed().as_micros() as u64;
+    let open = (started.elapsed().as_micros() as u64).max(1);
     n.status.open_micros.store(open, Ordering::Relaxed);
     let mut next_tick = Instant::now() + TICK;
     'run: loop {
@@ -307,6 +310,7 @@ impl<L: NodeLog> NodeState<L> {
         let mut readies = Vec::new();
         let mut wrote = false;
         let mut restored = Vec::new();
+        let mut writing = Duration::ZERO;
         for (&id, r) in regions.iter_mut() {
             if !r.node.has_ready() {
                 continue;
@@ -320,13 +324,21 @@ impl<L: NodeLog> NodeState<L> {
             }
             kv.apply(rd.take_committed_entries(), &mut r.pending)?;
             drop(kv);
+            let t = Instant::now();
             wrote |= log.write_ready(id, r.node.mut_store(), &rd)?;
+            writing += t.elapsed();
             readies.push((id, rd));
         }
         if wrote {
+            let t = Instant::now();
             log.sync()?;
-            self.status.rounds.fetch_add(1, Ordering::Relaxed);
-            self.status.syncs.fetch_add(1, Ordering::Relaxed);
+            let st = &self.status;
+            st.sync_micros
+                .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+            st.write_micros
+                .fetch_add(writing.as_micros() as u64, Ordering::Relaxed);
+            st.rounds.fetch_add(1, Ordering::Relaxed);
+            st.syncs.fetch_add(1, Ordering::Relaxed);
         }
         // A restored state machine is saved once the snapshot is durable in the log, so that
         // a restart finds a state machine at least as new as the log's first index.

@@ -16,7 +16,7 @@ use super::backend::{Error, NodeLog, SnapshotSource};
 
 /// 8 MiB segments: the meta values of every group share a quarter of one (every segment
 /// starts with every group's state).
-fn shared_config() -> Config {
+pub fn shared_config() -> Config {
     Config {
         segment_size: 8 << 20,
         ..Config::default()
@@ -39,13 +39,6 @@ fn init_conf<S: raft_mmap_log::raft::LogEngine>(
 /// Every region of the node in one shared log: region `r` is group `r`.
 pub struct SharedLog {
     groups: Groups,
-}
-
-impl SharedLog {
-    /// The shared log underneath.
-    pub fn groups(&self) -> &Groups {
-        &self.groups
-    }
 }
 
 impl NodeLog for SharedLog {
