@@ -288,7 +288,12 @@ impl<L: NodeLog> NodeState<L> {
             }
             Input::Destroy(region) => {
                 self.destroyed.insert(region);
-                if self.regions.remove(&region).is_some() {
+                // The region's RawNode, and so its storage, goes first: a log gives a group
+                // one storage at a time, and removes a group no storage holds.
+                let peer = self.regions.remove(&region);
+                let had = peer.is_some();
+                drop(peer);
+                if had {
                     self.log.remove(region)?;
                     let _ = std::fs::remove_file(self.kv_path(region));
                 }

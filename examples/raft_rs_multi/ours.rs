@@ -29,8 +29,10 @@ fn init_conf<S: raft_mmap_log::raft::LogEngine>(
     voters: &[u64],
 ) -> Result<(), Error> {
     if store.conf_state().voters.is_empty() {
-        let mut cs = ConfState::default();
-        cs.voters = voters.to_vec();
+        let cs = ConfState {
+            voters: voters.to_vec(),
+            ..Default::default()
+        };
         store.set_conf_state(cs)?;
     }
     Ok(())
