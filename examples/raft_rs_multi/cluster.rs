@@ -375,9 +375,9 @@ impl<L: NodeLog> Cluster<L> {
     }
 }
 
-/// What is wrong with the nodes' end states: a region missing on a node, a region whose state
-/// machines differ, an acknowledged key missing or wrong (key `k` lives in region `route(k)`).
-/// Empty if nothing.
+/// What is wrong with the nodes' end states: entries a node persisted twice, a region missing
+/// on a node, a region whose state machines differ, an acknowledged key missing or wrong (key
+/// `k` lives in region `route(k)`). Empty if nothing.
 pub fn problems(
     ends: &BTreeMap<u64, NodeEnd>,
     regions: &[u64],
@@ -385,6 +385,14 @@ pub fn problems(
     route: &dyn Fn(u64) -> u64,
 ) -> Vec<String> {
     let mut out = Vec::new();
+    for (n, e) in ends {
+        if e.persisted_again > 0 {
+            out.push(format!(
+                "node {n}: {} entries persisted again",
+                e.persisted_again
+            ));
+        }
+    }
     for &r in regions {
         let maps: Vec<(u64, &BTreeMap<u64, Vec<u8>>)> = ends
             .iter()

@@ -101,6 +101,9 @@ pub struct NodeConfig {
 pub struct NodeEnd {
     pub regions: BTreeMap<u64, (RegionStatus, BTreeMap<u64, Vec<u8>>)>,
     pub log_regions: Vec<u64>,
+    /// Entries a Ready asked to persist that the log already held with the same term (raft-rs
+    /// hands each entry to persist once; a conflicting entry has another term): should be 0.
+    pub persisted_again: u64,
 }
 
 pub struct Node {
@@ -151,6 +154,8 @@ struct NodeState<L: NodeLog> {
     net: Net,
     status: Arc<Status>,
     logger: slog::Logger,
+    /// See [`NodeEnd::persisted_again`].
+    persisted_again: u64,
 }
 
 fn run_node<L: NodeLog>(
@@ -173,6 +178,7 @@ fn run_node<L: NodeLog>(
         net,
         status,
         logger: slog::Logger::root(slog::Discard, slog::o!()),
+        persisted_again: 0,
     };
     for region in n.log.regions()? {
         n.open_region(region)?;
@@ -310,7 +316,11 @@ impl<L: NodeLog> NodeState<L> {
     /// Returns the regions advanced.
     fn round(&mut self) -> Result<Vec<u64>, Error> {
         let NodeState {
-            log, regions, net, ..
+            log,
+            regions,
+            net,
+            persisted_again,
+            ..
         } = self;
         let mut readies = Vec::new();
         let mut wrote = false;
@@ -329,6 +339,9 @@ impl<L: NodeLog> NodeState<L> {
             }
             kv.apply(rd.take_committed_entries(), &mut r.pending)?;
             drop(kv);
+            if rd.snapshot().is_empty() {
+                *persisted_again += held_already(r.node.store(), rd.entries())?;
+            }
             let t = Instant::now();
             wrote |= log.write_ready(id, r.node.mut_store(), &rd)?;
             writing += t.elapsed();
@@ -445,8 +458,21 @@ impl<L: NodeLog> NodeState<L> {
         Ok(NodeEnd {
             regions,
             log_regions,
+            persisted_again: self.persisted_again,
         })
     }
+}
+
+/// How many of `entries` (a Ready's, to persist) `store` already holds with the same term.
+fn held_already<S: Storage>(store: &S, entries: &[Entry]) -> Result<u64, Error> {
+    let last = store.last_index()?;
+    let mut n = 0;
+    for e in entries.iter().take_while(|e| e.index <= last) {
+        if store.term(e.index).ok() == Some(e.term) {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Sends a region's raft messages; a message to a stopped node is dropped (raft-rs retries).

@@ -87,6 +87,7 @@ pub fn run<L: NodeLog>(base: &Path, o: &Options) -> Result<Report, Error> {
     // Node 3 leads a third of the regions: they elect new leaders while it is down.
     r.stopped = 3;
     let end = cluster.stop_node(r.stopped)?;
+    let stopped_again = end.persisted_again;
     r.stopped_last = end
         .regions
         .iter()
@@ -136,6 +137,12 @@ pub fn run<L: NodeLog>(base: &Path, o: &Options) -> Result<Report, Error> {
     r.destroyed_gone = !in_logs && !reopened.contains(&r.destroyed) && reopened == regions;
     r.acked = acked.len() as u64;
     r.problems = problems(&ends, &regions, &acked, &route);
+    if stopped_again > 0 {
+        r.problems.push(format!(
+            "node {} persisted {stopped_again} entries again before it stopped",
+            r.stopped
+        ));
+    }
     if acked.len() as u64 != o.keys {
         r.problems
             .push(format!("{} of {} keys acknowledged", acked.len(), o.keys));
