@@ -7,7 +7,8 @@
 //! the regions, stops node 3 after 40% of them and restarts it from its log after 80% (it
 //! reopens the shared log and recovers every region), creates one more region on first
 //! contact and destroys it, then checks that every region agrees on every node and holds
-//! every acknowledged key; exits non-zero otherwise.
+//! every acknowledged key, and that no entry was written twice (no Ready asked to persist an
+//! entry the log already held); exits non-zero otherwise.
 //!
 //! ```text
 //! cargo run --release --features raft-rs --example raft_rs_multi -- --regions 64 --keys 20000
