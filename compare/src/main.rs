@@ -9,6 +9,7 @@ mod engines;
 mod groups;
 mod harness;
 mod openraft_read;
+mod raft_cluster;
 mod runs;
 mod sys;
 
@@ -28,6 +29,7 @@ compare: run the same workloads against raft-mmap-log and the crates a user woul
 USAGE: cargo run --release -p compare -- [OPTIONS]
        cargo run --release -p compare -- openraft-read [--help]   (openraft's read path)
        cargo run --release -p compare -- groups [--help]          (many groups in one process)
+       cargo run --release -p compare -- cluster [--help]         (3 raft-rs nodes, many regions)
 
 OPTIONS:
   --entries N        entries in the append / bulk / read / recovery log (default 1000000; quick 100000)
@@ -432,6 +434,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("openraft-read") {
         openraft_read::main(&args[1..]);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("cluster") {
+        raft_cluster::main(&args[1..]);
         return;
     }
     if args.first().map(String::as_str) == Some("groups") {

@@ -13,7 +13,7 @@ mod dirs;
 #[cfg(feature = "ours")]
 mod ours;
 mod raftengine;
-mod report;
+pub(crate) mod report;
 mod work;
 
 use std::io::{BufRead, BufReader, Read};
@@ -294,15 +294,30 @@ fn cells(a: &Args) -> Vec<Cell> {
 
 /// Runs one child; its `RESULT` cell, or an error cell saying what happened.
 fn spawn(engine: &str, cell: Cell, a: &Args, root: &Path) -> Value {
+    let mut args: Vec<String> = [
+        "groups",
+        "--child",
+        engine,
+        "--cell",
+        &cell.spec(),
+        "--root",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(root.display().to_string());
+    args.extend(["--secs".into(), a.secs.to_string()]);
+    args.extend(["--entry-size".into(), a.entry_size.to_string()]);
+    run_for_result(&args, a.timeout)
+}
+
+/// Runs this binary with `args` in a child process, for at most `timeout`; the JSON of the
+/// child's `RESULT` line, or an error cell saying what happened. Used by `compare cluster`
+/// too.
+pub(crate) fn run_for_result(args: &[String], timeout: Duration) -> Value {
     let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("current_exe: {e}")));
     let t = Instant::now();
     let mut child = match Command::new(exe)
-        .arg("groups")
-        .args(["--child", engine, "--cell", &cell.spec()])
-        .arg("--root")
-        .arg(root)
-        .args(["--secs", &a.secs.to_string()])
-        .args(["--entry-size", &a.entry_size.to_string()])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -328,7 +343,7 @@ fn spawn(engine: &str, cell: Cell, a: &Args, root: &Path) -> Value {
     let status = loop {
         match child.try_wait() {
             Ok(Some(st)) => break Some(st),
-            Ok(None) if t.elapsed() > a.timeout => {
+            Ok(None) if t.elapsed() > timeout => {
                 timed_out = true;
                 let _ = child.kill(); // our own child, by its handle
                 break child.wait().ok();
@@ -349,7 +364,7 @@ fn spawn(engine: &str, cell: Cell, a: &Args, root: &Path) -> Value {
     let tail: Vec<&str> = err_text.lines().rev().take(6).collect::<Vec<_>>();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
     let why = if timed_out {
-        format!("child killed after the {} s limit", a.timeout.as_secs())
+        format!("child killed after the {} s limit", timeout.as_secs())
     } else {
         format!(
             "child failed ({}); stderr: {}",
@@ -363,7 +378,7 @@ fn spawn(engine: &str, cell: Cell, a: &Args, root: &Path) -> Value {
 }
 
 /// Lets the previous child's dirty pages reach the disk before the next child starts.
-fn settle() {
+pub(crate) fn settle() {
     // SAFETY: plain syscall, no arguments.
     unsafe { libc::sync() };
     std::thread::sleep(Duration::from_millis(300));
