@@ -70,9 +70,10 @@ impl NodeLog for SharedLog {
         Ok(store.write_ready(rd)?)
     }
 
-    /// One `Groups::sync`: one fdatasync for every region written this round.
+    /// One `Groups::sync_here`: one fdatasync for every region written this round, run on
+    /// this (the Ready loop's) thread when the log's flush thread is idle.
     fn sync(&mut self) -> Result<(), Error> {
-        Ok(self.groups.sync()?)
+        Ok(self.groups.sync_here()?)
     }
 
     fn set_commit(&mut self, _: u64, store: &mut Self::Store, index: u64) -> Result<(), Error> {
