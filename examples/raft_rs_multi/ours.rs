@@ -14,13 +14,11 @@ use raft_mmap_log::Config;
 
 use super::backend::{Error, NodeLog, SnapshotSource};
 
-/// 8 MiB segments: the meta values of every group share a quarter of one (every segment
-/// starts with every group's state).
+/// The defaults (64 MiB segments). Measured at 64 regions against 8 MiB segments: a node
+/// reopens in half the time (fewer segments, each starting with every group's state), and
+/// writes no slower.
 pub fn shared_config() -> Config {
-    Config {
-        segment_size: 8 << 20,
-        ..Config::default()
-    }
+    Config::default()
 }
 
 /// A new region's storage gets its configuration (as `MemStorage::new_with_conf_state`).
