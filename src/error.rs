@@ -98,6 +98,18 @@ pub enum Error {
         max: usize,
     },
 
+    /// Group `group` of a shared log already has a Raft log ([`crate::raft::RaftLog`] or an
+    /// adapter's storage over it), which keeps the group's Raft state: a second one, or the
+    /// group's removal, would leave it acting on a state that is no longer the group's.
+    /// Nothing was done; drop the first one before.
+    #[error("group {group} is held by a Raft log (one at a time): drop it before {action}")]
+    GroupInUse {
+        /// The group.
+        group: u64,
+        /// What was refused (`"opening another"`, `"removing the group"`).
+        action: &'static str,
+    },
+
     /// An append whose index does not follow the last one. Nothing was written.
     #[error("non-consecutive append: expected index {expected}, got {got}")]
     NonConsecutive {

@@ -36,6 +36,9 @@ use crate::frontier::Frontier;
 use crate::io::{DirSyncs, Fs};
 use crate::segment::{Pool, Segment};
 
+mod inline;
+pub(crate) use inline::InlineSync;
+
 /// A flush completion callback. It receives `Ok(())` once everything written before the
 /// `flush` call is durable, or the error that prevented it.
 pub type Callback = Box<dyn FnOnce(Result<()>) + Send + 'static>;
@@ -88,6 +91,8 @@ pub struct Flusher {
     fs: Arc<dyn Fs>,
     dir_syncs: Arc<DirSyncs>,
     frontier: Arc<Frontier>,
+    /// Held around every `process`: the thread's, and a sync run on a caller's thread.
+    processing: Arc<Mutex<()>>,
 }
 
 impl Flusher {
@@ -103,7 +108,9 @@ impl Flusher {
         let removals: RemovalFailures = Arc::default();
         let done = Arc::new(AtomicU64::new(0));
         let dir_syncs: Arc<DirSyncs> = Arc::default();
+        let processing: Arc<Mutex<()>> = Arc::default();
         let thread = Thread {
+            processing: processing.clone(),
             frontier: frontier.clone(),
             dir_syncs: dir_syncs.clone(),
             unsynced_removal: false,
@@ -129,7 +136,52 @@ impl Flusher {
             fs,
             dir_syncs,
             frontier,
+            processing,
         })
+    }
+
+    /// Claims `req` (no callback) for the caller's thread when the flush thread is idle, as
+    /// [`Flusher::run_if_idle`] would run it, but to run after the caller lets go of the log
+    /// ([`InlineSync::run`]), so that other writers go on meanwhile. The claim counts as sent.
+    /// `Err(req)` hands the request back when it must go to the thread.
+    ///
+    /// Only the writer (the holder of the log) may call this.
+    pub(crate) fn claim_if_idle(
+        &self,
+        req: FlushRequest,
+    ) -> std::result::Result<InlineSync, FlushRequest> {
+        // A request that must fsync the directory goes to the thread: a request claimed
+        // here may run after one queued later, and that one must not acknowledge entries of
+        // a segment whose name is not durable yet.
+        if req.sync_dir || !self.runs_inline(&req) {
+            return Err(req);
+        }
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(InlineSync {
+            req,
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            dir_syncs: self.dir_syncs.clone(),
+            frontier: self.frontier.clone(),
+            poison: self.poison.clone(),
+            done: self.done.clone(),
+            processing: self.processing.clone(),
+        })
+    }
+
+    /// Whether `req` may run on the caller's thread: the flush thread is idle (every request
+    /// sent before was processed and its callbacks ran), `req` has no callback and removes
+    /// no purged file, and no removal waits for a retry (the thread retries them).
+    fn runs_inline(&self, req: &FlushRequest) -> bool {
+        let idle = self.done.load(Ordering::Acquire) == self.sent.load(Ordering::Relaxed);
+        idle && req.deletes.is_empty()
+            && req.callback.is_none()
+            && self.tx.is_some()
+            && self
+                .removals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
     }
 
     /// Segment renames and the directory fsyncs that made them durable (shared with the
@@ -205,22 +257,13 @@ impl Flusher {
     ///
     /// Only the writer may call this (the one sender: `sent` is its own count).
     pub fn run_if_idle(&self, req: FlushRequest) -> std::result::Result<Result<()>, FlushRequest> {
-        let idle = self.done.load(Ordering::Acquire) == self.sent.load(Ordering::Relaxed);
-        if !idle || !req.deletes.is_empty() || req.callback.is_some() || self.tx.is_none() {
-            return Err(req);
-        }
-        // Purged files whose removal failed are retried by the thread at each flush.
-        if !self
-            .removals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
-        {
+        if !self.runs_inline(&req) {
             return Err(req);
         }
         if let Some(e) = self.poisoned() {
             return Ok(Err(e));
         }
+        let _one = self.processing.lock().unwrap_or_else(|e| e.into_inner());
         let r = process(
             &*self.fs,
             &self.dir,
@@ -290,6 +333,8 @@ struct Thread {
     dir_syncs: Arc<DirSyncs>,
     /// Concurrent appends still copying: a range is synced only once it is written.
     frontier: Arc<Frontier>,
+    /// Held around every `process` (see [`InlineSync`]).
+    processing: Arc<Mutex<()>>,
     /// A purged file left its segment name, and no directory fsync has succeeded since.
     unsynced_removal: bool,
 }
@@ -312,7 +357,10 @@ fn run(mut t: Thread, rx: mpsc::Receiver<FlushRequest>) {
         let result = match already {
             Some(e) => Err(e),
             None => {
-                let r = process(&*t.fs, &t.dir, &t.dir_syncs, &t.frontier, &batch);
+                let r = {
+                    let _one = t.processing.lock().unwrap_or_else(|e| e.into_inner());
+                    process(&*t.fs, &t.dir, &t.dir_syncs, &t.frontier, &batch)
+                };
                 match &r {
                     Err(e) => {
                         let mut g = t.poison.lock().unwrap_or_else(|e| e.into_inner());

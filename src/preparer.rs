@@ -5,6 +5,10 @@
 //! next file ready: mapped and faulted in for writing (`MADV_POPULATE_WRITE`, or a touch of
 //! every page), so the writer takes no page fault in it.
 //!
+//! The thread starts on its first file once the writer has filled an eighth of its segment
+//! (or asks): a log opened and closed again, or one that writes little, makes no file it does
+//! not use, and its open and close pay for none.
+//!
 //! Where the next file comes from: the [`Pool`] of recycled segments first (a pooled file
 //! that no view maps any more: its header is blanked and synced, its blocks are written);
 //! otherwise a new `*.seg.tmp` file whose blocks are reserved (`fallocate`), which is fast.
@@ -42,6 +46,10 @@ pub struct Preparer {
     ready: Arc<AtomicBool>,
     /// `take` calls begun.
     asked: Arc<AtomicU64>,
+    /// The writer will want a file soon ([`Preparer::want_next`]): the thread makes its first
+    /// one only then (or at the first `take`), so a log that is opened and closed again, or
+    /// that writes little, makes no file it does not use.
+    wanted: Arc<AtomicBool>,
 }
 
 /// Where prepared files come from: what the thread and the on-demand path share.
@@ -153,6 +161,7 @@ impl Preparer {
         let stop = Arc::new(AtomicBool::new(false));
         let ready = Arc::new(AtomicBool::new(false));
         let asked = Arc::new(AtomicU64::new(0));
+        let wanted = Arc::new(AtomicBool::new(false));
         if !background {
             return Ok(Preparer {
                 rx: None,
@@ -162,6 +171,7 @@ impl Preparer {
                 stop,
                 ready,
                 asked,
+                wanted,
             });
         }
         // A rendezvous: one prepared file at a time. While it waits for the writer, the thread
@@ -169,9 +179,17 @@ impl Preparer {
         let (tx, rx) = mpsc::sync_channel::<(u64, Result<PreparedFile>)>(0);
         let src = source.clone();
         let (halt, waiting, calls) = (stop.clone(), ready.clone(), asked.clone());
+        let want = wanted.clone();
         let handle = std::thread::Builder::new()
             .name("raft-mmap-log-prepare".into())
             .spawn(move || {
+                // Nothing until the writer has filled an eighth of its segment, or asks.
+                while !want.load(Ordering::Acquire) && !waiting.load(Ordering::Acquire) {
+                    if halt.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::park();
+                }
                 let mut token = token;
                 loop {
                     token += 1;
@@ -209,7 +227,20 @@ impl Preparer {
             stop,
             ready,
             asked,
+            wanted,
         })
+    }
+
+    /// The writer will want the next file: the thread starts on it if it has not yet. Cheap
+    /// after the first call (one atomic load).
+    #[inline]
+    pub fn want_next(&self) {
+        if !self.wanted.load(Ordering::Relaxed) {
+            self.wanted.store(true, Ordering::Release);
+            if let Some(h) = &self.handle {
+                h.thread().unpark();
+            }
+        }
     }
 
     /// The file of a new log's first segment, on the caller's thread: a pooled file if there

@@ -121,3 +121,35 @@ fn a_groups_raft_rules_are_checked_before_anything_is_written() {
     other.save_vote(Vote::new(1, 2, false)).unwrap();
     assert_eq!(other.state().vote, Some(Vote::new(1, 2, false)));
 }
+
+/// A group has one Raft log at a time: a second `RaftLog` on it, and its removal, are refused
+/// while the first lives (either would leave the first acting on a state that is no longer
+/// the group's), and allowed once it is dropped. Other groups are not affected.
+#[test]
+fn a_group_has_one_raft_log_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let groups = Groups::open(dir.path(), config()).unwrap();
+    let mut first = Log::for_group(groups.group(3)).unwrap();
+    first.save_vote(Vote::new(1, 1, false)).unwrap();
+    let in_use = |r: Result<(), raft_mmap_log::Error>, action: &str| match r {
+        Err(raft_mmap_log::Error::GroupInUse {
+            group: 3,
+            action: a,
+        }) => assert_eq!(a, action),
+        other => panic!("expected GroupInUse ({action}), got {other:?}"),
+    };
+    match Log::for_group(groups.group(3)) {
+        Err(RaftError::Engine(e)) => in_use(Err(e), "opening another"),
+        other => panic!("a second Raft log on group 3: {other:?}"),
+    }
+    in_use(groups.remove_group(3), "removing the group");
+    assert_eq!(groups.ids(), vec![3], "nothing removed");
+    let other = Log::for_group(groups.group(4)).unwrap();
+    drop(other);
+    drop(first);
+    let again = Log::for_group(groups.group(3)).unwrap();
+    assert_eq!(again.state().vote, Some(Vote::new(1, 1, false)));
+    drop(again);
+    groups.remove_group(3).unwrap();
+    assert!(groups.ids().is_empty());
+}

@@ -1,4 +1,5 @@
-//! raft-rs 0.7's own `MemStorage` tests (`support/raft_rs_storage_cases.rs`) on
+//! raft-rs 0.7's own `MemStorage` tests (`support/raft_rs_storage_cases.rs`) and the
+//! all-or-nothing checks of the writer calls (`support/raft_rs_all_or_nothing_cases.rs`) on
 //! `MmapRaftStorage` over one group of a shared log: the tested group shares its segment
 //! stream with two other groups, which are written at every open (before and after the tested
 //! group's records), so every read and every reopen must pick the tested group's records out
@@ -53,3 +54,6 @@ mod helpers;
 
 #[path = "support/raft_rs_storage_cases.rs"]
 mod cases;
+
+#[path = "support/raft_rs_all_or_nothing_cases.rs"]
+mod all_or_nothing;

@@ -3,9 +3,10 @@
 //! ```text
 //! raft-mmap-log bench [--entries N] [--entry-size B] [--batch K] [--sync none|batch|each] ...
 //! raft-mmap-log replicate [--entries N] [--entry-size B] [--restart-at N] [--dir D] [--json]
-//! raft-mmap-log stat DIR [--json]
+//! raft-mmap-log stat DIR [--json] [--decode auto|openraft|raft-rs|raw]
 //! raft-mmap-log verify DIR [--repair [--truncate-at-corruption]]
-//! raft-mmap-log dump DIR [--from I] [--to J] [--format text|json|hex]
+//! raft-mmap-log dump DIR [--from I] [--to J] [--group G] [--format text|json|hex]
+//!                        [--decode auto|openraft|raft-rs|raw]
 //! ```
 //!
 //! `stat`, `verify` and `dump` never write to the log: they map segments read-only and hold a
@@ -14,6 +15,7 @@
 //! by another process") and a node cannot open it while they read.
 
 mod bench;
+mod decode;
 mod progress;
 mod replicate;
 mod show;
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use decode::DecodeMode;
 
 /// Memory-mapped, zero-copy write-ahead log for Raft: benchmark and inspection tool.
 #[derive(Debug, Parser)]
@@ -48,6 +51,10 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Show the Raft meta values as an adapter of the library stores them (auto: the
+        /// adapter whose encoding the last entry has; nothing when unsure).
+        #[arg(long, value_enum, default_value_t = DecodeMode::Auto)]
+        decode: DecodeMode,
     },
     /// Check every record's checksum and the log's invariants. Exit 0 when sound (a torn tail
     /// in the newest segment is a note), 1 with each problem as `file:offset: what`.
@@ -80,6 +87,13 @@ enum Command {
         /// plus a full hex dump of each body).
         #[arg(long, value_enum, default_value_t = DumpFormat::Text)]
         format: DumpFormat,
+        /// Show entry bodies and meta values as an adapter of the library stores them:
+        /// openraft (`raft_mmap_log::openraft`), raft-rs (`raft_mmap_log::raft_rs`), raw
+        /// (bytes only), or auto: per group, the adapter that decodes its entries when the
+        /// other decodes none of them, else raw. A body that does not decode is shown raw
+        /// with the reason. Application data is cut at 64 bytes except with --format hex.
+        #[arg(long, value_enum, default_value_t = DecodeMode::Auto)]
+        decode: DecodeMode,
     },
 }
 
@@ -150,7 +164,7 @@ fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Replicate(args) => replicate::run(args),
-        Command::Stat { dir, json } => show::stat(&dir, json),
+        Command::Stat { dir, json, decode } => show::stat(&dir, json, decode),
         Command::Verify {
             dir,
             repair,
@@ -162,10 +176,12 @@ fn run(cli: Cli) -> Outcome {
             to,
             group,
             format,
+            decode,
         } => show::dump(
             &dir,
             raft_mmap_log::inspect::DumpFilter { from, to, group },
             format,
+            decode,
         ),
     }
 }

@@ -14,6 +14,7 @@ use raft_mmap_log::raft::{META_COMMITTED, META_PURGED, META_SNAPSHOT, META_USER_
 use raft_mmap_log::{Config, RecoveryMode, Store};
 use serde_json::{json, Value};
 
+use crate::decode::{decoded_metas, DecodeMode, Decoder};
 use crate::progress::progress_bar;
 use crate::{finish, out, DumpFormat, Failure, Outcome};
 
@@ -59,9 +60,10 @@ fn log_id_json(id: &raft_mmap_log::raft::LogId) -> Value {
     json!({ "term": id.term, "node_id": id.node_id, "index": id.index })
 }
 
-pub fn stat(dir: &Path, as_json: bool) -> Outcome {
+pub fn stat(dir: &Path, as_json: bool, decode: DecodeMode) -> Outcome {
     let rs = raft_inspect::stat(dir)?;
     let (st, r) = (&rs.stat, &rs.raft);
+    let decoded = decoded_metas(dir, st, decode)?;
     let mut w = out();
     if as_json {
         let segs: Vec<Value> = st
@@ -109,6 +111,18 @@ pub fn stat(dir: &Path, as_json: bool) -> Outcome {
                 "oldest_segment": g.oldest_segment.as_deref().map(file_name),
                 "pinned_bytes": g.pinned_bytes,
             })).collect::<Vec<_>>(),
+            "decoded": decoded.as_ref().map(|(a, metas)| {
+                let mut m = serde_json::Map::new();
+                m.insert("adapter".into(), json!(a.name()));
+                for (k, t) in metas {
+                    let v = match t {
+                        Ok(t) => json!(t),
+                        Err(e) => json!({ "error": e }),
+                    };
+                    m.insert(meta_key_name(*k), v);
+                }
+                Value::Object(m)
+            }),
         });
         writeln!(w, "{v}")?;
         return finish(w);
@@ -203,6 +217,14 @@ pub fn stat(dir: &Path, as_json: bool) -> Outcome {
     );
     for (k, len) in &r.other {
         let _ = writeln!(s, "meta key {k:<4} {}", bytes(*len as u64));
+    }
+    if let Some((a, metas)) = &decoded {
+        for (k, t) in metas {
+            let t = t
+                .as_ref()
+                .map_or_else(|e| format!("does not decode: {e}"), |t| t.clone());
+            let _ = writeln!(s, "{:<13} {}: {t}", a.name(), meta_key_name(*k));
+        }
     }
     match &st.recovery.cut {
         Some((p, o, why)) => {
@@ -464,12 +486,13 @@ fn hex_block(b: &[u8], w: &mut impl Write) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn dump(dir: &Path, filter: DumpFilter, format: DumpFormat) -> Outcome {
+pub fn dump(dir: &Path, filter: DumpFilter, format: DumpFormat, decode: DecodeMode) -> Outcome {
     if let (Some(f), Some(t)) = (filter.from, filter.to) {
         if f > t {
             return Err(Failure::Error(format!("--from {f} is after --to {t}")));
         }
     }
+    let decoder = Decoder::for_dump(decode, dir, filter, format == DumpFormat::Hex)?;
     let mut w = out();
     let mut count = 0u64;
     let w_ref = &mut w;
@@ -482,9 +505,11 @@ pub fn dump(dir: &Path, filter: DumpFilter, format: DumpFormat) -> Outcome {
                 count += 1;
                 let mut w = w.borrow_mut();
                 let seg = file_name(rec.path);
+                let decoded = decoder.record(rec);
                 match format {
                     DumpFormat::Json => {
                         let payload = payload_of(rec);
+                        let ok = decoded.as_ref().and_then(|d| d.as_ref().ok());
                         let v = json!({
                             "segment": seg,
                             "offset": rec.offset,
@@ -497,16 +522,23 @@ pub fn dump(dir: &Path, filter: DumpFilter, format: DumpFormat) -> Outcome {
                             "detail": describe(rec),
                             "payload_len": payload.len(),
                             "payload_preview": preview(payload, 32),
+                            "decoder": ok.map(|(a, _)| a.name()),
+                            "decoded": ok.map(|(_, t)| t),
+                            "decode_error": decoded.as_ref().and_then(|d| d.as_ref().err()),
                         });
                         writeln!(w, "{v}")?;
                     }
                     DumpFormat::Text | DumpFormat::Hex => {
                         let payload = payload_of(rec);
-                        let tail = if rec.kind == RecordKind::Entry || rec.kind == RecordKind::Meta
-                        {
-                            format!(" payload={}", preview(payload, 24))
-                        } else {
-                            String::new()
+                        let tail = match decoded {
+                            Some(Ok((a, t))) => format!(" {}: {t}", a.name()),
+                            Some(Err(why)) => {
+                                format!(" payload={} ({why})", preview(payload, 24))
+                            }
+                            None if matches!(rec.kind, RecordKind::Entry | RecordKind::Meta) => {
+                                format!(" payload={}", preview(payload, 24))
+                            }
+                            None => String::new(),
                         };
                         writeln!(
                             w,
@@ -558,6 +590,9 @@ pub fn dump(dir: &Path, filter: DumpFilter, format: DumpFormat) -> Outcome {
     };
     res?;
     if format != DumpFormat::Json {
+        for (g, why) in decoder.undecided() {
+            writeln!(w, "# group {g} shown raw: {why}")?;
+        }
         writeln!(w, "# {count} record(s)")?;
     }
     finish(w)

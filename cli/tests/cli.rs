@@ -4,8 +4,17 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, Membership};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, EntryType, HardState};
 use raft_mmap_log::format::segment_file_name;
-use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes, Vote};
+use raft_mmap_log::groups::{Group, Groups};
+use raft_mmap_log::openraft::{KvConfig, KvRequest, MmapLogStore, OpenraftTypes, OPENRAFT_RULES};
+use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes, Types, Vote};
+use raft_mmap_log::raft_rs::{MmapRaftStorage, RaftRsTypes};
 use raft_mmap_log::Config;
 
 const SEGMENT: u64 = 16 * 1024;
@@ -395,4 +404,345 @@ fn locked_directory_is_reported() {
         ok
     });
     assert!(ok, "stat works once the log is closed");
+}
+
+fn or_id(index: u64) -> openraft::LogId<u64> {
+    openraft::LogId::new(CommittedLeaderId::new(1, 1), index)
+}
+
+/// An openraft log written through `MmapLogStore`: a blank entry, a membership, a short and a
+/// long key-value request, a committed vote and a committed log id.
+fn make_openraft_log(dir: &Path) {
+    let nodes = BTreeMap::from([
+        (1u64, BasicNode::new("10.0.0.1:5000")),
+        (2, BasicNode::new("10.0.0.2:5000")),
+    ]);
+    let set = |key: &str, value: String| {
+        EntryPayload::Normal(KvRequest::Set {
+            key: key.into(),
+            value,
+        })
+    };
+    let entries = [
+        EntryPayload::Blank,
+        EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1, 2])], nodes)),
+        set("color", "blue".into()),
+        set("k", "x".repeat(100)),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, payload)| Entry::<KvConfig> {
+        log_id: or_id(i as u64),
+        payload,
+    });
+    let mut s = MmapLogStore::<KvConfig>::open(dir, config()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        s.save_vote(&openraft::Vote::new_committed(1, 1))
+            .await
+            .unwrap();
+        s.blocking_append(entries).await.unwrap();
+        s.save_committed(Some(or_id(2))).await.unwrap();
+    });
+    s.with_log(|l| l.sync()).unwrap().unwrap();
+}
+
+fn rs_entry(index: u64, entry_type: EntryType, data: &[u8]) -> raft::eraftpb::Entry {
+    raft::eraftpb::Entry {
+        term: 1,
+        index,
+        entry_type,
+        data: data.to_vec().into(),
+        ..Default::default()
+    }
+}
+
+/// A raft-rs log written through `MmapRaftStorage`: a configuration, an empty entry, a text
+/// and a binary one, a conf change, a hard state.
+fn make_raft_rs_log(dir: &Path) {
+    let mut s = MmapRaftStorage::open(dir, config()).unwrap();
+    s.set_conf_state(ConfState::from((vec![1, 2, 3], vec![])))
+        .unwrap();
+    let cc = ConfChange {
+        change_type: ConfChangeType::AddLearnerNode,
+        node_id: 4,
+        ..Default::default()
+    };
+    s.append(&[
+        rs_entry(1, EntryType::EntryNormal, b""),
+        rs_entry(2, EntryType::EntryNormal, b"put a 1"),
+        rs_entry(3, EntryType::EntryConfChange, &cc.write_to_bytes().unwrap()),
+        rs_entry(4, EntryType::EntryNormal, &[0xff, 0x00, 0x01]),
+    ])
+    .unwrap();
+    s.set_hard_state(&HardState {
+        term: 1,
+        vote: 1,
+        commit: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    s.sync().unwrap();
+}
+
+fn dump_text(args: &[&str]) -> String {
+    let out = run(&[&["dump"], args].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// The line of entry `index` (exactly one).
+fn entry_line(t: &str, index: u64) -> &str {
+    let want = format!(" index={index} log_id=");
+    let mut lines = t
+        .lines()
+        .filter(|l| l.contains(" entry ") && l.contains(&want));
+    let line = lines
+        .next()
+        .unwrap_or_else(|| panic!("no entry {index} in\n{t}"));
+    assert!(lines.next().is_none(), "entry {index} twice in\n{t}");
+    line
+}
+
+fn json_entries(t: &str) -> Vec<serde_json::Value> {
+    t.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["kind"] == "entry")
+        .collect()
+}
+
+const OPENRAFT_WANT: [&str; 4] = [
+    "openraft: blank",
+    r#"openraft: membership configs=[{1, 2}] nodes={1: "10.0.0.1:5000", 2: "10.0.0.2:5000"}"#,
+    r#"openraft: normal data="\0\u{5}color\u{4}blue""#,
+    r#"openraft: normal data="\0\u{1}kdxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"... (104 bytes)"#,
+];
+
+const RAFT_RS_WANT: [&str; 4] = [
+    "raft-rs: normal (empty)",
+    r#"raft-rs: normal data="put a 1""#,
+    "raft-rs: conf-change AddLearnerNode node=4",
+    "raft-rs: normal data=0xff0001",
+];
+
+#[test]
+fn dump_decodes_openraft_entries_and_metas() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_openraft_log(tmp.path());
+    let d = tmp.path().to_str().unwrap();
+    for args in [&[d][..], &[d, "--decode", "openraft"]] {
+        let t = dump_text(args);
+        for (i, want) in OPENRAFT_WANT.iter().enumerate() {
+            let line = entry_line(&t, i as u64);
+            assert!(line.ends_with(want), "{line}\nwant {want}");
+        }
+        assert!(t.contains("key=vote len=17 crc="), "{t}");
+        assert!(t.contains(" openraft: T1-N1:committed\n"), "{t}");
+        assert!(t.contains(" openraft: 1-1-2\n"), "{t}");
+        assert!(!t.contains("shown raw"), "{t}");
+    }
+    // --format hex shows the whole data.
+    let t = dump_text(&[d, "--format", "hex", "--from", "3"]);
+    assert!(
+        entry_line(&t, 3).ends_with(&format!("d{}\"", "x".repeat(100))),
+        "{t}"
+    );
+
+    let out = dump_text(&[d, "--format", "json"]);
+    let recs = json_entries(&out);
+    assert_eq!(recs.len(), 4, "{out}");
+    assert_eq!(recs[2]["decoder"], "openraft");
+    assert_eq!(recs[2]["decoded"], r#"normal data="\0\u{5}color\u{4}blue""#);
+    assert_eq!(recs[2]["decode_error"], serde_json::Value::Null);
+
+    // raw: bytes only; raft-rs: every entry shown raw with the reason.
+    let t = dump_text(&[d, "--decode", "raw"]);
+    assert!(!t.contains("openraft:"), "{t}");
+    assert!(entry_line(&t, 0).ends_with(" payload=0100"), "{t}");
+    let t = dump_text(&[d, "--decode", "raft-rs"]);
+    let line = entry_line(&t, 2);
+    assert!(
+        line.contains("payload=") && line.contains("(not raft-rs: decode log id of entry 2: raft-rs log id: node id 1 where 0 is stored)"),
+        "{line}"
+    );
+
+    let out = run(&["stat", d]);
+    let t = text(&out.stdout);
+    assert!(t.contains("openraft      vote: T1-N1:committed\n"), "{t}");
+    assert!(t.contains("openraft      committed: 1-1-2\n"), "{t}");
+}
+
+#[test]
+fn dump_and_stat_decode_raft_rs_entries_and_metas() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_raft_rs_log(tmp.path());
+    let d = tmp.path().to_str().unwrap();
+    for args in [&[d][..], &[d, "--decode", "raft-rs"]] {
+        let t = dump_text(args);
+        for (i, want) in RAFT_RS_WANT.iter().enumerate() {
+            let line = entry_line(&t, i as u64 + 1);
+            assert!(line.ends_with(want), "{line}\nwant {want}");
+        }
+        assert!(
+            t.contains(" raft-rs: conf state voters=[1, 2, 3] (set at snapshot index 0)\n"),
+            "{t}"
+        );
+        assert!(t.contains(" raft-rs: term=1 vote=1\n"), "{t}");
+        assert!(t.contains(" raft-rs: 1/2\n"), "{t}");
+    }
+    let out = dump_text(&[d, "--format", "json", "--from", "3", "--to", "3"]);
+    let recs = json_entries(&out);
+    assert_eq!(recs[0]["decoder"], "raft-rs");
+    assert_eq!(recs[0]["decoded"], "conf-change AddLearnerNode node=4");
+
+    let out = run(&["stat", d]);
+    let t = text(&out.stdout);
+    assert!(
+        t.contains(
+            "raft-rs       user_data: conf state voters=[1, 2, 3] (set at snapshot index 0)\n"
+        ),
+        "{t}"
+    );
+    assert!(t.contains("raft-rs       vote: term=1 vote=1\n"), "{t}");
+    assert!(t.contains("raft-rs       committed: 1/2\n"), "{t}");
+    let out = run(&["stat", d, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decoded"]["adapter"], "raft-rs", "{v}");
+    assert_eq!(v["decoded"]["vote"], "term=1 vote=1", "{v}");
+    let out = run(&["stat", d, "--decode", "raw"]);
+    assert!(!text(&out.stdout).contains("raft-rs"));
+}
+
+/// Every entry of the log in `dir`, as stored (log id, body after it), and its Raft state.
+/// Stored entries: log id and body.
+type Stored<T> = Vec<(<T as Types>::LogId, Vec<u8>)>;
+
+fn stored<T: Types>(dir: &Path) -> (Stored<T>, raft_mmap_log::raft::RaftState<T>) {
+    let log = RaftLog::<T>::open_with_rules(dir, config(), OPENRAFT_RULES).unwrap();
+    let entries = log
+        .reader()
+        .view()
+        .read(..)
+        .map(|e| {
+            let (id, body) = e.unwrap();
+            (id, body.to_vec())
+        })
+        .collect();
+    (entries, log.state().clone())
+}
+
+#[test]
+fn dump_decodes_each_group_of_a_shared_log_by_its_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (or_dir, rs_dir, shared_dir) = (
+        tmp.path().join("openraft"),
+        tmp.path().join("raft-rs"),
+        tmp.path().join("shared"),
+    );
+    make_openraft_log(&or_dir);
+    make_raft_rs_log(&rs_dir);
+    // Group 1 holds the openraft log's records, group 2 the raft-rs log's, byte for byte.
+    {
+        let shared = Groups::open(&shared_dir, config()).unwrap();
+        let (entries, st) = stored::<OpenraftTypes>(&or_dir);
+        let mut g1 =
+            RaftLog::<OpenraftTypes, Group>::for_group_with_rules(shared.group(1), OPENRAFT_RULES)
+                .unwrap();
+        g1.save_vote(st.vote.unwrap()).unwrap();
+        g1.append(entries.iter().map(|(id, b)| (*id, &b[..])))
+            .unwrap();
+        g1.sync().unwrap();
+        let (entries, st) = stored::<RaftRsTypes>(&rs_dir);
+        let mut g2 = RaftLog::<RaftRsTypes, Group>::for_group(shared.group(2)).unwrap();
+        g2.save_user_data(st.user_data).unwrap();
+        g2.append(entries.iter().map(|(id, b)| (*id, &b[..])))
+            .unwrap();
+        g2.sync().unwrap();
+    }
+    let d = shared_dir.to_str().unwrap();
+    let t = dump_text(&[d, "--group", "1"]);
+    for (i, want) in OPENRAFT_WANT.iter().enumerate() {
+        assert!(entry_line(&t, i as u64).ends_with(want), "{t}");
+    }
+    assert!(t.contains(" openraft: T1-N1:committed\n"), "{t}");
+    assert!(!t.contains("raft-rs"), "{t}");
+    let t = dump_text(&[d, "--group", "2"]);
+    for (i, want) in RAFT_RS_WANT.iter().enumerate() {
+        assert!(entry_line(&t, i as u64 + 1).ends_with(want), "{t}");
+    }
+    assert!(t.contains(" raft-rs: conf state voters=[1, 2, 3]"), "{t}");
+    // The whole log: each group by its own adapter.
+    let t = dump_text(&[d]);
+    let lines = |g: u64| {
+        t.lines()
+            .filter(move |l| l.contains(" entry ") && l.contains(&format!(" group={g} ")))
+            .collect::<Vec<_>>()
+    };
+    assert!(lines(1).iter().all(|l| l.contains(" openraft: ")), "{t}");
+    assert!(lines(2).iter().all(|l| l.contains(" raft-rs: ")), "{t}");
+    assert_eq!((lines(1).len(), lines(2).len()), (4, 4), "{t}");
+    let out = dump_text(&[
+        d, "--group", "2", "--format", "json", "--from", "2", "--to", "2",
+    ]);
+    let recs = json_entries(&out);
+    assert_eq!(recs[0]["group"], 2);
+    assert_eq!(recs[0]["decoded"], r#"normal data="put a 1""#);
+}
+
+#[test]
+fn dump_shows_an_undecodable_body_raw_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_openraft_log(tmp.path());
+    {
+        let mut log =
+            RaftLog::<OpenraftTypes>::open_with_rules(tmp.path(), config(), OPENRAFT_RULES)
+                .unwrap();
+        log.append([
+            (LogId::new(1, 1, 4), &[0x7f, 0x01, 0x02][..]),
+            (LogId::new(1, 1, 5), &[0x01, 0x09]),
+            (LogId::new(1, 1, 6), &[0x01, 0x00, 0xee]),
+        ])
+        .unwrap();
+        log.sync().unwrap();
+    }
+    let d = tmp.path().to_str().unwrap();
+    let t = dump_text(&[d]);
+    assert!(entry_line(&t, 2).contains("openraft: normal"), "{t}");
+    let line = entry_line(&t, 4);
+    assert!(
+        line.ends_with(" payload=7f0102 (not openraft: decode openraft entry body: entry 4: unknown entry codec id 0x7f (this build reads 0x01 = postcard 1.x, and '{' = the serde_json of earlier versions); was the log written by a newer raft-mmap-log?)"),
+        "{line}"
+    );
+    assert!(entry_line(&t, 5).contains("unknown entry kind 9"), "{t}");
+    assert!(entry_line(&t, 6).contains("1 trailing bytes"), "{t}");
+    let out = dump_text(&[d, "--format", "json", "--from", "4", "--to", "4"]);
+    let recs = json_entries(&out);
+    assert_eq!(recs[0]["decoded"], serde_json::Value::Null);
+    assert_eq!(recs[0]["decoder"], serde_json::Value::Null);
+    assert!(
+        recs[0]["decode_error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown entry codec id 0x7f"),
+        "{out}"
+    );
+
+    // A log neither adapter wrote is shown raw, and says so once.
+    let plain = tmp.path().join("plain");
+    make_log(&plain, 5);
+    let t = dump_text(&[plain.to_str().unwrap()]);
+    assert!(
+        !t.contains("openraft:") && !t.contains("raft-rs:") && !t.contains("(not "),
+        "{t}"
+    );
+    assert!(
+        t.contains("# group 0 shown raw: no entries decode as openraft's or raft-rs's\n"),
+        "{t}"
+    );
+    assert!(
+        entry_line(&t, 1).ends_with(&format!(" payload=\"{}\"...", "Z".repeat(24))),
+        "{t}"
+    );
 }

@@ -11,6 +11,8 @@ mod harness;
 #[cfg(feature = "ours")]
 mod openraft_cluster;
 mod openraft_read;
+mod raft_cluster;
+mod runs;
 mod sys;
 
 use std::io::{BufRead, BufReader, Read};
@@ -29,6 +31,7 @@ compare: run the same workloads against raft-mmap-log and the crates a user woul
 USAGE: cargo run --release -p compare -- [OPTIONS]
        cargo run --release -p compare -- openraft-read [--help]   (openraft's read path)
        cargo run --release -p compare -- groups [--help]          (many groups in one process)
+       cargo run --release -p compare -- cluster [--help]         (3 raft-rs nodes, many regions)
        cargo run --release -p compare -- openraft-cluster [--help] (3 openraft nodes, G groups)
 
 OPTIONS:
@@ -39,6 +42,8 @@ OPTIONS:
   --quick            small, fast run
   --json             print machine-readable JSON instead of the table
   --timeout SECS     per-engine child process limit (default 600; quick 180)
+  --runs N           whole runs, engine order rotated, the machine settled before every child
+                     process; medians with min-max ranges (default 5; quick 1)
   -h, --help         this text";
 
 struct Cli {
@@ -46,6 +51,7 @@ struct Cli {
     quick: bool,
     json: bool,
     timeout: Duration,
+    runs: usize,
     child: Option<String>,
     root: Option<std::path::PathBuf>,
     passthrough: Vec<String>,
@@ -64,6 +70,7 @@ fn parse_cli() -> Cli {
     let mut quick = false;
     let mut json = false;
     let mut timeout = None;
+    let mut runs = None;
     let mut child = None;
     let mut root = None;
     let mut passthrough = Vec::new();
@@ -107,6 +114,11 @@ fn parse_cli() -> Cli {
                         .unwrap_or_else(|_| die("bad --timeout")),
                 )
             }
+            "--runs" => {
+                let v = val(a);
+                let n = v.parse::<usize>().ok().filter(|&n| n > 0);
+                runs = Some(n.unwrap_or_else(|| die("--runs needs a number >= 1")));
+            }
             "--child" => child = Some(val(a)),
             "--root" => root = Some(std::path::PathBuf::from(val(a))),
             "-h" | "--help" => {
@@ -135,6 +147,7 @@ fn parse_cli() -> Cli {
     };
     Cli {
         params,
+        runs: runs.unwrap_or(if quick { 1 } else { 5 }),
         quick,
         json,
         timeout: Duration::from_secs(timeout.unwrap_or(if quick { 180 } else { 600 })),
@@ -433,6 +446,10 @@ fn main() {
         die("openraft-cluster needs the `ours` feature");
         return;
     }
+    if args.first().map(String::as_str) == Some("cluster") {
+        raft_cluster::main(&args[1..]);
+        return;
+    }
     if args.first().map(String::as_str) == Some("groups") {
         groups::main(&args[1..]);
         return;
@@ -445,13 +462,42 @@ fn main() {
     let p = &cli.params;
     let engines = selected_engines(p);
     let workloads: Vec<&str> = WORKLOADS.iter().copied().filter(|w| p.wants(w)).collect();
+    let mut reports = Vec::new();
+    for run in 0..cli.runs {
+        if cli.runs > 1 {
+            eprintln!("compare: run {} of {}", run + 1, cli.runs);
+        }
+        reports.push(one_run(&cli, &runs::rotated(&engines, run), &workloads));
+    }
+    let (mut report, lo, hi) = runs::aggregate(&reports);
+    report["runs"] = json!(cli.runs);
+    if cli.json {
+        if cli.runs > 1 {
+            report["min"] = lo;
+            report["max"] = hi;
+            report["each_run"] = Value::Array(reports);
+        }
+        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    } else {
+        print!("{}", report::render(&report, &engines, &workloads));
+        if cli.runs > 1 {
+            runs::render_ranges(&lo, &hi, &engines, &workloads, cli.runs);
+        }
+    }
+}
 
+/// One whole run: the limits, each engine in its own child process (in the order given, the
+/// machine settled before each), then the interleaved durable workload. Returns its report.
+fn one_run(cli: &Cli, engines: &[&str], workloads: &[&str]) -> Value {
+    let p = &cli.params;
     let t0 = Instant::now();
     let machine_at_start = machine();
     let mut limits = Map::new();
+    let mut settled = "";
     if p.wants("limits") {
+        settled = runs::settle();
         eprintln!("compare: measuring physical limits ...");
-        limits = spawn_child("limits", &cli, &["memcpy", "fdatasync", "file_write"]).cells;
+        limits = spawn_child("limits", cli, &["memcpy", "fdatasync", "file_write"]).cells;
     }
     let mut results = Map::new();
     let per_engine: Vec<&str> = workloads
@@ -459,7 +505,7 @@ fn main() {
         .copied()
         .filter(|w| *w != "durable")
         .collect();
-    for e in &engines {
+    for e in engines {
         if per_engine.is_empty() {
             results.insert(
                 e.to_string(),
@@ -467,8 +513,9 @@ fn main() {
             );
             continue;
         }
+        settled = runs::settle();
         eprintln!("compare: running {e} {} ...", version_of(e));
-        let out = spawn_child(e, &cli, &per_engine);
+        let out = spawn_child(e, cli, &per_engine);
         eprintln!("compare:   {e} done in {:.1} s", out.secs);
         results.insert(
             e.to_string(),
@@ -476,12 +523,13 @@ fn main() {
         );
     }
     if workloads.contains(&"durable") {
+        settled = runs::settle();
         eprintln!("compare: durable batches, all engines interleaved in one process ...");
-        let mut names: Vec<&str> = engines.clone();
+        let mut names: Vec<&str> = engines.to_vec();
         names.push(PROBE);
-        let out = spawn_child("durable", &cli, &names);
+        let out = spawn_child("durable", cli, &names);
         eprintln!("compare:   durable done in {:.1} s", out.secs);
-        for e in &engines {
+        for e in engines {
             if let Some(c) = out.cells.get(*e) {
                 results[*e]["cells"]["durable"] = c.clone();
             }
@@ -490,9 +538,10 @@ fn main() {
             limits.insert("fdatasync_interleaved".into(), c.clone());
         }
     }
-    let report = json!({
+    json!({
         "machine": machine_at_start,
         "loadavg_at_end": machine()["loadavg"].clone(),
+        "settled": settled,
         "params": {
             "entries": p.entries, "entry_size": p.entry_size, "append_batch": p.batch,
             "durable_batches": p.durable_batches, "durable_batch": p.durable_batch,
@@ -508,12 +557,7 @@ fn main() {
         "limits": limits,
         "engines": results,
         "total_secs": t0.elapsed().as_secs_f64(),
-    });
-    if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
-    } else {
-        print!("{}", report::render(&report, &engines, &workloads));
-    }
+    })
 }
 
 mod report;

@@ -4,14 +4,14 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-struct Row {
-    label: &'static str,
-    workload: &'static str,
-    metric: &'static str,
+pub struct Row {
+    pub label: &'static str,
+    pub workload: &'static str,
+    pub metric: &'static str,
     higher_better: bool,
 }
 
-const ROWS: &[Row] = &[
+pub const ROWS: &[Row] = &[
     Row {
         label: "1. append, no sync (entries/s)",
         workload: "append",
@@ -74,7 +74,7 @@ const ROWS: &[Row] = &[
     },
 ];
 
-fn human(v: f64) -> String {
+pub fn human(v: f64) -> String {
     let a = v.abs();
     if a >= 1e9 {
         format!("{:.2}G", v / 1e9)

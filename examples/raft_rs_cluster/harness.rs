@@ -3,8 +3,12 @@
 //! its own log directory. Shared by `examples/raft_rs_cluster.rs` and
 //! `tests/raft_rs_cluster.rs` through `#[path]`.
 
+#[path = "network.rs"]
+mod network;
 #[path = "node.rs"]
 mod node;
+#[path = "state_machine.rs"]
+mod state_machine;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

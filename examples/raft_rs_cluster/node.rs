@@ -1,17 +1,14 @@
 //! One node of the in-process raft-rs cluster: a thread running raft-rs's Ready loop on
-//! `MmapRaftStorage`, a key-value state machine, and the channels it talks over.
+//! `MmapRaftStorage` with the key-value state machine of `state_machine.rs`.
 
 // raft-rs's protobuf messages are built field by field, as in raft-rs's own examples.
 #![allow(clippy::field_reassign_with_default)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -20,7 +17,19 @@ use raft::{RawNode, StateRole, Storage, StorageError};
 use raft_mmap_log::raft_rs::{discard_logger, MmapRaftStorage};
 use raft_mmap_log::Config;
 
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+use super::network;
+use super::state_machine::Kv;
+pub use super::state_machine::{encode_put, value_of, Error};
+
+/// The mailboxes of the running nodes.
+pub type Network = network::Network<Input>;
+
+/// Sends raft messages; a message to a stopped node is dropped (raft-rs retries).
+fn send_all(net: &Network, msgs: Vec<Message>) {
+    for m in msgs {
+        net.send(m.to, Input::Msg(m));
+    }
+}
 
 /// One raft-rs tick.
 const TICK: Duration = Duration::from_millis(10);
@@ -37,34 +46,6 @@ pub enum Input {
     Stop,
 }
 
-/// The mailboxes of the running nodes.
-#[derive(Clone, Default)]
-pub struct Network {
-    boxes: Arc<RwLock<HashMap<u64, Sender<Input>>>>,
-}
-
-impl Network {
-    pub fn send(&self, to: u64, input: Input) -> bool {
-        let boxes = self.boxes.read().unwrap_or_else(|e| e.into_inner());
-        boxes.get(&to).is_some_and(|tx| tx.send(input).is_ok())
-    }
-
-    /// Sends raft messages; a message to a stopped node is dropped (raft-rs retries).
-    fn send_all(&self, msgs: Vec<Message>) {
-        for m in msgs {
-            self.send(m.to, Input::Msg(m));
-        }
-    }
-
-    pub fn set(&self, id: u64, tx: Option<Sender<Input>>) {
-        let mut boxes = self.boxes.write().unwrap_or_else(|e| e.into_inner());
-        match tx {
-            Some(tx) => boxes.insert(id, tx),
-            None => boxes.remove(&id),
-        };
-    }
-}
-
 /// What a node thread publishes while it runs.
 #[derive(Default)]
 pub struct Status {
@@ -76,134 +57,6 @@ pub struct Status {
     pub open_micros: AtomicU64,
     /// The log's last index when the node opened it.
     pub opened_last: AtomicU64,
-}
-
-/// The state machine: key -> value, and the last applied index.
-#[derive(Default)]
-struct Kv {
-    map: BTreeMap<u64, Vec<u8>>,
-    applied: u64,
-    /// Snapshots restored from the leader.
-    snapshots: u64,
-}
-
-/// A put: request id, key, value.
-pub fn encode_put(rid: u64, key: u64, value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(16 + value.len());
-    v.extend_from_slice(&rid.to_le_bytes());
-    v.extend_from_slice(&key.to_le_bytes());
-    v.extend_from_slice(value);
-    v
-}
-
-fn decode_put(data: &[u8]) -> Option<(u64, u64, &[u8])> {
-    let (rid, rest) = data.split_first_chunk::<8>()?;
-    let (key, value) = rest.split_first_chunk::<8>()?;
-    Some((u64::from_le_bytes(*rid), u64::from_le_bytes(*key), value))
-}
-
-/// The value written for `key`.
-pub fn value_of(key: u64) -> Vec<u8> {
-    format!("value-{key:08}").into_bytes()
-}
-
-impl Kv {
-    fn apply(
-        &mut self,
-        entries: Vec<Entry>,
-        pending: &mut HashMap<u64, Sender<u64>>,
-    ) -> Result<(), Error> {
-        for e in entries {
-            if e.index <= self.applied {
-                continue;
-            }
-            if e.index != self.applied + 1 {
-                return Err(format!("applied {} then got entry {}", self.applied, e.index).into());
-            }
-            self.applied = e.index;
-            if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-                continue; // a new leader's empty entry
-            }
-            let (rid, key, value) =
-                decode_put(&e.data).ok_or_else(|| format!("entry {}: not a put", e.index))?;
-            self.map.insert(key, value.to_vec());
-            if let Some(ack) = pending.remove(&rid) {
-                let _ = ack.send(rid);
-            }
-        }
-        Ok(())
-    }
-
-    /// The snapshot data: every (key, value length u32, value).
-    fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::new();
-        for (k, val) in &self.map {
-            v.extend_from_slice(&k.to_le_bytes());
-            v.extend_from_slice(&(val.len() as u32).to_le_bytes());
-            v.extend_from_slice(val);
-        }
-        v
-    }
-
-    fn restore(&mut self, snap: &Snapshot) -> Result<(), Error> {
-        self.map = Self::decode(&snap.data)?;
-        self.applied = snap.get_metadata().index;
-        self.snapshots += 1;
-        Ok(())
-    }
-
-    fn decode(data: &[u8]) -> Result<BTreeMap<u64, Vec<u8>>, Error> {
-        let mut map = BTreeMap::new();
-        let mut rest = data;
-        while !rest.is_empty() {
-            let bad = || "snapshot data cut short";
-            let (k, r) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
-            let (len, r) = r.split_first_chunk::<4>().ok_or_else(bad)?;
-            let len = u32::from_le_bytes(*len) as usize;
-            let val = r.get(..len).ok_or_else(bad)?;
-            map.insert(u64::from_le_bytes(*k), val.to_vec());
-            rest = &r[len..];
-        }
-        Ok(map)
-    }
-
-    /// Saves the state machine next to the log (applied index, then [`Kv::encode`]), durably,
-    /// before the log is compacted past what a restart could replay.
-    fn save(&self, path: &Path) -> Result<(), Error> {
-        let tmp = path.with_extension("tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&self.applied.to_le_bytes())?;
-        f.write_all(&self.encode())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    }
-
-    /// The state machine saved by [`Kv::save`], or an empty one.
-    fn load(path: &Path) -> Result<Kv, Error> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kv::default()),
-            Err(e) => return Err(e.into()),
-        };
-        let (applied, data) = bytes
-            .split_first_chunk::<8>()
-            .ok_or("state machine file cut short")?;
-        Ok(Kv {
-            map: Self::decode(data)?,
-            applied: u64::from_le_bytes(*applied),
-            snapshots: 0,
-        })
-    }
-
-    fn digest(&self) -> u64 {
-        let mut h = DefaultHasher::new();
-        self.map.hash(&mut h);
-        h.finish()
-    }
 }
 
 /// A node's end state.
@@ -393,18 +246,18 @@ fn on_ready(
         return Ok(());
     }
     let mut rd = node.ready();
-    net.send_all(rd.take_messages());
+    send_all(net, rd.take_messages());
     if !rd.snapshot().is_empty() {
         kv.restore(rd.snapshot())?;
     }
     kv.apply(rd.take_committed_entries(), pending)?;
     node.mut_store().persist_ready(&rd)?;
-    net.send_all(rd.take_persisted_messages());
+    send_all(net, rd.take_persisted_messages());
     let mut light = node.advance(rd);
     if let Some(commit) = light.commit_index() {
         node.mut_store().set_commit(commit)?;
     }
-    net.send_all(light.take_messages());
+    send_all(net, light.take_messages());
     kv.apply(light.take_committed_entries(), pending)?;
     node.advance_apply();
     Ok(())

@@ -35,6 +35,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
@@ -61,6 +62,9 @@ pub struct Groups {
 struct Inner {
     store: Mutex<Store>,
     dir: PathBuf,
+    /// The groups a Raft log holds ([`Group::claim_for_raft`]). Locked before `store` where
+    /// both are held.
+    raft_held: Mutex<BTreeSet<u64>>,
 }
 
 impl std::fmt::Debug for Groups {
@@ -98,6 +102,7 @@ impl Groups {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
                 dir,
+                raft_held: Mutex::new(BTreeSet::new()),
             }),
         })
     }
@@ -178,11 +183,29 @@ impl Groups {
         self.inner.sync()
     }
 
+    /// Like [`Groups::sync`], but when the flush thread is idle the sync runs on this thread
+    /// (after the log is let go, so other threads keep writing), saving the two thread
+    /// wake-ups of a hand-off: for one loop that makes every group durable at once, as a
+    /// multi-Raft Ready loop does. When the flush thread is busy, this is [`Groups::sync`].
+    /// With many threads syncing at once, prefer [`Groups::sync`]: the flush thread then
+    /// batches their syncs into fewer `fdatasync`s.
+    pub fn sync_here(&self) -> Result<()> {
+        self.inner.sync_here()
+    }
+
     /// Removes group `id`: its entries, meta values and state are gone once the removal is
     /// durable (one small record); segments no other group needs are deleted after the next
     /// flush. Readers already holding a view keep it. Removing a group that does not exist
-    /// writes nothing.
+    /// writes nothing. A group a Raft log holds ([`RaftLog::for_group`](crate::raft::RaftLog::for_group)
+    /// or an adapter's storage) is refused with [`Error::GroupInUse`]: drop that first.
     pub fn remove_group(&self, id: u64) -> Result<()> {
+        let held = self.inner.raft_held();
+        if held.contains(&id) {
+            return Err(Error::GroupInUse {
+                group: id,
+                action: "removing the group",
+            });
+        }
         self.lock().remove_group(id)
     }
 
@@ -277,12 +300,37 @@ impl Inner {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn raft_held(&self) -> MutexGuard<'_, BTreeSet<u64>> {
+        // A set of ids: no state a panic could leave half-changed.
+        self.raft_held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One sync for everything written so far: run on this thread after the log is let go
+    /// when the flush thread is idle (no thread hop), else queued behind the others (their
+    /// syncs and this one share the thread's next one).
+    fn sync_here(&self) -> Result<()> {
+        let wait = self.lock_undrained().sync_unlocked()?;
+        wait.wait()
+    }
+
     fn sync(&self) -> Result<()> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.lock_undrained().flush(move |r| {
             let _ = tx.send(r);
         })?;
         rx.recv().map_err(|_| Error::FlusherStopped)?
+    }
+}
+
+/// A group held by a Raft log: released when dropped.
+pub(crate) struct RaftClaim {
+    id: u64,
+    inner: Arc<Inner>,
+}
+
+impl Drop for RaftClaim {
+    fn drop(&mut self) {
+        self.inner.raft_held().remove(&self.id);
     }
 }
 
@@ -305,6 +353,21 @@ impl Group {
     /// The group's id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Marks the group as held by a Raft log until the returned claim is dropped;
+    /// [`Error::GroupInUse`] if another one holds it.
+    pub(crate) fn claim_for_raft(&self) -> Result<RaftClaim> {
+        if !self.inner.raft_held().insert(self.id) {
+            return Err(Error::GroupInUse {
+                group: self.id,
+                action: "opening another",
+            });
+        }
+        Ok(RaftClaim {
+            id: self.id,
+            inner: self.inner.clone(),
+        })
     }
 
     /// Runs `f` on the log with this group focused (every concurrent append drained).

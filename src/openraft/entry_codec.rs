@@ -26,7 +26,7 @@ use crate::raft::{Codec, CodecError, LogId};
 pub const ENTRY_CODEC_POSTCARD: u8 = 0x01;
 
 /// First byte of a body written before codec ids: the `{` of the entry's serde_json.
-const LEGACY_JSON: u8 = b'{';
+pub(super) const LEGACY_JSON: u8 = b'{';
 
 /// Why an entry body could not be encoded or decoded. Every variant names the entry's index.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +135,7 @@ const NOT_SELF_DESCRIBING: &str = " (postcard is not self-describing: data types
 
 /// What an entry carries besides its log id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Blank = 0,
     Normal = 1,
     Membership = 2,

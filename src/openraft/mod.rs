@@ -24,6 +24,7 @@
 //! See `docs/openraft.md` for the guarantees and trade-offs.
 
 mod entry_codec;
+pub mod inspect;
 mod kv;
 mod store;
 mod types;

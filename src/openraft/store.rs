@@ -117,7 +117,9 @@ where
     /// [`OPENRAFT_RULES`]: a new group starts empty (created on its first write), an existing
     /// one comes back as it was left. Every group's appends share the log's flush thread, so
     /// one `fdatasync` makes many groups' entries durable. One store per group at a time (its
-    /// clones share one writer).
+    /// clones share one writer): a second one is refused with
+    /// [`Error::GroupInUse`](crate::Error::GroupInUse) until the first and its clones are
+    /// dropped.
     pub fn for_group(group: Group) -> RaftResult<Self, OpenraftTypes> {
         Ok(Self::from_log(RaftLog::for_group_with_rules(
             group,

@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::frames::Frame;
-use crate::groups::Group;
+use crate::groups::{Group, RaftClaim};
 use crate::reader::Reader;
 use crate::store::{Before, Store};
 
@@ -28,6 +28,9 @@ impl LogEngine for Group {}
 // The combined calls serve the raft-rs adapter.
 #[cfg_attr(not(feature = "raft-rs"), allow(dead_code))]
 pub(crate) trait Calls {
+    /// Holds the log for one Raft log at a time (a group of a shared log; nothing to hold
+    /// for a `Store`, which has its directory's lock).
+    fn claim_for_raft(&self) -> Result<Option<RaftClaim>>;
     fn reader(&self) -> Reader;
     fn first_index(&self) -> u64;
     fn next_index(&self) -> u64;
@@ -57,6 +60,9 @@ pub(crate) trait Calls {
 }
 
 impl Calls for Store {
+    fn claim_for_raft(&self) -> Result<Option<RaftClaim>> {
+        Ok(None)
+    }
     fn reader(&self) -> Reader {
         Store::reader(self)
     }
@@ -117,6 +123,9 @@ impl Calls for Store {
 }
 
 impl Calls for Group {
+    fn claim_for_raft(&self) -> Result<Option<RaftClaim>> {
+        Group::claim_for_raft(self).map(Some)
+    }
     fn reader(&self) -> Reader {
         Group::reader(self)
     }

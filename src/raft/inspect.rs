@@ -353,3 +353,35 @@ fn raft_err<V>(v: &MetaValue<V>) -> Option<String> {
         _ => None,
     }
 }
+
+/// Application bytes as text for the adapters' entry descriptions: a quoted, escaped string
+/// when they are UTF-8, else `0x` and hex; at most `max` bytes shown, then `...` and the
+/// length.
+#[cfg(any(feature = "openraft", feature = "raft-rs"))]
+pub(crate) fn render_bytes(b: &[u8], max: usize) -> String {
+    use std::fmt::Write as _;
+    let shown = &b[..b.len().min(max)];
+    let text = match std::str::from_utf8(shown) {
+        Ok(s) => Some(s),
+        // The cut may split a character: show the text before it.
+        Err(e) if e.error_len().is_none() && shown.len() < b.len() => {
+            std::str::from_utf8(&shown[..e.valid_up_to()]).ok()
+        }
+        Err(_) => None,
+    };
+    let mut s = match text {
+        Some(t) => format!("{t:?}"),
+        None => {
+            let mut h = String::with_capacity(2 + shown.len() * 2);
+            h.push_str("0x");
+            for c in shown {
+                let _ = write!(h, "{c:02x}");
+            }
+            h
+        }
+    };
+    if shown.len() < b.len() {
+        let _ = write!(s, "... ({} bytes)", b.len());
+    }
+    s
+}

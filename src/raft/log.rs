@@ -15,7 +15,7 @@ use super::state::{
 };
 use super::types::Types;
 use crate::error::{Error, Result};
-use crate::groups::Group;
+use crate::groups::{Group, RaftClaim};
 use crate::store::{Config, Store};
 
 mod combined;
@@ -81,6 +81,8 @@ impl Default for Rules {
 /// ([`RaftLog::for_group`]), with the same API and rules.
 pub struct RaftLog<T: Types, S: LogEngine = Store> {
     store: S,
+    /// The group held for this log alone (a group of a shared log), released on drop.
+    _claim: Option<RaftClaim>,
     state: RaftState<T>,
     rules: Rules,
     buf: Vec<u8>,
@@ -155,9 +157,12 @@ impl<T: Types> RaftLog<T> {
 impl<T: Types> RaftLog<T, Group> {
     /// The typed Raft log of one group of a shared log ([`crate::groups::Groups`]): the same
     /// API and rules as a log of its own, the group's state decoded from its meta values
-    /// and last entry, with the default [`Rules`]. One `RaftLog` per group at a time: it
-    /// keeps the group's Raft state, so writes through other handles of the group would not
-    /// be seen by it.
+    /// and last entry, with the default [`Rules`].
+    ///
+    /// One `RaftLog` per group at a time: it keeps the group's Raft state, so a second one
+    /// (or [`Groups::remove_group`](crate::groups::Groups::remove_group)) is refused with
+    /// [`Error::GroupInUse`] until this one is dropped. Writes through other [`Group`]
+    /// handles of the group are not seen by it: leave the group to it.
     pub fn for_group(group: Group) -> RaftResult<Self, T> {
         Self::for_group_with_rules(group, Rules::default())
     }
@@ -175,6 +180,7 @@ impl<T: Types> RaftLog<T, Group> {
 
 impl<T: Types, S: LogEngine> RaftLog<T, S> {
     fn from_store(store: S, rules: Rules) -> RaftResult<Self, T> {
+        let claim = store.claim_for_raft()?;
         let snap = store.reader().view();
         let last_entry = snap
             .last_index()
@@ -194,6 +200,7 @@ impl<T: Types, S: LogEngine> RaftLog<T, S> {
         drop(snap);
         Ok(RaftLog {
             store,
+            _claim: claim,
             state,
             rules,
             buf: Vec::new(),

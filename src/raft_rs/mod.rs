@@ -37,6 +37,7 @@
 
 mod codec;
 mod error;
+pub mod inspect;
 mod shared;
 #[cfg(test)]
 mod sim_tests;

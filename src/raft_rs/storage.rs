@@ -85,7 +85,8 @@ impl MmapRaftStorage {
 impl MmapRaftStorage<Group> {
     /// The storage of one region (Raft group) of a shared log, with the Raft layer's default
     /// rules: a new group's log is empty (created on its first write), an existing one comes
-    /// back as it was left. One storage per group at a time (see [`RaftLog::for_group`]).
+    /// back as it was left. One storage per group at a time: a second one is refused with
+    /// [`Error::GroupInUse`] (see [`RaftLog::for_group`]).
     pub fn for_group(group: Group) -> RaftRsResult<Self> {
         Self::from_log(RaftLog::for_group(group)?)
     }

@@ -64,7 +64,19 @@ pub fn repair(dir: &Path, plan: &mut Plan, opts: &FileOptions) -> Result<()> {
             seg.write_synced_mark(end)?;
             seg.sync_range(0, SEGMENT_HEADER_SIZE as u64)?;
         }
-        if k + 1 == n && !seal_recycled {
+        // A newest segment closed cleanly at `end` holds no byte of its last life past it:
+        // nothing to zero. Its closed mark becomes a plain one, durable with the sync below
+        // and so before anything is written past `end` (else a power cut could leave this
+        // life's unsynced records there under a mark that says there are none).
+        // (Not when its records stop at a torn or damaged record there: that is no clean end,
+        // and the bytes after it are zeroed as usual.)
+        let closed_clean = k + 1 == n
+            && !seal_recycled
+            && seg.closed_end() == Some(end)
+            && plan.scans.get(k).is_some_and(|s| s.torn.is_none());
+        if closed_clean {
+            seg.write_synced_mark(end)?;
+        } else if k + 1 == n && !seal_recycled {
             zero_after(seg, end)?;
         }
         seg.sync_range(0, end)?;

@@ -167,6 +167,8 @@ pub struct Records<'a> {
     sealed: bool,
     /// A recycled file: `Some(sealed end)` (0 when unsealed). See [`Records::recycled`].
     recycled: Option<u64>,
+    /// See [`Records::closed_at`].
+    closed_end: Option<u64>,
     pos: usize,
     stop: Option<(u64, String)>,
     /// See [`Scan::recycled_end`].
@@ -185,6 +187,7 @@ impl<'a> Records<'a> {
             seed,
             sealed,
             recycled: None,
+            closed_end: None,
             pos: SEGMENT_HEADER_SIZE,
             stop: None,
             recycled_end: None,
@@ -201,6 +204,15 @@ impl<'a> Records<'a> {
     /// can never be read either.)
     pub fn recycled(mut self, sealed_end: Option<u64>) -> Self {
         self.recycled = Some(sealed_end.unwrap_or(0));
+        self
+    }
+
+    /// For a segment whose writer closed cleanly at `end` (its closed synced mark): when the
+    /// records end exactly there, the bytes after them are not read (no byte of that life
+    /// lies past it, so they hold no torn write; reading them would fault in every page of a
+    /// mostly empty file). Records that end anywhere else are checked as without the mark.
+    pub fn closed_at(mut self, end: Option<u64>) -> Self {
+        self.closed_end = end;
         self
     }
 
@@ -251,7 +263,7 @@ impl<'a> Iterator for Records<'a> {
             }
             Decoded::End => {
                 self.done = true;
-                if self.sealed || self.recycled.is_some() {
+                if self.sealed || self.recycled.is_some() || self.closed_end == Some(pos as u64) {
                     return None;
                 }
                 return match first_nonzero(rest) {
@@ -341,6 +353,7 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     if seg.is_recycled() {
         records = records.recycled(seg.sealed_end());
     }
+    records = records.closed_at(seg.closed_end());
     let mut scan = Scan {
         items: Vec::new(),
         offsets: Offsets::default(),

@@ -36,18 +36,41 @@ pub(crate) fn synced_mark_check(salt: u32, end: u32) -> u32 {
     crc32c::crc32c_append(!salt, &end.to_le_bytes())
 }
 
-/// The synced mark a header carries: `Some(end)` when its check passes and `end` is a
-/// record boundary inside the file after the header; `None` for no mark (zeros, as in
-/// segments written before the mark existed, or a new one) and for a mark that fails its
-/// check (then nothing is known about what was synced, as for a log without marks).
-pub(crate) fn parse_synced_mark(header: &SegmentHeader) -> Option<u64> {
+/// Mixed into the seed of a *closed* synced mark's check ("Clos").
+const CLOSED_SEED: u32 = 0x436C_6F73;
+
+/// The check value of a closed synced mark `end`: the mark a clean close leaves when every
+/// byte this life wrote lies below `end` (see `docs/format.md`, "The closed mark").
+pub(crate) fn closed_mark_check(salt: u32, end: u32) -> u32 {
+    crc32c::crc32c_append(!salt ^ CLOSED_SEED, &end.to_le_bytes())
+}
+
+/// A synced mark read from a header: where it ends, and whether it is a closed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SyncedMark {
+    pub end: u64,
+    pub closed: bool,
+}
+
+/// The synced mark a header carries: `Some` when its check (a synced mark's or a closed
+/// one's) passes and `end` is a record boundary inside the file after the header; `None` for
+/// no mark (zeros, as in segments written before the mark existed, or a new one) and for a
+/// mark that fails its check (then nothing is known about what was synced, as for a log
+/// without marks).
+pub(crate) fn parse_synced_mark(header: &SegmentHeader) -> Option<SyncedMark> {
     let end = header.synced_end.get();
+    let check = header.synced_check.get();
+    let salt = header.salt.get();
+    let closed = check == closed_mark_check(salt, end);
     let ok = end != 0
-        && header.synced_check.get() == synced_mark_check(header.salt.get(), end)
+        && (closed || check == synced_mark_check(salt, end))
         && u64::from(end) >= crate::format::SEGMENT_HEADER_SIZE as u64
         && u64::from(end) <= header.segment_size.get()
         && end as usize % crate::format::RECORD_ALIGN == 0;
-    ok.then_some(u64::from(end))
+    ok.then_some(SyncedMark {
+        end: u64::from(end),
+        closed,
+    })
 }
 
 pub(super) fn short_file_reason(len: u64, size: u64) -> String {

@@ -1,6 +1,7 @@
 //! One segment file: preallocated, mapped, append-only.
 //!
-//! All `unsafe` that touches mapped memory lives in this file. The rules (see
+//! All `unsafe` that touches mapped memory lives in this module (this file, and
+//! `durability.rs` for the msync, write-back and header marks). The rules (see
 //! `docs/format.md`, "Invariants") are:
 //!
 //! * **I1** bytes that a reader may see are never written again while the file is mapped: the
@@ -32,6 +33,7 @@ use crate::format::{
 use crate::io::{allocate, Fs};
 use crate::lock::MapLock;
 
+mod durability;
 mod header;
 mod mapped;
 mod pool;
@@ -110,6 +112,10 @@ pub struct Segment {
     /// every record below it was durable when it was written (0: none). Only the flusher
     /// (or recovery, before it exists) writes it.
     synced_mark: AtomicU64,
+    /// The end a closed synced mark named when the file was opened: the previous writer
+    /// closed cleanly with every byte it wrote below it (`docs/format.md`, "The closed
+    /// mark"). Never changes; the header's mark itself may be rewritten since.
+    closed_end: Option<u64>,
     /// The file descriptor, only while it is needed (the active segment): the map stays
     /// valid without it, so a log with thousands of segments does not hold thousands of fds.
     /// Reopened by path when needed again.
@@ -219,6 +225,7 @@ impl Segment {
             synced: AtomicU64::new(0),
             sealed_end: AtomicU64::new(0),
             synced_mark: AtomicU64::new(0),
+            closed_end: None,
             file: Mutex::new(Some(prepared.file)),
             id: Segment::register(id),
             _map_lock: prepared.map_lock,
@@ -293,6 +300,7 @@ impl Segment {
         let map = map_file(&*opts.fs, &file, path, size.min(len), writable)?;
         let id = file_id(&file, path)?;
         let sealed = header.sealed_magic.get() == SEALED_MAGIC;
+        let mark = header::parse_synced_mark(&header);
         Ok(Segment {
             path: path.to_path_buf(),
             seq,
@@ -306,7 +314,8 @@ impl Segment {
             writable,
             synced: AtomicU64::new(0),
             sealed_end: AtomicU64::new(if sealed { header.sealed_end.get() } else { 0 }),
-            synced_mark: AtomicU64::new(header::parse_synced_mark(&header).unwrap_or(0)),
+            synced_mark: AtomicU64::new(mark.map_or(0, |m| m.end)),
+            closed_end: mark.filter(|m| m.closed).map(|m| m.end),
             // Closed now: the map stays valid, and only the active segment needs an fd.
             file: Mutex::new(None),
             id: Segment::register(id),
@@ -544,152 +553,6 @@ impl Segment {
                 Ok(())
             }
         }
-    }
-
-    /// Makes `[from, to)` durable (msync). Ranges are widened to pages by the kernel.
-    pub fn sync_range(&self, from: u64, to: u64) -> Result<()> {
-        if to <= from {
-            return Ok(());
-        }
-        self.fs
-            .msync(&self.map, &self.path, from as usize, (to - from) as usize)
-            .map_err(|e| Error::io("msync", &self.path, e))
-    }
-
-    /// Starts write-back of `[from, to)` without waiting (`sync_file_range(WRITE)`), so that a
-    /// later durable flush has less to do. Best effort. The writer has finished with these
-    /// bytes: `to` is at or below its position, and it never writes behind its position.
-    ///
-    /// The whole pages of the range are unmapped from this process first
-    /// (`MADV_DONTNEED`; the bytes stay in the page cache and are mapped again by the next
-    /// access). Write-back of a page that a shared map holds writable must make that mapping
-    /// read-only first, one page and one TLB shootdown (an interrupt of the writer's CPU)
-    /// at a time: measured, that was 40% of the process's CPU time in a bulk append. Unmapped,
-    /// the range costs one TLB flush.
-    pub(crate) fn start_writeback(&self, from: u64, to: u64) {
-        if to <= from {
-            return;
-        }
-        self.unmap_pages(from, to);
-        use std::os::fd::AsRawFd;
-        let _ = self.with_file(|f| {
-            // SAFETY: a plain syscall on a file descriptor we own; it does not touch our
-            // memory.
-            unsafe {
-                libc::sync_file_range(
-                    f.as_raw_fd(),
-                    from as libc::off64_t,
-                    (to - from) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-            Ok(())
-        });
-    }
-
-    /// Drops this process's page table entries for the whole pages inside `[from, to)` of a
-    /// shared map (`MADV_DONTNEED`); the file's bytes are untouched. Best effort.
-    fn unmap_pages(&self, from: u64, to: u64) {
-        const PAGE: u64 = 4096;
-        let start = from.div_ceil(PAGE) * PAGE;
-        let end = (to / PAGE * PAGE).min(self.map.len() as u64);
-        if end <= start {
-            return;
-        }
-        // SAFETY: `MADV_DONTNEED` on a shared file mapping (every segment map is one, see
-        // `map_file`) drops page table entries only: a dirty entry's state moves to the page
-        // cache first, and the next access maps the same page-cache page again, so every byte
-        // reads as before and nothing is lost. A reader's `&[u8]` over these pages stays valid
-        // and unchanged (the file is never shortened while mapped, I4). The range is inside
-        // the map (clamped above).
-        let _ = unsafe {
-            self.map.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                start as usize,
-                (end - start) as usize,
-            )
-        };
-    }
-
-    /// Durable prefix known to the flusher.
-    pub fn synced(&self) -> u64 {
-        self.synced.load(Ordering::Acquire)
-    }
-
-    /// Records that `[.., to)` is durable.
-    pub(crate) fn set_synced(&self, to: u64) {
-        self.synced.fetch_max(to, Ordering::AcqRel);
-    }
-
-    /// Whether the sealed mark is on disk.
-    pub fn is_sealed_marked(&self) -> bool {
-        self.sealed_end().is_some()
-    }
-
-    /// Writes and syncs the sealed mark: every record below `end` is already durable.
-    /// Called by the flusher only, after syncing `[.., end)`.
-    pub(crate) fn mark_sealed(&self, end: u64) -> Result<()> {
-        let mut mark = [0u8; 16];
-        mark[..8].copy_from_slice(&SEALED_MAGIC.to_le_bytes());
-        mark[8..].copy_from_slice(&end.to_le_bytes());
-        // SAFETY: bytes 40..56 of the header are never covered by a reference: readers only
-        // borrow record ranges (>= SEGMENT_HEADER_SIZE), recovery's whole-file slices are
-        // dropped before the flusher starts, and `sealed_end()` reads the atomic, not the map.
-        // Only the flusher (or recovery, before it exists) writes these bytes.
-        unsafe { self.write_at(40, &mark)? };
-        self.sync_range(0, SEGMENT_HEADER_SIZE as u64)?;
-        self.sealed_end.store(end, Ordering::Release);
-        Ok(())
-    }
-
-    /// At close, once no flush runs: writes the synced mark up to everything synced (if it
-    /// lags) and syncs the header. Best effort: a failure leaves the older mark, which only
-    /// makes recovery more lenient.
-    pub(crate) fn mark_synced_on_close(&self) {
-        let synced = self.synced();
-        if !self.writable
-            || self.is_sealed_marked()
-            || synced <= self.synced_mark().unwrap_or(0)
-            || synced < SEGMENT_HEADER_SIZE as u64
-        {
-            return;
-        }
-        if self.write_synced_mark(synced).is_ok() {
-            let _ = self.sync_range(0, SEGMENT_HEADER_SIZE as u64);
-        }
-    }
-
-    /// The synced mark (header bytes 56..64) as last written or read at open: `Some(end)`
-    /// when every record below `end` was durable when it was written.
-    pub fn synced_mark(&self) -> Option<u64> {
-        match self.synced_mark.load(Ordering::Acquire) {
-            0 => None,
-            end => Some(end),
-        }
-    }
-
-    /// Writes the synced mark `end` into the header, *without* syncing it: the caller makes it
-    /// durable with (or after) the records below `end`, never before them. Every record below
-    /// `end` must already be durable. Called by the flusher (or recovery, before it exists)
-    /// only.
-    pub(crate) fn write_synced_mark(&self, end: u64) -> Result<()> {
-        let Ok(end32) = u32::try_from(end) else {
-            return Err(Error::corrupt(
-                &self.path,
-                56,
-                format!("synced mark {end} does not fit the header"),
-            ));
-        };
-        let mut mark = [0u8; 8];
-        mark[..4].copy_from_slice(&end32.to_le_bytes());
-        mark[4..].copy_from_slice(&header::synced_mark_check(self.salt, end32).to_le_bytes());
-        // SAFETY: bytes 56..64 of the header are never covered by a reference: readers only
-        // borrow record ranges (>= SEGMENT_HEADER_SIZE), recovery's whole-file slices are
-        // dropped before the flusher starts, and `synced_mark()` reads the atomic, not the map.
-        // Only the flusher (or recovery, before it exists) writes these bytes.
-        unsafe { self.write_at(56, &mark)? };
-        self.synced_mark.store(end, Ordering::Release);
-        Ok(())
     }
 }
 

@@ -40,6 +40,24 @@ impl Store {
         }
     }
 
+    /// A sync of everything written so far, claimed to run on this thread once the caller
+    /// lets go of the log, when the flush thread is idle ([`crate::flusher::InlineSync`]);
+    /// else the request is queued with a callback that sends its result to the receiver
+    /// returned. Either way the caller waits without holding the log.
+    pub(crate) fn sync_unlocked(&mut self) -> Result<SyncWait> {
+        let req = self.flush_request(None);
+        let mut req = match self.flusher.claim_if_idle(req) {
+            Ok(inline) => return Ok(SyncWait::Inline(inline)),
+            Err(req) => req,
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        req.callback = Some(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        self.flusher.submit(req)?;
+        Ok(SyncWait::Queued(rx))
+    }
+
     /// Makes everything written so far durable, blocking until it is.
     ///
     /// When the flush thread has nothing in flight, the sync runs on this thread (the same
@@ -57,5 +75,23 @@ impl Store {
         }));
         self.flusher.submit(req)?;
         rx.recv().map_err(|_| Error::FlusherStopped)?
+    }
+}
+
+/// A sync to wait for without holding the log ([`Store::sync_unlocked`]).
+pub(crate) enum SyncWait {
+    /// To run on the waiting thread.
+    Inline(crate::flusher::InlineSync),
+    /// Queued to the flush thread; its result arrives here.
+    Queued(mpsc::Receiver<Result<()>>),
+}
+
+impl SyncWait {
+    /// Waits until the sync is done (or runs it).
+    pub(crate) fn wait(self) -> Result<()> {
+        match self {
+            SyncWait::Inline(s) => s.run(),
+            SyncWait::Queued(rx) => rx.recv().map_err(|_| Error::FlusherStopped)?,
+        }
     }
 }

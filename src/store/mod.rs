@@ -110,10 +110,11 @@ impl Drop for Store {
         }
         // The flush thread finishes what is queued; then the active segment's synced mark is
         // brought up to everything synced (the flusher leaves it one sync behind), so that a
-        // log closed after a sync has all of its records under the mark.
+        // log closed after a sync has all of its records under the mark; a closed mark when
+        // nothing was written after it.
         self.flusher.close();
         if self.flusher.poisoned().is_none() {
-            self.active.mark_synced_on_close();
+            self.active.mark_synced_on_close(self.write_pos);
         }
     }
 }

@@ -80,6 +80,13 @@ impl Store {
         // then only brings back the oldest of them, never leaves a gap. The first that cannot
         // be removed stops it (the flusher retires it and the later ones).
         let purged: Vec<Arc<Segment>> = plan.segments.drain(..plan.purged_prefix).collect();
+        if !purged.is_empty() {
+            // The names found may not be durable yet: a previous process may have renamed an
+            // older purged segment away (into the pool) and stopped, or seen its directory
+            // fsync fail, before that rename was durable. It must be, before a newer one's
+            // name goes.
+            crate::io::sync_dir(&*opts.fs, &dir)?;
+        }
         let mut pending_deletes = Vec::new();
         for (i, seg) in purged.iter().enumerate() {
             let gone = match pool.offer(seg.clone()) {
@@ -196,6 +203,14 @@ impl Store {
                 limit: if live { u64::MAX } else { len },
                 run,
             });
+        }
+        if !plan.segments.is_empty() {
+            // The names found may not be durable: the process that renamed them may have
+            // stopped (or seen its directory fsync fail) before a directory fsync made them
+            // so. Nothing written here is acknowledged, and no segment is renamed in after
+            // them, before a directory fsync succeeds.
+            store.dir_dirty = true;
+            store.flusher.dir_syncs().renamed();
         }
         if plan.segments.is_empty() {
             // A brand-new log: the segment made above needs its checkpoint.

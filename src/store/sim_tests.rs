@@ -35,6 +35,9 @@ enum Op {
     Flush,
     /// A blocking sync: the flush thread has also retired purged files when it returns.
     Sync,
+    /// A clean close (the closed synced mark, when everything written was synced) and a
+    /// reopen on the same file system.
+    Reopen,
 }
 
 fn payload(index: u64, gen: u64, len: usize) -> Vec<u8> {
@@ -54,6 +57,7 @@ fn workload(seed: u64) -> Vec<Op> {
             5 => Op::TruncateBack(r.below(4)),
             6 => Op::PurgeForward(r.below(6)),
             7 => Op::Meta(r.below(3), r.below(60) as usize),
+            8 if r.below(3) == 0 => Op::Reopen,
             _ => Op::Flush,
         })
         .collect()
@@ -77,6 +81,7 @@ fn recycling_workload(seed: u64) -> Vec<Op> {
             7 => Op::PurgeForward(20 + r.below(60)),
             8 => Op::Sync,
             9 => Op::Meta(r.below(3), r.below(60) as usize),
+            10 if r.below(3) == 0 => Op::Reopen,
             _ => Op::Flush,
         })
         .collect()
@@ -189,6 +194,25 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op], config: &Config) -> Run {
                     acked.raise(applied);
                 }
                 ok
+            }
+            Op::Reopen => {
+                drop(store);
+                match Store::open_with_fs(dir, config.clone(), fs.clone()) {
+                    Ok(s) => {
+                        store = s;
+                        true
+                    }
+                    Err(e) => {
+                        if std::env::var("RML_SIM_DEBUG").is_ok() {
+                            eprintln!("reopen failed after {} effects: {e}", fs.effects());
+                        }
+                        // The cut came during the reopen: the run ends here.
+                        return Run {
+                            states,
+                            acked: acked.get(),
+                        };
+                    }
+                }
             }
         };
         if ok {

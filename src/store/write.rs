@@ -242,10 +242,16 @@ impl Store {
     }
 
     /// Every few MiB of new data, asks the flush thread to start write-back of the completed
-    /// pages (not waiting for it), so that write-back overlaps appending.
+    /// pages (not waiting for it), so that write-back overlaps appending. Once an eighth of
+    /// the active segment is written, tells the preparer that its next file will be wanted
+    /// (it makes none before: a log that writes little never pays for one; seven eighths of
+    /// a segment leave it the time to make one ahead of a bulk load).
     pub(super) fn hint_writeback(&mut self) {
         const STEP: u64 = 4 << 20;
         const PAGE: u64 = 4096;
+        if self.write_pos > self.active.size() / 8 {
+            self.preparer.want_next();
+        }
         let done = self.write_pos / PAGE * PAGE;
         if done >= self.writeback_pos + STEP {
             let _ = self.flusher.submit(FlushRequest {

@@ -13,8 +13,8 @@ mod dirs;
 #[cfg(feature = "ours")]
 mod ours;
 mod raftengine;
-pub mod report;
-pub mod work;
+pub(crate) mod report;
+pub(crate) mod work;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -294,28 +294,26 @@ fn cells(a: &Args) -> Vec<Cell> {
 
 /// Runs one child; its `RESULT` cell, or an error cell saying what happened.
 fn spawn(engine: &str, cell: Cell, a: &Args, root: &Path) -> Value {
-    let args: Vec<std::ffi::OsString> = [
+    let mut args: Vec<String> = [
         "groups",
         "--child",
         engine,
         "--cell",
         &cell.spec(),
-        "--secs",
-        &a.secs.to_string(),
-        "--entry-size",
-        &a.entry_size.to_string(),
         "--root",
     ]
-    .iter()
-    .map(Into::into)
-    .chain([root.as_os_str().to_owned()])
-    .collect();
-    spawn_for_result(&args, a.timeout)
+    .map(String::from)
+    .to_vec();
+    args.push(root.display().to_string());
+    args.extend(["--secs".into(), a.secs.to_string()]);
+    args.extend(["--entry-size".into(), a.entry_size.to_string()]);
+    run_for_result(&args, a.timeout)
 }
 
-/// Runs this program with `args` as a child process and returns the JSON of its `RESULT`
-/// line, or an error cell saying what happened (killed after `timeout`, failed, no result).
-pub fn spawn_for_result(args: &[std::ffi::OsString], timeout: Duration) -> Value {
+/// Runs this binary with `args` in a child process, for at most `timeout`; the JSON of the
+/// child's `RESULT` line, or an error cell saying what happened. Used by `compare cluster`
+/// too.
+pub(crate) fn run_for_result(args: &[String], timeout: Duration) -> Value {
     let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("current_exe: {e}")));
     let t = Instant::now();
     let mut child = match Command::new(exe)
@@ -380,7 +378,7 @@ pub fn spawn_for_result(args: &[std::ffi::OsString], timeout: Duration) -> Value
 }
 
 /// Lets the previous child's dirty pages reach the disk before the next child starts.
-pub fn settle() {
+pub(crate) fn settle() {
     // SAFETY: plain syscall, no arguments.
     unsafe { libc::sync() };
     std::thread::sleep(Duration::from_millis(300));

@@ -27,13 +27,13 @@ pub fn one_line(v: &Value) -> String {
 
 /// Median, min and max of a metric over the runs that succeeded.
 #[derive(Clone, Copy)]
-pub struct Stat {
+pub(crate) struct Stat {
     pub med: f64,
-    pub min: f64,
-    pub max: f64,
+    min: f64,
+    max: f64,
 }
 
-pub fn stat(runs: &[Value], metric: &str) -> Option<Stat> {
+pub(crate) fn stat(runs: &[Value], metric: &str) -> Option<Stat> {
     let mut v: Vec<f64> = runs
         .iter()
         .filter_map(|r| r.get("ok").and_then(|o| o[metric].as_f64()))
@@ -55,7 +55,7 @@ pub fn stat(runs: &[Value], metric: &str) -> Option<Stat> {
     })
 }
 
-pub fn num(x: f64) -> String {
+pub(crate) fn num(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
     } else if x >= 10.0 {
@@ -65,19 +65,19 @@ pub fn num(x: f64) -> String {
     }
 }
 
-pub fn with_range(s: Option<Stat>) -> String {
+pub(crate) fn with_range(s: Option<Stat>) -> String {
     match s {
         Some(s) => format!("{} ({}–{})", num(s.med), num(s.min), num(s.max)),
         None => "—".into(),
     }
 }
 
-fn med(s: Option<Stat>, scale: f64) -> String {
+pub(crate) fn med(s: Option<Stat>, scale: f64) -> String {
     s.map(|s| num(s.med * scale)).unwrap_or_else(|| "—".into())
 }
 
 /// Why a cell has no figure: the first error (or skip) of its runs, if every run failed.
-pub fn why(runs: &[Value]) -> Option<String> {
+pub(crate) fn why(runs: &[Value]) -> Option<String> {
     if runs.iter().any(|r| r.get("ok").is_some()) {
         return None;
     }

@@ -15,7 +15,6 @@ mod backends;
 mod multi_cluster;
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use crate::groups::report::{stat, why, with_range};
-use crate::groups::{settle, spawn_for_result};
+use crate::groups::{run_for_result, settle};
 use multi_cluster::cluster::{group_of, raft_config, Cluster};
 use multi_cluster::net::GroupId;
 use multi_cluster::node::{BoxError, LogBackend, NodeSettings, SharedLog};
@@ -282,7 +281,7 @@ fn run_parent(a: &Args) {
                 let backend = backends[(j + run + ci) % n];
                 let dir = root.path().join(format!("run{run}-{backend}-{g}"));
                 let _ = std::fs::create_dir_all(&dir);
-                let args: Vec<OsString> = [
+                let args: Vec<String> = vec![
                     "openraft-cluster".to_string(),
                     "--child".into(),
                     backend.into(),
@@ -293,12 +292,9 @@ fn run_parent(a: &Args) {
                     "--more".into(),
                     a.more.to_string(),
                     "--root".into(),
-                ]
-                .into_iter()
-                .map(OsString::from)
-                .chain([dir.clone().into_os_string()])
-                .collect();
-                let v = spawn_for_result(&args, a.timeout);
+                    dir.display().to_string(),
+                ];
+                let v = run_for_result(&args, a.timeout);
                 let _ = std::fs::remove_dir_all(&dir);
                 settle();
                 eprintln!(
