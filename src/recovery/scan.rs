@@ -344,9 +344,13 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     // slice is dropped before `repair` writes to it; the tools scan under the directory's
     // read lock, which keeps every `Store` (the only writer) out.
     let bytes = unsafe { segment_bytes(seg) };
-    let scan_len = seg.sealed_end().map_or(bytes.len(), |end| {
-        usize::try_from(end).unwrap_or(usize::MAX)
-    });
+    // Where the records are known to end: the sealed end, or the end a clean close left in
+    // its closed mark (nothing past it is read unless the records run on, and then the
+    // pages fault in as they are read). Read ahead only that far.
+    let scan_len = seg
+        .sealed_end()
+        .or(seg.closed_end())
+        .map_or(bytes.len(), |end| usize::try_from(end).unwrap_or(usize::MAX));
     let mut ahead = ReadAhead::new(bytes.get(..scan_len).unwrap_or(bytes));
     ahead.advance(0);
     let mut records = Records::new(bytes, seg.seed(), seg.sealed_end().is_some());
