@@ -5,6 +5,7 @@
 //! same binary with the hidden `--child NAME` flag — so that peak RSS is per engine. A child
 //! prints one `CELL {json}` line per finished workload and a final `RSS {json}` line.
 
+mod cells;
 mod engines;
 mod groups;
 mod harness;

@@ -19,10 +19,9 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::groups::report::{stat, why, with_range};
-use crate::groups::{run_for_result, settle};
 use multi_cluster::cluster::{group_of, raft_config, Cluster};
 use multi_cluster::net::GroupId;
 use multi_cluster::node::{BoxError, LogBackend, NodeSettings, SharedLog};
@@ -272,50 +271,26 @@ fn run_parent(a: &Args) {
         .unwrap_or_else(|e| die(&format!("cannot create temp dir: {e}")));
     let t0 = Instant::now();
     let machine = crate::machine();
-    // results[G][backend] = [one result per run]
-    let mut results = Map::new();
-    for run in 0..a.runs {
-        for (ci, &g) in a.groups.iter().enumerate() {
-            let n = backends.len();
-            for j in 0..n {
-                let backend = backends[(j + run + ci) % n];
-                let dir = root.path().join(format!("run{run}-{backend}-{g}"));
-                let _ = std::fs::create_dir_all(&dir);
-                let args: Vec<String> = vec![
-                    "openraft-cluster".to_string(),
-                    "--child".into(),
-                    backend.into(),
-                    "--groups".into(),
-                    g.to_string(),
-                    "--keys".into(),
-                    a.keys.to_string(),
-                    "--more".into(),
-                    a.more.to_string(),
-                    "--root".into(),
-                    dir.display().to_string(),
-                ];
-                let v = run_for_result(&args, a.timeout);
-                let _ = std::fs::remove_dir_all(&dir);
-                settle();
-                eprintln!(
-                    "compare openraft-cluster: run {}/{} G={g:<3} {backend:<12} {}",
-                    run + 1,
-                    a.runs,
-                    one_line(&v)
-                );
-                results
-                    .entry(g.to_string())
-                    .or_insert_with(|| json!({}))
-                    .as_object_mut()
-                    .expect("object")
-                    .entry(backend.to_string())
-                    .or_insert_with(|| json!([]))
-                    .as_array_mut()
-                    .expect("array")
-                    .push(v);
-            }
-        }
-    }
+    let plan = crate::cells::Plan {
+        mode: "openraft-cluster",
+        backends: &backends,
+        groups: &a.groups,
+        runs: a.runs,
+        timeout: a.timeout,
+    };
+    let args = |_: &str, g: u64, dir: &std::path::Path| -> Vec<String> {
+        vec![
+            "--groups".into(),
+            g.to_string(),
+            "--keys".into(),
+            a.keys.to_string(),
+            "--more".into(),
+            a.more.to_string(),
+            "--root".into(),
+            dir.display().to_string(),
+        ]
+    };
+    let results = crate::cells::run_all(&plan, root.path(), args, one_line);
     let report = json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": machine,
@@ -380,7 +355,7 @@ fn render(report: &Value, backends: &[&str], groups: &[u64]) -> String {
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         let runs_of = |b: &str| -> Vec<Value> {
-            report["results"][g.to_string()][b]
+            report["results"][format!("G={g}")][b]
                 .as_array()
                 .cloned()
                 .unwrap_or_default()

@@ -31,9 +31,7 @@ mod state_machine;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map};
-
-use crate::groups::{run_for_result, settle};
+use serde_json::json;
 
 const USAGE: &str = "\
 compare cluster: 3 raft-rs nodes in one process, G regions, durable writes — ours (one shared
@@ -202,49 +200,26 @@ fn run_parent(a: &Args) {
         .unwrap_or_else(|e| die(&format!("cannot create temp dir: {e}")));
     let t0 = Instant::now();
     let machine = crate::machine();
-    // results["G=g"][backend] = [one cell per run]
-    let mut results = Map::new();
-    for run in 0..a.runs {
-        for (gi, &g) in a.groups.iter().enumerate() {
-            for j in 0..backends.len() {
-                let backend = backends[(j + run + gi) % backends.len()];
-                let run_root = root.path().join(format!("run{run}"));
-                let _ = std::fs::create_dir_all(&run_root);
-                let args: Vec<String> = vec![
-                    "cluster".into(),
-                    "--child".into(),
-                    backend.into(),
-                    "--root".into(),
-                    run_root.display().to_string(),
-                    "--groups".into(),
-                    g.to_string(),
-                    "--secs".into(),
-                    a.secs.to_string(),
-                    "--in-flight".into(),
-                    a.in_flight.to_string(),
-                ];
-                let v = run_for_result(&args, a.timeout);
-                let _ = std::fs::remove_dir_all(&run_root);
-                settle();
-                eprintln!(
-                    "compare cluster: run {}/{} G = {g:<3} {backend:<12} {}",
-                    run + 1,
-                    a.runs,
-                    report::one_line(&v)
-                );
-                results
-                    .entry(format!("G={g}"))
-                    .or_insert_with(|| json!({}))
-                    .as_object_mut()
-                    .expect("object")
-                    .entry(backend.to_string())
-                    .or_insert_with(|| json!([]))
-                    .as_array_mut()
-                    .expect("array")
-                    .push(v);
-            }
-        }
-    }
+    let plan = crate::cells::Plan {
+        mode: "cluster",
+        backends: &backends,
+        groups: &a.groups,
+        runs: a.runs,
+        timeout: a.timeout,
+    };
+    let args = |_: &str, g: u64, dir: &std::path::Path| -> Vec<String> {
+        vec![
+            "--root".into(),
+            dir.display().to_string(),
+            "--groups".into(),
+            g.to_string(),
+            "--secs".into(),
+            a.secs.to_string(),
+            "--in-flight".into(),
+            a.in_flight.to_string(),
+        ]
+    };
+    let results = crate::cells::run_all(&plan, root.path(), args, report::one_line);
     let report = json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": machine,
