@@ -49,7 +49,8 @@ impl<const VARIANT: u8> GEngine for OursGroups<VARIANT> {
         Ok(Self { log, handles })
     }
 
-    /// One `WriteBatch` for all parts, one `Groups::write`, then one `Groups::sync`.
+    /// One `WriteBatch` for all parts, one `Groups::write`, then one `Groups::sync_here` (the
+    /// ready loop is one thread: its sync runs on it when the flush thread is idle).
     fn write(&self, parts: &[(u64, &Batch)], durable: bool) -> R<Option<Duration>> {
         let t = Instant::now();
         let mut wb = WriteBatch::new();
@@ -59,7 +60,7 @@ impl<const VARIANT: u8> GEngine for OursGroups<VARIANT> {
         self.log.write(&wb).map_err(err("Groups::write"))?;
         let written = t.elapsed();
         if durable {
-            self.log.sync().map_err(err("Groups::sync"))?;
+            self.log.sync_here().map_err(err("Groups::sync_here"))?;
         }
         Ok(Some(written))
     }
