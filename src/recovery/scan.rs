@@ -350,7 +350,9 @@ pub fn scan_segment(seg: &Segment) -> Scan {
     let scan_len = seg
         .sealed_end()
         .or(seg.closed_end())
-        .map_or(bytes.len(), |end| usize::try_from(end).unwrap_or(usize::MAX));
+        .map_or(bytes.len(), |end| {
+            usize::try_from(end).unwrap_or(usize::MAX)
+        });
     let mut ahead = ReadAhead::new(bytes.get(..scan_len).unwrap_or(bytes));
     ahead.advance(0);
     let mut records = Records::new(bytes, seg.seed(), seg.sealed_end().is_some());
