@@ -147,6 +147,13 @@ pub trait Engine: Sized {
     /// Calls `f(index, payload)` for each entry in `from..to`, in order.
     fn read_range(&mut self, from: u64, to: u64, f: &mut dyn FnMut(u64, &[u8])) -> R<()>;
     fn last_index(&mut self) -> R<Option<u64>>;
+    /// Removes every entry below `first_kept` (compaction behind a snapshot); files that hold
+    /// only removed entries may be deleted or recycled. Used by the opt-in `steady` workload.
+    fn purge_to(&mut self, _first_kept: u64) -> R<()> {
+        Err(Fail::Unsupported(
+            "no purge wired up for this crate in the harness".into(),
+        ))
+    }
     /// Clean shutdown.
     fn close(self) -> R<()>;
 }
@@ -165,13 +172,23 @@ pub struct Params {
 
 pub const WORKLOADS: [&str; 5] = ["append", "bulk_sync", "durable", "read", "recovery"];
 
+/// Workloads run only when named in `--only` (each is long: see [`crate::steady`]).
+pub const OPT_IN: [&str; 1] = ["steady"];
+
 impl Params {
     pub fn wants(&self, w: &str) -> bool {
         let ws: Vec<&String> = self
             .only
             .iter()
-            .filter(|o| WORKLOADS.contains(&o.as_str()) || o.as_str() == "limits")
+            .filter(|o| {
+                WORKLOADS.contains(&o.as_str())
+                    || OPT_IN.contains(&o.as_str())
+                    || o.as_str() == "limits"
+            })
             .collect();
+        if OPT_IN.contains(&w) {
+            return ws.iter().any(|o| o.as_str() == w);
+        }
         ws.is_empty() || ws.iter().any(|o| o.as_str() == w)
     }
 }
@@ -184,7 +201,7 @@ fn fail(f: Fail) -> Value {
     json!({ "err": f.text() })
 }
 
-fn cell(r: R<Value>) -> Value {
+pub(crate) fn cell(r: R<Value>) -> Value {
     match r {
         Ok(v) => ok(v),
         Err(f) => fail(f),
@@ -192,7 +209,7 @@ fn cell(r: R<Value>) -> Value {
 }
 
 /// Runs a closure, turning a panic inside the crate into a printed error for that cell.
-fn guarded<T>(what: &str, f: impl FnOnce() -> R<T>) -> R<T> {
+pub(crate) fn guarded<T>(what: &str, f: impl FnOnce() -> R<T>) -> R<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
@@ -208,13 +225,13 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> R<T>) -> R<T> {
 
 /// Records a cell and reports it at once on stdout, so that the parent keeps finished cells
 /// even if a later workload hangs or kills the process.
-fn put(cells: &mut Map<String, Value>, name: &str, v: Value) {
+pub(crate) fn put(cells: &mut Map<String, Value>, name: &str, v: Value) {
     println!("CELL {}", json!({ "workload": name, "cell": v }));
     let _ = std::io::Write::flush(&mut std::io::stdout());
     cells.insert(name.into(), v);
 }
 
-fn fresh(root: &Path, name: &str) -> PathBuf {
+pub(crate) fn fresh(root: &Path, name: &str) -> PathBuf {
     let d = root.join(name);
     let _ = std::fs::remove_dir_all(&d);
     d
@@ -233,7 +250,7 @@ fn verify(size: usize) -> impl FnMut(u64, &[u8]) -> Option<String> {
 }
 
 /// Reads `from..to`, checks every entry; returns the number read.
-fn read_checked<E: Engine>(e: &mut E, from: u64, to: u64, size: usize) -> R<u64> {
+pub(crate) fn read_checked<E: Engine>(e: &mut E, from: u64, to: u64, size: usize) -> R<u64> {
     let mut n = 0u64;
     let mut expect = from;
     let mut bad: Option<String> = None;
@@ -261,7 +278,7 @@ fn read_checked<E: Engine>(e: &mut E, from: u64, to: u64, size: usize) -> R<u64>
     Ok(n)
 }
 
-fn mbps(entries: u64, size: usize, secs: f64) -> f64 {
+pub(crate) fn mbps(entries: u64, size: usize, secs: f64) -> f64 {
     entries as f64 * size as f64 / secs / 1e6
 }
 
@@ -424,6 +441,12 @@ pub fn run_all<E: Engine>(p: &Params, root: &Path) -> Map<String, Value> {
         let _ = e.close();
     }
     let _ = std::fs::remove_dir_all(&dir);
+
+    // 6. steady state: appends with purges behind them (opt-in)
+    if p.wants("steady") {
+        let r = crate::steady::run::<E>(p, root);
+        put(&mut cells, "steady", cell(r));
+    }
 
     cells
 }

@@ -14,6 +14,7 @@ mod openraft_cluster;
 mod openraft_read;
 mod raft_cluster;
 mod runs;
+mod steady;
 mod sys;
 
 use std::io::{BufRead, BufReader, Read};
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use engines::ENGINES;
-use harness::{Engine, Params, WORKLOADS};
+use harness::{Engine, Params, OPT_IN, WORKLOADS};
 
 const USAGE: &str = "\
 compare: run the same workloads against raft-mmap-log and the crates a user would pick instead
@@ -38,8 +39,11 @@ USAGE: cargo run --release -p compare -- [OPTIONS]
 OPTIONS:
   --entries N        entries in the append / bulk / read / recovery log (default 1000000; quick 100000)
   --entry-size B     payload bytes per entry, >= 8 (default 256)
-  --only NAME[,..]   only these workloads (append, bulk_sync, durable, read, recovery, limits)
-                     and/or engines (ours, ours-raft, raft-log, raft-engine, hiqlite-wal, okaywal)
+  --only NAME[,..]   only these workloads (append, bulk_sync, durable, read, recovery, limits,
+                     steady) and/or engines (ours, ours-raft, raft-log, raft-engine, hiqlite-wal,
+                     okaywal). `steady` (appends and durable batches with purges keeping the
+                     last 4 segments, files recycled; writes ~17 segments per engine) is opt-in:
+                     it runs only when named here, never by default
   --quick            small, fast run
   --json             print machine-readable JSON instead of the table
   --timeout SECS     per-engine child process limit (default 600; quick 180)
@@ -96,7 +100,11 @@ fn parse_cli() -> Cli {
             "--only" => {
                 let v = val(a);
                 for name in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    if !WORKLOADS.contains(&name) && name != "limits" && !ENGINES.contains(&name) {
+                    if !WORKLOADS.contains(&name)
+                        && !OPT_IN.contains(&name)
+                        && name != "limits"
+                        && !ENGINES.contains(&name)
+                    {
                         die(&format!("unknown workload or engine {name:?}"));
                     }
                     only.push(name.to_string());
@@ -462,7 +470,12 @@ fn main() {
     }
     let p = &cli.params;
     let engines = selected_engines(p);
-    let workloads: Vec<&str> = WORKLOADS.iter().copied().filter(|w| p.wants(w)).collect();
+    let workloads: Vec<&str> = WORKLOADS
+        .iter()
+        .chain(OPT_IN.iter())
+        .copied()
+        .filter(|w| p.wants(w))
+        .collect();
     let mut reports = Vec::new();
     for run in 0..cli.runs {
         if cli.runs > 1 {

@@ -72,6 +72,24 @@ pub const ROWS: &[Row] = &[
         metric: "cold_ms",
         higher_better: false,
     },
+    Row {
+        label: "6. steady state, append + purge, no sync (entries/s)",
+        workload: "steady",
+        metric: "append_entries_per_s",
+        higher_better: true,
+    },
+    Row {
+        label: "6. steady state, durable 16-entry batches (batches/s)",
+        workload: "steady",
+        metric: "durable_ops_per_s",
+        higher_better: true,
+    },
+    Row {
+        label: "6. steady state, durable batch p99 (µs)",
+        workload: "steady",
+        metric: "durable_p99_us",
+        higher_better: false,
+    },
 ];
 
 pub fn human(v: f64) -> String {

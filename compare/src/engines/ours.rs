@@ -44,6 +44,12 @@ impl Engine for OursEngine {
         Ok(self.store.last_index())
     }
 
+    fn purge_to(&mut self, first_kept: u64) -> R<()> {
+        self.store
+            .purge_to(first_kept)
+            .map_err(err("Store::purge_to"))
+    }
+
     fn close(self) -> R<()> {
         drop(self.store);
         Ok(())

@@ -48,6 +48,17 @@ impl Engine for OursRaftEngine {
         Ok(self.log.reader().view().raw().last_index())
     }
 
+    /// A Raft node purges only what it has committed (the default rules): commit the last
+    /// purged log id, then `purge_upto` it.
+    fn purge_to(&mut self, first_kept: u64) -> R<()> {
+        let Some(upto) = first_kept.checked_sub(1).filter(|&i| i > 0) else {
+            return Ok(());
+        };
+        let id = LogId::new(1, 1, upto);
+        self.log.commit(id).map_err(err("RaftLog::commit"))?;
+        self.log.purge_upto(id).map_err(err("RaftLog::purge_upto"))
+    }
+
     fn close(self) -> R<()> {
         drop(self.log);
         Ok(())

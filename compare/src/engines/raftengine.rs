@@ -23,6 +23,8 @@ impl MessageExt for M {
 pub struct RaftEngineEngine {
     engine: RaftEngine,
     last_batch: Vec<Entry>,
+    /// Payload bytes written since `purge_expired_files` last ran.
+    since_expire: u64,
 }
 
 fn entries(batch: &Batch) -> Vec<Entry> {
@@ -47,6 +49,7 @@ impl RaftEngineEngine {
             .write(&mut lb, sync)
             .map_err(err("Engine::write"))?;
         self.last_batch = es;
+        self.since_expire += batch.buf.len() as u64;
         Ok(())
     }
 }
@@ -64,6 +67,7 @@ impl Engine for RaftEngineEngine {
         Ok(Self {
             engine,
             last_batch: Vec::new(),
+            since_expire: 0,
         })
     }
 
@@ -123,6 +127,21 @@ impl Engine for RaftEngineEngine {
 
     fn last_index(&mut self) -> R<Option<u64>> {
         Ok(self.engine.last_index(REGION))
+    }
+
+    /// `compact_to` writes a Compact command; files are released (to its recycle pool, on by
+    /// default) only by `purge_expired_files`, which TiKV calls from a timer. Here it runs once
+    /// per segment's worth of payload written, so that the reuse rate does not depend on the
+    /// machine's speed.
+    fn purge_to(&mut self, first_kept: u64) -> R<()> {
+        self.engine.compact_to(REGION, first_kept);
+        if self.since_expire >= SEGMENT_BYTES {
+            self.since_expire = 0;
+            self.engine
+                .purge_expired_files()
+                .map_err(err("Engine::purge_expired_files"))?;
+        }
+        Ok(())
     }
 
     fn close(self) -> R<()> {
