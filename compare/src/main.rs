@@ -484,6 +484,10 @@ fn main() {
         reports.push(one_run(&cli, &runs::rotated(&engines, run), &workloads));
     }
     let (mut report, lo, hi) = runs::aggregate(&reports);
+    // The parameters are the same in every run: the first run's, as given (not medians).
+    if let Some(first) = reports.first() {
+        report["params"] = first["params"].clone();
+    }
     report["runs"] = json!(cli.runs);
     if cli.json {
         if cli.runs > 1 {
