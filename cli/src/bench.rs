@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 mod heap;
 mod measure;
+mod steady;
 use measure::{faults, faults_since, fmt_rate, pct, proc_status, us, Phase};
 
 use crate::progress::progress_bar;
@@ -65,6 +66,11 @@ pub struct BenchArgs {
     /// new files' blocks are only reserved, not written).
     #[arg(long, value_name = "N", default_value_t = Config::default().segment_pool)]
     pool: usize,
+    /// Also run the steady state: appends and then durable batches while purges keep only
+    /// the last four segments' worth of entries, so new segments are recycled pool files
+    /// (at least ten segments are written).
+    #[arg(long)]
+    steady: bool,
     /// Leave the log directory in place.
     #[arg(long)]
     keep: bool,
@@ -353,7 +359,18 @@ pub fn run(a: BenchArgs) -> Outcome {
         faults: None,
     });
 
-    // 5. Reopen in a child process: recovery time and the memory of a freshly recovered log.
+    // 5. Optional: the steady state (purges behind the appends, recycled segments).
+    if a.steady {
+        let steady = steady::Steady {
+            payload: &payload,
+            batch: a.batch as u64,
+            segment_size: a.segment_size,
+            entries: n,
+        };
+        phases.extend(steady.run(&mut log, &mut next)?);
+    }
+
+    // 6. Reopen in a child process: recovery time and the memory of a freshly recovered log.
     let total = next;
     let record_bytes: u64 = log.reader().raw().view().segment_bytes();
     drop(log);

@@ -174,6 +174,61 @@ fn replicate_runs_small_with_a_restart_and_reports_ratios() {
     assert_eq!(phases[0]["follower_restarts"], 1, "{v}");
 }
 
+/// `--steady`: purges keep four segments' worth, so the directory ends with about that many
+/// segments (plus the pool), not the ten or more written, and the log verifies.
+#[test]
+fn bench_steady_recycles_and_the_log_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let d = dir.to_str().unwrap();
+    let out = run(&[
+        "bench",
+        "--dir",
+        d,
+        "--keep",
+        "--entries",
+        "2000",
+        "--entry-size",
+        "64",
+        "--segment-size",
+        "1048576",
+        "--steady",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let phases = v["phases"].as_array().unwrap();
+    let steady: Vec<&serde_json::Value> = phases
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap().starts_with("steady"))
+        .collect();
+    assert_eq!(steady.len(), 2, "{v}");
+    // At least ten 1 MiB segments' worth of 64-byte entries went through the log.
+    assert!(
+        steady[0]["entries"].as_u64().unwrap() > 10 * (1 << 20) / 112,
+        "{v}"
+    );
+    let segments = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .ends_with(".seg")
+        })
+        .count();
+    assert!((4..=7).contains(&segments), "{segments} segment files left");
+    let out = run(&["verify", d]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn bench_refuses_non_empty_dir() {
     let tmp = tempfile::tempdir().unwrap();
