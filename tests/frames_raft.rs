@@ -76,6 +76,10 @@ fn craft(ids: &[LogId]) -> Vec<u8> {
 
 /// Asserts that `append_frames(wire)` fails as `check` says and leaves files and state alone.
 fn refused(log: &mut Log, dir: &Path, wire: &[u8], check: impl Fn(&RaftError<RaftTypes>) -> bool) {
+    // Background work of earlier calls (the flush thread syncs and marks segments sealed at
+    // rollover, and retires purged ones) finishes first: the files are then only the refused
+    // call's to change.
+    log.sync().unwrap();
     let (files, state, es) = (dir_bytes(dir), log.state().clone(), entries(log));
     let err = log.append_frames(wire).unwrap_err();
     assert!(check(&err), "unexpected error: {err}");
