@@ -7,6 +7,7 @@
 
 mod cells;
 mod engines;
+mod first_touch;
 mod groups;
 mod harness;
 #[cfg(feature = "ours")]
@@ -37,10 +38,11 @@ USAGE: cargo run --release -p compare -- [OPTIONS]
        cargo run --release -p compare -- openraft-cluster [--help] (3 openraft nodes, G groups)
 
 OPTIONS:
-  --entries N        entries in the append / bulk / read / recovery log (default 1000000; quick 100000)
+  --entries N        entries in the append / bulk / read / recovery / first_touch logs
+                     (default 1000000; quick 100000)
   --entry-size B     payload bytes per entry, >= 8 (default 256)
-  --only NAME[,..]   only these workloads (append, bulk_sync, durable, read, recovery, limits,
-                     steady) and/or engines (ours, ours-raft, raft-log, raft-engine, hiqlite-wal,
+  --only NAME[,..]   only these workloads (append, bulk_sync, durable, read, recovery,
+                     first_touch, limits, steady) and/or engines (ours, ours-raft, raft-log, raft-engine, hiqlite-wal,
                      okaywal). `steady` (appends and durable batches with purges keeping the
                      last 4 segments, files recycled; writes ~17 segments per engine) is opt-in:
                      it runs only when named here, never by default

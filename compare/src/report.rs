@@ -90,6 +90,18 @@ pub const ROWS: &[Row] = &[
         metric: "durable_p99_us",
         higher_better: false,
     },
+    Row {
+        label: "7. first-touch read of entries just appended, other thread (ns/entry)",
+        workload: "first_touch",
+        metric: "ns_per_entry",
+        higher_better: false,
+    },
+    Row {
+        label: "7. first-touch read, minor page faults per 1,000 entries",
+        workload: "first_touch",
+        metric: "faults_per_1k_entries",
+        higher_better: false,
+    },
 ];
 
 pub fn human(v: f64) -> String {
@@ -495,6 +507,35 @@ pub fn render(r: &Value, engines: &[&str], workloads: &[&str]) -> String {
             }
         }
         let _ = writeln!(frac, "{line}");
+    }
+    if workloads.contains(&"first_touch") {
+        for (label, metric) in [
+            (
+                "the same bytes' first touch in a heap copy",
+                "floor_fresh_ns_per_entry",
+            ),
+            ("a hot re-read", "hot_ns_per_entry"),
+        ] {
+            let mut line = format!("| 7. first-touch read ns/entry as a multiple of {label} |");
+            for e in engines {
+                match (
+                    value(e, "first_touch", "ns_per_entry"),
+                    value(e, "first_touch", metric),
+                ) {
+                    (Ok(ns), Ok(floor)) if floor > 0.0 => {
+                        let _ = write!(
+                            line,
+                            " {:.2}x ({} / {} ns) |",
+                            ns / floor,
+                            human(ns),
+                            human(floor)
+                        );
+                    }
+                    _ => line.push_str(" - |"),
+                }
+            }
+            let _ = writeln!(frac, "{line}");
+        }
     }
     if workloads.contains(&"recovery") {
         let mut line =

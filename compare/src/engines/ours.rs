@@ -5,7 +5,7 @@ use std::path::Path;
 use raft_mmap_log::{Config, Store};
 
 use crate::engines::SEGMENT_BYTES;
-use crate::harness::{err, Batch, Engine, Mode, R};
+use crate::harness::{err, Batch, Engine, Mode, TailReader, R};
 
 pub struct OursEngine {
     store: Store,
@@ -50,8 +50,24 @@ impl Engine for OursEngine {
             .map_err(err("Store::purge_to"))
     }
 
+    fn tail_reader(&mut self) -> R<Box<dyn TailReader>> {
+        Ok(Box::new(self.store.reader()))
+    }
+
     fn close(self) -> R<()> {
         drop(self.store);
+        Ok(())
+    }
+}
+
+/// Another thread's reads: a fresh view per call (what a replication loop does), then a
+/// zero-copy range.
+impl TailReader for raft_mmap_log::Reader {
+    fn read_range(&mut self, from: u64, to: u64, f: &mut dyn FnMut(u64, &[u8])) -> R<()> {
+        let snap = self.view();
+        for e in snap.range(from..to) {
+            f(e.index, e.payload);
+        }
         Ok(())
     }
 }

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use raft_mmap_log::raft::{LogId, RaftLog, RaftTypes};
+use raft_mmap_log::raft::{LogId, RaftLog, RaftReader, RaftTypes};
 use raft_mmap_log::Config;
 
 use crate::engines::SEGMENT_BYTES;
-use crate::harness::{err, Batch, Engine, Mode, R};
+use crate::harness::{err, Batch, Engine, Mode, TailReader, R};
 
 pub struct OursRaftEngine {
     log: RaftLog<RaftTypes>,
@@ -59,8 +59,25 @@ impl Engine for OursRaftEngine {
         self.log.purge_upto(id).map_err(err("RaftLog::purge_upto"))
     }
 
+    fn tail_reader(&mut self) -> R<Box<dyn TailReader>> {
+        Ok(Box::new(self.log.reader()))
+    }
+
     fn close(self) -> R<()> {
         drop(self.log);
+        Ok(())
+    }
+}
+
+/// Another thread's reads through the Raft layer: a fresh view per call, log ids decoded and
+/// checked.
+impl TailReader for RaftReader<RaftTypes> {
+    fn read_range(&mut self, from: u64, to: u64, f: &mut dyn FnMut(u64, &[u8])) -> R<()> {
+        let view = self.view();
+        for e in view.read(from..to) {
+            let (id, p) = e.map_err(err("RaftView::read"))?;
+            f(id.index, p);
+        }
         Ok(())
     }
 }

@@ -1,12 +1,13 @@
 //! raft-engine (TiKV's log store), entries as raft-proto `eraftpb::Entry` messages.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use raft_engine::{Config, Engine as RaftEngine, LogBatch, MessageExt, ReadableSize};
 use raft_proto::eraftpb::Entry;
 
 use crate::engines::SEGMENT_BYTES;
-use crate::harness::{err, Batch, Engine, Fail, Mode, R};
+use crate::harness::{err, Batch, Engine, Fail, Mode, TailReader, R};
 
 const REGION: u64 = 1;
 
@@ -21,7 +22,7 @@ impl MessageExt for M {
 }
 
 pub struct RaftEngineEngine {
-    engine: RaftEngine,
+    engine: Arc<RaftEngine>,
     last_batch: Vec<Entry>,
     /// Payload bytes written since `purge_expired_files` last ran.
     since_expire: u64,
@@ -65,7 +66,7 @@ impl Engine for RaftEngineEngine {
         };
         let engine = RaftEngine::open(cfg).map_err(err("Engine::open"))?;
         Ok(Self {
-            engine,
+            engine: Arc::new(engine),
             last_batch: Vec::new(),
             since_expire: 0,
         })
@@ -115,14 +116,11 @@ impl Engine for RaftEngineEngine {
     }
 
     fn read_range(&mut self, from: u64, to: u64, f: &mut dyn FnMut(u64, &[u8])) -> R<()> {
-        let mut v = Vec::with_capacity((to - from) as usize);
-        self.engine
-            .fetch_entries_to::<M>(REGION, from, to, None, &mut v)
-            .map_err(err("Engine::fetch_entries_to"))?;
-        for e in &v {
-            f(e.index, &e.data);
-        }
-        Ok(())
+        fetch(&self.engine, from, to, f)
+    }
+
+    fn tail_reader(&mut self) -> R<Box<dyn TailReader>> {
+        Ok(Box::new(Fetcher(Arc::clone(&self.engine))))
     }
 
     fn last_index(&mut self) -> R<Option<u64>> {
@@ -147,5 +145,26 @@ impl Engine for RaftEngineEngine {
     fn close(self) -> R<()> {
         drop(self.engine);
         Ok(())
+    }
+}
+
+/// `fetch_entries_to` (a read of its files, decoded into owned entries), then `f` on each.
+fn fetch(engine: &RaftEngine, from: u64, to: u64, f: &mut dyn FnMut(u64, &[u8])) -> R<()> {
+    let mut v = Vec::with_capacity((to - from) as usize);
+    engine
+        .fetch_entries_to::<M>(REGION, from, to, None, &mut v)
+        .map_err(err("Engine::fetch_entries_to"))?;
+    for e in &v {
+        f(e.index, &e.data);
+    }
+    Ok(())
+}
+
+/// Another thread's reads: the engine is shared (`Engine` is `Sync`).
+struct Fetcher(Arc<RaftEngine>);
+
+impl TailReader for Fetcher {
+    fn read_range(&mut self, from: u64, to: u64, f: &mut dyn FnMut(u64, &[u8])) -> R<()> {
+        fetch(&self.0, from, to, f)
     }
 }
