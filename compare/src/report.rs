@@ -97,6 +97,24 @@ pub const ROWS: &[Row] = &[
         higher_better: false,
     },
     Row {
+        label: "7. first-touch read, median round (ns/entry)",
+        workload: "first_touch",
+        metric: "round_p50_ns_per_entry",
+        higher_better: false,
+    },
+    Row {
+        label: "7. lagging read, 16 MiB behind the tail (ns/entry)",
+        workload: "first_touch",
+        metric: "lagging_ns_per_entry",
+        higher_better: false,
+    },
+    Row {
+        label: "7. lagging read, minor page faults per 1,000 entries",
+        workload: "first_touch",
+        metric: "lagging_faults_per_1k_entries",
+        higher_better: false,
+    },
+    Row {
         label: "7. first-touch read, minor page faults per 1,000 entries",
         workload: "first_touch",
         metric: "faults_per_1k_entries",
