@@ -192,8 +192,9 @@ pub const WORKLOADS: [&str; 6] = [
     "first_touch",
 ];
 
-/// Workloads run only when named in `--only` (each is long: see [`crate::steady`]).
-pub const OPT_IN: [&str; 1] = ["steady"];
+/// Workloads run only when named in `--only` (each is long: see [`crate::steady`] and
+/// [`crate::durable_long`]).
+pub const OPT_IN: [&str; 2] = ["steady", "durable_long"];
 
 impl Params {
     pub fn wants(&self, w: &str) -> bool {
@@ -485,6 +486,12 @@ pub fn run_all<E: Engine>(p: &Params, root: &Path) -> Map<String, Value> {
     if p.wants("first_touch") {
         let r = crate::first_touch::run::<E>(p, root);
         put(&mut cells, "first_touch", cell(r));
+    }
+
+    // 8. sustained durable writes over 10 segments, nothing purged (opt-in)
+    if p.wants("durable_long") {
+        let r = crate::durable_long::run::<E>(p, root);
+        put(&mut cells, "durable_long", cell(r));
     }
 
     cells

@@ -6,6 +6,7 @@
 //! prints one `CELL {json}` line per finished workload and a final `RSS {json}` line.
 
 mod cells;
+mod durable_long;
 mod engines;
 mod first_touch;
 mod groups;
@@ -42,10 +43,11 @@ OPTIONS:
                      (default 1000000; quick 100000)
   --entry-size B     payload bytes per entry, >= 8 (default 256)
   --only NAME[,..]   only these workloads (append, bulk_sync, durable, read, recovery,
-                     first_touch, limits, steady) and/or engines (ours, ours-raft, raft-log, raft-engine, hiqlite-wal,
+                     first_touch, limits, steady, durable_long) and/or engines (ours, ours-raft, raft-log, raft-engine, hiqlite-wal,
                      okaywal). `steady` (appends and durable batches with purges keeping the
-                     last 4 segments, files recycled; writes ~17 segments per engine) is opt-in:
-                     it runs only when named here, never by default
+                     last 4 segments, files recycled; writes ~17 segments per engine) and
+                     `durable_long` (durable 16-entry batches over 10 new segments, nothing
+                     purged) are opt-in: they run only when named here, never by default
   --quick            small, fast run
   --json             print machine-readable JSON instead of the table
   --timeout SECS     per-engine child process limit (default 600; quick 180)

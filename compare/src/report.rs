@@ -120,6 +120,30 @@ pub const ROWS: &[Row] = &[
         metric: "faults_per_1k_entries",
         higher_better: false,
     },
+    Row {
+        label: "8. durable 16-entry batches over 10 new segments (batches/s)",
+        workload: "durable_long",
+        metric: "ops_per_s",
+        higher_better: true,
+    },
+    Row {
+        label: "8. the same, within the first segment's worth (batches/s)",
+        workload: "durable_long",
+        metric: "first_segment_ops_per_s",
+        higher_better: true,
+    },
+    Row {
+        label: "8. the same, after the first segment's worth (batches/s)",
+        workload: "durable_long",
+        metric: "after_first_segment_ops_per_s",
+        higher_better: true,
+    },
+    Row {
+        label: "8. the same, after the first segment: p99 (µs)",
+        workload: "durable_long",
+        metric: "after_first_segment_p99_us",
+        higher_better: false,
+    },
 ];
 
 pub fn human(v: f64) -> String {
@@ -499,6 +523,19 @@ pub fn render(r: &Value, engines: &[&str], workloads: &[&str]) -> String {
                     let _ = write!(line, " {:.2}x |", p99 / p50);
                 }
                 _ => line.push_str(" - |"),
+            }
+        }
+        let _ = writeln!(frac, "{line}");
+    }
+    let written = lim["fdatasync"]["ok"]["written"]["ops_per_s"].as_f64();
+    if let (true, Some(w)) = (workloads.contains(&"durable_long"), written) {
+        let mut line = "| 8. durable batches/s after the first segment as % of bare pwrite+fdatasync over written blocks (goal ≥ 85%) |".to_string();
+        for e in engines {
+            match value(e, "durable_long", "after_first_segment_ops_per_s") {
+                Ok(v) => {
+                    let _ = write!(line, " {:.0}% |", v / w * 100.0);
+                }
+                Err(_) => line.push_str(" - |"),
             }
         }
         let _ = writeln!(frac, "{line}");
