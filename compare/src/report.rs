@@ -540,88 +540,65 @@ pub fn render(r: &Value, engines: &[&str], workloads: &[&str]) -> String {
         }
         let _ = writeln!(frac, "{line}");
     }
-    if workloads.contains(&"read") {
-        let mut line =
-            "| 4. range read ns/entry as a multiple of the harness floor (same process) |"
-                .to_string();
+    // A row of `metric / floor_metric` per engine, with both figures.
+    let ratio_row = |label: &str, workload: &str, metric: &str, floor_metric: &str, unit: &str| {
+        let mut line = format!("| {label} |");
         for e in engines {
-            match (
-                value(e, "read", "ns_per_entry"),
-                value(e, "read", "floor_ns_per_entry"),
-            ) {
-                (Ok(ns), Ok(floor)) if floor > 0.0 => {
+            match (value(e, workload, metric), value(e, workload, floor_metric)) {
+                (Ok(v), Ok(floor)) if floor > 0.0 => {
                     let _ = write!(
                         line,
-                        " {:.2}x ({} / {} ns) |",
-                        ns / floor,
-                        human(ns),
+                        " {:.2}x ({} / {} {unit}) |",
+                        v / floor,
+                        human(v),
                         human(floor)
                     );
                 }
                 _ => line.push_str(" - |"),
             }
         }
+        line
+    };
+    if workloads.contains(&"read") {
+        let line = ratio_row(
+            "4. range read ns/entry as a multiple of the harness floor (same process)",
+            "read",
+            "ns_per_entry",
+            "floor_ns_per_entry",
+            "ns",
+        );
         let _ = writeln!(frac, "{line}");
     }
     if workloads.contains(&"first_touch") {
         for (label, metric, floor_metric) in [
             (
-                "first-touch read ns/entry as a multiple of the same bytes' first touch in a heap copy",
+                "7. first-touch read ns/entry as a multiple of the same bytes' first touch in a heap copy",
                 "ns_per_entry",
                 "floor_fresh_ns_per_entry",
             ),
             (
-                "first-touch read ns/entry as a multiple of a hot re-read",
+                "7. first-touch read ns/entry as a multiple of a hot re-read",
                 "ns_per_entry",
                 "hot_ns_per_entry",
             ),
             (
-                "lagging read (16 MiB behind) ns/entry as a multiple of the same bytes in a heap copy",
+                "7. lagging read (16 MiB behind) ns/entry as a multiple of the same bytes in a heap copy",
                 "lagging_ns_per_entry",
                 "lagging_floor_ns_per_entry",
             ),
         ] {
-            let mut line = format!("| 7. {label} |");
-            for e in engines {
-                match (
-                    value(e, "first_touch", metric),
-                    value(e, "first_touch", floor_metric),
-                ) {
-                    (Ok(ns), Ok(floor)) if floor > 0.0 => {
-                        let _ = write!(
-                            line,
-                            " {:.2}x ({} / {} ns) |",
-                            ns / floor,
-                            human(ns),
-                            human(floor)
-                        );
-                    }
-                    _ => line.push_str(" - |"),
-                }
-            }
+            let line = ratio_row(label, "first_touch", metric, floor_metric, "ns");
             let _ = writeln!(frac, "{line}");
         }
     }
     if workloads.contains(&"recovery") {
-        let mut line =
-            "| 5. cold recovery as a multiple of a cold read() of its own files |".to_string();
-        for e in engines {
-            match (
-                value(e, "recovery", "cold_ms"),
-                value(e, "recovery", "cold_read_ms"),
-            ) {
-                (Ok(ms), Ok(read)) if read > 0.0 => {
-                    let _ = write!(
-                        line,
-                        " {:.2}x ({} / {} ms) |",
-                        ms / read,
-                        human(ms),
-                        human(read)
-                    );
-                }
-                _ => line.push_str(" - |"),
-            }
-        }
+        let line = ratio_row(
+            "5. cold recovery as a multiple of a cold read() of its own files",
+            "recovery",
+            "cold_ms",
+            "cold_read_ms",
+            "ms",
+        );
         let _ = writeln!(frac, "{line}");
     }
     if !frac.is_empty() {
