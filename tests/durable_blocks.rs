@@ -180,6 +180,60 @@ fn a_small_durable_batch_writes_back_only_its_own_pages() {
     );
 }
 
+/// The same deep into a segment, past where the kernel's read-ahead, left to the map's
+/// faults, would have brought the pages in as large folios (it grows its window as faults
+/// go on): a new log's first segment and the next, new file.
+#[test]
+fn durable_batches_deep_in_new_segments_write_back_only_their_own_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    if !usable(dir.path()) {
+        return;
+    }
+    let mut store = Store::open(dir.path(), Config::default()).expect("open");
+    let payload = [0xC3u8; 256];
+    let mut next = 0u64;
+    let mut append = |store: &mut Store, n: u64, per: u64, sync: bool| {
+        let mut batches = 0;
+        let mut dirtied = 0;
+        for _ in 0..n / per {
+            let before = dirtied_by_this_thread();
+            store
+                .append_batch((next..next + per).map(|i| (i, &payload[..])))
+                .expect("append");
+            next += per;
+            if sync {
+                store.sync().expect("sync");
+                if let (Some(b), Some(a)) = (before, dirtied_by_this_thread()) {
+                    batches += 1;
+                    dirtied += a - b;
+                }
+            }
+        }
+        if !sync {
+            store.sync().expect("sync");
+        }
+        dirtied / batches.max(1)
+    };
+    if dirtied_by_this_thread().is_none() {
+        println!("skipped: no /proc/thread-self/io (task I/O accounting off)");
+        return;
+    }
+    // 40 MiB into the first segment (64 MiB), then durable batches there.
+    append(&mut store, 150_000, 64, false);
+    let first = append(&mut store, 200 * 16, 16, true);
+    let first_segment = store.position().0;
+    // On into the second segment, 16 MiB deep, then durable batches there.
+    append(&mut store, 130_000, 64, false);
+    let second = append(&mut store, 200 * 16, 16, true);
+    assert_ne!(store.position().0, first_segment, "the batches ran in the next segment");
+    for (which, per_batch) in [("first", first), ("second", second)] {
+        assert!(
+            per_batch <= 32 << 10,
+            "each durable batch of 16 x 256 B deep in the {which} segment dirtied {per_batch} bytes on average"
+        );
+    }
+}
+
 /// The same once segments come from the pool: purged segments recycled, and pooled files
 /// the preparer wrote.
 #[test]

@@ -175,8 +175,14 @@ fn is_unsupported(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::Unsupported
 }
 
+/// Writes zeros over `[from, size)` in 16 KiB `pwrite`s. The page cache sizes a folio by the
+/// write that makes it, and a page dirtied through a shared map marks its whole folio dirty,
+/// so every later small `msync` writes whole folios back. With 1 MiB writes that was ~1 MiB
+/// written per durable 16-entry batch on ext4 (Linux 6.18) and 0.55× the batch rate; with
+/// 16 KiB folios it is ~36 KiB. (4 KiB writes gave the same rate and made a new log's open
+/// 45 ms slower.) The pages stay cached, so mapping the file reads nothing back.
 fn write_zeros(fs: &dyn Fs, file: &File, path: &Path, from: u64, size: u64) -> Result<()> {
-    let chunk = vec![0u8; 1 << 20];
+    let chunk = [0u8; 16 << 10];
     let mut off = from;
     while off < size {
         let n = chunk.len().min((size - off) as usize);

@@ -50,6 +50,24 @@ impl Segment {
         });
     }
 
+    /// Starts reading `[from, end of segment)` into the page cache (`MADV_WILLNEED`; best
+    /// effort, it does not wait), for a writer that continues this segment at `from` after an
+    /// open. Pages read this way are cached one page per folio. Left to the writer's own
+    /// faults, read-ahead would cache them as large folios, and a page dirtied through the
+    /// map marks its whole folio dirty: every small `msync` would then write whole folios back
+    /// (measured on ext4, Linux 6.18, after a reopen with a cold cache: 270 KiB written per
+    /// durable 16-entry batch without this, 75 KiB with it, and 1.2–1.3× the batch rate).
+    pub(crate) fn read_ahead_for_writer(&self, from: u64) {
+        const PAGE: u64 = 4096;
+        let start = from / PAGE * PAGE;
+        let len = (self.map.len() as u64).saturating_sub(start);
+        if len > 0 {
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::WillNeed, start as usize, len as usize);
+        }
+    }
+
     /// Drops this process's page table entries for the whole pages inside `[from, to)` of a
     /// shared map (`MADV_DONTNEED`); the file's bytes are untouched. Best effort.
     fn unmap_pages(&self, from: u64, to: u64) {

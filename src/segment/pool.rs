@@ -25,17 +25,11 @@ use super::Segment;
 use crate::format::POOL_SUFFIX;
 use crate::io::Fs;
 
-/// Name suffix of a pooled file the preparer made (written with zeros). Only a hint for the
-/// page cache: such a file can hold records all the same (its pages can reach the disk
+/// Name suffix of a pooled file the preparer made (written with zeros). Only a name: such a
+/// file can hold records all the same (its pages can reach the disk
 /// before the rename that made it a segment, and a power cut then leaves the old name), so a
 /// segment made from it is flagged [`crate::format::SEGMENT_FLAG_RECYCLED`] like any other.
 pub(crate) const FRESH_POOL_SUFFIX: &str = ".fresh.pool";
-
-/// Whether a pooled file was made by the preparer (named so; see [`FRESH_POOL_SUFFIX`]).
-pub(crate) fn is_fresh(path: &Path) -> bool {
-    path.to_str()
-        .is_some_and(|p| p.ends_with(FRESH_POOL_SUFFIX))
-}
 
 /// Purged segment files waiting for reuse, at most `cap` of them.
 #[derive(Debug)]

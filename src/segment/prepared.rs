@@ -81,7 +81,6 @@ impl PreparedFile {
             opts.fs
                 .fsync(&file, &path)
                 .map_err(|e| Error::io("fsync new segment file", &path, e))?;
-            drop_cached_pages(&file);
             Self::mapped(path.clone(), file, size, opts, false, None)
         })();
         if made.is_err() {
@@ -108,7 +107,6 @@ impl PreparedFile {
                     .fsync(&file, path)
                     .map_err(|e| Error::io("fsync pooled file", path, e))?;
             }
-            drop_cached_pages(&file);
             Ok(())
         })();
         if made.is_err() {
@@ -161,14 +159,7 @@ impl PreparedFile {
         // life, and even a `*.fresh.pool` file the preparer wrote as zeros (once installed,
         // its pages can reach the disk before its rename does, and a power cut then leaves
         // records under the fresh pool name). So the new segment is always flagged recycled:
-        // the name is never trusted to mean "zeros only". The name is only a hint for the
-        // cache: a fresh file's zeros were written with large `pwrite`s, so the cache may hold
-        // it as large folios (see `drop_cached_pages`): dropped, the map faults its pages back
-        // one by one. A purged segment's cached pages came from its map's faults, one page
-        // each, and are kept: no read-back.
-        if super::pool::is_fresh(path) {
-            drop_cached_pages(&file);
-        }
+        // the name is never trusted to mean "zeros only".
         Self::mapped(path.to_path_buf(), file, size, opts, true, old_salt)
     }
 
@@ -224,27 +215,18 @@ fn reserve(path: &Path, size: u64, opts: &FileOptions) -> Result<File> {
     Ok(file)
 }
 
-/// Drops the file's clean pages from the page cache (`POSIX_FADV_DONTNEED`; best effort).
-///
-/// Zeros written with large `pwrite`s sit in the page cache as large folios, and a page
-/// dirtied through a shared map marks its whole folio dirty: every later small `msync` would
-/// write the folio back (measured on ext4, Linux 6.18: 1 MiB written per 4.5 KiB durable
-/// append, p50 350 µs instead of 147 µs). Once dropped, the map's faults bring the pages back
-/// one page each, and a sync writes only the pages it dirtied.
-fn drop_cached_pages(file: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: an advisory syscall on a file descriptor we own; it touches no memory of ours
-    // (the file is not mapped yet).
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-    }
-}
-
 /// Faults every page of a map in for writing, so the writer takes no fault in it. A fresh
 /// map's pages hold zeros and stay zeros; a recycled file's keep their bytes. They become
 /// dirty, which costs nothing extra because the writer dirties them anyway.
+///
+/// Pages not in the page cache come in one page each (`MADV_RANDOM` while populating, so no
+/// read-ahead brings them as large folios): a page dirtied through a shared map marks its
+/// whole folio dirty, and every small `msync` would then write the whole folio back.
 fn prefault_for_write(map: &MmapRaw) {
-    if map.advise(memmap2::Advice::PopulateWrite).is_ok() {
+    let _ = map.advise(memmap2::Advice::Random);
+    let populated = map.advise(memmap2::Advice::PopulateWrite).is_ok();
+    let _ = map.advise(memmap2::Advice::Normal);
+    if populated {
         return;
     }
     const PAGE: usize = 4096;

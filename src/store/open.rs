@@ -143,7 +143,10 @@ impl Store {
         }
 
         let active = match plan.segments.last() {
-            Some(s) => s.clone(),
+            Some(s) => {
+                s.read_ahead_for_writer(plan.write_pos);
+                s.clone()
+            }
             None => {
                 let seg = Segment::install(preparer.first_file()?, &dir, next_seq)?;
                 flusher.dir_syncs().renamed();
