@@ -225,7 +225,11 @@ fn durable_batches_deep_in_new_segments_write_back_only_their_own_pages() {
     // On into the second segment, 16 MiB deep, then durable batches there.
     append(&mut store, 130_000, 64, false);
     let second = append(&mut store, 200 * 16, 16, true);
-    assert_ne!(store.position().0, first_segment, "the batches ran in the next segment");
+    assert_ne!(
+        store.position().0,
+        first_segment,
+        "the batches ran in the next segment"
+    );
     for (which, per_batch) in [("first", first), ("second", second)] {
         assert!(
             per_batch <= 32 << 10,
