@@ -36,17 +36,15 @@ fn run_in<E: Engine>(p: &Params, dir: &Path) -> R<Value> {
     let first_seg_batches = (seg_entries / per as u64) as usize;
     let first = E::FIRST_INDEX;
     let mut e = E::open(dir, Mode::DurableEach)?;
-    let mut b = gen.batch();
     let mut lat: Vec<Duration> = Vec::with_capacity(batches);
-    let mut next = first;
+    let next = first + (batches * per) as u64;
     let t = Instant::now();
-    for _ in 0..batches {
-        gen.fill(&mut b, next, per);
+    gen.each_batch(first, next - first, per, |b| {
         let t0 = Instant::now();
-        e.append_durable(&b)?;
+        e.append_durable(b)?;
         lat.push(t0.elapsed());
-        next += per as u64;
-    }
+        Ok(())
+    })?;
     let secs = t.elapsed().as_secs_f64();
     let last = e.last_index()?;
     if last != Some(next - 1) {

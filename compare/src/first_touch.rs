@@ -171,59 +171,36 @@ fn run_in<E: Engine>(p: &Params, dir: &Path) -> R<Value> {
         })
         .map_err(|e| Fail::Error(format!("spawning the reader thread: {e}")))?;
 
-    let mut b = gen.batch();
-    let mut next = first;
-    let mut failure: Option<Fail> = None;
-    for _ in 0..rounds {
-        let mut copy: Vec<u8> = Vec::with_capacity(round as usize * size);
-        let from = next;
-        let mut i = 0;
-        while i < round {
-            let k = (p.batch as u64).min(round - i) as usize;
-            gen.fill(&mut b, next, k);
-            if let Err(f) = e.append(&b) {
-                failure = Some(f);
-                break;
-            }
-            copy.extend_from_slice(&b.buf);
-            next += k as u64;
-            i += k as u64;
+    // The engine's side: append a round, hand it over, wait for the reader's verdict.
+    let stopped = || Fail::Error("the reader thread stopped".into());
+    let wrote = (|| -> R<()> {
+        for r in 0..rounds {
+            let from = first + r * round;
+            let mut copy: Vec<u8> = Vec::with_capacity(round as usize * size);
+            gen.each_batch(from, round, p.batch, |b| {
+                e.append(b)?;
+                copy.extend_from_slice(&b.buf);
+                Ok(())
+            })?;
+            let lagging = from.checked_sub(lag).filter(|&l| l >= first);
+            to_reader
+                .send(Round {
+                    from,
+                    to: from + round,
+                    copy,
+                    lagging,
+                })
+                .map_err(|_| stopped())?;
+            done_rx.recv().map_err(|_| stopped())??;
         }
-        if failure.is_some() {
-            break;
-        }
-        if to_reader
-            .send(Round {
-                from,
-                to: next,
-                copy,
-                lagging: from.checked_sub(lag).filter(|&l| l >= first),
-            })
-            .is_err()
-        {
-            failure = Some(Fail::Error("the reader thread stopped".into()));
-            break;
-        }
-        match done_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(f)) => {
-                failure = Some(f);
-                break;
-            }
-            Err(_) => {
-                failure = Some(Fail::Error("the reader thread stopped".into()));
-                break;
-            }
-        }
-    }
+        Ok(())
+    })();
     drop(to_reader);
     let totals = match reader_thread.join() {
         Ok(r) => r?,
         Err(_) => return Err(Fail::Error("the reader thread panicked".into())),
     };
-    if let Some(f) = failure {
-        return Err(f);
-    }
+    wrote?;
     e.close()?;
 
     let n = totals.entries.max(1) as f64;

@@ -52,6 +52,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The index after the batch's last entry.
+    pub fn end(&self) -> u64 {
+        self.first + (self.buf.len() / self.size.max(1)) as u64
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + Clone + '_ {
         let first = self.first;
         self.buf
@@ -102,6 +107,26 @@ impl Gen {
             buf: Vec::new(),
         }
     }
+
+    /// Calls `f` with entries `first..first + n` in batches of `per_batch` (the last one
+    /// shorter), one reused buffer; stops at the first error.
+    pub fn each_batch(
+        &self,
+        first: u64,
+        n: u64,
+        per_batch: usize,
+        mut f: impl FnMut(&Batch) -> R<()>,
+    ) -> R<()> {
+        let mut b = self.batch();
+        let mut i = 0;
+        while i < n {
+            let k = (per_batch.max(1) as u64).min(n - i) as usize;
+            self.fill(&mut b, first + i, k);
+            f(&b)?;
+            i += k as u64;
+        }
+        Ok(())
+    }
 }
 
 /// One implementation per crate. Every method must keep the crate's documented guarantees:
@@ -129,15 +154,7 @@ pub trait Engine: Sized {
     /// Appends entries `first..first + n` in batches of `per_batch`, no sync (workload 1, and
     /// the warm-up).
     fn append_all(&mut self, gen: &Gen, first: u64, n: u64, per_batch: usize) -> R<()> {
-        let mut b = gen.batch();
-        let mut i = 0;
-        while i < n {
-            let k = per_batch.min((n - i) as usize);
-            gen.fill(&mut b, first + i, k);
-            self.append(&b)?;
-            i += k as u64;
-        }
-        Ok(())
+        gen.each_batch(first, n, per_batch, |b| self.append(b))
     }
     /// Workload 2. Default: `append_all`, then `sync` once.
     fn bulk_then_sync(&mut self, gen: &Gen, first: u64, n: u64, per_batch: usize) -> R<()> {

@@ -59,16 +59,10 @@ fn append_purging<E: Engine>(
     n: u64,
     per_batch: usize,
 ) -> R<()> {
-    let mut b = gen.batch();
-    let mut i = 0;
-    while i < n {
-        let k = per_batch.min((n - i) as usize);
-        gen.fill(&mut b, first + i, k);
-        e.append(&b)?;
-        i += k as u64;
-        purger.after_append(e, first + i)?;
-    }
-    Ok(())
+    gen.each_batch(first, n, per_batch, |b| {
+        e.append(b)?;
+        purger.after_append(e, b.end())
+    })
 }
 
 /// Files and bytes under `dir`.

@@ -119,18 +119,13 @@ impl Engine for OkayWalEngine {
 
     /// Workload 2 as okaywal can express it: ONE entry holding all N chunks, one commit.
     fn bulk_then_sync(&mut self, gen: &Gen, first: u64, n: u64, per_batch: usize) -> R<()> {
-        let mut b = gen.batch();
         self.write_entry(&mut |put| {
-            let mut i = 0;
-            while i < n {
-                let k = per_batch.min((n - i) as usize);
-                gen.fill(&mut b, first + i, k);
+            gen.each_batch(first, n, per_batch, |b| {
                 for (_, p) in b.iter() {
                     put(p)?;
                 }
-                i += k as u64;
-            }
-            Ok(())
+                Ok(())
+            })
         })
     }
 

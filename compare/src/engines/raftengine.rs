@@ -104,15 +104,7 @@ impl Engine for RaftEngineEngine {
         n: u64,
         per_batch: usize,
     ) -> R<()> {
-        let mut b = gen.batch();
-        let mut i = 0;
-        while i < n {
-            let k = per_batch.min((n - i) as usize);
-            gen.fill(&mut b, first + i, k);
-            i += k as u64;
-            self.write(&b, i == n)?;
-        }
-        Ok(())
+        gen.each_batch(first, n, per_batch, |b| self.write(b, b.end() == first + n))
     }
 
     fn read_range(&mut self, from: u64, to: u64, f: &mut dyn FnMut(u64, &[u8])) -> R<()> {

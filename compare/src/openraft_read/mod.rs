@@ -175,15 +175,8 @@ fn run<E: Engine>(dir: &Path, a: &Args) -> R<Value> {
     std::fs::create_dir_all(dir).map_err(crate::harness::err("create dir"))?;
     let mut e = E::open(dir, Mode::Lazy)?;
     let gen = Gen::new(a.entry_size);
-    let mut b = gen.batch();
     let first = E::FIRST_INDEX;
-    let mut i = 0;
-    while i < a.entries {
-        let k = 1000.min(a.entries - i) as usize;
-        gen.fill(&mut b, first + i, k);
-        e.append(&b)?;
-        i += k as u64;
-    }
+    e.append_all(&gen, first, a.entries, 1000)?;
     e.sync()?;
     let mut best = f64::INFINITY;
     let (mut allocs, mut bytes) = (0, 0);
