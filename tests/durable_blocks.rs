@@ -150,6 +150,35 @@ fn dirtied_by_this_thread() -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Appends `n` entries of 256 B from `*next` on in batches of 64, then syncs once.
+fn fill(store: &mut Store, next: &mut u64, n: u64) {
+    let payload = [0xC3u8; 256];
+    for _ in 0..n / 64 {
+        let first = *next;
+        store
+            .append_batch((first..first + 64).map(|i| (i, &payload[..])))
+            .expect("append");
+        *next += 64;
+    }
+    store.sync().expect("sync");
+}
+
+/// Appends `batches` durable batches of 16 x 256 B from `*next` on (each synced); returns the
+/// bytes this thread dirtied per batch on average.
+fn dirtied_per_durable_batch(store: &mut Store, next: &mut u64, batches: u64) -> u64 {
+    let payload = [0xA5u8; 256];
+    let before = dirtied_by_this_thread().expect("io");
+    for _ in 0..batches {
+        let first = *next;
+        store
+            .append_batch((first..first + 16).map(|i| (i, &payload[..])))
+            .expect("append");
+        store.sync().expect("sync");
+        *next += 16;
+    }
+    (dirtied_by_this_thread().expect("io") - before) / batches
+}
+
 #[test]
 fn a_small_durable_batch_writes_back_only_its_own_pages() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -157,26 +186,16 @@ fn a_small_durable_batch_writes_back_only_its_own_pages() {
         return;
     }
     let mut store = Store::open(dir.path(), Config::default()).expect("open");
-    let Some(before) = dirtied_by_this_thread() else {
+    if dirtied_by_this_thread().is_none() {
         println!("skipped: no /proc/thread-self/io (task I/O accounting off)");
         return;
-    };
-    const BATCHES: u64 = 200;
-    const PER_BATCH: u64 = 16;
-    let payload = [0xA5u8; 256];
-    for b in 0..BATCHES {
-        let first = b * PER_BATCH;
-        store
-            .append_batch((first..first + PER_BATCH).map(|i| (i, &payload[..])))
-            .expect("append");
-        store.sync().expect("sync");
     }
-    let per_batch = (dirtied_by_this_thread().expect("io") - before) / BATCHES;
+    let per_batch = dirtied_per_durable_batch(&mut store, &mut 0, 200);
     // A batch is 16 records of 280 bytes: 2 pages, 3 where it straddles one. A large folio
     // would show up as hundreds of KiB per batch.
     assert!(
         per_batch <= 32 << 10,
-        "each durable batch of {PER_BATCH} x 256 B dirtied {per_batch} bytes on average"
+        "each durable batch of 16 x 256 B dirtied {per_batch} bytes on average"
     );
 }
 
@@ -190,41 +209,18 @@ fn durable_batches_deep_in_new_segments_write_back_only_their_own_pages() {
         return;
     }
     let mut store = Store::open(dir.path(), Config::default()).expect("open");
-    let payload = [0xC3u8; 256];
-    let mut next = 0u64;
-    let mut append = |store: &mut Store, n: u64, per: u64, sync: bool| {
-        let mut batches = 0;
-        let mut dirtied = 0;
-        for _ in 0..n / per {
-            let before = dirtied_by_this_thread();
-            store
-                .append_batch((next..next + per).map(|i| (i, &payload[..])))
-                .expect("append");
-            next += per;
-            if sync {
-                store.sync().expect("sync");
-                if let (Some(b), Some(a)) = (before, dirtied_by_this_thread()) {
-                    batches += 1;
-                    dirtied += a - b;
-                }
-            }
-        }
-        if !sync {
-            store.sync().expect("sync");
-        }
-        dirtied / batches.max(1)
-    };
     if dirtied_by_this_thread().is_none() {
         println!("skipped: no /proc/thread-self/io (task I/O accounting off)");
         return;
     }
+    let mut next = 0u64;
     // 40 MiB into the first segment (64 MiB), then durable batches there.
-    append(&mut store, 150_000, 64, false);
-    let first = append(&mut store, 200 * 16, 16, true);
+    fill(&mut store, &mut next, 150_000);
+    let first = dirtied_per_durable_batch(&mut store, &mut next, 200);
     let first_segment = store.position().0;
     // On into the second segment, 16 MiB deep, then durable batches there.
-    append(&mut store, 130_000, 64, false);
-    let second = append(&mut store, 200 * 16, 16, true);
+    fill(&mut store, &mut next, 130_000);
+    let second = dirtied_per_durable_batch(&mut store, &mut next, 200);
     assert_ne!(
         store.position().0,
         first_segment,

@@ -26,9 +26,9 @@ use crate::format::POOL_SUFFIX;
 use crate::io::Fs;
 
 /// Name suffix of a pooled file the preparer made (written with zeros). Only a name: such a
-/// file can hold records all the same (its pages can reach the disk
-/// before the rename that made it a segment, and a power cut then leaves the old name), so a
-/// segment made from it is flagged [`crate::format::SEGMENT_FLAG_RECYCLED`] like any other.
+/// file can hold records all the same (its pages can reach the disk before the rename that
+/// made it a segment, and a power cut then leaves the old name), so a segment made from it
+/// is flagged [`crate::format::SEGMENT_FLAG_RECYCLED`] like any other.
 pub(crate) const FRESH_POOL_SUFFIX: &str = ".fresh.pool";
 
 /// Purged segment files waiting for reuse, at most `cap` of them.
