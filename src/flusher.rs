@@ -429,6 +429,13 @@ fn process(
             } else {
                 from
             };
+            // The whole pages being synced are unmapped from this process first: the writer
+            // is past them (they are below `end`, and every reservation there has finished).
+            // Otherwise write-back write-protects each mapped page on its own, one TLB
+            // shootdown per page (measured: a fifth of the CPU time of a many-group Ready
+            // loop); unmapped, the range costs one. Readers map them again on their next
+            // access.
+            seg.unmap_pages(from, end);
             seg.sync_range(start, end)?;
             seg.set_synced(end);
         }

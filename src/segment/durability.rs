@@ -72,7 +72,7 @@ impl Segment {
 
     /// Drops this process's page table entries for the whole pages inside `[from, to)` of a
     /// shared map (`MADV_DONTNEED`); the file's bytes are untouched. Best effort.
-    fn unmap_pages(&self, from: u64, to: u64) {
+    pub(crate) fn unmap_pages(&self, from: u64, to: u64) {
         let start = from.div_ceil(PAGE) * PAGE;
         let end = (to / PAGE * PAGE).min(self.map.len() as u64);
         if end <= start {
