@@ -11,7 +11,12 @@
 //!
 //! Where the next file comes from: the [`Pool`] of recycled segments first (a pooled file
 //! that no view maps any more: its header is blanked and synced, its blocks are written);
-//! otherwise a new `*.seg.tmp` file whose blocks are reserved (`fallocate`), which is fast.
+//! otherwise a new `*.seg.tmp` file whose blocks are reserved (`fallocate`). With recycling
+//! enabled, the new file's blocks are then also *written* (zeros, in 1 MiB chunks with at most
+//! two in write-back at a time, then synced), so that the writer's syncs there commit no
+//! extent conversions; the file is reused for the log's whole life, so it is written once. A
+//! `take` call that comes first stops the writing between chunks and gets the file as it is
+//! (its rest reserved only).
 //!
 //! With recycling enabled (a pool size above 0), the thread also uses the time while its
 //! ready file waits for the writer (once it has waited `IDLE_BEFORE_WRITING`: a bulk load
@@ -62,12 +67,24 @@ struct Source {
 }
 
 impl Source {
-    /// A recycled file from the pool if one is free, else a new file (blocks reserved).
-    fn next(&self, token: u64) -> Result<PreparedFile> {
+    /// A recycled file from the pool if one is free, else a new file: its blocks written
+    /// (paced, until `stop` says the writer waits for it) where [`Source::writes_new_files`],
+    /// else reserved only.
+    fn next(&self, token: u64, stop: &dyn Fn() -> bool) -> Result<PreparedFile> {
         match self.recycled() {
             Some(f) => Ok(f),
+            None if self.writes_new_files() => {
+                PreparedFile::create_written(&self.dir, token, self.size, &self.opts, stop, true)
+            }
             None => PreparedFile::create(&self.dir, token, self.size, &self.opts),
         }
+    }
+
+    /// Whether new segment files get their blocks written, not only reserved: when recycling
+    /// is on (a file written once is then reused for the log's whole life), on a file system
+    /// that rewrites blocks in place, and unless every allocation writes zeros anyway.
+    fn writes_new_files(&self) -> bool {
+        self.pool.cap() > 0 && self.opts.via == WriteVia::Map && !self.opts.zero_fill
     }
 
     /// A file from the pool that no live segment maps, made ready for reuse.
@@ -194,11 +211,11 @@ impl Preparer {
                 loop {
                     token += 1;
                     let started = calls.load(Ordering::Acquire);
-                    let made = src.next(token);
+                    let stop = || halt.load(Ordering::Relaxed) || waiting.load(Ordering::Acquire);
+                    let made = src.next(token, &stop);
                     let failed = made.is_err();
                     // The file is ready: once the writer has left it waiting for a while,
                     // write a pooled file until the writer asks for it.
-                    let stop = || halt.load(Ordering::Relaxed) || waiting.load(Ordering::Acquire);
                     if !failed && src.wants_written_file() && idle_for(IDLE_BEFORE_WRITING, &stop) {
                         src.write_pool_file(&stop);
                     }
@@ -252,8 +269,8 @@ impl Preparer {
         if let Some(f) = src.recycled() {
             return Ok(f);
         }
-        if src.pool.cap() > 0 && src.opts.via == WriteVia::Map && !src.opts.zero_fill {
-            PreparedFile::create_written(&src.dir, 0, src.size, &src.opts)
+        if src.writes_new_files() {
+            PreparedFile::create_written(&src.dir, 0, src.size, &src.opts, &|| false, false)
         } else {
             PreparedFile::create(&src.dir, 0, src.size, &src.opts)
         }
@@ -285,7 +302,7 @@ impl Preparer {
             }
             None => {
                 self.token += 1;
-                self.source.next(self.token)
+                self.source.next(self.token, &|| false)
             }
         }
     }

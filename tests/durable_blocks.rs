@@ -143,6 +143,54 @@ fn a_new_logs_first_segment_has_written_blocks() {
     drop(store);
 }
 
+/// The same for the files a log grows into, while recycling is on (the default): the
+/// preparer writes a new file's blocks before the writer takes it, so syncs past the first
+/// segment commit no extent conversions either. (A writer that takes the file before that is
+/// done gets it partly written; here the writer waits for the preparer at 40 MiB.)
+#[test]
+fn new_segments_past_the_first_have_written_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    if !usable(dir.path()) {
+        return;
+    }
+    let mut store = Store::open(dir.path(), Config::default()).expect("open");
+    if unwritten_bytes(&segments(dir.path())[0]).is_none() {
+        println!("skipped: FIEMAP not supported here");
+        return;
+    }
+    let mut next = 0u64;
+    fill(&mut store, &mut next, 150_000);
+    // The preparer makes the next file once an eighth of the segment is filled; wait until
+    // it has none of its blocks unwritten, or give up after 10 s: well before the kernel's
+    // own write-back of the prefaulted pages (after `dirty_expire_centisecs`, 30 s by
+    // default) would convert the extents anyway.
+    let prepared = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .expect("list dir")
+            .map(|e| e.expect("dir entry").path())
+            .find(|p| p.to_string_lossy().ends_with(".seg.tmp"))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Some(p) = prepared(dir.path()) {
+            if unwritten_bytes(&p) == Some(0) {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    fill(&mut store, &mut next, 130_000);
+    let segs = segments(dir.path());
+    assert_eq!(segs.len(), 2, "two segments: {segs:?}");
+    let n = unwritten_bytes(&segs[1]).expect("FIEMAP");
+    assert_eq!(
+        n,
+        0,
+        "{} has {n} bytes in unwritten extents: every small fdatasync there would commit extent conversions",
+        segs[1].display()
+    );
+}
+
 fn dirtied_by_this_thread() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/thread-self/io").ok()?;
     s.lines()

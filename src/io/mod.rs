@@ -150,12 +150,19 @@ pub(crate) fn allocate(
 /// Writes zeros over `[0, size)` of a file whose blocks are reserved, so that they become
 /// *written* blocks (later writes overwrite them, and an `fdatasync` commits no extent
 /// conversions). `stop` is asked between 1 MiB chunks; returns whether it wrote everything.
+///
+/// `paced`: each chunk's write-back starts as soon as it is written, and the next chunk waits
+/// until the one before it has reached the disk, so at most two chunks are in flight. A
+/// background writer of zeros then never queues tens of MiB ahead of a log's own syncs, and
+/// the final `fsync` has little left to write. (Hints only: what is durable is still decided
+/// by that `fsync`.)
 pub(crate) fn write_blocks(
     fs: &dyn Fs,
     file: &File,
     path: &Path,
     size: u64,
     stop: &dyn Fn() -> bool,
+    paced: bool,
 ) -> Result<bool> {
     const CHUNK: u64 = 1 << 20;
     let mut off = 0;
@@ -165,9 +172,34 @@ pub(crate) fn write_blocks(
         }
         let end = (off + CHUNK).min(size);
         write_zeros(fs, file, path, off, end)?;
+        if paced {
+            writeback_hint(file, off, end - off, libc::SYNC_FILE_RANGE_WRITE);
+            if off > 0 {
+                let prev = off.saturating_sub(CHUNK);
+                writeback_hint(file, prev, off - prev, libc::SYNC_FILE_RANGE_WAIT_AFTER);
+            }
+        }
         off = end;
     }
     Ok(true)
+}
+
+/// `sync_file_range(file, offset, len, flags)`, best effort: a write-back hint that makes
+/// nothing durable (no metadata, no device cache flush), so it needs no place in the `Fs`
+/// seam's crash model.
+fn writeback_hint(file: &File, offset: u64, len: u64, flags: libc::c_uint) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return;
+    };
+    // SAFETY: a plain syscall on a file descriptor that `file` owns for the whole call; it
+    // reads and writes none of this process's memory.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, flags);
+    }
 }
 
 fn is_unsupported(e: &io::Error) -> bool {
