@@ -9,6 +9,7 @@
 //! next one's timing.
 
 #[cfg(feature = "ours")]
+mod bare;
 mod dirs;
 #[cfg(feature = "ours")]
 mod ours;
@@ -27,7 +28,9 @@ use work::{Cell, DIRS_MAX_GROUPS, READY_GROUPS};
 
 const USAGE: &str = "\
 compare groups: many groups in one process — ours (one Groups log), raft-engine (one Engine,
-a region per group), dirs (one raft_mmap_log::Store per group, separate directories)
+a region per group), dirs (one raft_mmap_log::Store per group, separate directories), and
+the machine's limit, bare (each write's framed bytes pwritten into one file of written blocks,
+then fdatasync: no index, no checksum, no reads)
 
 USAGE: cargo run --release -p compare -- groups [OPTIONS]
 
@@ -42,7 +45,7 @@ OPTIONS:
   --secs S           seconds per cell (default 3)
   --runs N           repetitions of every cell (default 3; the full default run takes about
                      12 minutes, --runs 5 about 20)
-  --only NAME[,..]   engines (ours, raft-engine, dirs; diagnostics: ours-zerofill = ours
+  --only NAME[,..]   engines (ours, raft-engine, bare, dirs; diagnostics: ours-zerofill = ours
                      with Allocation::ZeroFill, ours-pwrite = ours with WriteMode::Pwrite,
                      ours-sharded = 8 Groups logs, group n in log n % 8)
                      and/or workloads (ready, indep)
@@ -54,9 +57,10 @@ OPTIONS:
   --timeout SECS     per-child limit (default 120)
   -h, --help         this text";
 
-pub const ENGINES: [&str; 6] = [
+pub const ENGINES: [&str; 7] = [
     "ours",
     "raft-engine",
+    "bare",
     "dirs",
     "ours-zerofill",
     "ours-pwrite",
@@ -67,7 +71,7 @@ pub const ENGINES: [&str; 6] = [
 /// diagnostics, run when named).
 const WORKLOADS: [&str; 2] = ["ready", "indep"];
 
-const DEFAULT_ENGINES: [&str; 3] = ["ours", "raft-engine", "dirs"];
+const DEFAULT_ENGINES: [&str; 4] = ["ours", "raft-engine", "bare", "dirs"];
 
 struct Args {
     secs: f64,
@@ -232,6 +236,7 @@ fn run_child(engine: &str, a: &Args) {
         #[cfg(feature = "ours")]
         "dirs" => work::run_cell::<dirs::Dirs>(&dir, cell, secs, size),
         "raft-engine" => work::run_cell::<raftengine::RaftEngineGroups>(&dir, cell, secs, size),
+        "bare" => work::run_cell::<bare::Bare>(&dir, cell, secs, size),
         other => Err(crate::harness::Fail::Unsupported(format!(
             "engine {other:?} not built (feature `ours` off?)"
         ))),

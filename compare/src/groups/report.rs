@@ -117,24 +117,29 @@ fn cell_label(c: &Cell) -> String {
 fn perf_table(out: &mut String, report: &Value, engines: &[&str], cells: &[Cell]) {
     let _ = writeln!(
         out,
-        "| cell | engine | entries/s, median (min–max) | p50 µs | p99 µs | mean µs | write part p50 / p99 µs | entries/s ÷ raft-engine | CPU µs / entry | switches / write (vol+invol) | bare fdatasync p50 µs, before / after | runs ok |"
+        "| cell | engine | entries/s, median (min–max) | p50 µs | p99 µs | mean µs | write part p50 / p99 µs | entries/s ÷ raft-engine | ÷ bare | CPU µs / entry | switches / write (vol+invol) | probe fdatasync p50 µs, before / after | runs ok |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for c in cells {
         let base = stat(runs_of(report, c, "raft-engine"), "entries_per_s");
+        let limit = stat(runs_of(report, c, "bare"), "entries_per_s");
         for e in engines {
             let runs = runs_of(report, c, e);
             if let Some(w) = why(runs) {
-                let _ = writeln!(out, "| {} | {e} | {w} | | | | | | | | | 0 |", cell_label(c));
+                let _ = writeln!(
+                    out,
+                    "| {} | {e} | {w} | | | | | | | | | | 0 |",
+                    cell_label(c)
+                );
                 continue;
             }
             let eps = stat(runs, "entries_per_s");
             let _ = writeln!(
                 out,
-                "| {} | {e} | {} | {} | {} | {} | {} / {} | {} | {} | {}+{} | {} / {} | {}/{} |",
+                "| {} | {e} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {}+{} | {} / {} | {}/{} |",
                 cell_label(c),
                 with_range(eps),
                 with_range(stat(runs, "p50_us")),
@@ -146,6 +151,11 @@ fn perf_table(out: &mut String, report: &Value, engines: &[&str], cells: &[Cell]
                     "1".into()
                 } else {
                     ratio(eps, base)
+                },
+                if *e == "bare" {
+                    "1".into()
+                } else {
+                    ratio(eps, limit)
                 },
                 med(stat(runs, "cpu_us_per_entry"), 1.0),
                 med(stat(runs, "vol_switches_per_op"), 1.0),
