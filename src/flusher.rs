@@ -438,6 +438,9 @@ fn process(
             seg.unmap_pages(from, end);
             seg.sync_range(start, end)?;
             seg.set_synced(end);
+            if !seal {
+                seg.convert_ahead(end);
+            }
         }
         if seal && !seg.is_sealed_marked() {
             seg.mark_sealed(end)?;

@@ -149,8 +149,8 @@ pub(crate) fn allocate(
 
 /// Writes zeros over `[0, size)` of a file whose blocks are reserved, so that they become
 /// *written* blocks (later writes overwrite them, and an `fdatasync` commits no extent
-/// conversions). `stop` is asked between chunks (1 MiB, or 256 KiB `paced`); returns whether it
-/// wrote everything.
+/// conversions). `stop` is asked between chunks (1 MiB, or 256 KiB `paced`); returns how far
+/// it wrote (`size` when it wrote everything).
 ///
 /// `paced`: zeros go in 256 KiB pieces, each written back (and waited for) before the next, so
 /// at most one piece is ever in write-back. A background writer of zeros then never queues
@@ -164,12 +164,12 @@ pub(crate) fn write_blocks(
     size: u64,
     stop: &dyn Fn() -> bool,
     paced: bool,
-) -> Result<bool> {
+) -> Result<u64> {
     let chunk: u64 = if paced { 256 << 10 } else { 1 << 20 };
     let mut off = 0;
     while off < size {
         if stop() {
-            return Ok(false);
+            return Ok(off);
         }
         let end = (off + chunk).min(size);
         write_zeros(fs, file, path, off, end)?;
@@ -183,13 +183,13 @@ pub(crate) fn write_blocks(
         }
         off = end;
     }
-    Ok(true)
+    Ok(size)
 }
 
 /// `sync_file_range(file, offset, len, flags)`, best effort: a write-back hint that makes
 /// nothing durable (no metadata, no device cache flush), so it needs no place in the `Fs`
 /// seam's crash model.
-fn writeback_hint(file: &File, offset: u64, len: u64, flags: libc::c_uint) {
+pub(crate) fn writeback_hint(file: &File, offset: u64, len: u64, flags: libc::c_uint) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (
         libc::off64_t::try_from(offset),

@@ -4,12 +4,15 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{header, Segment, SEALED_MAGIC};
+use super::{header, Segment, WriteVia, SEALED_MAGIC};
 use crate::error::{Error, Result};
 use crate::format::SEGMENT_HEADER_SIZE;
 
 /// The page size the advice calls round to (every supported target's).
 const PAGE: u64 = 4096;
+
+/// How far ahead of a sync [`Segment::convert_ahead`] sends reserved blocks to write-back.
+const CONVERT_AHEAD: u64 = 1 << 20;
 
 impl Segment {
     /// Makes `[from, to)` durable (msync). Ranges are widened to pages by the kernel.
@@ -49,6 +52,28 @@ impl Segment {
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
             }
+            Ok(())
+        });
+    }
+
+    /// After a sync up to `end`: where the blocks ahead of `end` were only reserved, starts
+    /// write-back (`sync_file_range(WRITE)`, no wait) of the next [`CONVERT_AHEAD`] bytes, the
+    /// zero pages the prefault left dirty there. On ext4 a sync over reserved blocks commits
+    /// their conversion to written blocks, one more synchronous write (the inode's block)
+    /// after the data of every sync; sent ahead, a mebibyte is converted at once and the
+    /// syncs that follow there commit nothing. Best effort, and a hint only: what a sync
+    /// makes durable is decided by `sync_range`, and the writer's bytes in these pages are
+    /// written again by the sync that covers them.
+    pub(crate) fn convert_ahead(&self, end: u64) {
+        let done = self.converted.load(Ordering::Relaxed);
+        if done >= self.size || end + CONVERT_AHEAD / 2 <= done || self.via != WriteVia::Map {
+            return;
+        }
+        let from = done.max(end / PAGE * PAGE);
+        let to = (from + CONVERT_AHEAD).min(self.size);
+        self.converted.store(to, Ordering::Relaxed);
+        let _ = self.with_file(|f| {
+            crate::io::writeback_hint(f, from, to - from, libc::SYNC_FILE_RANGE_WRITE);
             Ok(())
         });
     }

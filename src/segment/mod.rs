@@ -116,6 +116,9 @@ pub struct Segment {
     /// closed cleanly with every byte it wrote below it (`docs/format.md`, "The closed
     /// mark"). Never changes; the header's mark itself may be rewritten since.
     closed_end: Option<u64>,
+    /// Blocks below this offset are known written, or have been sent to write-back ahead of
+    /// the writer (see [`Segment::convert_ahead`]); blocks above it may be reserved only.
+    converted: AtomicU64,
     /// The file descriptor, only while it is needed (the active segment): the map stays
     /// valid without it, so a log with thousands of segments does not hold thousands of fds.
     /// Reopened by path when needed again.
@@ -226,6 +229,7 @@ impl Segment {
             sealed_end: AtomicU64::new(0),
             synced_mark: AtomicU64::new(0),
             closed_end: None,
+            converted: AtomicU64::new(prepared.written),
             file: Mutex::new(Some(prepared.file)),
             id: Segment::register(id),
             _map_lock: prepared.map_lock,
@@ -316,6 +320,8 @@ impl Segment {
             sealed_end: AtomicU64::new(if sealed { header.sealed_end.get() } else { 0 }),
             synced_mark: AtomicU64::new(mark.map_or(0, |m| m.end)),
             closed_end: mark.filter(|m| m.closed).map(|m| m.end),
+            // Unknown; taken as written, so nothing is sent ahead (a hint only).
+            converted: AtomicU64::new(size),
             // Closed now: the map stays valid, and only the active segment needs an fd.
             file: Mutex::new(None),
             id: Segment::register(id),

@@ -31,6 +31,10 @@ pub struct PreparedFile {
     pub(super) old_salt: Option<u32>,
     /// Taken from the pool (kept there, under its pool name, if given up).
     from_pool: bool,
+    /// Blocks below this offset are known *written* (not only reserved): the whole file for
+    /// a recycled one or one allocated with zeros, as far as the zeros went for one the
+    /// preparer was writing, 0 for a file whose blocks were only `fallocate`d.
+    pub(super) written: u64,
     /// This process's mapping lock on the directory (after `map`: dropped after it); moves
     /// into the segment made of the file.
     pub(super) map_lock: MapLock,
@@ -84,11 +88,13 @@ impl PreparedFile {
         let path = dir.join(format!("{token:020}{PREPARED_SUFFIX}"));
         let made = (|| {
             let file = reserve(&path, size, opts)?;
-            write_blocks(&*opts.fs, &file, &path, size, stop, paced)?;
+            let written = write_blocks(&*opts.fs, &file, &path, size, stop, paced)?;
             opts.fs
                 .fsync(&file, &path)
                 .map_err(|e| Error::io("fsync new segment file", &path, e))?;
-            Self::mapped(path.clone(), file, size, opts, false, None)
+            let mut f = Self::mapped(path.clone(), file, size, opts, false, None)?;
+            f.written = written;
+            Ok(f)
         })();
         if made.is_err() {
             let _ = opts.fs.remove(&path);
@@ -109,7 +115,7 @@ impl PreparedFile {
     ) -> Result<()> {
         let made = (|| {
             let file = reserve(path, size, opts)?;
-            if write_blocks(&*opts.fs, &file, path, size, stop, true)? {
+            if write_blocks(&*opts.fs, &file, path, size, stop, true)? == size {
                 opts.fs
                     .fsync(&file, path)
                     .map_err(|e| Error::io("fsync pooled file", path, e))?;
@@ -199,6 +205,7 @@ impl PreparedFile {
             recycled,
             old_salt,
             from_pool,
+            written: if recycled || opts.zero_fill { size } else { 0 },
             map_lock,
         })
     }
