@@ -59,11 +59,15 @@ pub struct Config {
     /// A purged segment's file is renamed into this pool (`<token>.pool`, a name recovery
     /// never reads as data) instead of being deleted, and the preparer reuses it for a later
     /// segment once no reader's view maps it any more: its blocks are already written, so
-    /// writing and syncing into it costs no block allocation or extent conversion. When the
-    /// pool is empty, the preparer also uses its idle time (while the writer has the next file
-    /// in hand) to make a pooled file whose blocks it *writes*, once, instead of only
-    /// reserving them (not on copy-on-write file systems, see [`WriteMode::Auto`], where a
-    /// rewrite takes new blocks anyway). Disk use: the live segments, at most this many pooled
+    /// writing and syncing into it costs no block allocation or extent conversion. While
+    /// recycling is on, a new segment file (the first one, and any the pool cannot supply)
+    /// also gets its blocks *written* with zeros on the preparer thread, once for the file's
+    /// life, instead of only reserved, and when the pool is empty the preparer uses its idle
+    /// time (while the writer has the next file in hand) to make such a pooled file ahead
+    /// (not on copy-on-write file systems, see [`WriteMode::Auto`], where a rewrite takes new
+    /// blocks anyway). With 0, new files are only reserved: each sync then sends the next
+    /// mebibyte ahead of it to write-back, so that their conversion is committed once per
+    /// mebibyte. Disk use: the live segments, at most this many pooled
     /// files, and the prepared file(s). Pooled files found at open are kept up to this number
     /// (the rest are removed).
     pub segment_pool: usize,
