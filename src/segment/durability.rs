@@ -40,18 +40,8 @@ impl Segment {
             return;
         }
         self.unmap_pages(from, to);
-        use std::os::fd::AsRawFd;
         let _ = self.with_file(|f| {
-            // SAFETY: a plain syscall on a file descriptor we own; it does not touch our
-            // memory.
-            unsafe {
-                libc::sync_file_range(
-                    f.as_raw_fd(),
-                    from as libc::off64_t,
-                    (to - from) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
+            crate::io::writeback_hint(f, from, to - from, libc::SYNC_FILE_RANGE_WRITE);
             Ok(())
         });
     }

@@ -67,9 +67,9 @@ pub struct Config {
     /// (not on copy-on-write file systems, see [`WriteMode::Auto`], where a rewrite takes new
     /// blocks anyway). With 0, new files are only reserved: each sync then sends the next
     /// mebibyte ahead of it to write-back, so that their conversion is committed once per
-    /// mebibyte. Disk use: the live segments, at most this many pooled
-    /// files, and the prepared file(s). Pooled files found at open are kept up to this number
-    /// (the rest are removed).
+    /// mebibyte. Disk use: the live segments, at most this many pooled files, and the
+    /// prepared file(s). Pooled files found at open are kept up to this number (the rest are
+    /// removed).
     pub segment_pool: usize,
 }
 
