@@ -63,7 +63,9 @@ impl PreparedFile {
     fn create_at(path: &Path, size: u64, opts: &FileOptions) -> Result<Self> {
         let path = path.to_path_buf();
         let file = reserve(&path, size, opts)?;
-        Self::mapped(path, file, size, opts, false, None)
+        // Reserved only, unless the allocation wrote zeros.
+        let written = if opts.zero_fill { size } else { 0 };
+        Self::mapped(path, file, size, opts, false, None, written)
     }
 
     /// [`PreparedFile::create`], with the blocks *written* (zeros, synced) before the file is
@@ -92,9 +94,7 @@ impl PreparedFile {
             opts.fs
                 .fsync(&file, &path)
                 .map_err(|e| Error::io("fsync new segment file", &path, e))?;
-            let mut f = Self::mapped(path.clone(), file, size, opts, false, None)?;
-            f.written = written;
-            Ok(f)
+            Self::mapped(path.clone(), file, size, opts, false, None, written)
         })();
         if made.is_err() {
             let _ = opts.fs.remove(&path);
@@ -173,7 +173,7 @@ impl PreparedFile {
         // its pages can reach the disk before its rename does, and a power cut then leaves
         // records under the fresh pool name). So the new segment is always flagged recycled:
         // the name is never trusted to mean "zeros only".
-        Self::mapped(path.to_path_buf(), file, size, opts, true, old_salt)
+        Self::mapped(path.to_path_buf(), file, size, opts, true, old_salt, size)
     }
 
     fn mapped(
@@ -183,6 +183,7 @@ impl PreparedFile {
         opts: &FileOptions,
         recycled: bool,
         old_salt: Option<u32>,
+        written: u64,
     ) -> Result<Self> {
         let from_pool = path
             .to_str()
@@ -205,7 +206,7 @@ impl PreparedFile {
             recycled,
             old_salt,
             from_pool,
-            written: if recycled || opts.zero_fill { size } else { 0 },
+            written,
             map_lock,
         })
     }
