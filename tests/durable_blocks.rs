@@ -77,14 +77,27 @@ fn unwritten_bytes(path: &Path) -> Option<u64> {
     }
 }
 
-fn segments(dir: &Path) -> Vec<PathBuf> {
+/// The files of `dir` whose names end with `suffix`, sorted.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("list dir")
         .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
         .collect();
     v.sort();
     v
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    files_ending(dir, ".seg")
+}
+
+/// Asks `done` every 20 ms until it says yes or `secs` seconds have passed.
+fn wait_until(secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline && !done() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn fs_type(dir: &Path) -> i64 {
@@ -164,21 +177,11 @@ fn new_segments_past_the_first_have_written_blocks() {
     // it has none of its blocks unwritten, or give up after 10 s: well before the kernel's
     // own write-back of the prefaulted pages (after `dirty_expire_centisecs`, 30 s by
     // default) would convert the extents anyway.
-    let prepared = |dir: &Path| {
-        std::fs::read_dir(dir)
-            .expect("list dir")
-            .map(|e| e.expect("dir entry").path())
-            .find(|p| p.to_string_lossy().ends_with(".seg.tmp"))
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        if let Some(p) = prepared(dir.path()) {
-            if unwritten_bytes(&p) == Some(0) {
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until(10, || {
+        files_ending(dir.path(), ".seg.tmp")
+            .first()
+            .is_some_and(|p| unwritten_bytes(p) == Some(0))
+    });
     fill(&mut store, &mut next, 130_000);
     let segs = segments(dir.path());
     assert_eq!(segs.len(), 2, "two segments: {segs:?}");
@@ -215,22 +218,14 @@ fn a_sync_over_reserved_blocks_converts_the_next_mebibyte_ahead() {
         println!("skipped: the file system wrote the segment's blocks at allocation");
         return;
     }
-    let payload = [0xA5u8; 256];
-    store
-        .append_batch((0..16u64).map(|i| (i, &payload[..])))
-        .expect("append");
-    store.sync().expect("sync");
+    durable_batch(&mut store, &mut 0);
     // The write-back ahead is not waited for: poll until its conversion shows (or 10 s).
     // (The open's own sync of the header may have sent the first mebibyte already.)
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut written = 0;
-    while std::time::Instant::now() < deadline {
+    wait_until(10, || {
         written = size - unwritten_bytes(seg).expect("FIEMAP");
-        if written >= 512 << 10 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+        written >= 512 << 10
+    });
     // The header, the checkpoint and the batch are 3 pages; a mebibyte sent ahead is 256.
     assert!(
         written >= 512 << 10,
@@ -260,33 +255,47 @@ fn fill(store: &mut Store, next: &mut u64, n: u64) {
     store.sync().expect("sync");
 }
 
+/// Appends one durable batch of 16 x 256 B from `*next` on (appended, then synced).
+fn durable_batch(store: &mut Store, next: &mut u64) {
+    let payload = [0xA5u8; 256];
+    let first = *next;
+    store
+        .append_batch((first..first + 16).map(|i| (i, &payload[..])))
+        .expect("append");
+    store.sync().expect("sync");
+    *next += 16;
+}
+
 /// Appends `batches` durable batches of 16 x 256 B from `*next` on (each synced); returns the
 /// bytes this thread dirtied per batch on average.
 fn dirtied_per_durable_batch(store: &mut Store, next: &mut u64, batches: u64) -> u64 {
-    let payload = [0xA5u8; 256];
     let before = dirtied_by_this_thread().expect("io");
     for _ in 0..batches {
-        let first = *next;
-        store
-            .append_batch((first..first + 16).map(|i| (i, &payload[..])))
-            .expect("append");
-        store.sync().expect("sync");
-        *next += 16;
+        durable_batch(store, next);
     }
     (dirtied_by_this_thread().expect("io") - before) / batches
 }
 
-#[test]
-fn a_small_durable_batch_writes_back_only_its_own_pages() {
+/// A log in a new temporary directory with `config`, where this test can count the bytes its
+/// thread dirties; `None` (with the reason printed) where it cannot.
+fn open_counting_io(config: Config) -> Option<(tempfile::TempDir, Store)> {
     let dir = tempfile::tempdir().expect("tempdir");
     if !usable(dir.path()) {
-        return;
+        return None;
     }
-    let mut store = Store::open(dir.path(), Config::default()).expect("open");
+    let store = Store::open(dir.path(), config).expect("open");
     if dirtied_by_this_thread().is_none() {
         println!("skipped: no /proc/thread-self/io (task I/O accounting off)");
-        return;
+        return None;
     }
+    Some((dir, store))
+}
+
+#[test]
+fn a_small_durable_batch_writes_back_only_its_own_pages() {
+    let Some((_dir, mut store)) = open_counting_io(Config::default()) else {
+        return;
+    };
     let per_batch = dirtied_per_durable_batch(&mut store, &mut 0, 200);
     // A batch is 16 records of 280 bytes: 2 pages, 3 where it straddles one. A large folio
     // would show up as hundreds of KiB per batch.
@@ -301,15 +310,9 @@ fn a_small_durable_batch_writes_back_only_its_own_pages() {
 /// go on): a new log's first segment and the next, new file.
 #[test]
 fn durable_batches_deep_in_new_segments_write_back_only_their_own_pages() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    if !usable(dir.path()) {
+    let Some((_dir, mut store)) = open_counting_io(Config::default()) else {
         return;
-    }
-    let mut store = Store::open(dir.path(), Config::default()).expect("open");
-    if dirtied_by_this_thread().is_none() {
-        println!("skipped: no /proc/thread-self/io (task I/O accounting off)");
-        return;
-    }
+    };
     let mut next = 0u64;
     // 40 MiB into the first segment (64 MiB), then durable batches there.
     fill(&mut store, &mut next, 150_000);
@@ -335,25 +338,20 @@ fn durable_batches_deep_in_new_segments_write_back_only_their_own_pages() {
 /// the preparer wrote.
 #[test]
 fn durable_batches_in_recycled_segments_write_back_only_their_own_pages() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    if !usable(dir.path()) {
-        return;
-    }
     let cfg = Config {
         segment_size: 4 << 20,
         ..Config::default()
     };
-    let mut store = Store::open(dir.path(), cfg).expect("open");
+    let Some((dir, mut store)) = open_counting_io(cfg) else {
+        return;
+    };
     let payload = [0x5Au8; 256];
     const PER_BATCH: u64 = 16;
     let mut next = 0u64;
     // Fill several segments, purging behind, so that later segments are recycled files.
     let mut recycled_batches = 0u64;
     let mut dirtied = 0u64;
-    let Some(mut before) = dirtied_by_this_thread() else {
-        println!("skipped: no /proc/thread-self/io (task I/O accounting off)");
-        return;
-    };
+    let mut before = dirtied_by_this_thread().expect("io");
     while recycled_batches < 1000 {
         let seq_before = store.position().0;
         store
