@@ -2,56 +2,80 @@
 //!
 //! A [`Run`] maps a range of consecutive log indexes stored in one segment to their record
 //! offsets, 4 bytes per entry. It is append-only and readable without locks while the writer
-//! appends: slots live in fixed-size chunks of atomics that are allocated once and never move,
-//! and the number of readable slots is published with a Release store after the slots are
-//! written (invariant I3). A slot is only written while unpublished (a failed batch that is
-//! undone leaves written but unpublished slots, which the next batch overwrites); truncation
-//! never rewrites a published slot,
-//! it freezes the run at a shorter length inside a new [`crate::version::Version`] and starts
-//! a new run.
+//! appends: slots live in buckets of atomics that are allocated once and never move, and the
+//! number of readable slots is published with a Release store after the slots are written
+//! (invariant I3). A slot is only written while unpublished (a failed batch that is undone
+//! leaves written but unpublished slots, which the next batch overwrites); truncation never
+//! rewrites a published slot, it freezes the run at a shorter length inside a new
+//! [`crate::version::Version`] and starts a new run.
+//!
+//! Bucket sizes double: bucket `k` holds `FIRST << k` slots. A shared log's group writes a
+//! few entries into each segment, so its run costs a 64-byte bucket and a root of a few
+//! hundred bytes; a run that fills a 64 MiB segment needs 18 buckets.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use zerocopy::FromZeros;
+
 use crate::format::{RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
 use crate::segment::Segment;
 
-const CHUNK: usize = 1024;
+/// Slots of bucket 0.
+const FIRST: usize = 16;
 
-/// A chunk of zero slots (allocated when its first slot is written).
-#[cold]
-fn new_chunk() -> Box<[AtomicU32; CHUNK]> {
-    Box::new([const { AtomicU32::new(0) }; CHUNK])
+type Bucket = Box<[AtomicU32]>;
+
+/// The bucket that holds slot `slot`, and the slot's position in it.
+#[inline]
+fn locate(slot: usize) -> (usize, usize) {
+    let q = slot / FIRST + 1;
+    let k = (usize::BITS - 1 - q.leading_zeros()) as usize;
+    (k, slot - bucket_start(k))
 }
 
-/// Chunks per leaf of a run's chunk table.
-const LEAF: usize = 64;
+/// First slot of bucket `k` (`k` at most `usize::BITS - 4`, as [`locate`] gives).
+#[inline]
+fn bucket_start(k: usize) -> usize {
+    FIRST * ((1usize << k) - 1)
+}
 
-type Chunk = Box<[AtomicU32; CHUNK]>;
-type Leaf = Box<[OnceLock<Chunk>; LEAF]>;
+/// Number of buckets that `slots` slots occupy.
+fn buckets_for(slots: usize) -> usize {
+    match slots.checked_sub(1) {
+        None => 0,
+        Some(last) => locate(last).0 + 1,
+    }
+}
 
-/// A leaf of empty chunk cells (allocated when its first chunk is).
+/// Bucket `k`, all slots zero (allocated when its first slot is written). Zeroed by the
+/// allocator: a large bucket's pages become resident only as its slots are written.
 #[cold]
-fn new_leaf() -> Leaf {
-    Box::new([const { OnceLock::new() }; LEAF])
+fn new_bucket(k: usize) -> Bucket {
+    let len = FIRST << k;
+    <[AtomicU32]>::new_box_zeroed_with_elems(len).unwrap_or_else(|_| {
+        std::alloc::handle_alloc_error(
+            std::alloc::Layout::array::<AtomicU32>(len).unwrap_or(std::alloc::Layout::new::<u32>()),
+        )
+    })
 }
 
 /// Consecutive entries of one segment.
-///
-/// Its chunks hang from a two-level table whose leaves are allocated with their first
-/// chunk, so that a run of a few entries (a shared log's group writes a few entries into
-/// each segment) costs one chunk, one leaf and a small root, not a table sized for the
-/// whole segment.
 #[derive(Debug)]
 pub struct Run {
     segment: Arc<Segment>,
     first: u64,
     published: AtomicU64,
-    /// Leaves of `LEAF` chunk cells each; chunk `c` is cell `c % LEAF` of leaf `c / LEAF`.
-    chunks: Box<[OnceLock<Leaf>]>,
-    /// Chunks the run may have (its capacity in slots, divided by `CHUNK`, rounded up).
-    max_chunks: usize,
+    /// Buckets `0..INLINE`, in the run itself: a short run allocates no table.
+    inline: [OnceLock<Bucket>; INLINE],
+    /// Buckets `INLINE..count`, allocated with the first of them.
+    more: OnceLock<Box<[OnceLock<Bucket>]>>,
+    /// Buckets the run may have: bucket `k` holds slots `bucket_start(k)..bucket_start(k + 1)`.
+    count: usize,
 }
+
+/// Buckets held in a [`Run`] itself (16 + 32 + 64 + 128 = 240 slots).
+const INLINE: usize = 4;
 
 impl Run {
     /// An empty run whose first entry will have log index `first`.
@@ -59,53 +83,57 @@ impl Run {
         // A segment cannot hold more records than this, so a run never needs more slots.
         let capacity =
             (segment.size() as usize).saturating_sub(SEGMENT_HEADER_SIZE) / RECORD_HEADER_SIZE + 1;
-        let max_chunks = capacity.div_ceil(CHUNK);
-        let chunks = (0..max_chunks.div_ceil(LEAF))
-            .map(|_| OnceLock::new())
-            .collect();
         Run {
             segment,
             first,
             published: AtomicU64::new(0),
-            chunks,
-            max_chunks,
+            inline: [const { OnceLock::new() }; INLINE],
+            more: OnceLock::new(),
+            count: buckets_for(capacity),
         }
     }
 
-    /// Chunk `c`, if allocated.
+    /// The cell of bucket `k`, if the run has that bucket and its cell exists.
     #[inline]
-    fn chunk(&self, c: usize) -> Option<&Chunk> {
-        self.chunks.get(c / LEAF)?.get()?.get(c % LEAF)?.get()
-    }
-
-    /// The cell of chunk `c` (its leaf allocated if needed); `None` past the capacity.
-    #[inline]
-    fn chunk_cell(&self, c: usize) -> Option<&OnceLock<Chunk>> {
-        if c >= self.max_chunks {
+    fn cell(&self, k: usize) -> Option<&OnceLock<Bucket>> {
+        if k >= self.count {
             return None;
         }
-        let leaf = self.chunks.get(c / LEAF)?;
-        let leaf = match leaf.get() {
-            Some(l) => l,
-            None => leaf.get_or_init(new_leaf),
-        };
-        leaf.get(c % LEAF)
+        match k.checked_sub(INLINE) {
+            None => self.inline.get(k),
+            Some(j) => self.more.get()?.get(j),
+        }
     }
 
-    /// Allocates the chunks of slots `0..slots` now (at most the run's capacity), instead of
+    /// The cell of bucket `k`, its table allocated if needed; `None` past the capacity.
+    #[inline]
+    fn cell_for_write(&self, k: usize) -> Option<&OnceLock<Bucket>> {
+        if k >= INLINE && k < self.count && self.more.get().is_none() {
+            let more = self.count - INLINE;
+            self.more
+                .get_or_init(|| (0..more).map(|_| OnceLock::new()).collect());
+        }
+        self.cell(k)
+    }
+
+    /// The bucket of slot `slot` and the slot's position in it, if allocated.
+    #[inline]
+    fn bucket(&self, slot: usize) -> Option<(&Bucket, usize)> {
+        let (k, i) = locate(slot);
+        Some((self.cell(k)?.get()?, i))
+    }
+
+    /// Allocates the buckets of slots `0..slots` now (at most the run's capacity), instead of
     /// one at a time as the writer reaches them. The writer calls it when it starts a run in a
     /// new segment, with the length of the run before: growing the heap needs the process's
     /// address-space lock, which the preparer's prefault of the next segment holds for many
     /// milliseconds, so the allocations are made at once, before that prefault starts, and not
-    /// one every 1,024 entries in the middle of it.
+    /// in the middle of it.
     pub fn reserve(&self, slots: u64) {
-        let n = usize::try_from(slots)
-            .unwrap_or(usize::MAX)
-            .div_ceil(CHUNK)
-            .min(self.max_chunks);
-        for c in 0..n {
-            if let Some(cell) = self.chunk_cell(c) {
-                cell.get_or_init(new_chunk);
+        let n = buckets_for(usize::try_from(slots).unwrap_or(usize::MAX)).min(self.count);
+        for k in 0..n {
+            if let Some(cell) = self.cell_for_write(k) {
+                cell.get_or_init(|| new_bucket(k));
             }
         }
     }
@@ -117,25 +145,25 @@ impl Run {
         for &off in offsets {
             collected.push(off);
         }
-        Run::adopt(segment, first, collected)
+        Run::adopt(segment, first, collected, true)
     }
 
-    /// A run made of the offsets recovery collected, all published: it takes their chunks as
-    /// its own (nothing is copied, so the offsets are never held twice).
-    pub fn adopt(segment: Arc<Segment>, first: u64, offsets: Offsets) -> Self {
+    /// A run made of the offsets recovery collected, all published: it takes their buckets
+    /// as its own (nothing is copied, so the offsets are never held twice). `receiving`: the
+    /// writer will append to it (the last run of its log, in the active segment), so a
+    /// trimmed last bucket gets its full length back; any other run is read only.
+    pub fn adopt(segment: Arc<Segment>, first: u64, mut offsets: Offsets, receiving: bool) -> Self {
+        if receiving {
+            offsets.untrim();
+        }
         let mut run = Run::new(segment, first);
         let len = offsets.len as u64;
-        if offsets.chunks.len() > run.max_chunks {
-            // Not reachable through recovery (a segment holds no more records than the run
-            // has room for), but a longer run must still hold them all.
-            run.max_chunks = offsets.chunks.len();
-            let mut table = std::mem::take(&mut run.chunks).into_vec();
-            table.resize_with(run.max_chunks.div_ceil(LEAF), OnceLock::new);
-            run.chunks = table.into_boxed_slice();
-        }
-        for (c, chunk) in offsets.chunks.into_iter().enumerate() {
-            if let Some(cell) = run.chunk_cell(c) {
-                let _ = cell.set(chunk);
+        // More buckets than the run has room for is not reachable through recovery (a
+        // segment holds no more records than that), but a longer run must still hold them.
+        run.count = run.count.max(offsets.buckets.len());
+        for (k, bucket) in offsets.buckets.into_iter().enumerate() {
+            if let Some(cell) = run.cell_for_write(k) {
+                let _ = cell.set(bucket);
             }
         }
         run.publish(len);
@@ -163,15 +191,21 @@ impl Run {
     /// the store, which sizes runs by the segment).
     #[inline]
     pub fn set(&self, slot: usize, offset: u32) -> bool {
-        let Some(cell) = self.chunk_cell(slot / CHUNK) else {
+        let (k, i) = locate(slot);
+        let Some(cell) = self.cell_for_write(k) else {
             return false;
         };
-        let chunk = match cell.get() {
-            Some(chunk) => chunk,
-            None => cell.get_or_init(new_chunk),
+        let bucket = match cell.get() {
+            Some(bucket) => bucket,
+            None => cell.get_or_init(|| new_bucket(k)),
         };
-        chunk[slot % CHUNK].store(offset, Ordering::Relaxed);
-        true
+        match bucket.get(i) {
+            Some(s) => {
+                s.store(offset, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Makes slots `0..len` visible to readers (Release).
@@ -183,48 +217,43 @@ impl Run {
     /// Offset of slot `slot`, which the caller has seen published.
     #[inline]
     pub fn offset(&self, slot: u64) -> Option<u32> {
-        let slot = usize::try_from(slot).ok()?;
-        let chunk = self.chunk(slot / CHUNK)?;
-        Some(chunk[slot % CHUNK].load(Ordering::Relaxed))
+        let (bucket, i) = self.bucket(usize::try_from(slot).ok()?)?;
+        Some(bucket.get(i)?.load(Ordering::Relaxed))
     }
 
-    /// Up to `max` slots from `slot` on, within the chunk that holds `slot`: the offsets of
-    /// consecutive entries, for an iterator to walk without looking the chunk up again. Empty
-    /// if the chunk was never written. The caller has seen `slot..slot + max` published.
+    /// Up to `max` slots from `slot` on, within the bucket that holds `slot`: the offsets of
+    /// consecutive entries, for an iterator to walk without looking the bucket up again.
+    /// Empty if the bucket was never written. The caller has seen `slot..slot + max`
+    /// published.
     #[inline]
     pub fn slots(&self, slot: u64, max: u64) -> &[AtomicU32] {
-        let Ok(slot) = usize::try_from(slot) else {
+        let Some((bucket, start)) = usize::try_from(slot).ok().and_then(|s| self.bucket(s)) else {
             return &[];
         };
-        let Some(chunk) = self.chunk(slot / CHUNK) else {
-            return &[];
-        };
-        let start = slot % CHUNK;
         let len = usize::try_from(max)
             .unwrap_or(usize::MAX)
-            .min(CHUNK - start);
-        chunk.get(start..start + len).unwrap_or(&[])
+            .min(bucket.len().saturating_sub(start));
+        bucket.get(start..start + len).unwrap_or(&[])
     }
 
-    /// Resident bytes of the index for this run.
+    /// Resident bytes of the index for this run (at most: a large bucket's untouched pages
+    /// are not resident).
     pub fn heap_bytes(&self) -> usize {
-        let leaves: Vec<&Leaf> = self.chunks.iter().filter_map(|l| l.get()).collect();
-        let chunks: usize = leaves
-            .iter()
-            .map(|l| l.iter().filter(|c| c.get().is_some()).count())
+        let more = self.more.get().map_or(&[][..], |m| &m[..]);
+        let slots: usize = (self.inline.iter().chain(more))
+            .filter_map(|b| b.get())
+            .map(|b| b.len())
             .sum();
-        chunks * CHUNK * 4
-            + leaves.len() * std::mem::size_of::<[OnceLock<Chunk>; LEAF]>()
-            + std::mem::size_of_val(&*self.chunks)
+        std::mem::size_of::<Run>() + slots * 4 + std::mem::size_of_val(more)
     }
 }
 
-/// Record offsets as recovery's scan collects them, in the index's own chunks, so that a
+/// Record offsets as recovery's scan collects them, in the index's own buckets, so that a
 /// [`Run`] adopts them ([`Run::adopt`]) instead of copying: at no point of an open are the
 /// offsets held twice. Filled with exclusive access: no atomic operation per offset.
 #[derive(Debug, Default)]
 pub struct Offsets {
-    chunks: Vec<Box<[AtomicU32; CHUNK]>>,
+    buckets: Vec<Bucket>,
     len: usize,
 }
 
@@ -232,12 +261,12 @@ impl Offsets {
     /// Appends an offset.
     #[inline]
     pub fn push(&mut self, offset: u32) {
-        let slot = self.len % CHUNK;
-        if slot == 0 && self.chunks.len() * CHUNK == self.len {
-            self.chunks.push(new_chunk());
+        let (k, i) = locate(self.len);
+        if k == self.buckets.len() {
+            self.buckets.push(new_bucket(k));
         }
-        if let Some(chunk) = self.chunks.last_mut() {
-            *chunk[slot].get_mut() = offset;
+        if let Some(slot) = self.buckets.get_mut(k).and_then(|b| b.get_mut(i)) {
+            *slot.get_mut() = offset;
             self.len += 1;
         }
     }
@@ -253,12 +282,18 @@ impl Offsets {
         if i >= self.len {
             return None;
         }
-        let chunk = self.chunks.get(i / CHUNK)?;
-        Some(chunk[i % CHUNK].load(Ordering::Relaxed))
+        let (k, i) = locate(i);
+        Some(self.buckets.get(k)?.get(i)?.load(Ordering::Relaxed))
+    }
+
+    /// Slot `i` for writing (`i` below `len`).
+    fn slot_mut(&mut self, i: usize) -> Option<&mut u32> {
+        let (k, i) = locate(i);
+        Some(self.buckets.get_mut(k)?.get_mut(i)?.get_mut())
     }
 
     /// Keeps only the offsets of `ranges` (increasing, not overlapping), in order, moved to
-    /// the front; frees the chunks no longer needed. Moves in place: a kept offset only ever
+    /// the front; frees the buckets no longer needed. Moves in place: a kept offset only ever
     /// moves to a lower position, so nothing is allocated.
     pub fn keep_only(&mut self, ranges: &[std::ops::Range<usize>]) {
         let mut to = 0;
@@ -267,16 +302,51 @@ impl Offsets {
             let (start, end) = (r.start.max(prev_end), r.end.min(self.len));
             for from in start..end {
                 if from != to {
-                    let v = *self.chunks[from / CHUNK][from % CHUNK].get_mut();
-                    *self.chunks[to / CHUNK][to % CHUNK].get_mut() = v;
+                    if let Some(v) = self.get(from) {
+                        if let Some(slot) = self.slot_mut(to) {
+                            *slot = v;
+                        }
+                    }
                 }
                 to += 1;
             }
             prev_end = prev_end.max(end);
         }
         self.len = to;
-        self.chunks.truncate(to.div_ceil(CHUNK));
-        self.chunks.shrink_to_fit();
+        self.trim();
+    }
+
+    /// Frees what no offset uses: the buckets past the last offset, and the unused end of
+    /// the last bucket (exclusive access: nothing refers into them yet). A bucket's size
+    /// doubles, so without this the index of a segment's run could hold up to twice its
+    /// offsets. A run that adopts trimmed offsets and still receives entries gets its last
+    /// bucket back at full length ([`Run::adopt`]).
+    pub fn trim(&mut self) {
+        let n = buckets_for(self.len);
+        self.buckets.truncate(n);
+        self.buckets.shrink_to_fit();
+        let used = n.checked_sub(1).map(|k| self.len - bucket_start(k));
+        if let (Some(last), Some(used)) = (self.buckets.last_mut(), used) {
+            if used < last.len() {
+                let mut slots = std::mem::take(last).into_vec();
+                slots.truncate(used);
+                *last = slots.into_boxed_slice();
+            }
+        }
+    }
+
+    /// Gives a trimmed last bucket back its full length, for a run that receives entries.
+    fn untrim(&mut self) {
+        let k = self.buckets.len().saturating_sub(1);
+        if let Some(last) = self.buckets.last_mut() {
+            if last.len() < FIRST << k {
+                let mut full = new_bucket(k);
+                for (to, from) in full.iter_mut().zip(last.iter_mut()) {
+                    *to.get_mut() = *from.get_mut();
+                }
+                *last = full;
+            }
+        }
     }
 
     /// A copy of the offsets of `ranges` (increasing, not overlapping), in order.
@@ -289,6 +359,7 @@ impl Offsets {
                 }
             }
         }
+        out.trim();
         out
     }
 }
@@ -316,30 +387,34 @@ mod tests {
         assert_eq!(run.published(), 0);
         run.publish(5000);
         assert_eq!(run.offset(4999), Some(64 + 4999 * 24));
-        // `slots` stops at the end of a chunk and at `max`.
-        let s = run.slots(1020, 100);
-        assert_eq!(s.len(), 4);
-        assert_eq!(s[0].load(Ordering::Relaxed), 64 + 1020 * 24);
+        // `slots` stops at the end of a bucket (bucket 6: slots 1008..2032) and at `max`.
+        let s = run.slots(2020, 100);
+        assert_eq!(s.len(), 12);
+        assert_eq!(s[0].load(Ordering::Relaxed), 64 + 2020 * 24);
+        assert_eq!(run.slots(1020, 100).len(), 100);
         assert_eq!(run.slots(4990, 3).len(), 3);
         assert_eq!(run.slots(u64::MAX, 3).len(), 0);
         assert_eq!(run.first(), 100);
+        // 43,690 slots fit in a 1 MiB segment: 12 buckets, 65,520 slots.
         let capacity: usize = ((1 << 20) - 64) / 24 + 1;
-        assert!(!run.set(capacity.div_ceil(CHUNK) * CHUNK, 1));
-        // `reserve` allocates the chunks up to a slot count, never past the capacity.
+        assert_eq!(buckets_for(capacity), 12);
+        assert!(!run.set(bucket_start(12), 1));
+        // `reserve` allocates the buckets up to a slot count, never past the capacity.
         let r3 = Run::new(seg.clone(), 0);
         let empty = r3.heap_bytes();
-        let leaf = std::mem::size_of::<[OnceLock<Chunk>; LEAF]>();
+        let cell = std::mem::size_of::<OnceLock<Bucket>>();
         r3.reserve(2500);
-        assert_eq!(r3.heap_bytes(), empty + 3 * CHUNK * 4 + leaf);
+        assert_eq!(r3.heap_bytes(), empty + bucket_start(8) * 4 + 8 * cell);
         r3.reserve(u64::MAX);
-        let chunks = capacity.div_ceil(CHUNK);
-        assert_eq!(
-            r3.heap_bytes(),
-            empty + chunks * CHUNK * 4 + chunks.div_ceil(LEAF) * leaf
-        );
-        // An empty run costs its root only (a 1 MiB segment: one leaf cell).
+        assert_eq!(r3.heap_bytes(), empty + bucket_start(12) * 4 + 8 * cell);
+        // An empty run costs itself only, and a run of 16 entries one 64-byte bucket more.
         assert!(empty < 256, "{empty} bytes for an empty run");
         assert!(r3.set(capacity - 1, 5));
+        let small = Run::new(seg.clone(), 0);
+        for i in 0..16 {
+            assert!(small.set(i, 64));
+        }
+        assert_eq!(small.heap_bytes(), empty + 64);
         let r2 = Run::from_offsets(seg, 7, &[64, 88]);
         assert_eq!(r2.published(), 2);
         assert_eq!(r2.offset(1), Some(88));
@@ -370,14 +445,36 @@ mod tests {
             let got: Vec<u32> = (0..o.len()).filter_map(|i| o.get(i)).collect();
             assert_eq!(got, want);
         }
-        assert_eq!(all.chunks.len(), want.len().div_ceil(CHUNK));
-        let run = Run::adopt(seg, 10, all);
+        assert_eq!(all.buckets.len(), buckets_for(want.len()));
+        let run = Run::adopt(seg, 10, all, true);
         assert_eq!(run.published(), want.len() as u64);
         assert_eq!(run.offset(1039), Some(want[1039]));
-        // The writer goes on after the adopted slots, in the adopted chunk and past it.
+        // The writer goes on after the adopted slots, in the adopted bucket and past it.
         assert!(run.set(want.len(), 77));
-        assert!(run.set(3 * CHUNK, 78));
+        assert!(run.set(bucket_start(9), 78));
         assert_eq!(run.offset(want.len() as u64), Some(77));
-        assert_eq!(run.offset(3 * CHUNK as u64), Some(78));
+        assert_eq!(run.offset(bucket_start(9) as u64), Some(78));
+    }
+
+    #[test]
+    fn every_slot_has_one_place_in_the_doubling_buckets() {
+        let mut expect = (0, 0);
+        for slot in 0..200_000 {
+            assert_eq!(locate(slot), expect, "slot {slot}");
+            expect.1 += 1;
+            if expect.1 == FIRST << expect.0 {
+                expect = (expect.0 + 1, 0);
+            }
+        }
+        assert_eq!(
+            (
+                buckets_for(0),
+                buckets_for(1),
+                buckets_for(16),
+                buckets_for(17)
+            ),
+            (0, 1, 1, 2)
+        );
+        assert_eq!(locate(usize::MAX).0, (usize::BITS - 4) as usize);
     }
 }

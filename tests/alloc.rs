@@ -141,8 +141,10 @@ fn append_allocations(mut append: impl FnMut(u64, &[u8]), batches: u64) -> u64 {
 
 #[test]
 fn raft_append_allocates_no_more_than_the_engine() {
-    // Big segments and few entries: no rollover, no write-back hint; the engine allocates one
-    // index chunk per 1,024 entries, and the Raft layer must add nothing to that.
+    // Big segments and few entries: no rollover, no write-back hint; the engine allocates the
+    // index buckets it reaches (their sizes double: entries 64..1,664 reach the buckets that
+    // start at slots 112, 240, 496 and 1,008, and with the fifth bucket the table of those past
+    // the fourth), and the Raft layer must add nothing to that.
     let config = Config::default();
     let batches = 100;
     let dir = tempfile::tempdir().unwrap();
@@ -165,7 +167,7 @@ fn raft_append_allocates_no_more_than_the_engine() {
         batches,
     );
     assert!(
-        engine <= 2,
+        engine <= 5,
         "the engine allocated {engine} times for 1,600 entries"
     );
     assert_eq!(

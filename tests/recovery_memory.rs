@@ -1,4 +1,4 @@
-//! Recovery's heap peak: opening a log holds at most the index (4 bytes per entry, in chunks)
+//! Recovery's heap peak: opening a log holds at most the index (4 bytes per entry, in buckets)
 //! plus a fixed allowance at any instant, not a copy of every offset per stage of recovery.
 //! The CLI bench's counting global allocator, used by this test binary too, tracks live heap
 //! bytes over all threads (the scan runs on rayon's) and their peak.
@@ -78,7 +78,7 @@ fn body(i: u64, life: u8) -> [u8; 12] {
 fn runs_adopted_after_truncates_inside_one_segment_read_back_every_entry() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // One segment; truncates leave the segment's offsets in several pieces, which the open
-    // moves together in place (across index chunks of 1,024) for the run to adopt.
+    // moves together in place (across index buckets) for the run to adopt.
     let config = Config {
         segment_size: 4 << 20,
         ..Config::default()
@@ -109,4 +109,41 @@ fn runs_adopted_after_truncates_inside_one_segment_read_back_every_entry() {
     for (i, w) in want.iter().enumerate() {
         assert_eq!(view.get(i as u64), Some(&w[..]), "entry {i}");
     }
+}
+
+/// Heap bytes a group of a few entries may hold once its shared log is open: its state, its
+/// index root and its entries' offsets. (raft-engine's memtable holds about as much per
+/// region.)
+const BYTES_PER_SMALL_GROUP: usize = 1024;
+
+#[test]
+fn an_open_shared_log_holds_under_a_kibibyte_per_group_of_16_entries() {
+    use raft_mmap_log::groups::Groups;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let groups = 4096u64;
+    let config = Config {
+        segment_size: 8 << 20,
+        ..Config::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Groups::open(dir.path(), config.clone()).unwrap();
+        for g in 1..=groups {
+            let h = log.group(g);
+            h.append_batch((1..=16u64).map(|i| (i, &b"entry"[..])))
+                .unwrap();
+        }
+        log.sync().unwrap();
+    }
+    let (base, _, log) = heap_peak_during(|| Groups::open(dir.path(), config).unwrap());
+    let (live, _) = heap::live_and_peak();
+    assert_eq!(log.ids().len() as u64, groups);
+    assert_eq!(log.group(groups).reader().view().len(), 16);
+    let per_group = usize::try_from(live - base).unwrap_or(0) / groups as usize;
+    eprintln!("{per_group} heap bytes per group of 16 entries, open");
+    assert!(
+        per_group <= BYTES_PER_SMALL_GROUP,
+        "an open log of {groups} groups of 16 entries holds {per_group} heap bytes per group, \
+         more than {BYTES_PER_SMALL_GROUP}"
+    );
 }

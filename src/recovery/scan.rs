@@ -381,6 +381,7 @@ pub fn scan_segment(seg: &Segment) -> Scan {
         scan.last_offset = Some(found.offset);
         scan.last_crc = found.record.crc;
     }
+    scan.offsets.trim();
     scan.end = records.end();
     scan.torn = records.stop().cloned();
     scan.recycled_end = records.recycled_end().cloned();

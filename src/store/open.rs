@@ -118,19 +118,23 @@ impl Store {
         // The runs adopt the offsets the scans collected (moved, not copied: the index is
         // never held twice).
         let (run_offsets, group_offsets) = plan.take_run_offsets();
+        // A log's last run receives its next entries if it lies in the active segment (the
+        // last one); every other run is read only.
         let adopt = |runs: &[recovery::RunPlan], offsets: Vec<crate::index::Offsets>| {
             runs.iter()
                 .zip(offsets)
-                .map(|(rp, offsets)| {
-                    let seg = rp
-                        .segment
-                        .checked_sub(shift)
+                .enumerate()
+                .map(|(i, (rp, offsets))| {
+                    let k = rp.segment.checked_sub(shift);
+                    let seg = k
                         .and_then(|k| plan.segments.get(k))
                         .ok_or_else(|| {
                             Error::corrupt(&dir, 0, "recovered index names a purged segment")
                         })?
                         .clone();
-                    Ok(Arc::new(Run::adopt(seg, rp.first, offsets)))
+                    let receiving =
+                        i + 1 == runs.len() && k.map(|k| k + 1) == Some(plan.segments.len());
+                    Ok(Arc::new(Run::adopt(seg, rp.first, offsets, receiving)))
                 })
                 .collect::<Result<Vec<_>>>()
         };
