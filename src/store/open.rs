@@ -152,9 +152,10 @@ impl Store {
                 s.clone()
             }
             None => {
-                let seg = Segment::install(preparer.first_file()?, &dir, next_seq)?;
+                let seg = Arc::new(Segment::install(preparer.first_file()?, &dir, next_seq)?);
                 flusher.dir_syncs().renamed();
-                Arc::new(seg)
+                preparer.finish_first(&seg);
+                seg
             }
         };
         let current = Arc::new(ArcSwap::from_pointee(Version::default()));
