@@ -31,11 +31,11 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::segment::{FileOptions, Pool, PreparedFile, Segment, WriteVia};
+use crate::segment::{FileOptions, Pool, PreparedFile, WriteVia};
 
 /// Source of prepared segment files.
 #[derive(Debug)]
@@ -55,30 +55,7 @@ pub struct Preparer {
     /// one only then (or at the first `take`), so a log that is opened and closed again, or
     /// that writes little, makes no file it does not use.
     wanted: Arc<AtomicBool>,
-    /// Work for the thread while it waits for `wanted`: the rest of a new log's first
-    /// segment ([`Preparer::first_file`], [`Preparer::finish_first`]).
-    first: Arc<Mutex<Option<FirstJob>>>,
 }
-
-/// What is left of a new log's first segment: its pages past [`FIRST_HEAD`] to fault in, and
-/// with `convert` its blocks to write (see [`Segment::fault_in_ahead`]).
-struct FirstJob {
-    segment: Weak<Segment>,
-    convert: bool,
-}
-
-impl std::fmt::Debug for FirstJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FirstJob")
-            .field("convert", &self.convert)
-            .finish()
-    }
-}
-
-/// Bytes of a new log's first segment faulted in on the opening thread; the preparer's thread
-/// does the rest. (Faulting in and writing a whole 64 MiB segment took a new log's open
-/// 66 ms on ext4; this way it takes about a millisecond.)
-const FIRST_HEAD: u64 = 1 << 20;
 
 /// Where prepared files come from: what the thread and the on-demand path share.
 #[derive(Debug, Clone)]
@@ -202,7 +179,6 @@ impl Preparer {
         let ready = Arc::new(AtomicBool::new(false));
         let asked = Arc::new(AtomicU64::new(0));
         let wanted = Arc::new(AtomicBool::new(false));
-        let first = Arc::new(Mutex::new(None::<FirstJob>));
         if !background {
             return Ok(Preparer {
                 rx: None,
@@ -213,7 +189,6 @@ impl Preparer {
                 ready,
                 asked,
                 wanted,
-                first,
             });
         }
         // A rendezvous: one prepared file at a time. While it waits for the writer, the thread
@@ -222,26 +197,15 @@ impl Preparer {
         let src = source.clone();
         let (halt, waiting, calls) = (stop.clone(), ready.clone(), asked.clone());
         let want = wanted.clone();
-        let first_job = first.clone();
         let handle = std::thread::Builder::new()
             .name("raft-mmap-log-prepare".into())
             .spawn(move || {
-                // Nothing until the writer has filled an eighth of its segment, or asks, but
-                // the rest of a new log's first segment.
-                let asked_for_file =
-                    || want.load(Ordering::Acquire) || waiting.load(Ordering::Acquire);
-                while !asked_for_file() {
+                // Nothing until the writer has filled an eighth of its segment, or asks.
+                while !want.load(Ordering::Acquire) && !waiting.load(Ordering::Acquire) {
                     if halt.load(Ordering::Relaxed) {
                         return;
                     }
-                    let job = first_job.lock().ok().and_then(|mut j| j.take());
-                    match job.and_then(|j| Some((j.segment.upgrade()?, j.convert))) {
-                        Some((seg, convert)) => {
-                            let stop = || halt.load(Ordering::Relaxed) || asked_for_file();
-                            seg.fault_in_ahead(0, convert, &stop);
-                        }
-                        None => std::thread::park(),
-                    }
+                    std::thread::park();
                 }
                 let mut token = token;
                 loop {
@@ -281,7 +245,6 @@ impl Preparer {
             ready,
             asked,
             wanted,
-            first,
         })
     }
 
@@ -298,48 +261,19 @@ impl Preparer {
     }
 
     /// The file of a new log's first segment, on the caller's thread: a pooled file if there
-    /// is one, else a new file.
-    ///
-    /// With a thread beside the writer, and writing through the map, the new file is ready at
-    /// once: its blocks reserved, only its first [`FIRST_HEAD`] bytes faulted in, and
-    /// [`Preparer::finish_first`] gives the thread the rest (its pages, and its blocks
-    /// written where recycling would write new files' blocks: a new log's first durable
-    /// appends then overwrite written blocks too). Otherwise the whole file is prepared
-    /// here: its blocks written when recycling would write them (see
-    /// [`PreparedFile::create_written`]), else reserved.
+    /// is one, else a new file whose blocks are written here, once, when recycling would
+    /// write them anyway (see [`PreparedFile::create_written`]), else a new file with its
+    /// blocks reserved. So a new log's first durable appends overwrite written blocks too.
     pub fn first_file(&self) -> Result<PreparedFile> {
         let src = &self.source;
         if let Some(f) = src.recycled() {
             return Ok(f);
-        }
-        if self.handle.is_some() && src.opts.via == WriteVia::Map {
-            return PreparedFile::create_head(&src.dir, 0, src.size, FIRST_HEAD, &src.opts);
         }
         if src.writes_new_files() {
             PreparedFile::create_written(&src.dir, 0, src.size, &src.opts, &|| false, false)
         } else {
             PreparedFile::create(&src.dir, 0, src.size, &src.opts)
         }
-    }
-
-    /// Gives the thread the rest of a new log's first segment, made of
-    /// [`Preparer::first_file`]'s file: it faults the pages in ahead of the writer, and writes
-    /// their blocks where recycling would have written them, until the writer asks for its
-    /// next file. Without a thread, nothing is left to do.
-    pub fn finish_first(&self, segment: &Arc<Segment>) {
-        let Some(h) = &self.handle else {
-            return;
-        };
-        if self.source.opts.via != WriteVia::Map {
-            return;
-        }
-        if let Ok(mut job) = self.first.lock() {
-            *job = Some(FirstJob {
-                segment: Arc::downgrade(segment),
-                convert: self.source.writes_new_files(),
-            });
-        }
-        h.thread().unpark();
     }
 
     /// The next prepared file (blocks until it is ready).

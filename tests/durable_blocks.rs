@@ -135,10 +135,8 @@ fn usable(dir: &Path) -> bool {
     }
 }
 
-/// A new log's first segment gets written blocks too: the open reserves them only (it takes
-/// about a millisecond), and the preparer's thread writes them beside the writer.
 #[test]
-fn a_new_logs_first_segment_gets_written_blocks() {
+fn a_new_logs_first_segment_has_written_blocks() {
     let dir = tempfile::tempdir().expect("tempdir");
     if !usable(dir.path()) {
         return;
@@ -146,8 +144,6 @@ fn a_new_logs_first_segment_gets_written_blocks() {
     let store = Store::open(dir.path(), Config::default()).expect("open");
     let segs = segments(dir.path());
     assert_eq!(segs.len(), 1, "one segment: {segs:?}");
-    // 256 pieces, each waiting for its write-back: seconds on a disk busy with other tests.
-    wait_until(90, || unwritten_bytes(&segs[0]).is_none_or(|n| n == 0));
     match unwritten_bytes(&segs[0]) {
         None => println!("skipped: FIEMAP not supported here"),
         Some(n) => assert_eq!(

@@ -61,60 +61,11 @@ impl Segment {
         }
         let from = done.max(end / PAGE * PAGE);
         let to = (from + CONVERT_AHEAD).min(self.size);
-        self.converted.fetch_max(to, Ordering::Relaxed);
+        self.converted.store(to, Ordering::Relaxed);
         let _ = self.with_file(|f| {
             crate::io::writeback_hint(f, from, to - from, libc::SYNC_FILE_RANGE_WRITE);
             Ok(())
         });
-    }
-
-    /// For a segment whose file was mapped with only its head faulted in
-    /// ([`super::PreparedFile::create_head`]), from a thread beside the writer: faults the
-    /// pages from `from` to the end in for writing (`MADV_POPULATE_WRITE`, which changes no
-    /// byte, so the writer may be writing the same pages), 256 KiB at a time, asking `stop`
-    /// between pieces. With `convert`, each piece is then written back and waited for
-    /// (`sync_file_range`) before the next, so that its reserved blocks become written blocks
-    /// (see [`Segment::convert_ahead`]) and at most one piece is in write-back at a time.
-    /// Hints only: what is durable is decided by the syncs. Puts the map back under
-    /// `MADV_NORMAL` when it reaches the end.
-    pub(crate) fn fault_in_ahead(&self, from: u64, convert: bool, stop: &dyn Fn() -> bool) {
-        const PIECE: u64 = 256 << 10;
-        let size = self.map.len() as u64;
-        let mut off = from / PAGE * PAGE;
-        while off < size {
-            if stop() {
-                return;
-            }
-            // Pages the flusher has synced are behind the writer: faulting them in again
-            // would only dirty them anew.
-            off = off.max(self.synced().div_ceil(PAGE) * PAGE);
-            if off >= size {
-                break;
-            }
-            let end = (off + PIECE).min(size);
-            let (at, len) = (off as usize, (end - off) as usize);
-            // A kernel without `MADV_POPULATE_WRITE` leaves the pages to the writer's own
-            // faults (one page each, under `MADV_RANDOM`); they are written back all the same.
-            let _ = self
-                .map
-                .advise_range(memmap2::Advice::PopulateWrite, at, len);
-            // Every piece, even one a sync's `convert_ahead` has sent already: that write-back
-            // skips pages under write-back at the time, and pages found clean here cost nothing.
-            if convert && self.via == WriteVia::Map {
-                let _ = self.with_file(|f| {
-                    crate::io::writeback_hint(
-                        f,
-                        off,
-                        end - off,
-                        libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                    );
-                    Ok(())
-                });
-                self.converted.fetch_max(end, Ordering::Relaxed);
-            }
-            off = end;
-        }
-        let _ = self.map.advise(memmap2::Advice::Normal);
     }
 
     /// Starts reading `[from, end of segment)` into the page cache (`MADV_WILLNEED`; best

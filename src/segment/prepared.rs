@@ -60,35 +60,12 @@ impl PreparedFile {
         made
     }
 
-    /// [`PreparedFile::create`] for a new log's first segment, ready in a millisecond: only
-    /// its first `head` bytes are faulted in (in [`WriteVia::Map`]); the rest is left
-    /// under `MADV_RANDOM` for [`super::Segment::fault_in_ahead`] to fault in (and convert)
-    /// from another thread, or for the writer's own faults to bring in one page each.
-    pub(crate) fn create_head(
-        dir: &Path,
-        token: u64,
-        size: u64,
-        head: u64,
-        opts: &FileOptions,
-    ) -> Result<Self> {
-        let path = dir.join(format!("{token:020}{PREPARED_SUFFIX}"));
-        let made = (|| {
-            let file = reserve(&path, size, opts)?;
-            let written = if opts.zero_fill { size } else { 0 };
-            Self::mapped(path.clone(), file, size, opts, false, None, written, head)
-        })();
-        if made.is_err() {
-            let _ = opts.fs.remove(&path);
-        }
-        made
-    }
-
     fn create_at(path: &Path, size: u64, opts: &FileOptions) -> Result<Self> {
         let path = path.to_path_buf();
         let file = reserve(&path, size, opts)?;
         // Reserved only, unless the allocation wrote zeros.
         let written = if opts.zero_fill { size } else { 0 };
-        Self::mapped(path, file, size, opts, false, None, written, size)
+        Self::mapped(path, file, size, opts, false, None, written)
     }
 
     /// [`PreparedFile::create`], with the blocks *written* (zeros, synced) before the file is
@@ -117,7 +94,7 @@ impl PreparedFile {
             opts.fs
                 .fsync(&file, &path)
                 .map_err(|e| Error::io("fsync new segment file", &path, e))?;
-            Self::mapped(path.clone(), file, size, opts, false, None, written, size)
+            Self::mapped(path.clone(), file, size, opts, false, None, written)
         })();
         if made.is_err() {
             let _ = opts.fs.remove(&path);
@@ -196,19 +173,9 @@ impl PreparedFile {
         // its pages can reach the disk before its rename does, and a power cut then leaves
         // records under the fresh pool name). So the new segment is always flagged recycled:
         // the name is never trusted to mean "zeros only".
-        Self::mapped(
-            path.to_path_buf(),
-            file,
-            size,
-            opts,
-            true,
-            old_salt,
-            size,
-            size,
-        )
+        Self::mapped(path.to_path_buf(), file, size, opts, true, old_salt, size)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn mapped(
         path: PathBuf,
         file: File,
@@ -217,7 +184,6 @@ impl PreparedFile {
         recycled: bool,
         old_salt: Option<u32>,
         written: u64,
-        prefault: u64,
     ) -> Result<Self> {
         let from_pool = path
             .to_str()
@@ -225,7 +191,7 @@ impl PreparedFile {
         let map_lock = MapLock::acquire(dir_of(&path))?;
         let map = map_file(&*opts.fs, &file, &path, size, true)?;
         match opts.via {
-            WriteVia::Map => prefault_for_write(&map, prefault),
+            WriteVia::Map => prefault_for_write(&map),
             WriteVia::Pwrite => {
                 let _ = map.advise(memmap2::Advice::PopulateRead);
             }
@@ -271,23 +237,15 @@ fn reserve(path: &Path, size: u64, opts: &FileOptions) -> Result<File> {
 /// Pages not in the page cache come in one page each (`MADV_RANDOM` while populating, so no
 /// read-ahead brings them as large folios): a page dirtied through a shared map marks its
 /// whole folio dirty, and every small `msync` would then write the whole folio back.
-///
-/// `bytes` below the map's length: only `[0, bytes)` is faulted in, and the map is left under
-/// `MADV_RANDOM` (see [`PreparedFile::create_head`]).
-fn prefault_for_write(map: &MmapRaw, bytes: u64) {
-    let len = usize::try_from(bytes).unwrap_or(usize::MAX).min(map.len());
+fn prefault_for_write(map: &MmapRaw) {
     let _ = map.advise(memmap2::Advice::Random);
-    let populated = map
-        .advise_range(memmap2::Advice::PopulateWrite, 0, len)
-        .is_ok();
-    if len == map.len() {
-        let _ = map.advise(memmap2::Advice::Normal);
-    }
+    let populated = map.advise(memmap2::Advice::PopulateWrite).is_ok();
+    let _ = map.advise(memmap2::Advice::Normal);
     if populated {
         return;
     }
     const PAGE: usize = 4096;
-    for off in (0..len).step_by(PAGE) {
+    for off in (0..map.len()).step_by(PAGE) {
         // SAFETY: the map is private to this thread until the prepared file is handed over
         // (nobody else can hold a reference into it: a fresh file, or a pooled one that no
         // mapping holds any more), `off < len`, and writing a byte's own value back changes

@@ -152,10 +152,9 @@ impl Store {
                 s.clone()
             }
             None => {
-                let seg = Arc::new(Segment::install(preparer.first_file()?, &dir, next_seq)?);
+                let seg = Segment::install(preparer.first_file()?, &dir, next_seq)?;
                 flusher.dir_syncs().renamed();
-                preparer.finish_first(&seg);
-                seg
+                Arc::new(seg)
             }
         };
         let current = Arc::new(ArcSwap::from_pointee(Version::default()));
