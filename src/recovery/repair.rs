@@ -51,11 +51,18 @@ pub fn repair(dir: &Path, plan: &mut Plan, opts: &FileOptions) -> Result<()> {
         } else {
             plan.scans[k].end
         };
+        // A newest segment closed cleanly at `end` holds no byte of its last life past it.
+        let closed_clean = k + 1 == n
+            && seg.closed_end() == Some(end)
+            && plan.scans.get(k).is_some_and(|s| s.torn.is_none());
         // A recycled newest segment is sealed where its records end instead of zeroed after
         // them (the rest of the file is its previous life's bytes, and zeroing them would write
         // the whole file): the writer then starts a new segment, so bytes this life may have
-        // written past the end before a power cut can never be read as records.
-        let seal_recycled = k + 1 == n && seg.is_recycled() && !plan.needs_checkpoint;
+        // written past the end before a power cut can never be read as records. Not after a
+        // clean close: this life wrote nothing past `end`, and the writer goes on there once
+        // the closed mark is a plain one again (below).
+        let seal_recycled =
+            k + 1 == n && seg.is_recycled() && !plan.needs_checkpoint && !closed_clean;
         // The writer goes on in the newest segment unless it is sealed: its synced mark must
         // name the kept end. Lowered (only after tolerated corruption) before the bytes after
         // the end are zeroed, raised only once the kept records are durable.
@@ -70,10 +77,6 @@ pub fn repair(dir: &Path, plan: &mut Plan, opts: &FileOptions) -> Result<()> {
         // life's unsynced records there under a mark that says there are none).
         // (Not when its records stop at a torn or damaged record there: that is no clean end,
         // and the bytes after it are zeroed as usual.)
-        let closed_clean = k + 1 == n
-            && !seal_recycled
-            && seg.closed_end() == Some(end)
-            && plan.scans.get(k).is_some_and(|s| s.torn.is_none());
         if closed_clean {
             seg.write_synced_mark(end)?;
         } else if k + 1 == n && !seal_recycled {

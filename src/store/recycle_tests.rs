@@ -241,3 +241,41 @@ fn a_fresh_pool_file_holding_old_records_is_reused_as_a_recycled_segment() {
         store.sync().unwrap();
     }
 }
+
+/// A clean close leaves a recycled newest segment as it is: the next open goes on writing in
+/// it (no new segment, no sealed mark), and every entry and the ones appended after the
+/// reopen read back, across another reopen.
+#[test]
+fn a_clean_reopen_goes_on_in_a_recycled_newest_segment() {
+    let dir = scratch("rml-recycle-reopen");
+    let seqs =
+        |store: &Store| -> Vec<u64> { store.version.segments.iter().map(|s| s.seq()).collect() };
+    let mut next = 0;
+    let before = {
+        let mut store = Store::open(dir.path(), config(2)).unwrap();
+        // Purge behind the writer until the newest segment is a recycled file.
+        while !store.active.is_recycled() {
+            append(&mut store, next..next + 5);
+            next += 5;
+            store.sync().unwrap();
+            store.purge_to(next - 5).unwrap();
+            store.sync().unwrap();
+            assert!(next < 2_000, "no segment was recycled");
+        }
+        append(&mut store, next..next + 2);
+        next += 2;
+        store.sync().unwrap();
+        seqs(&store)
+    };
+    let mut store = Store::open(dir.path(), config(2)).unwrap();
+    assert_eq!(seqs(&store), before, "the reopen started a new segment");
+    assert!(store.active.is_recycled() && store.active.sealed_end().is_none());
+    append(&mut store, next..next + 2);
+    store.sync().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), config(2)).unwrap();
+    let view = store.reader().view();
+    for i in next - 2..next + 2 {
+        assert_eq!(view.get(i), Some(&payload(i)[..]), "entry {i}");
+    }
+}
