@@ -10,8 +10,9 @@
 //! [`crate::version::Version`] and starts a new run.
 //!
 //! Bucket sizes double: bucket `k` holds `FIRST << k` slots. A shared log's group writes a
-//! few entries into each segment, so its run costs a 64-byte bucket and a root of a few
-//! hundred bytes; a run that fills a 64 MiB segment needs 18 buckets.
+//! few entries into each segment, so its run costs the `Run` itself (which holds the cells of
+//! the first four buckets) and one 64-byte bucket; a run that fills a 64 MiB segment needs 18
+//! buckets, the cells of those past the fourth in one table.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
