@@ -8,8 +8,13 @@ use rayon::prelude::*;
 
 use super::scan::{scan_segment, Scan};
 use crate::error::{Error, Result};
-use crate::format::{parse_segment_file_name, POOL_SUFFIX, PREPARED_SUFFIX, SEGMENT_HEADER_SIZE};
+use crate::format::{
+    parse_segment_file_name, RecordHeader, SegmentHeader, FORMAT_VERSION, POOL_SUFFIX,
+    PREPARED_SUFFIX, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC,
+};
 use crate::io::Fs;
+use crate::record::{salted_crc, Seed};
+use crate::segment::parse_header;
 use crate::segment::{FileOptions, Segment};
 
 /// One listed segment file as found: opened and scanned, or why it did not open.
@@ -153,12 +158,13 @@ fn is_regular(path: &Path) -> Result<bool> {
 /// whose header never reached the disk: then nothing in it or in a later file was ever
 /// acknowledged, and recovery drops them.
 ///
-/// A file counts when it is blank (empty, or its header bytes are all zero) and either every
-/// later file is blank too (what a power cut leaves after the last written segment), or it is
-/// a full-size file after the oldest one (new files are allocated and synced before they are
-/// named, so a short file in the middle is damage, not a crash). The oldest file's header was
-/// synced before any later file could matter (at creation, or before older files were
-/// purged), so a blank oldest file followed by written ones is damage too.
+/// A file counts when it is at or after [`blank_from`] (blank, with every later file blank
+/// too: what a power cut leaves after the last written segment; or the newest file with an
+/// unfinished header, see [`header_is_unfinished`]), or when it is blank (empty, or its header
+/// bytes are all zero) and a full-size file after the oldest one (new files are allocated and
+/// synced before they are named, so a short file in the middle is damage, not a crash). The
+/// oldest file's header was synced before any later file could matter (at creation, or before
+/// older files were purged), so a blank oldest file followed by written ones is damage too.
 ///
 /// `blank` is [`blank_from`] of the listing.
 pub(crate) fn never_written(
@@ -170,15 +176,20 @@ pub(crate) fn never_written(
     let Some((_, path)) = listed.get(i) else {
         return false;
     };
-    header_is_blank(fs, path).unwrap_or(false)
-        && (i + 1 >= blank || (i > 0 && is_full_size(fs, path)))
+    i >= blank || (i > 0 && header_is_blank(fs, path).unwrap_or(false) && is_full_size(fs, path))
 }
 
-/// The position from which every listed file is blank (the listing's length if the newest
-/// is not). Headers are read from the newest back to the first written one: usually one read.
+/// The position from which every listed file was never written: the blank files at the end
+/// of the listing, and before them the newest written file too if its header is unfinished
+/// (a process killed while it wrote the header: see [`header_is_unfinished`]). The listing's
+/// length if the newest file is neither. Headers are read from the newest back to the first
+/// written one: usually one read.
 pub(crate) fn blank_from(fs: &dyn Fs, listed: &[(u64, PathBuf)]) -> Result<usize> {
     let mut k = listed.len();
     while k > 0 && header_is_blank(fs, &listed[k - 1].1)? {
+        k -= 1;
+    }
+    if k > 0 && header_is_unfinished(fs, &listed[k - 1].1)? {
         k -= 1;
     }
     Ok(k)
@@ -201,10 +212,53 @@ fn is_full_size(fs: &dyn Fs, path: &Path) -> bool {
 /// whose header never reached the disk. A short file with any non-zero byte is not blank.
 /// An I/O error reading it is an error, not a guess.
 fn header_is_blank(fs: &dyn Fs, path: &Path) -> Result<bool> {
-    use std::io::Read;
-    let mut raw = Vec::with_capacity(SEGMENT_HEADER_SIZE);
-    fs.open(path, false)
-        .and_then(|f| f.take(SEGMENT_HEADER_SIZE as u64).read_to_end(&mut raw))
-        .map_err(|e| Error::io("read header", path, e))?;
+    let raw = read_prefix(fs, path, SEGMENT_HEADER_SIZE)?;
     Ok(raw.iter().all(|&b| b == 0))
+}
+
+/// Whether the file holds the start of a header whose writing was cut short, and nothing
+/// written after it: the state a process killed while it installed a segment can leave when
+/// the header was copied into the map in several stores (logs written before the header went
+/// in with one `pwrite`; see `docs/format.md`, "Segment pool and reuse", step 7).
+///
+/// Such a header is some leading stores of a new header over the blank one: the right magic,
+/// then zeros from some point up to the end of the header, so its `header_crc` field (bytes
+/// 36..40) is still zero and its CRC does not match. Nothing after it can have been written:
+/// the writer copies records only after the header, and nothing is acknowledged before a
+/// flush has synced the header. To keep real damage from passing as this state, the first
+/// record position must not hold a record that validates under the header's salt (the
+/// checkpoint that every written segment starts with).
+fn header_is_unfinished(fs: &dyn Fs, path: &Path) -> Result<bool> {
+    use zerocopy::FromBytes;
+    let raw = read_prefix(fs, path, SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE)?;
+    let Ok((header, rest)) = SegmentHeader::read_from_prefix(&raw) else {
+        return Ok(false);
+    };
+    let tail_zero = raw[36..SEGMENT_HEADER_SIZE].iter().all(|&b| b == 0);
+    if header.magic != SEGMENT_MAGIC || !tail_zero || parse_header(path, &raw).is_ok() {
+        return Ok(false);
+    }
+    let salt = header.salt.get();
+    let seed = Seed {
+        salt,
+        version: match header.version.get() {
+            0 => FORMAT_VERSION,
+            v => v,
+        },
+    };
+    let first_record_valid = salt != 0
+        && RecordHeader::read_from_prefix(rest).is_ok_and(|(h, _)| {
+            h.kind != 0 && seed.has_body_crc() && salted_crc(seed, &h, &[]) == h.crc.get()
+        });
+    Ok(!first_record_valid)
+}
+
+/// Up to `n` leading bytes of the file.
+fn read_prefix(fs: &dyn Fs, path: &Path, n: usize) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut raw = Vec::with_capacity(n);
+    fs.open(path, false)
+        .and_then(|f| f.take(n as u64).read_to_end(&mut raw))
+        .map_err(|e| Error::io("read header", path, e))?;
+    Ok(raw)
 }

@@ -126,14 +126,16 @@ impl Segment {
     /// Writes and syncs the sealed mark: every record below `end` is already durable.
     /// Called by the flusher only, after syncing `[.., end)`.
     pub(crate) fn mark_sealed(&self, end: u64) -> Result<()> {
-        let mut mark = [0u8; 16];
-        mark[..8].copy_from_slice(&SEALED_MAGIC.to_le_bytes());
-        mark[8..].copy_from_slice(&end.to_le_bytes());
+        // The end first, then the magic that makes it count: a process killed between the two
+        // copies leaves an unsealed segment, never a sealed mark with a stale end.
         // SAFETY: bytes 40..56 of the header are never covered by a reference: readers only
         // borrow record ranges (>= SEGMENT_HEADER_SIZE), recovery's whole-file slices are
         // dropped before the flusher starts, and `sealed_end()` reads the atomic, not the map.
         // Only the flusher (or recovery, before it exists) writes these bytes.
-        unsafe { self.write_at(40, &mark)? };
+        unsafe { self.write_at(48, &end.to_le_bytes())? };
+        std::sync::atomic::fence(Ordering::Release);
+        // SAFETY: as above.
+        unsafe { self.write_at(40, &SEALED_MAGIC.to_le_bytes())? };
         self.sync_range(0, SEGMENT_HEADER_SIZE as u64)?;
         self.sealed_end.store(end, Ordering::Release);
         Ok(())

@@ -234,8 +234,15 @@ impl Segment {
             id: Segment::register(id),
             _map_lock: prepared.map_lock,
         };
-        // SAFETY: the segment is new: no reader can hold a slice into it yet (I1).
-        if let Err(e) = unsafe { seg.write_at(0, header.as_bytes()) } {
+        // One `pwrite`, also when records go in through the map: a copy into the map takes
+        // several stores, and a process killed between them would leave the start of a header
+        // over the blank one, which no open could read. The kernel copies these 64 bytes (one
+        // page) into the page cache the map shares in one piece, so a kill leaves the blank
+        // header or the whole new one. No reader can hold a slice into the segment yet (I1).
+        let written = seg
+            .with_file(|f| seg.fs.write_at(f, &seg.path, header.as_bytes(), 0))
+            .map_err(|e| Error::io("write header", &seg.path, e));
+        if let Err(e) = written {
             let _ = seg.fs.remove(&seg.path);
             return Err(e);
         }

@@ -85,3 +85,27 @@ fn open_rejects_wrong_seq_bad_magic_and_short_file() {
     let err = Segment::open(&path, 5, true, &test_opts(), false).unwrap_err();
     assert!(err.to_string().contains("bad magic"), "{err}");
 }
+
+#[test]
+fn install_writes_the_header_in_one_write_that_a_kill_cannot_split() {
+    use crate::io::sim::{Kind, SimFs};
+    for via in [WriteVia::Map, WriteVia::Pwrite] {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = std::sync::Arc::new(SimFs::new(dir.path()));
+        let opts = FileOptions {
+            via,
+            zero_fill: false,
+            fs: fs.clone(),
+        };
+        let p = PreparedFile::create(dir.path(), 1, 8192, &opts).unwrap();
+        let writes = fs.calls(Kind::Write);
+        let seg = Segment::install(p, dir.path(), 3).unwrap();
+        // A copy into the map is several stores; one `pwrite` of the 64 bytes is not split
+        // by a kill (tests/killed_install.rs has the state a split copy left).
+        assert_eq!(fs.calls(Kind::Write), writes + 1, "{via:?}");
+        let raw = std::fs::read(dir.path().join(segment_file_name(3))).unwrap();
+        let header = parse_header(Path::new("x"), &raw).unwrap();
+        assert_eq!(header.seq.get(), 3);
+        assert_eq!(header.salt.get(), seg.seed().salt);
+    }
+}
