@@ -12,7 +12,7 @@
 //! Where the next file comes from: the [`Pool`] of recycled segments first (a pooled file
 //! that no view maps any more: its header is blanked and synced, its blocks are written);
 //! otherwise a new `*.seg.tmp` file whose blocks are reserved (`fallocate`). With recycling
-//! enabled, the new file's blocks are then also *written* (zeros, in 256 KiB pieces, each
+//! enabled, the new file's blocks are then also *written* (zeros, in 64 KiB pieces, each
 //! written back before the next, then synced), so that the writer's syncs there commit no
 //! extent conversions; the file is reused for the log's whole life, so it is written once. A
 //! `take` call that comes first stops the writing between chunks and gets the file as it is
@@ -23,7 +23,7 @@
 //! is not slowed by it) to keep the pool from running dry: when it is empty, it
 //! makes a new pooled file whose blocks it *writes* (zeros, synced) once for the file's whole
 //! life, so that the writer overwrites written blocks (no extent conversion at each
-//! `fdatasync`). That work stops (between 256 KiB pieces) as soon as a `take` call begins, so
+//! `fdatasync`). That work stops (between 64 KiB pieces) as soon as a `take` call begins, so
 //! the writer waits at most for one chunk; a file stopped early is still a valid pooled file. Not on
 //! copy-on-write file systems, where every rewrite takes a new block anyway. Pooled files hold
 //! no log data; recovery deletes `*.seg.tmp` leftovers and keeps `*.pool` files.

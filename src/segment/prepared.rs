@@ -77,7 +77,7 @@ impl PreparedFile {
     /// new file when recycling is on (the file is then reused for as long as the log lives).
     ///
     /// `stop` is asked between chunks: a writer waiting for the file gets it at once, with
-    /// the rest of its blocks reserved only. `paced` keeps at most one 256 KiB piece in write-back
+    /// the rest of its blocks reserved only. `paced` keeps at most one 64 KiB piece in write-back
     /// at a time (see [`write_blocks`]), for a file made beside a running writer.
     pub(crate) fn create_written(
         dir: &Path,
