@@ -46,6 +46,12 @@ mod frontier_sync {
 }
 pub mod groups;
 mod index;
+mod notify;
+/// The synchronization types of `notify` (`tests/loom_notify.rs` gives it loom's).
+mod notify_sync {
+    pub use std::sync::atomic::{fence, AtomicUsize, Ordering};
+    pub use std::sync::{Condvar, Mutex, MutexGuard};
+}
 pub mod inspect;
 mod io;
 mod lock;

@@ -15,6 +15,7 @@ use zerocopy::FromBytes;
 
 use crate::error::{Error, Result};
 use crate::format::{RecordHeader, RECORD_HEADER_SIZE};
+use crate::notify::Notify;
 use crate::record::check;
 use crate::segment::Segment;
 use crate::version::Version;
@@ -26,12 +27,47 @@ pub use spans::{FileRange, FrameBatch, FrameSpan};
 #[derive(Debug, Clone)]
 pub struct Reader {
     pub(crate) current: Arc<ArcSwap<Version>>,
+    /// Where [`Reader::wait_for`] parks; the log's writer wakes it at every publication.
+    pub(crate) notify: Arc<Notify>,
 }
 
 impl Reader {
     /// A consistent view of the log as of now.
     pub fn view(&self) -> View {
         View::new(self.current.load_full())
+    }
+
+    /// Waits until entry `index` has been appended (the log's next index is past it), for at
+    /// most `timeout`; returns whether it has. For a replication or apply loop that has sent
+    /// or applied everything it can see: it sleeps until the writer publishes, instead of
+    /// polling [`Reader::view`]. Any publication of the log wakes it to look again (a group of
+    /// a shared log is woken by every group's writes), and a writer with no waiting reader
+    /// pays one fence per call.
+    ///
+    /// The entry may still be undurable when this returns (a leader may send entries before
+    /// its own flush completes); it may also be gone again, truncated or purged, when the
+    /// caller reads it, which its [`View`] then says.
+    ///
+    /// ```
+    /// # fn main() -> raft_mmap_log::Result<()> {
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut store = raft_mmap_log::Store::open(dir.path(), raft_mmap_log::Config::default())?;
+    /// let reader = store.reader();
+    /// let follower = std::thread::spawn(move || {
+    ///     assert!(reader.wait_for(0, Duration::from_secs(10)));
+    ///     reader.view().get(0).map(|p| p.to_vec())
+    /// });
+    /// store.append(0, b"first")?;
+    /// assert_eq!(follower.join().unwrap().as_deref(), Some(&b"first"[..]));
+    /// assert!(!store.reader().wait_for(1, Duration::from_millis(1)));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn wait_for(&self, index: u64, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        self.notify
+            .wait_until(deadline, || self.view().next_index() > index)
     }
 
     /// First retained index (equal to [`Reader::next_index`] when the log is empty).

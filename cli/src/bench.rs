@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 mod heap;
 mod measure;
 mod steady;
+mod wakeup;
 use measure::{faults, faults_since, fmt_rate, pct, proc_status, us, Phase};
 
 use crate::progress::progress_bar;
@@ -359,7 +360,10 @@ pub fn run(a: BenchArgs) -> Outcome {
         faults: None,
     });
 
-    // 5. Optional: the steady state (purges behind the appends, recycled segments).
+    // 5. A reader parked in `wait_for`, woken by each append.
+    phases.push(wakeup::run(&mut log, &mut next, &payload)?);
+
+    // 6. Optional: the steady state (purges behind the appends, recycled segments).
     if a.steady {
         let steady = steady::Steady {
             payload: &payload,
@@ -370,7 +374,7 @@ pub fn run(a: BenchArgs) -> Outcome {
         phases.extend(steady.run(&mut log, &mut next)?);
     }
 
-    // 6. Reopen in a child process: recovery time and the memory of a freshly recovered log.
+    // 7. Reopen in a child process: recovery time and the memory of a freshly recovered log.
     let total = next;
     let record_bytes: u64 = log.reader().raw().view().segment_bytes();
     drop(log);

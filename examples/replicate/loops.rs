@@ -323,7 +323,9 @@ fn send_loop(
                     let _ = acks.0.join();
                     return Ok(sent);
                 }
-                thread::park_timeout(Duration::from_millis(1));
+                // Sleeps until the writer appends entry `at` (woken at once), or 1 ms passes
+                // (to look at the acks and the end of the run again).
+                reader.wait_for(at, Duration::from_millis(1));
                 continue;
             }
             let batch = view.frames(at..at + o.ship_batch)?;

@@ -382,6 +382,7 @@ impl Group {
         let mut store = self.inner.lock_undrained();
         Reader {
             current: store.group_cell(self.id),
+            notify: store.notify(),
         }
     }
 

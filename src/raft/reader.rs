@@ -46,6 +46,13 @@ impl<T: Types> RaftReader<T> {
         }
     }
 
+    /// Waits until the entry at `index` has been appended, for at most `timeout`; returns
+    /// whether it has. See [`Reader::wait_for`]: a replication loop sleeps here instead of
+    /// polling [`RaftReader::view`].
+    pub fn wait_for(&self, index: u64, timeout: std::time::Duration) -> bool {
+        self.reader.wait_for(index, timeout)
+    }
+
     /// The untyped reader underneath.
     pub fn raw(&self) -> &Reader {
         &self.reader

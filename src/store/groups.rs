@@ -21,6 +21,7 @@ use super::Store;
 use crate::error::Result;
 use crate::format::{record_size, RecordKind, RECORD_HEADER_SIZE};
 use crate::index::Run;
+use crate::notify::Notify;
 use crate::recovery::{checkpoint_len, encode_checkpoint, GroupPlan};
 use crate::state::LogState;
 use crate::version::{RunRef, Version};
@@ -37,11 +38,11 @@ pub(super) struct Parked {
 
 impl Parked {
     /// A group that does not exist yet (default state, nothing published).
-    pub(super) fn empty() -> Self {
+    pub(super) fn empty(notify: &Arc<Notify>) -> Self {
         let current = Arc::new(ArcSwap::from_pointee(Version::default()));
         Parked {
             state: LogState::default(),
-            publisher: Arc::new(Publisher::new(current.clone())),
+            publisher: Arc::new(Publisher::new(current.clone(), notify.clone())),
             current,
             version: Version::default(),
             tail: None,
@@ -55,6 +56,7 @@ impl Parked {
         plan: &GroupPlan,
         runs: Vec<Arc<Run>>,
         active: &Arc<crate::segment::Segment>,
+        notify: &Arc<Notify>,
     ) -> Self {
         let state = plan.state.clone();
         let mut version = Version::new(state.first, state.next, Vec::new(), state.metas.clone());
@@ -76,7 +78,7 @@ impl Parked {
         let current = Arc::new(ArcSwap::from_pointee(version.clone()));
         Parked {
             state,
-            publisher: Arc::new(Publisher::new(current.clone())),
+            publisher: Arc::new(Publisher::new(current.clone(), notify.clone())),
             current,
             version,
             tail,
@@ -144,7 +146,10 @@ impl Store {
         if id == self.focus {
             return;
         }
-        let incoming = self.groups.take(id).unwrap_or_else(Parked::empty);
+        let incoming = self
+            .groups
+            .take(id)
+            .unwrap_or_else(|| Parked::empty(&self.notify));
         let segments = std::mem::take(&mut self.version.segments);
         let out = Parked {
             state: std::mem::replace(&mut self.state, incoming.state),
@@ -180,7 +185,7 @@ impl Store {
         self.groups
             .parked
             .entry(id)
-            .or_insert_with(Parked::empty)
+            .or_insert_with(|| Parked::empty(&self.notify))
             .current
             .clone()
     }

@@ -11,6 +11,7 @@ use crate::flusher::Flusher;
 use crate::format::{RecordKind, RECORD_HEADER_SIZE};
 use crate::index::Run;
 use crate::lock::DirLock;
+use crate::notify::Notify;
 use crate::preparer::Preparer;
 use crate::reader::Reader;
 use crate::recovery::{self, RecoveryReport};
@@ -82,6 +83,8 @@ pub struct Store {
     frontier: Arc<crate::frontier::Frontier>,
     /// The focused group's publisher of concurrent appends.
     publisher: Arc<reserve::Publisher>,
+    /// Where readers of every group wait for publications ([`Reader::wait_for`]).
+    notify: Arc<Notify>,
     /// The run receiving appends (always in `active`, always `version.runs.last()`).
     tail: Option<Arc<Run>>,
     tail_len: u64,
@@ -166,7 +169,13 @@ impl Store {
     pub fn reader(&self) -> Reader {
         Reader {
             current: self.current.clone(),
+            notify: self.notify.clone(),
         }
+    }
+
+    /// Where the readers of every group of this log wait ([`Reader::wait_for`]).
+    pub(crate) fn notify(&self) -> Arc<Notify> {
+        self.notify.clone()
     }
 
     /// First retained index.
@@ -388,6 +397,7 @@ impl Store {
         self.version.next = self.state.next;
         self.version.metas = self.state.metas.clone();
         self.current.store(Arc::new(self.version.clone()));
+        self.notify.wake();
     }
 
     /// Drops runs that hold no live entry, and the tail with them if it is one.

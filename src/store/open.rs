@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::flusher::Flusher;
 use crate::index::Run;
 use crate::lock::DirLock;
+use crate::notify::Notify;
 use crate::preparer::Preparer;
 use crate::recovery;
 use crate::segment::{FileOptions, Pool, Segment};
@@ -158,8 +159,10 @@ impl Store {
             }
         };
         let current = Arc::new(ArcSwap::from_pointee(Version::default()));
+        let notify = Arc::new(Notify::default());
         let mut store = Store {
-            publisher: Arc::new(reserve::Publisher::new(current.clone())),
+            publisher: Arc::new(reserve::Publisher::new(current.clone(), notify.clone())),
+            notify,
             frontier,
             crc_at: None,
             flusher,
@@ -194,7 +197,7 @@ impl Store {
         };
         for (id, runs) in group_runs {
             if let Some(gp) = plan.groups.get(&id) {
-                let parked = groups::Parked::recovered(gp, runs, &store.active);
+                let parked = groups::Parked::recovered(gp, runs, &store.active, &store.notify);
                 store.groups.insert(id, parked);
             }
         }

@@ -30,6 +30,7 @@ use crate::error::Result;
 use crate::format::RecordKind;
 use crate::frontier::{Frontier, InOrder};
 use crate::index::Run;
+use crate::notify::Notify;
 use crate::record;
 use crate::segment::Segment;
 use crate::version::Version;
@@ -52,13 +53,15 @@ pub(crate) struct Publication {
 pub(crate) struct Publisher {
     cell: Arc<ArcSwap<Version>>,
     queue: InOrder<Publication>,
+    notify: Arc<Notify>,
 }
 
 impl Publisher {
-    /// The publisher of the group whose readers load `cell`.
-    pub(crate) fn new(cell: Arc<ArcSwap<Version>>) -> Self {
+    /// The publisher of the group whose readers load `cell` (and wait on `notify`).
+    pub(crate) fn new(cell: Arc<ArcSwap<Version>>, notify: Arc<Notify>) -> Self {
         Publisher {
             cell,
+            notify,
             queue: InOrder::default(),
         }
     }
@@ -84,6 +87,7 @@ impl Publisher {
                 self.cell.store(v);
             }
         });
+        self.notify.wake();
     }
 }
 

@@ -459,6 +459,8 @@ impl Store {
         self.submit_seals(&mut p);
         if p.layout_changed {
             self.store_version();
+        } else {
+            self.notify.wake();
         }
     }
 
