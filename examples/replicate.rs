@@ -32,11 +32,12 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             "--ship-batch" => o.ship_batch = val()?.parse::<u64>()?.max(1),
             "--restart-at" => o.restart_at = Some(val()?.parse()?),
             "--prefill" => o.prefill = true,
+            "--copy-receive" => o.copy_receive = true,
             "--dir" => dir = Some(val()?.into()),
             "-h" | "--help" => {
                 println!(
                     "replicate [--entries N] [--entry-size B] [--append-batch K] \
-                     [--ship-batch K] [--restart-at N] [--prefill] [--dir PATH]"
+                     [--ship-batch K] [--restart-at N] [--prefill] [--copy-receive] [--dir PATH]"
                 );
                 return Ok(());
             }

@@ -143,6 +143,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// Reading a batch of replication frames into the log failed (the caller's reader, such
+    /// as a socket, returned an error). Nothing was written.
+    #[error("receiving a batch of {len} bytes: {source}")]
+    Receive {
+        /// The batch's length.
+        len: usize,
+        /// The reader's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+
     /// A value could not be decoded.
     #[error("decode {what}: {reason}")]
     Decode {

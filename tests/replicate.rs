@@ -28,12 +28,23 @@ fn live_replication_ends_with_equal_logs() {
     let r = run(&options(20_000));
     assert_eq!(r.follower.entries, 20_000);
     assert_eq!(r.follower.restarts, 0);
-    assert_eq!(r.follower.copies_per_entry(), (1.0, 1.0));
+    assert_eq!(
+        r.follower.copies_per_entry(),
+        (0.0, 1.0),
+        "the socket reads into the follower's map: no copy in user space"
+    );
     assert_eq!(
         r.leader.copies_per_entry().0,
         1.0,
         "the append; sending copies nothing"
     );
+    // The copy path, for comparison: a buffer, then `append_frames`.
+    let r = run(&loops::Options {
+        copy_receive: true,
+        ..options(20_000)
+    });
+    assert_eq!(r.follower.entries, 20_000);
+    assert_eq!(r.follower.copies_per_entry(), (1.0, 1.0));
 }
 
 #[test]

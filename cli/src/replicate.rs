@@ -48,6 +48,10 @@ pub struct ReplicateArgs {
     /// Segment file size.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     segment_size: u64,
+    /// The follower reads each batch into a buffer and copies it in with `append_frames`,
+    /// instead of receiving it straight into its map (`receive_frames`).
+    #[arg(long)]
+    copy_receive: bool,
     /// Leave the log directories in place.
     #[arg(long)]
     keep: bool,
@@ -133,6 +137,7 @@ pub fn run(a: ReplicateArgs) -> Outcome {
             restart_at,
             prefill,
             segment_size: a.segment_size,
+            copy_receive: a.copy_receive,
         };
         let sub = work.path.join(if prefill { "catch-up" } else { "live" });
         let r = loops::run(&sub.join("leader"), &sub.join("follower"), &o).map_err(err)?;

@@ -45,6 +45,9 @@ pub struct Options {
     pub prefill: bool,
     /// Segment size of both logs.
     pub segment_size: u64,
+    /// The follower reads each batch into a buffer and appends it with `append_frames` (a
+    /// copy), instead of receiving it straight into its map with `receive_frames`.
+    pub copy_receive: bool,
 }
 
 impl Default for Options {
@@ -57,6 +60,7 @@ impl Default for Options {
             restart_at: None,
             prefill: false,
             segment_size: 64 << 20,
+            copy_receive: false,
         }
     }
 }
@@ -397,14 +401,21 @@ fn follow(
                 return Ok((side, dir.to_path_buf()));
             }
             start.get_or_insert_with(Instant::now);
-            buf.resize(len, 0);
-            reader.read_exact(&mut buf)?;
             let before = log.state().next_index();
-            log.append_frames(&buf)?;
+            if o.copy_receive {
+                buf.resize(len, 0);
+                reader.read_exact(&mut buf)?;
+                log.append_frames(&buf)?;
+            } else {
+                // The socket reads straight into the log's map; the frames are checked there.
+                log.receive_frames(len, |room| reader.read_exact(room))?;
+            }
             let next = log.state().next_index();
             side.wire_bytes += len as u64;
             side.kernel_copied += next.saturating_sub(before);
-            side.user_copied += next.saturating_sub(before);
+            if o.copy_receive {
+                side.user_copied += next.saturating_sub(before);
+            }
             let ack = stream.clone();
             log.flush(move |r| {
                 if r.is_ok() {

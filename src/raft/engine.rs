@@ -2,11 +2,11 @@
 //! own) or a [`Group`] of a shared log ([`crate::groups`]). The Raft layer is the same for
 //! both; only these calls differ.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::frames::Frame;
 use crate::groups::{Group, RaftClaim};
 use crate::reader::Reader;
-use crate::store::{Before, Store};
+use crate::store::{Before, Landed, Placed, Received, Store};
 
 mod sealed {
     /// Only the crate's engines implement [`super::LogEngine`].
@@ -50,6 +50,14 @@ pub(crate) trait Calls {
     where
         I: Iterator<Item = (u64, &'a [u8], &'a [u8])> + Clone;
     fn write_frames(&mut self, truncate_from: Option<u64>, frames: &[Frame<'_>]) -> Result<()>;
+    /// Reads a received batch into the map where it can (`store::receive`), else a buffer.
+    fn receive<F>(&mut self, len: usize, fill: F) -> Result<Received>
+    where
+        F: FnOnce(&mut [u8]) -> std::io::Result<()>;
+    /// Commits a landed batch's checked frames in place.
+    fn commit_landed(&mut self, landed: Landed, placed: &[Placed]) -> Result<()>;
+    /// Gives a landed batch up (zeroed, the call undone); returns `err` or why undoing failed.
+    fn abandon(&mut self, landed: Landed, err: Error) -> Error;
     fn put_meta(&mut self, key: u64, value: &[u8]) -> Result<()>;
     fn put_metas(&mut self, metas: &[(u64, &[u8])]) -> Result<()>;
     fn truncate_from(&mut self, from: u64) -> Result<()>;
@@ -98,6 +106,18 @@ impl Calls for Store {
     }
     fn write_frames(&mut self, truncate_from: Option<u64>, frames: &[Frame<'_>]) -> Result<()> {
         Store::write_frames(self, truncate_from, frames)
+    }
+    fn receive<F>(&mut self, len: usize, fill: F) -> Result<Received>
+    where
+        F: FnOnce(&mut [u8]) -> std::io::Result<()>,
+    {
+        Store::receive(self, len, fill)
+    }
+    fn commit_landed(&mut self, landed: Landed, placed: &[Placed]) -> Result<()> {
+        Store::commit_landed(self, landed, placed)
+    }
+    fn abandon(&mut self, landed: Landed, err: Error) -> Error {
+        Store::abandon(self, landed, err)
     }
     fn put_meta(&mut self, key: u64, value: &[u8]) -> Result<()> {
         Store::put_meta(self, key, value)
@@ -161,6 +181,28 @@ impl Calls for Group {
     }
     fn write_frames(&mut self, truncate_from: Option<u64>, frames: &[Frame<'_>]) -> Result<()> {
         self.with_store(|s| s.write_frames(truncate_from, frames))
+    }
+    /// A group's batch is read into a buffer and copied (its records follow a group record,
+    /// and the log's lock is not held while a socket is read).
+    fn receive<F>(&mut self, len: usize, fill: F) -> Result<Received>
+    where
+        F: FnOnce(&mut [u8]) -> std::io::Result<()>,
+    {
+        let mut buf = vec![0u8; len];
+        fill(&mut buf).map_err(|e| Error::Receive {
+            len,
+            source: std::sync::Arc::new(e),
+        })?;
+        Ok(Received::Buffered(buf))
+    }
+    fn commit_landed(&mut self, _landed: Landed, _placed: &[Placed]) -> Result<()> {
+        // `receive` above never lands a batch in the map.
+        Err(Error::InvalidConfig(
+            "a batch landed in a log's map is committed by that log".into(),
+        ))
+    }
+    fn abandon(&mut self, _landed: Landed, err: Error) -> Error {
+        err
     }
     fn put_meta(&mut self, key: u64, value: &[u8]) -> Result<()> {
         Group::put_meta(self, key, value)

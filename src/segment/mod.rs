@@ -449,6 +449,22 @@ impl Segment {
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset), len) }
     }
 
+    /// Borrows `len` bytes at `offset` for writing: the room a received batch is read into
+    /// (`store::receive`). Records are copied into the map only (`WriteVia::Map`).
+    ///
+    /// # Safety
+    /// The range must be inside the map, past the writer's published end (I1: no reader holds
+    /// a slice over it, and only the writer's thread writes there), and nothing else may read
+    /// or write it while the returned slice lives.
+    #[allow(clippy::mut_from_ref)] // the map is shared memory; the caller's promise above
+    pub(crate) unsafe fn bytes_mut(&self, offset: usize, len: usize) -> &mut [u8] {
+        debug_assert!(offset.checked_add(len).is_some_and(|e| e <= self.map.len()));
+        debug_assert!(self.via == WriteVia::Map);
+        // SAFETY: the caller guarantees bounds and exclusive use for the slice's lifetime; the
+        // map lives as long as `self` (I2) and is mapped writable for a writer's segment.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset), len) }
+    }
+
     /// The little-endian `u32` at `offset` (a record's CRC field), copied out.
     ///
     /// # Safety

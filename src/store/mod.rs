@@ -26,6 +26,7 @@ mod flush;
 mod groups;
 mod open;
 mod placement;
+mod receive;
 #[cfg(test)]
 mod recycle_tests;
 mod reserve;
@@ -37,6 +38,7 @@ pub(crate) use combined::Before;
 use config::check_first_index;
 pub use config::{Allocation, Config, WriteMode};
 pub use groups::GroupUsage;
+pub(crate) use receive::{Landed, Placed, Received};
 
 /// The log engine: one writer, any number of [`Reader`]s.
 ///

@@ -5,9 +5,10 @@ use super::{check_follows, state_err, RaftLog};
 use crate::error::{Error, Result};
 use crate::frames::{parse, Frame};
 use crate::raft::engine::LogEngine;
-use crate::raft::errors::{RaftResult, StateError};
+use crate::raft::errors::{RaftError, RaftResult, StateError};
 use crate::raft::state::split_entry;
 use crate::raft::types::Types;
+use crate::store::{Placed, Received};
 
 impl<T: Types, S: LogEngine> RaftLog<T, S> {
     /// Appends a batch of replication frames from the leader (its
@@ -35,8 +36,96 @@ impl<T: Types, S: LogEngine> RaftLog<T, S> {
     /// are copied into the map and only each record's salted CRC is rewritten.
     pub fn append_frames(&mut self, bytes: &[u8]) -> RaftResult<(), T> {
         let frames = parse(bytes).collect::<Result<Vec<Frame<'_>>>>()?;
+        let Some(plan) = self.plan_frames(&frames)? else {
+            return Ok(());
+        };
+        self.store
+            .write_frames(plan.conflict, &frames[plan.skip..])?;
+        self.state.last = plan.last;
+        Ok(())
+    }
+
+    /// Receives a batch of `len` bytes of the leader's frames straight into the log's map
+    /// (`fill` reads it, for example with `read_exact` on a socket), then stores it as
+    /// [`RaftLog::append_frames`] would: the same checks, the same conflict rule, all or
+    /// nothing. A batch of new entries that follow the log (what a leader streams) is
+    /// committed where it landed, without a copy; a batch that repeats entries the log holds,
+    /// or that conflicts with them, is copied as `append_frames` copies it. See
+    /// [`Store::receive_frames`](crate::Store::receive_frames); a group of a shared log
+    /// receives into a buffer and copies.
+    pub fn receive_frames(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+    ) -> RaftResult<(), T> {
+        let landed = match self.store.receive(len, fill)? {
+            Received::Buffered(buf) => return self.append_frames(&buf),
+            Received::Landed(landed) => landed,
+        };
+        let checked = parse(landed.bytes())
+            .collect::<Result<Vec<Frame<'_>>>>()
+            .map_err(RaftError::from)
+            .and_then(|frames| {
+                let plan = self.plan_frames(&frames)?;
+                // Only a batch whose every frame is new can stay where it landed.
+                let in_place = plan
+                    .as_ref()
+                    .is_some_and(|p| p.skip == 0 && p.conflict.is_none());
+                let placed: Vec<Placed> = if in_place {
+                    frames.iter().map(Placed::from).collect()
+                } else {
+                    Vec::new()
+                };
+                let rest = match (&plan, frames.get(plan.as_ref().map_or(0, |p| p.skip))) {
+                    (Some(_), Some(first)) if !in_place => landed.bytes()[first.offset..].to_vec(),
+                    _ => Vec::new(),
+                };
+                Ok((plan, placed, rest))
+            });
+        let (plan, placed, rest) = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                let undone = self
+                    .store
+                    .abandon(landed, Error::InvalidConfig(String::new()));
+                return Err(match undone {
+                    Error::Poisoned(_) => undone.into(),
+                    _ => e,
+                });
+            }
+        };
+        let Some(plan) = plan else {
+            // Nothing new: give the room back.
+            return match self
+                .store
+                .abandon(landed, Error::InvalidConfig(String::new()))
+            {
+                e @ Error::Poisoned(_) => Err(e.into()),
+                _ => Ok(()),
+            };
+        };
+        if !placed.is_empty() {
+            self.store.commit_landed(landed, &placed)?;
+        } else {
+            if let e @ Error::Poisoned(_) = self
+                .store
+                .abandon(landed, Error::InvalidConfig(String::new()))
+            {
+                return Err(e.into());
+            }
+            let frames = parse(&rest).collect::<Result<Vec<Frame<'_>>>>()?;
+            self.store.write_frames(plan.conflict, &frames)?;
+        }
+        self.state.last = plan.last;
+        Ok(())
+    }
+
+    /// Checks a batch of frames against the log (log ids, the conflict rule, the order of
+    /// ids): what to skip, where to truncate, and the last log id after it. `None`: the batch
+    /// changes nothing.
+    fn plan_frames(&self, frames: &[Frame<'_>]) -> RaftResult<Option<FramesPlan<T>>, T> {
         let mut ids: Vec<T::LogId> = Vec::with_capacity(frames.len());
-        for f in &frames {
+        for f in frames {
             let (id, _) = split_entry::<T>(f.index, f.body).map_err(|e| Error::BadFrame {
                 index: f.index,
                 offset: f.offset as u64,
@@ -106,10 +195,22 @@ impl<T: Types, S: LogEngine> RaftLog<T, S> {
             last = Some(id.clone());
         }
         if rest.is_empty() && conflict.is_none() {
-            return Ok(());
+            return Ok(None);
         }
-        self.store.write_frames(conflict, rest)?;
-        self.state.last = last;
-        Ok(())
+        Ok(Some(FramesPlan {
+            skip,
+            conflict,
+            last,
+        }))
     }
+}
+
+/// What a batch of frames does to the log ([`RaftLog::plan_frames`]).
+struct FramesPlan<T: Types> {
+    /// Leading frames the log already holds.
+    skip: usize,
+    /// Where the log is truncated first.
+    conflict: Option<u64>,
+    /// The last log id after the batch.
+    last: Option<T::LogId>,
 }
