@@ -49,7 +49,8 @@ mod index;
 mod notify;
 /// The synchronization types of `notify` (`tests/loom_notify.rs` gives it loom's).
 mod notify_sync {
-    pub use std::sync::atomic::{fence, AtomicUsize, Ordering};
+    pub(crate) use crate::io::{membarrier, membarrier_available};
+    pub use std::sync::atomic::{compiler_fence, fence, AtomicUsize, Ordering};
     pub use std::sync::{Condvar, Mutex, MutexGuard};
 }
 pub mod inspect;

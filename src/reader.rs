@@ -41,8 +41,9 @@ impl Reader {
     /// most `timeout`; returns whether it has. For a replication or apply loop that has sent
     /// or applied everything it can see: it sleeps until the writer publishes, instead of
     /// polling [`Reader::view`]. Any publication of the log wakes it to look again (a group of
-    /// a shared log is woken by every group's writes), and a writer with no waiting reader
-    /// pays one fence per call.
+    /// a shared log is woken by every group's writes). A writer with no waiting reader pays
+    /// one load per call: the waiter, not the writer, makes the memory barrier (Linux's
+    /// `membarrier`; where it is missing, both sides fence).
     ///
     /// The entry may still be undurable when this returns (a leader may send entries before
     /// its own flush completes); it may also be gone again, truncated or purged, when the

@@ -8,6 +8,18 @@
 mod notify_sync {
     pub use loom::sync::atomic::{fence, AtomicUsize, Ordering};
     pub use loom::sync::{Condvar, Mutex, MutexGuard};
+    pub use std::sync::atomic::compiler_fence;
+
+    /// Loom has no process-wide barrier: the model checks the protocol with a full fence on
+    /// both sides. The library replaces the writer's fence with a compiler fence where the
+    /// waiter can use `membarrier`, whose guarantee (membarrier(2): a fast path of store,
+    /// compiler barrier, load against a slow path of store, `membarrier`, load) stands in for
+    /// it.
+    pub fn membarrier_available() -> bool {
+        false
+    }
+
+    pub fn membarrier() {}
 }
 
 #[path = "../src/notify.rs"]

@@ -187,6 +187,42 @@ pub(crate) fn write_blocks(
     Ok(size)
 }
 
+/// Whether this process can use [`membarrier`]: registers it once (Linux 4.14 and later,
+/// unless a seccomp filter refuses the call); `false` where it cannot.
+pub(crate) fn membarrier_available() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+        // SAFETY: a plain syscall with integer arguments; it touches none of this process's
+        // memory.
+        unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0,
+                0,
+            ) == 0
+        }
+    })
+}
+
+/// A full memory barrier on every thread of this process that is running now
+/// (`membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which the kernel makes with an interrupt
+/// to each CPU running one): the slow side of an asymmetric fence, whose fast side is a
+/// compiler fence only. Call it only after [`membarrier_available`] said `true`; if the call
+/// fails anyway, a full fence on this thread is all that is left, so it aborts rather than
+/// let the fast side go unfenced.
+pub(crate) fn membarrier() {
+    const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+    // SAFETY: as in `membarrier_available`.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+    if r != 0 {
+        // Registered, so the kernel supports it: a failure here breaks the ordering the
+        // writer relies on, and no error can be returned to it.
+        std::process::abort();
+    }
+}
+
 /// `sync_file_range(file, offset, len, flags)`, best effort: a write-back hint that makes
 /// nothing durable (no metadata, no device cache flush), so it needs no place in the `Fs`
 /// seam's crash model.
