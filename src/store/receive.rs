@@ -204,7 +204,7 @@ impl Store {
 
     /// Step 3: applies the rules to the checked frames `placed` of `landed` and commits
     /// them in place, or abandons the batch.
-    pub(crate) fn commit_landed(&mut self, landed: Landed, placed: &[Placed]) -> Result<()> {
+    pub(crate) fn commit_landed(&mut self, mut landed: Landed, placed: &[Placed]) -> Result<()> {
         let mut sim = self.state.clone();
         let max = self.group_max_payload();
         let segment_size = self.config.segment_size;
@@ -226,35 +226,21 @@ impl Store {
         if let Err(e) = self.check_group_room() {
             return Err(self.abandon(landed, e));
         }
-        let Landed {
-            undo,
-            mut pending,
-            segment,
-            pos,
-            len,
-        } = landed;
-        let seed = segment.seed();
+        let seed = landed.segment.seed();
         for f in placed {
-            let at = pos + f.at;
+            let at = landed.pos + f.at;
             debug_assert_eq!(at as u64, self.write_pos);
             let h = record::reseal(seed, &f.header, &[]);
             // SAFETY: `at..at + 24` lies in this call's room (past the published end, only
             // this thread writes it); no slice over the batch is held (`placed` is a copy).
-            if let Err(e) = unsafe { segment.write_at(at, h.as_bytes()) } {
-                let landed = Landed {
-                    undo,
-                    pending,
-                    segment,
-                    pos,
-                    len,
-                };
+            if let Err(e) = unsafe { landed.segment.write_at(at, h.as_bytes()) } {
                 return Err(self.abandon(landed, e));
             }
             self.last_crc = h.crc.get();
             self.crc_at = None;
-            self.index_entry(f.index, at, f.size as u64, &mut pending);
+            self.index_entry(f.index, at, f.size as u64, &mut landed.pending);
         }
-        self.finish(pending);
+        self.finish(landed.pending);
         self.hint_writeback();
         Ok(())
     }
