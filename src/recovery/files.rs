@@ -186,11 +186,18 @@ pub(crate) fn never_written(
 /// written one: usually one read.
 pub(crate) fn blank_from(fs: &dyn Fs, listed: &[(u64, PathBuf)]) -> Result<usize> {
     let mut k = listed.len();
-    while k > 0 && header_is_blank(fs, &listed[k - 1].1)? {
-        k -= 1;
-    }
-    if k > 0 && header_is_unfinished(fs, &listed[k - 1].1)? {
-        k -= 1;
+    while k > 0 {
+        let path = &listed[k - 1].1;
+        // One read per file: the header, and the first record header after it.
+        let raw = read_prefix(fs, path, SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE)?;
+        if is_blank(&raw) {
+            k -= 1;
+            continue;
+        }
+        if header_is_unfinished(path, &raw) {
+            k -= 1;
+        }
+        break;
     }
     Ok(k)
 }
@@ -212,14 +219,21 @@ fn is_full_size(fs: &dyn Fs, path: &Path) -> bool {
 /// whose header never reached the disk. A short file with any non-zero byte is not blank.
 /// An I/O error reading it is an error, not a guess.
 fn header_is_blank(fs: &dyn Fs, path: &Path) -> Result<bool> {
-    let raw = read_prefix(fs, path, SEGMENT_HEADER_SIZE)?;
-    Ok(raw.iter().all(|&b| b == 0))
+    Ok(is_blank(&read_prefix(fs, path, SEGMENT_HEADER_SIZE)?))
 }
 
-/// Whether the file holds the start of a header whose writing was cut short, and nothing
-/// written after it: the state a process killed while it installed a segment can leave when
-/// the header was copied into the map in several stores (logs written before the header went
-/// in with one `pwrite`; see `docs/format.md`, "Segment pool and reuse", step 7).
+/// Whether the header bytes among `raw` (a file's leading bytes) are all zero.
+fn is_blank(raw: &[u8]) -> bool {
+    raw[..raw.len().min(SEGMENT_HEADER_SIZE)]
+        .iter()
+        .all(|&b| b == 0)
+}
+
+/// Whether `raw` (the leading bytes of the file at `path`) holds the start of a header whose
+/// writing was cut short, and nothing written after it: the state a process killed while it
+/// installed a segment can leave when the header was copied into the map in several stores
+/// (logs written before the header went in with one `pwrite`; see `docs/format.md`, "Segment
+/// pool and reuse", step 7).
 ///
 /// Such a header is some leading stores of a new header over the blank one: the right magic,
 /// then zeros from some point up to the end of the header, so its `header_crc` field (bytes
@@ -228,15 +242,14 @@ fn header_is_blank(fs: &dyn Fs, path: &Path) -> Result<bool> {
 /// flush has synced the header. To keep real damage from passing as this state, the first
 /// record position must not hold a record that validates under the header's salt (the
 /// checkpoint that every written segment starts with).
-fn header_is_unfinished(fs: &dyn Fs, path: &Path) -> Result<bool> {
+fn header_is_unfinished(path: &Path, raw: &[u8]) -> bool {
     use zerocopy::FromBytes;
-    let raw = read_prefix(fs, path, SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE)?;
-    let Ok((header, rest)) = SegmentHeader::read_from_prefix(&raw) else {
-        return Ok(false);
+    let Ok((header, rest)) = SegmentHeader::read_from_prefix(raw) else {
+        return false;
     };
     let tail_zero = raw[36..SEGMENT_HEADER_SIZE].iter().all(|&b| b == 0);
-    if header.magic != SEGMENT_MAGIC || !tail_zero || parse_header(path, &raw).is_ok() {
-        return Ok(false);
+    if header.magic != SEGMENT_MAGIC || !tail_zero || parse_header(path, raw).is_ok() {
+        return false;
     }
     let salt = header.salt.get();
     let seed = Seed {
@@ -250,7 +263,7 @@ fn header_is_unfinished(fs: &dyn Fs, path: &Path) -> Result<bool> {
         && RecordHeader::read_from_prefix(rest).is_ok_and(|(h, _)| {
             h.kind != 0 && seed.has_body_crc() && salted_crc(seed, &h, &[]) == h.crc.get()
         });
-    Ok(!first_record_valid)
+    !first_record_valid
 }
 
 /// Up to `n` leading bytes of the file.
