@@ -56,8 +56,8 @@ pub(crate) trait Calls {
         F: FnOnce(&mut [u8]) -> std::io::Result<()>;
     /// Commits a landed batch's checked frames in place.
     fn commit_landed(&mut self, landed: Landed, placed: &[Placed]) -> Result<()>;
-    /// Gives a landed batch up (zeroed, the call undone); returns `err` or why undoing failed.
-    fn abandon(&mut self, landed: Landed, err: Error) -> Error;
+    /// Gives a landed batch back (zeroed, the call undone); fails only if undoing it failed.
+    fn release(&mut self, landed: Landed) -> Result<()>;
     fn put_meta(&mut self, key: u64, value: &[u8]) -> Result<()>;
     fn put_metas(&mut self, metas: &[(u64, &[u8])]) -> Result<()>;
     fn truncate_from(&mut self, from: u64) -> Result<()>;
@@ -116,8 +116,8 @@ impl Calls for Store {
     fn commit_landed(&mut self, landed: Landed, placed: &[Placed]) -> Result<()> {
         Store::commit_landed(self, landed, placed)
     }
-    fn abandon(&mut self, landed: Landed, err: Error) -> Error {
-        Store::abandon(self, landed, err)
+    fn release(&mut self, landed: Landed) -> Result<()> {
+        Store::release(self, landed)
     }
     fn put_meta(&mut self, key: u64, value: &[u8]) -> Result<()> {
         Store::put_meta(self, key, value)
@@ -201,8 +201,8 @@ impl Calls for Group {
             "a batch landed in a log's map is committed by that log".into(),
         ))
     }
-    fn abandon(&mut self, _landed: Landed, err: Error) -> Error {
-        err
+    fn release(&mut self, _landed: Landed) -> Result<()> {
+        Ok(())
     }
     fn put_meta(&mut self, key: u64, value: &[u8]) -> Result<()> {
         Group::put_meta(self, key, value)

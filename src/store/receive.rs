@@ -245,6 +245,16 @@ impl Store {
         Ok(())
     }
 
+    /// Gives a landed batch back without an error of its own (a batch with nothing new, or one
+    /// the caller copies instead): as [`Store::abandon`]; fails only if undoing it failed
+    /// (the log is then poisoned).
+    pub(crate) fn release(&mut self, landed: Landed) -> Result<()> {
+        match self.abandon(landed, Error::InvalidConfig(String::new())) {
+            e @ Error::Poisoned(_) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Gives a landed batch up: zeroes its room and undoes the call (a rollover too).
     pub(crate) fn abandon(&mut self, landed: Landed, err: Error) -> Error {
         // SAFETY: the room is this call's, unpublished; nothing borrows it any more.

@@ -85,34 +85,18 @@ impl<T: Types, S: LogEngine> RaftLog<T, S> {
         let (plan, placed, rest) = match checked {
             Ok(c) => c,
             Err(e) => {
-                let undone = self
-                    .store
-                    .abandon(landed, Error::InvalidConfig(String::new()));
-                return Err(match undone {
-                    Error::Poisoned(_) => undone.into(),
-                    _ => e,
-                });
+                self.store.release(landed)?;
+                return Err(e);
             }
         };
         let Some(plan) = plan else {
             // Nothing new: give the room back.
-            return match self
-                .store
-                .abandon(landed, Error::InvalidConfig(String::new()))
-            {
-                e @ Error::Poisoned(_) => Err(e.into()),
-                _ => Ok(()),
-            };
+            return Ok(self.store.release(landed)?);
         };
         if !placed.is_empty() {
             self.store.commit_landed(landed, &placed)?;
         } else {
-            if let e @ Error::Poisoned(_) = self
-                .store
-                .abandon(landed, Error::InvalidConfig(String::new()))
-            {
-                return Err(e.into());
-            }
+            self.store.release(landed)?;
             let frames = parse(&rest).collect::<Result<Vec<Frame<'_>>>>()?;
             self.store.write_frames(plan.conflict, &frames)?;
         }
