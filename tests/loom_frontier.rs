@@ -18,17 +18,11 @@ mod frontier;
 
 use frontier::{Frontier, InOrder};
 
-/// Runs `f` under loom with at most three preemptions per execution (loom's usual bound:
-/// enough for the races here, which need one or two), so that the check stays in seconds.
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut b = loom::model::Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(3);
-    }
-    b.check(f);
-}
+#[path = "support/loom_model.rs"]
+mod loom_model;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::{Arc, Mutex};
+use loom_model::model;
 
 /// One reservation: where it starts, whether its bytes are written.
 struct Res {

@@ -30,14 +30,9 @@ use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::sync::Arc;
 use notify::Notify;
 
-/// Runs `f` under loom with at most three preemptions per execution.
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut b = loom::model::Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(3);
-    }
-    b.check(f);
-}
+#[path = "support/loom_model.rs"]
+mod loom_model;
+use loom_model::model;
 
 /// The log as readers see it: how many entries are published.
 struct Log {
