@@ -35,6 +35,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "tokio")]
+mod durable;
 mod error;
 mod flusher;
 pub mod format;
@@ -70,6 +72,8 @@ mod state;
 mod store;
 mod version;
 
+#[cfg(feature = "tokio")]
+pub use durable::Durable;
 pub use error::{Error, Result};
 pub use flusher::Callback;
 pub use reader::{Entries, Entry, Reader, View};

@@ -176,6 +176,14 @@ impl Groups {
         self.inner.lock_undrained().flush(callback)
     }
 
+    /// A future that resolves once everything written so far, in every group, is durable
+    /// (feature `tokio`): [`Groups::flush`] with a [`Durable`](crate::Durable) for its
+    /// callback. Many futures asked for while a sync runs share the next one.
+    #[cfg(feature = "tokio")]
+    pub fn flushed(&self) -> crate::Durable {
+        self.inner.lock_undrained().flushed()
+    }
+
     /// Makes everything written so far, in every group, durable, blocking until it is. The
     /// log is not locked while this waits: other threads keep writing, and their flushes join
     /// the same sync.
@@ -479,6 +487,13 @@ impl Group {
     /// [`Groups::flush`].
     pub fn flush(&self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
         self.inner.lock_undrained().flush(callback)
+    }
+
+    /// A future that resolves once everything written so far (in every group) is durable
+    /// (feature `tokio`). See [`Groups::flushed`].
+    #[cfg(feature = "tokio")]
+    pub fn flushed(&self) -> crate::Durable {
+        self.inner.lock_undrained().flushed()
     }
 
     /// Makes everything written so far (in every group) durable, blocking until it is, with

@@ -516,6 +516,17 @@ impl<T: Types, S: LogEngine> RaftLog<T, S> {
         Ok(self.store.flush(callback)?)
     }
 
+    /// A future that resolves once everything written before this call is durable, when a
+    /// [`RaftLog::flush`] callback would run and with its result (feature `tokio`; see
+    /// [`Durable`](crate::Durable)).
+    #[cfg(feature = "tokio")]
+    pub fn flushed(&mut self) -> crate::Durable {
+        let (future, complete) = crate::Durable::new();
+        // On an error `complete` has been called with it: the future carries it.
+        let _ = self.store.flush(complete);
+        future
+    }
+
     /// Makes everything written so far durable, blocking until it is.
     pub fn sync(&mut self) -> RaftResult<(), T> {
         Ok(self.store.sync()?)

@@ -19,6 +19,17 @@ impl Store {
         self.submit_flush(Some(Box::new(callback)))
     }
 
+    /// Like [`Store::flush`], but returns a future that resolves when the callback would run,
+    /// with the result it would get (feature `tokio`; see [`Durable`](crate::Durable)).
+    /// Returns at once; the flush is queued by this call, not by the first poll.
+    #[cfg(feature = "tokio")]
+    pub fn flushed(&mut self) -> crate::Durable {
+        let (future, complete) = crate::Durable::new();
+        // On an error `complete` has been called with it: the future carries it.
+        let _ = self.flush(complete);
+        future
+    }
+
     fn submit_flush(&mut self, callback: Option<Callback>) -> Result<()> {
         let req = self.flush_request(callback);
         self.flusher.submit(req)
