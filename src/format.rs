@@ -154,6 +154,8 @@ pub enum RecordKind {
     /// applies it only whole: a rewrite whose entries are not all there was cut short by a
     /// crash, and the log is cut at the rewrite record. Version 3 segments only.
     Rewrite = 10,
+    /// Removes meta key `arg` (of the record's group). Empty body. Version 3 segments only.
+    MetaRemove = 11,
 }
 
 impl RecordKind {
@@ -170,6 +172,7 @@ impl RecordKind {
             8 => Self::GroupCheckpoint,
             9 => Self::GroupRemove,
             10 => Self::Rewrite,
+            11 => Self::MetaRemove,
             _ => return None,
         })
     }
@@ -273,10 +276,11 @@ mod tests {
             RecordKind::GroupCheckpoint,
             RecordKind::GroupRemove,
             RecordKind::Rewrite,
+            RecordKind::MetaRemove,
         ] {
             assert_eq!(RecordKind::from_u8(k as u8), Some(k));
         }
         assert_eq!(RecordKind::from_u8(0), None);
-        assert_eq!(RecordKind::from_u8(11), None);
+        assert_eq!(RecordKind::from_u8(12), None);
     }
 }

@@ -79,4 +79,4 @@ pub use flusher::Callback;
 pub use reader::{Entries, Entry, Reader, View};
 pub use recovery::{RecoveryMode, RecoveryReport};
 pub use state::{LogState, Metas};
-pub use store::{Allocation, Config, Store, WriteMode};
+pub use store::{Allocation, Config, FlushIo, Store, WriteMode};

@@ -110,6 +110,13 @@ impl LogState {
     pub fn apply_meta(&mut self, key: u64, value: Arc<[u8]>) {
         Arc::make_mut(&mut self.metas).insert(key, value);
     }
+
+    /// Removes meta key `key` (nothing if it is not set).
+    pub fn remove_meta(&mut self, key: u64) {
+        if self.metas.contains_key(&key) {
+            Arc::make_mut(&mut self.metas).remove(&key);
+        }
+    }
 }
 
 /// Refuses an index above [`MAX_INDEX`].

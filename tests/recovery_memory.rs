@@ -147,3 +147,59 @@ fn an_open_shared_log_holds_under_a_kibibyte_per_group_of_16_entries() {
          more than {BYTES_PER_SMALL_GROUP}"
     );
 }
+
+/// `estimated_memory` against the heap an open log really holds (counted by the allocator):
+/// within 0.7–1.3× of it, for one long log and for many small groups.
+#[test]
+fn estimated_memory_is_within_30_percent_of_the_heap_an_open_log_holds() {
+    use raft_mmap_log::groups::Groups;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let check = |what: &str, estimate: usize, base: isize| {
+        let (live, _) = heap::live_and_peak();
+        let held = usize::try_from(live - base).unwrap_or(0);
+        let ratio = estimate as f64 / held as f64;
+        eprintln!("{what}: estimated {estimate} B, holds {held} B ({ratio:.2}x)");
+        assert!(
+            (0.7..=1.3).contains(&ratio),
+            "{what}: estimated_memory says {estimate} B, the open log holds {held} B"
+        );
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        segment_size: 1 << 20,
+        ..Config::default()
+    };
+    {
+        let mut store = Store::open(dir.path(), config.clone()).unwrap();
+        let payload = [5u8; 8];
+        for start in (0..200_000u64).step_by(1000) {
+            store
+                .append_batch((start..start + 1000).map(|i| (i, &payload[..])))
+                .unwrap();
+        }
+        store.put_meta(3, &[7u8; 300]).unwrap();
+        store.sync().unwrap();
+    }
+    let (base, _, store) = heap_peak_during(|| Store::open(dir.path(), config).unwrap());
+    check("200,000 entries", store.estimated_memory(), base);
+    drop(store);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        segment_size: 8 << 20,
+        ..Config::default()
+    };
+    {
+        let log = Groups::open(dir.path(), config.clone()).unwrap();
+        for g in 1..=4096u64 {
+            let h = log.group(g);
+            h.append_batch((1..=16u64).map(|i| (i, &b"entry"[..])))
+                .unwrap();
+            h.put_meta(1, &g.to_le_bytes()).unwrap();
+        }
+        log.sync().unwrap();
+    }
+    let (base, _, log) = heap_peak_during(|| Groups::open(dir.path(), config).unwrap());
+    check("4,096 groups of 16 entries", log.estimated_memory(), base);
+}

@@ -382,6 +382,7 @@ fn kind_name(k: RecordKind) -> &'static str {
         RecordKind::GroupCheckpoint => "group-checkpoint",
         RecordKind::GroupRemove => "group-remove",
         RecordKind::Rewrite => "rewrite",
+        RecordKind::MetaRemove => "meta-remove",
     }
 }
 
@@ -419,7 +420,7 @@ fn describe_arg(rec: &DumpRecord<'_>) -> String {
         RecordKind::Truncate => format!("from={}", rec.arg),
         RecordKind::Purge => format!("first={}", rec.arg),
         RecordKind::Reset => format!("first=next={}", rec.arg),
-        RecordKind::Meta => format!("key={}", meta_key_name(rec.arg)),
+        RecordKind::Meta | RecordKind::MetaRemove => format!("key={}", meta_key_name(rec.arg)),
         RecordKind::Checkpoint => match rec.checkpoint() {
             Some((f, n, m)) => format!("first={f} next={n} metas={m}"),
             None => "malformed".into(),

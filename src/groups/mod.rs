@@ -217,6 +217,25 @@ impl Groups {
         self.lock().remove_group(id)
     }
 
+    /// An estimate of the heap bytes the open log holds, every group included (see
+    /// [`Store::estimated_memory`]: the index, each group's state and meta values, the
+    /// segment table; not the page cache or the mapped files).
+    pub fn estimated_memory(&self) -> usize {
+        self.inner.lock_undrained().estimated_memory()
+    }
+
+    /// Bytes of log on disk, every group's entries included (see [`Store::log_bytes`]).
+    pub fn log_bytes(&self) -> u64 {
+        self.inner.lock_undrained().log_bytes()
+    }
+
+    /// Whether the shared log has grown past
+    /// [`Config::compaction_threshold`](crate::Config::compaction_threshold): time to compact
+    /// the groups [`Groups::oldest_groups`] names (or to run [`Groups::rewrite_lagging`]).
+    pub fn needs_compaction(&self) -> bool {
+        self.inner.lock_undrained().needs_compaction()
+    }
+
     /// The groups holding the oldest data, oldest first, at most `n`: the groups an
     /// application should compact (purge) so that old segment files can go.
     pub fn oldest_groups(&self, n: usize) -> Vec<GroupUsage> {
@@ -481,6 +500,12 @@ impl Group {
     /// Sets meta value `key`. See [`Store::put_meta`].
     pub fn put_meta(&self, key: u64, value: &[u8]) -> Result<()> {
         self.with_store(|s| s.put_meta(key, value))
+    }
+
+    /// Removes meta value `key` of this group; returns whether it was set. See
+    /// [`Store::remove_meta`].
+    pub fn remove_meta(&self, key: u64) -> Result<bool> {
+        self.with_store(|s| s.remove_meta(key))
     }
 
     /// Asks for everything written so far (in every group) to be made durable. See

@@ -23,8 +23,12 @@ use crate::error::{Error, Result};
 mod real;
 #[cfg(test)]
 pub(crate) mod sim;
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+mod uring;
 
 pub(crate) use real::{copy_on_write_fs, regular, RealFs};
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+pub(crate) use uring::UringFs;
 
 /// File-system effects, one method per kind.
 pub(crate) trait Fs: Send + Sync + fmt::Debug {
@@ -58,6 +62,22 @@ pub(crate) trait Fs: Send + Sync + fmt::Debug {
     /// Makes `[from, from + len)` of a mapped file durable (`msync(MS_SYNC)`, which also
     /// makes a changed size durable, as `fdatasync` does).
     fn msync(&self, map: &MmapRaw, path: &Path, from: usize, len: usize) -> io::Result<()>;
+    /// Whether [`Fs::sync_data`] wants the file's descriptor (else it syncs through the map).
+    fn syncs_by_file(&self) -> bool {
+        false
+    }
+    /// Makes `[from, from + len)` of a mapped file durable, as [`Fs::msync`] does; `file` is
+    /// the mapped file when [`Fs::syncs_by_file`] says it is wanted and the caller has it.
+    fn sync_data(
+        &self,
+        _file: Option<&File>,
+        map: &MmapRaw,
+        path: &Path,
+        from: usize,
+        len: usize,
+    ) -> io::Result<()> {
+        self.msync(map, path, from, len)
+    }
     /// Renames a file.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file.
@@ -71,6 +91,31 @@ pub(crate) trait Fs: Send + Sync + fmt::Debug {
 /// The operating system's file system, shared.
 pub(crate) fn real() -> Arc<dyn Fs> {
     Arc::new(RealFs)
+}
+
+/// The operating system's file system with the durability calls made the way `io` asks,
+/// the one in use, and why the one asked for was refused (then the threads' plain system
+/// calls are used).
+pub(crate) fn for_flush_io(io: crate::FlushIo) -> (Arc<dyn Fs>, crate::FlushIo, Option<String>) {
+    match io {
+        crate::FlushIo::Threads => (real(), io, None),
+        crate::FlushIo::IoUring => match uring_fs() {
+            Ok(fs) => (fs, io, None),
+            Err(why) => (real(), crate::FlushIo::Threads, Some(why)),
+        },
+    }
+}
+
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+fn uring_fs() -> std::result::Result<Arc<dyn Fs>, String> {
+    UringFs::new()
+        .map(|fs| Arc::new(fs) as Arc<dyn Fs>)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(all(target_os = "linux", feature = "io-uring")))]
+fn uring_fs() -> std::result::Result<Arc<dyn Fs>, String> {
+    Err("built without the io-uring feature (Linux only)".into())
 }
 
 /// fsyncs a directory so that created, renamed and removed entries are durable.

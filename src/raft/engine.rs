@@ -59,6 +59,11 @@ pub(crate) trait Calls {
     /// Gives a landed batch back (zeroed, the call undone); fails only if undoing it failed.
     fn release(&mut self, landed: Landed) -> Result<()>;
     fn put_meta(&mut self, key: u64, value: &[u8]) -> Result<()>;
+    fn remove_meta(&mut self, key: u64) -> Result<bool>;
+    /// The log's heap estimate (for a group: the whole shared log's).
+    fn estimated_memory(&self) -> usize;
+    /// The log's compaction hint (for a group: the whole shared log's).
+    fn needs_compaction(&self) -> bool;
     fn put_metas(&mut self, metas: &[(u64, &[u8])]) -> Result<()>;
     fn truncate_from(&mut self, from: u64) -> Result<()>;
     fn purge_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()>;
@@ -133,6 +138,15 @@ impl Calls for Store {
     }
     fn reset_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
         Store::reset_to_with_meta(self, first, metas)
+    }
+    fn estimated_memory(&self) -> usize {
+        Store::estimated_memory(self)
+    }
+    fn remove_meta(&mut self, key: u64) -> Result<bool> {
+        Store::remove_meta(self, key)
+    }
+    fn needs_compaction(&self) -> bool {
+        Store::needs_compaction(self)
     }
     fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
         Store::flush(self, callback)
@@ -218,6 +232,15 @@ impl Calls for Group {
     }
     fn reset_to_with_meta(&mut self, first: u64, metas: &[(u64, &[u8])]) -> Result<()> {
         Group::reset_to_with_meta(self, first, metas)
+    }
+    fn estimated_memory(&self) -> usize {
+        self.with_store(|s| s.estimated_memory())
+    }
+    fn remove_meta(&mut self, key: u64) -> Result<bool> {
+        Group::remove_meta(self, key)
+    }
+    fn needs_compaction(&self) -> bool {
+        self.with_store(|s| s.needs_compaction())
     }
     fn flush(&mut self, callback: impl FnOnce(Result<()>) + Send + 'static) -> Result<()> {
         Group::flush(self, callback)

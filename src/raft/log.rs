@@ -497,10 +497,16 @@ impl<T: Types, S: LogEngine> RaftLog<T, S> {
     /// whose largest sizes stay reserved (see [`Types::MAX_LOG_ID_LEN`]); data that would not
     /// leave that room is refused with [`StateError::MetaNoRoom`], which says how much there
     /// is. Shrinking the data is always allowed.
+    ///
+    /// `None` removes the saved data's meta value (no room used; see [`Store::remove_meta`]).
     pub fn save_user_data(&mut self, data: Option<T::UserData>) -> RaftResult<(), T> {
-        let bytes = data.to_bytes();
-        room::check::<T>(&self.store, META_USER_DATA, bytes.len(), &[])?;
-        self.store.put_meta(META_USER_DATA, &bytes)?;
+        if data.is_none() {
+            self.store.remove_meta(META_USER_DATA)?;
+        } else {
+            let bytes = data.to_bytes();
+            room::check::<T>(&self.store, META_USER_DATA, bytes.len(), &[])?;
+            self.store.put_meta(META_USER_DATA, &bytes)?;
+        }
         self.state.user_data = data;
         Ok(())
     }
@@ -525,6 +531,19 @@ impl<T: Types, S: LogEngine> RaftLog<T, S> {
         // On an error `complete` has been called with it: the future carries it.
         let _ = self.store.flush(complete);
         future
+    }
+
+    /// An estimate of the heap bytes the log holds: the engine's (see
+    /// [`Store::estimated_memory`]; for a group, the whole shared log's) and the Raft state.
+    pub fn estimated_memory(&self) -> usize {
+        self.store.estimated_memory() + std::mem::size_of::<RaftState<T>>()
+    }
+
+    /// The compaction hint: whether the log (for a group, the whole shared log) has grown
+    /// past [`Config::compaction_threshold`] bytes, so that it is time for a snapshot and
+    /// [`RaftLog::purge_upto`].
+    pub fn needs_compaction(&self) -> bool {
+        self.store.needs_compaction()
     }
 
     /// Makes everything written so far durable, blocking until it is.

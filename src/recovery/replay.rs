@@ -202,6 +202,7 @@ fn replay(
             runs.retain(|r| r.end() > *first);
         }
         Item::Meta { key, value, .. } => state.apply_meta(*key, value.clone()),
+        Item::MetaRemove { key, .. } => state.remove_meta(*key),
         // Handled by `replay_item`.
         Item::Group { .. }
         | Item::GroupCheckpoint { .. }

@@ -67,6 +67,11 @@ pub enum Item {
         /// Value.
         value: Arc<[u8]>,
     },
+    /// A meta removal record.
+    MetaRemove {
+        /// Key.
+        key: u64,
+    },
     /// A group record: the records after it belong to group `id`.
     Group {
         /// Group id.
@@ -295,7 +300,7 @@ impl<'a> Iterator for Records<'a> {
                 }
             }
             RecordKind::Entry | RecordKind::Truncate | RecordKind::Meta => Body::Plain,
-            RecordKind::Group | RecordKind::GroupRemove => Body::Plain,
+            RecordKind::Group | RecordKind::GroupRemove | RecordKind::MetaRemove => Body::Plain,
             RecordKind::Rewrite => match <[u8; 8]>::try_from(r.body) {
                 Ok(count) => Body::Rewrite(u64::from_le_bytes(count)),
                 Err(_) => return self.halt(pos, "malformed rewrite body"),
@@ -307,13 +312,14 @@ impl<'a> Iterator for Records<'a> {
                 | RecordKind::GroupCheckpoint
                 | RecordKind::GroupRemove
                 | RecordKind::Rewrite
+                | RecordKind::MetaRemove
         );
         if group_kind && self.seed.version < GROUPS_FORMAT_VERSION {
             return self.halt(
                 pos,
                 format!(
-                    "group record in a version {} segment (group records need version {})",
-                    self.seed.version, GROUPS_FORMAT_VERSION
+                    "{:?} record in a version {} segment (it needs version {})",
+                    r.kind, self.seed.version, GROUPS_FORMAT_VERSION
                 ),
             );
         }
@@ -513,6 +519,7 @@ fn add_item(items: &mut Vec<Item>, offsets: &mut Offsets, found: &Found<'_>, pre
             prev_crc: cp.prev_crc,
             metas: cp.metas.clone(),
         },
+        (_, RecordKind::MetaRemove) => Item::MetaRemove { key: r.arg },
         (_, RecordKind::Meta) => Item::Meta {
             offset,
             key: r.arg,

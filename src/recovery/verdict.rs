@@ -346,6 +346,9 @@ fn recovered(plan: &Plan) -> Recovered {
                 Item::Meta { offset, key, .. } => {
                     meta_sources.insert(*key, at(offset));
                 }
+                Item::MetaRemove { key, .. } => {
+                    meta_sources.remove(key);
+                }
                 Item::Entries { .. }
                 | Item::Truncate { .. }
                 | Item::Group { .. }

@@ -20,8 +20,22 @@ impl Segment {
         if to <= from {
             return Ok(());
         }
+        // A back end that syncs by file gets a duplicate of the descriptor, if the segment
+        // holds one: the lock is not held while the sync runs (a `pwrite` writer takes it).
+        let file = if self.fs.syncs_by_file() {
+            let held = self.file.lock().unwrap_or_else(|e| e.into_inner());
+            held.as_ref().and_then(|f| f.try_clone().ok())
+        } else {
+            None
+        };
         self.fs
-            .msync(&self.map, &self.path, from as usize, (to - from) as usize)
+            .sync_data(
+                file.as_ref(),
+                &self.map,
+                &self.path,
+                from as usize,
+                (to - from) as usize,
+            )
             .map_err(|e| Error::io("msync", &self.path, e))
     }
 

@@ -38,6 +38,33 @@ pub enum Allocation {
     ZeroFill,
 }
 
+/// How the flush thread makes data durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FlushIo {
+    /// Plain blocking system calls (`msync`, `fdatasync`, `fsync`) on the flush thread
+    /// (default).
+    #[default]
+    Threads,
+    /// The syncs, directory fsyncs and `pwrite`s through one io_uring ring (Linux, feature
+    /// `io-uring`). Where the kernel refuses io_uring (too old, `kernel.io_uring_disabled`, a
+    /// seccomp filter) or the feature is off, the log opens with [`FlushIo::Threads`] and
+    /// [`Store::flush_io`](super::Store::flush_io) says why. Measured on a virtio disk it is
+    /// slower than the threads, with more CPU per sync (`docs/benchmarks.md`).
+    IoUring,
+}
+
+impl FlushIo {
+    /// Whether this back end can be used here: `Err` says why not (the kernel's answer, or
+    /// a build without the feature).
+    pub fn available(self) -> std::result::Result<(), String> {
+        match crate::io::for_flush_io(self) {
+            (_, _, Some(why)) => Err(why),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// How a [`Store`](super::Store) is set up.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -71,6 +98,13 @@ pub struct Config {
     /// prepared file(s). Pooled files found at open are kept up to this number (the rest are
     /// removed).
     pub segment_pool: usize,
+    /// The compaction hint: [`Store::needs_compaction`](super::Store::needs_compaction) says
+    /// yes once the log's live segment files hold this many bytes
+    /// ([`Store::log_bytes`](super::Store::log_bytes)). `None`: never. Default 10 GiB (as
+    /// raft-engine's purge threshold). Only a hint: the log never compacts on its own.
+    pub compaction_threshold: Option<u64>,
+    /// How the flush thread makes data durable (default [`FlushIo::Threads`]).
+    pub flush_io: FlushIo,
 }
 
 impl Default for Config {
@@ -82,6 +116,8 @@ impl Default for Config {
             write_mode: WriteMode::Auto,
             allocation: Allocation::Auto,
             segment_pool: 2,
+            compaction_threshold: Some(10 << 30),
+            flush_io: FlushIo::Threads,
         }
     }
 }

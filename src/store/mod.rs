@@ -32,11 +32,12 @@ mod recycle_tests;
 mod reserve;
 #[cfg(test)]
 mod sim_tests;
+mod usage;
 mod write;
 
 pub(crate) use combined::Before;
 use config::check_first_index;
-pub use config::{Allocation, Config, WriteMode};
+pub use config::{Allocation, Config, FlushIo, WriteMode};
 pub use groups::GroupUsage;
 pub(crate) use receive::{Landed, Placed, Received};
 
@@ -105,6 +106,8 @@ pub struct Store {
     /// The group of the last record written in the active segment (0 after its checkpoints).
     stream_group: u64,
     report: RecoveryReport,
+    /// The flush I/O in use, and why the one configured was refused.
+    flush_io: (FlushIo, Option<String>),
     _lock: DirLock,
 }
 
@@ -149,7 +152,10 @@ impl Store {
     /// Fails with [`Error::InvalidConfig`] if `config.segment_size` is too small for the meta
     /// values the log already holds (they are copied into every segment's checkpoint).
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Self> {
-        Self::open_with_fs(dir, config, crate::io::real())
+        let (fs, in_use, refused) = crate::io::for_flush_io(config.flush_io);
+        let mut store = Self::open_with_fs(dir, config, fs)?;
+        store.flush_io = (in_use, refused);
+        Ok(store)
     }
 
     /// The directory of the log.
@@ -160,6 +166,12 @@ impl Store {
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The flush I/O in use ([`Config::flush_io`], or [`FlushIo::Threads`] where that was
+    /// refused at open) and, if it was, why.
+    pub fn flush_io(&self) -> (FlushIo, Option<&str>) {
+        (self.flush_io.0, self.flush_io.1.as_deref())
     }
 
     /// What recovery found when this store was opened.
@@ -382,6 +394,27 @@ impl Store {
         self.state = next;
         self.publish();
         Ok(())
+    }
+
+    /// Removes meta value `key`; returns whether it was set (removing a key that is not set
+    /// writes nothing). One small record, durable with the next flush like any write, all or
+    /// nothing; the key stays removed across purges (segments written after the removal
+    /// carry no value for it in their checkpoints).
+    ///
+    /// The record needs a version 3 segment: in a log whose active segment an older build
+    /// wrote, that segment is sealed first and a new one started (and synced). A log holding
+    /// such a record does not open in builds older than the record (they report an unknown
+    /// record kind; `docs/format.md`).
+    pub fn remove_meta(&mut self, key: u64) -> Result<bool> {
+        self.check_writable()?;
+        if !self.state.metas.contains_key(&key) {
+            return Ok(false);
+        }
+        self.prepare_for_groups()?;
+        self.write_record(RecordKind::MetaRemove, key, &[])?;
+        self.state.remove_meta(key);
+        self.publish();
+        Ok(true)
     }
 
     // ---- internals ----

@@ -193,6 +193,7 @@ impl Store {
             groups: groups::ParkedGroups::default(),
             stream_group: plan.stream_group,
             report: plan.report.clone(),
+            flush_io: (crate::FlushIo::Threads, None),
             _lock: lock,
         };
         for (id, runs) in group_runs {

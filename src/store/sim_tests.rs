@@ -32,6 +32,8 @@ enum Op {
     TruncateBack(u64),
     PurgeForward(u64),
     Meta(u64, usize),
+    /// `remove_meta` of a key (set or not).
+    MetaRemove(u64),
     Flush,
     /// A blocking sync: the flush thread has also retired purged files when it returns.
     Sync,
@@ -56,6 +58,7 @@ fn workload(seed: u64) -> Vec<Op> {
             ),
             5 => Op::TruncateBack(r.below(4)),
             6 => Op::PurgeForward(r.below(6)),
+            7 if r.below(4) == 0 => Op::MetaRemove(r.below(3)),
             7 => Op::Meta(r.below(3), r.below(60) as usize),
             8 if r.below(3) == 0 => Op::Reopen,
             _ => Op::Flush,
@@ -80,6 +83,7 @@ fn recycling_workload(seed: u64) -> Vec<Op> {
             6 => Op::TruncateBack(r.below(4)),
             7 => Op::PurgeForward(20 + r.below(60)),
             8 => Op::Sync,
+            9 if r.below(4) == 0 => Op::MetaRemove(r.below(3)),
             9 => Op::Meta(r.below(3), r.below(60) as usize),
             10 if r.below(3) == 0 => Op::Reopen,
             _ => Op::Flush,
@@ -186,6 +190,13 @@ fn run(dir: &Path, fs: Arc<SimFs>, ops: &[Op], config: &Config) -> Run {
                 m.metas.insert(*key, v);
                 states.push(m.clone());
                 note(r)
+            }
+            Op::MetaRemove(key) => {
+                let r = store.remove_meta(*key);
+                if m.metas.remove(key).is_some() {
+                    states.push(m.clone());
+                }
+                note(r.map(|_| ()))
             }
             Op::Flush => store.flush(acked.on_flush(applied)).is_ok(),
             Op::Sync => {

@@ -322,12 +322,14 @@ pub struct Case<Op> {
 }
 
 impl<Op> Case<Op> {
-    /// Tiny segments, `prepare_ahead` as drawn, the allocation path `RML_ALLOCATION` names.
+    /// Tiny segments, `prepare_ahead` as drawn, the allocation path `RML_ALLOCATION` names and
+    /// the flush I/O `RML_FLUSH_IO` names.
     pub fn config(&self) -> Config {
         Config {
             segment_size: self.segment_size,
             prepare_ahead: self.prepare_ahead,
             allocation: super::allocation_from_env(),
+            flush_io: super::flush_io_from_env(),
             ..Default::default()
         }
     }

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use raft_mmap_log::Config;
-use raft_mmap_log::{Allocation, RecoveryMode};
+use raft_mmap_log::{Allocation, FlushIo, RecoveryMode};
 
 #[allow(dead_code)]
 pub const PAGE: u64 = 4096;
@@ -93,9 +93,10 @@ pub fn derive(tag: u64, generation: u64, len: usize) -> Arc<[u8]> {
 // ---------------------------------------------------------------------------------------------
 // Configurations and scratch directories
 
-/// `segment_size`, strict recovery, `prepare_ahead` as given, and the allocation path that
-/// `RML_ALLOCATION` names (`zero-fill` forces the fallback used where `fallocate` is refused;
-/// `.ci/run` runs the crash tests once that way).
+/// `segment_size`, strict recovery, `prepare_ahead` as given, the allocation path that
+/// `RML_ALLOCATION` names (`zero-fill` forces the fallback used where `fallocate` is refused)
+/// and the flush I/O that `RML_FLUSH_IO` names (`io-uring`); `.ci/run` runs the crash tests
+/// once that way.
 #[allow(dead_code)]
 pub fn strict_config(segment_size: u64, prepare_ahead: bool) -> Config {
     Config {
@@ -103,6 +104,7 @@ pub fn strict_config(segment_size: u64, prepare_ahead: bool) -> Config {
         recovery_mode: RecoveryMode::Strict,
         prepare_ahead,
         allocation: allocation_from_env(),
+        flush_io: flush_io_from_env(),
         ..Config::default()
     }
 }
@@ -125,6 +127,24 @@ pub fn allocation_from_env() -> Allocation {
     match std::env::var("RML_ALLOCATION").as_deref() {
         Ok("zero-fill") => Allocation::ZeroFill,
         _ => Allocation::Auto,
+    }
+}
+
+/// The flush I/O `RML_FLUSH_IO` asks for (`io-uring`; default: the threads). A kernel that
+/// refuses io_uring opens logs with the threads anyway: that is said once on stderr.
+#[allow(dead_code)]
+pub fn flush_io_from_env() -> FlushIo {
+    match std::env::var("RML_FLUSH_IO").as_deref() {
+        Ok("io-uring") => {
+            if let Err(why) = FlushIo::IoUring.available() {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    eprintln!("RML_FLUSH_IO=io-uring: refused ({why}), threads used")
+                });
+            }
+            FlushIo::IoUring
+        }
+        _ => FlushIo::Threads,
     }
 }
 
