@@ -19,6 +19,7 @@ mod decode;
 mod progress;
 mod replicate;
 mod show;
+mod tasks;
 mod workdir;
 
 use std::io::Write;
@@ -44,6 +45,10 @@ enum Command {
     /// Replicate a log to a follower over loopback TCP with frames (live and catch-up), and
     /// compare the throughput with a bare TCP stream of the same bytes.
     Replicate(replicate::ReplicateArgs),
+    /// Durable 16-entry batches from concurrent tokio tasks (one group each), made durable by
+    /// flush callbacks, by `flushed()` futures, and by futures with the flushes through
+    /// io_uring: batches/s, p50/p99 and CPU time per batch, one child process per cell.
+    Tasks(tasks::TasksArgs),
     /// Show a log directory's segments, indexes and Raft state. Never writes.
     Stat {
         /// The log directory.
@@ -164,6 +169,7 @@ fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Replicate(args) => replicate::run(args),
+        Command::Tasks(args) => tasks::run(args),
         Command::Stat { dir, json, decode } => show::stat(&dir, json, decode),
         Command::Verify {
             dir,

@@ -217,6 +217,14 @@ impl Groups {
         self.lock().remove_group(id)
     }
 
+    /// The flush I/O in use, and why the one configured was refused (see
+    /// [`Store::flush_io`]).
+    pub fn flush_io(&self) -> (crate::FlushIo, Option<String>) {
+        let store = self.inner.lock_undrained();
+        let (io, why) = store.flush_io();
+        (io, why.map(str::to_string))
+    }
+
     /// An estimate of the heap bytes the open log holds, every group included (see
     /// [`Store::estimated_memory`]: the index, each group's state and meta values, the
     /// segment table; not the page cache or the mapped files).
