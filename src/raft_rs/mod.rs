@@ -37,7 +37,11 @@
 
 mod codec;
 mod error;
+#[cfg(test)]
+mod history;
 pub mod inspect;
+#[cfg(test)]
+mod jepsen_tests;
 mod shared;
 #[cfg(test)]
 mod sim_tests;
