@@ -41,7 +41,7 @@ mod error;
 mod history;
 pub mod inspect;
 #[cfg(test)]
-mod jepsen_tests;
+mod jepsen;
 mod shared;
 #[cfg(test)]
 mod sim_tests;
