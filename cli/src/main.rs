@@ -56,6 +56,9 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// The compaction hint's threshold in bytes (the library's `Config` default: 10 GiB).
+        #[arg(long, value_name = "BYTES", default_value_t = 10 << 30)]
+        compaction_threshold: u64,
         /// Show the Raft meta values as an adapter of the library stores them (auto: the
         /// adapter whose encoding the last entry has; nothing when unsure).
         #[arg(long, value_enum, default_value_t = DecodeMode::Auto)]
@@ -170,7 +173,12 @@ fn run(cli: Cli) -> Outcome {
         Command::Bench(args) => bench::run(args),
         Command::Replicate(args) => replicate::run(args),
         Command::Tasks(args) => tasks::run(args),
-        Command::Stat { dir, json, decode } => show::stat(&dir, json, decode),
+        Command::Stat {
+            dir,
+            json,
+            decode,
+            compaction_threshold,
+        } => show::stat(&dir, json, decode, compaction_threshold),
         Command::Verify {
             dir,
             repair,

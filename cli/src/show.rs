@@ -60,9 +60,12 @@ fn log_id_json(id: &raft_mmap_log::raft::LogId) -> Value {
     json!({ "term": id.term, "node_id": id.node_id, "index": id.index })
 }
 
-pub fn stat(dir: &Path, as_json: bool, decode: DecodeMode) -> Outcome {
+pub fn stat(dir: &Path, as_json: bool, decode: DecodeMode, compaction_threshold: u64) -> Outcome {
     let rs = raft_inspect::stat(dir)?;
     let (st, r) = (&rs.stat, &rs.raft);
+    let needs_compaction = st.needs_compaction(Some(compaction_threshold));
+    // Whether a log opened here with `FlushIo::IoUring` would get it (the kernel's answer).
+    let io_uring = raft_mmap_log::FlushIo::IoUring.available();
     let decoded = decoded_metas(dir, st, decode)?;
     let mut w = out();
     if as_json {
@@ -103,6 +106,10 @@ pub fn stat(dir: &Path, as_json: bool, decode: DecodeMode) -> Outcome {
             "prepared_files": st.prepared_files.len(),
             "pool_files": st.pool_files.len(),
             "pool_bytes": st.pool_bytes,
+            "log_bytes": st.log_bytes(),
+            "compaction_threshold": compaction_threshold,
+            "needs_compaction": needs_compaction,
+            "io_uring": match &io_uring { Ok(()) => "usable".to_string(), Err(why) => format!("refused: {why}") },
             "groups": st.groups.iter().map(|g| json!({
                 "id": g.id,
                 "first_index": g.first,
@@ -226,6 +233,24 @@ pub fn stat(dir: &Path, as_json: bool, decode: DecodeMode) -> Outcome {
             let _ = writeln!(s, "{:<13} {}: {t}", a.name(), meta_key_name(*k));
         }
     }
+    let _ = writeln!(
+        s,
+        "compaction    {} of log, hint at {}: {}",
+        bytes(st.log_bytes()),
+        bytes(compaction_threshold),
+        if needs_compaction {
+            "compact (snapshot and purge)"
+        } else {
+            "not yet"
+        }
+    );
+    let _ = match &io_uring {
+        Ok(()) => writeln!(s, "flush I/O     io_uring usable here (Config::flush_io)"),
+        Err(why) => writeln!(
+            s,
+            "flush I/O     io_uring refused here, threads used: {why}"
+        ),
+    };
     match &st.recovery.cut {
         Some((p, o, why)) => {
             let _ = writeln!(

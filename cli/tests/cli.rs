@@ -801,3 +801,30 @@ fn dump_shows_an_undecodable_body_raw_with_the_reason() {
         "{t}"
     );
 }
+
+/// `stat` counts the log's bytes as the open log does, and gives the compaction hint for the
+/// threshold asked (never for the default on a small log), and whether io_uring is usable.
+#[test]
+fn stat_shows_the_compaction_hint_as_the_open_log_gives_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = {
+        let mut log = RaftLog::<RaftTypes>::open(tmp.path(), config()).unwrap();
+        for i in 0..400 {
+            log.append([(LogId::new(1, 1, i), &[7u8; 300][..])])
+                .unwrap();
+        }
+        log.sync().unwrap();
+        log.store().log_bytes()
+    };
+    let d = tmp.path().to_str().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&run(&["stat", d, "--json"]).stdout).unwrap();
+    assert_eq!(v["log_bytes"], live, "{v}");
+    assert_eq!(v["needs_compaction"], false);
+    assert!(v["io_uring"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    let small = (live - 1).to_string();
+    let out = run(&["stat", d, "--compaction-threshold", &small]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    assert!(t.contains("compact (snapshot and purge)"), "{t}");
+    assert!(t.contains("flush I/O"), "{t}");
+}

@@ -69,6 +69,23 @@ impl Stat {
     pub fn last_index(&self) -> Option<u64> {
         (self.next_index > self.first_index).then(|| self.next_index - 1)
     }
+
+    /// Bytes of log, as an open log counts them ([`Store::log_bytes`](crate::Store::log_bytes)):
+    /// every kept segment file whole but the newest, which counts up to its records' end.
+    pub fn log_bytes(&self) -> u64 {
+        let Some((newest, older)) = self.segments.split_last() else {
+            return 0;
+        };
+        older
+            .iter()
+            .fold(newest.records_end, |sum, s| sum.saturating_add(s.size))
+    }
+
+    /// The compaction hint for `threshold` bytes, as an open log would give it
+    /// ([`Store::needs_compaction`](crate::Store::needs_compaction)).
+    pub fn needs_compaction(&self, threshold: Option<u64>) -> bool {
+        threshold.is_some_and(|t| self.log_bytes() >= t)
+    }
 }
 
 /// Reads the state of the log in `dir` as opening it would recover it. Writes nothing.
