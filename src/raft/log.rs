@@ -20,6 +20,7 @@ use crate::store::{Config, Store};
 
 mod combined;
 mod frames;
+mod usage;
 
 pub(crate) use combined::Reset;
 
@@ -520,30 +521,6 @@ impl<T: Types, S: LogEngine> RaftLog<T, S> {
         callback: impl FnOnce(Result<()>) + Send + 'static,
     ) -> RaftResult<(), T> {
         Ok(self.store.flush(callback)?)
-    }
-
-    /// A future that resolves once everything written before this call is durable, when a
-    /// [`RaftLog::flush`] callback would run and with its result (feature `tokio`; see
-    /// [`Durable`](crate::Durable)).
-    #[cfg(feature = "tokio")]
-    pub fn flushed(&mut self) -> crate::Durable {
-        let (future, complete) = crate::Durable::new();
-        // On an error `complete` has been called with it: the future carries it.
-        let _ = self.store.flush(complete);
-        future
-    }
-
-    /// An estimate of the heap bytes the log holds: the engine's (see
-    /// [`Store::estimated_memory`]; for a group, the whole shared log's) and the Raft state.
-    pub fn estimated_memory(&self) -> usize {
-        self.store.estimated_memory() + std::mem::size_of::<RaftState<T>>()
-    }
-
-    /// The compaction hint: whether the log (for a group, the whole shared log) has grown
-    /// past [`Config::compaction_threshold`] bytes, so that it is time for a snapshot and
-    /// [`RaftLog::purge_upto`].
-    pub fn needs_compaction(&self) -> bool {
-        self.store.needs_compaction()
     }
 
     /// Makes everything written so far durable, blocking until it is.
