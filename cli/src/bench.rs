@@ -18,7 +18,7 @@ use raft_mmap_log::Config;
 use serde_json::{json, Value};
 
 mod heap;
-mod measure;
+pub(crate) mod measure;
 mod steady;
 mod wakeup;
 use measure::{faults, faults_since, fmt_rate, pct, proc_status, us, Phase};

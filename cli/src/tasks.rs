@@ -22,6 +22,7 @@ use raft_mmap_log::groups::Groups;
 use raft_mmap_log::{Config, FlushIo, WriteMode};
 use serde_json::{json, Value};
 
+use crate::bench::measure::{pct, us};
 use crate::{Failure, Outcome};
 
 /// Entries per batch.
@@ -317,17 +318,14 @@ fn child(a: &TasksArgs, way: Way, tasks: u32, dir: &Path) -> Result<Value, Failu
     let mut lat: Vec<Duration> = lat.map_err(Failure::Error)?.into_iter().flatten().collect();
     lat.sort_unstable();
     let batches = lat.len() as f64;
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
+    let at = |p: f64| us(pct(&lat, p));
     Ok(json!({
         "way": name(way),
         "tasks": tasks,
         "batches": lat.len(),
         "batches_per_sec": batches / elapsed.as_secs_f64(),
-        "p50_us": pct(0.50),
-        "p99_us": pct(0.99),
+        "p50_us": at(0.50),
+        "p99_us": at(0.99),
         "cpu_us_per_batch": cpu.as_secs_f64() * 1e6 / batches.max(1.0),
         "flush_io": format!("{flush_io:?}"),
         "flush_io_refused": refused,

@@ -85,7 +85,7 @@ pub(super) fn faults_since(before: Option<Faults>) -> Option<Faults> {
     })
 }
 
-pub(super) fn pct(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -93,7 +93,7 @@ pub(super) fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-pub(super) fn us(d: Duration) -> f64 {
+pub(crate) fn us(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e7).round() / 10.0
 }
 
