@@ -402,9 +402,9 @@ impl Store {
     /// carry no value for it in their checkpoints).
     ///
     /// The record needs a version 3 segment: in a log whose active segment an older build
-    /// wrote, that segment is sealed first and a new one started (and synced). A log holding
-    /// such a record does not open in builds older than the record (they report an unknown
-    /// record kind; `docs/format.md`).
+    /// wrote, that segment is sealed first and a new one started (and synced). Builds older
+    /// than the record refuse a log holding one (an invalid record with valid ones after it),
+    /// or cut it as a torn tail when it is the last record (`docs/format.md`).
     pub fn remove_meta(&mut self, key: u64) -> Result<bool> {
         self.check_writable()?;
         if !self.state.metas.contains_key(&key) {
