@@ -33,11 +33,12 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             "--restart-at" => o.restart_at = Some(val()?.parse()?),
             "--prefill" => o.prefill = true,
             "--copy-receive" => o.copy_receive = true,
+            "--sendfile" => o.sendfile = true,
             "--dir" => dir = Some(val()?.into()),
             "-h" | "--help" => {
                 println!(
                     "replicate [--entries N] [--entry-size B] [--append-batch K] \
-                     [--ship-batch K] [--restart-at N] [--prefill] [--copy-receive] [--dir PATH]"
+                     [--ship-batch K] [--restart-at N] [--prefill] [--copy-receive] [--sendfile] [--dir PATH]"
                 );
                 return Ok(());
             }

@@ -45,6 +45,12 @@ fn live_replication_ends_with_equal_logs() {
     });
     assert_eq!(r.follower.entries, 20_000);
     assert_eq!(r.follower.copies_per_entry(), (1.0, 1.0));
+    // The leader's spans sent from the segment files with `sendfile`.
+    let r = run(&loops::Options {
+        sendfile: true,
+        ..options(20_000)
+    });
+    assert_eq!(r.follower.entries, 20_000);
 }
 
 #[test]

@@ -52,6 +52,10 @@ pub struct ReplicateArgs {
     /// instead of receiving it straight into its map (`receive_frames`).
     #[arg(long)]
     copy_receive: bool,
+    /// The leader sends each span from its segment file with `sendfile` instead of one
+    /// `write_vectored` of the mapped bytes.
+    #[arg(long)]
+    sendfile: bool,
     /// Leave the log directories in place.
     #[arg(long)]
     keep: bool,
@@ -138,6 +142,7 @@ pub fn run(a: ReplicateArgs) -> Outcome {
             prefill,
             segment_size: a.segment_size,
             copy_receive: a.copy_receive,
+            sendfile: a.sendfile,
         };
         let sub = work.path.join(if prefill { "catch-up" } else { "live" });
         let r = loops::run(&sub.join("leader"), &sub.join("follower"), &o).map_err(err)?;
